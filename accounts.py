@@ -1,0 +1,153 @@
+"""Accounts: register, log in, log out, the session user loader and ``flask create-user``."""
+
+from functools import cache
+from urllib.parse import urlsplit
+
+import click
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_user, logout_user
+from sqlalchemy.exc import IntegrityError
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from extensions import db, login_manager
+from forms import DUPLICATE_EMAIL, LoginForm, RegisterForm, normalize_email, password_problem
+from models import User
+
+bp = Blueprint("accounts", __name__)
+
+INVALID_LOGIN = "Invalid email or password."
+
+
+@cache
+def _dummy_hash():
+    """A hash to check against for unknown emails, so they take as long as known ones."""
+    return generate_password_hash("not a real password")
+
+
+def authenticate(email, password):
+    """Return the user with these credentials, or None."""
+    user = User.by_email(email) if isinstance(email, str) else None
+    if user is None:
+        check_password_hash(_dummy_hash(), password)
+        return None
+    return user if user.check_password(password) else None
+
+
+def load_user(session_id):
+    """Flask-Login loader: the session holds ``"<id>.<token_version>"``."""
+    user_id, _, version = session_id.partition(".")
+    if not (user_id.isdigit() and version.isdigit()):
+        return None
+    user = db.session.get(User, int(user_id))
+    if user is None or user.token_version != int(version):
+        return None
+    return user
+
+
+def safe_next(target):
+    """Return ``target`` if it is a path on this site, else the chat page."""
+    fallback = url_for("chat.index")
+    if not target or "\\" in target or any(ord(char) < 0x20 for char in target):
+        return fallback
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return fallback
+    return target
+
+
+def _start_session(user, remember=False):
+    """Log ``user`` in with a brand-new session (no session fixation)."""
+    session.clear()
+    login_user(user, remember=remember)
+
+
+@bp.route("/register", methods=["GET", "POST"])
+def register():
+    """Create an account and log it in."""
+    if current_user.is_authenticated:
+        return redirect(url_for("chat.index"))
+    form = RegisterForm()
+    if form.validate_on_submit():
+        user = _create_account(form)
+        if user is not None:
+            _start_session(user)
+            flash(f"Welcome, {user.name}!", "success")
+            return redirect(url_for("chat.index"))
+    status = 400 if form.is_submitted() else 200
+    return render_template("register.html", form=form), status
+
+
+def _create_account(form):
+    """Save the account the form describes; None if the email was taken meanwhile."""
+    user = User(email=form.email.data)
+    user.set_password(form.password.data)
+    db.session.add(user)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Someone registered the same email between validation and commit.
+        db.session.rollback()
+        form.email.errors.append(DUPLICATE_EMAIL)
+        return None
+    return user
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """Log in with email and password."""
+    target = safe_next(request.args.get("next"))
+    if current_user.is_authenticated:
+        return redirect(target)
+    form = LoginForm()
+    status = 200
+    if form.validate_on_submit():
+        user = authenticate(form.email.data, form.password.data)
+        if user is not None:
+            _start_session(user, remember=form.remember.data)
+            return redirect(target)
+        form.form_errors.append(INVALID_LOGIN)
+        status = 401
+    elif form.is_submitted():
+        status = 400
+    return render_template("login.html", form=form), status
+
+
+@bp.post("/logout")
+def logout():
+    """End the session (the form carries a CSRF token)."""
+    logout_user()
+    session.clear()
+    flash("You have been logged out.", "info")
+    return redirect(url_for("accounts.login"))
+
+
+@click.command("create-user")
+@click.argument("email")
+@click.password_option(help="Prompted for (hidden, twice) when not given.")
+def create_user_command(email, password):
+    """Create an account for EMAIL."""
+    try:
+        email = normalize_email(email)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="EMAIL") from None
+    problem = password_problem(password, email)
+    if problem:
+        raise click.BadParameter(problem, param_hint="--password")
+    if User.by_email(email) is not None:
+        raise click.ClickException(DUPLICATE_EMAIL)
+    user = User(email=email)
+    user.set_password(password)
+    db.session.add(user)
+    db.session.commit()
+    click.echo(f"Created user {user.name} <{email}>.")
+
+
+def init_app(app):
+    """Register the blueprint, the session loader and the CLI command."""
+    app.register_blueprint(bp)
+    login_manager.init_app(app)
+    login_manager.user_loader(load_user)
+    login_manager.login_view = "accounts.login"
+    login_manager.login_message = "Please log in to chat."
+    login_manager.login_message_category = "info"
+    app.cli.add_command(create_user_command)

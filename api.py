@@ -1,0 +1,60 @@
+"""The JSON API: tokens for the WebSocket."""
+
+from flask import Blueprint, current_app, jsonify, request
+from flask_login import current_user
+
+from accounts import authenticate
+from errors import json_error
+from extensions import csrf
+from forms import MAX_EMAIL_CHARS, MAX_PASSWORD_CHARS
+from tokens import issue_token
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def _token_response(user):
+    """``{"token", "expires_in"}`` for ``user``, never cached."""
+    response = jsonify(token=issue_token(user), expires_in=current_app.config["CHAT_TOKEN_MAX_AGE"])
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _credentials():
+    """Return ``(email, password)`` from a JSON body or form fields, or None if malformed."""
+    data = request.get_json(silent=True) if request.is_json else request.form
+    if not hasattr(data, "get"):
+        return None
+    email, password = data.get("email"), data.get("password")
+    if not (isinstance(email, str) and isinstance(password, str)):
+        return None
+    if len(email) > MAX_EMAIL_CHARS or len(password) > MAX_PASSWORD_CHARS:
+        return None
+    return email, password
+
+
+@bp.post("/token")
+def create_token():
+    """Exchange an email and password for a token (for Postman and scripts)."""
+    credentials = _credentials()
+    if credentials is None:
+        return json_error(
+            400, "bad_request", 'Send {"email": "...", "password": "..."} as JSON or form fields.'
+        )
+    user = authenticate(*credentials)
+    if user is None:
+        return json_error(401, "invalid_credentials", "Invalid email or password.")
+    return _token_response(user)
+
+
+@bp.get("/token")
+def refresh_token():
+    """A fresh token for the logged-in session (the chat page calls it before reconnecting)."""
+    if not current_user.is_authenticated:
+        return json_error(401, "unauthenticated", "Log in first.")
+    return _token_response(current_user)
+
+
+def init_app(app):
+    """Register the blueprint; the token endpoint takes credentials, not cookies, so no CSRF."""
+    app.register_blueprint(bp)
+    csrf.exempt(create_token)

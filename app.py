@@ -1,0 +1,81 @@
+"""The application factory: ``flask run`` and ``gunicorn 'app:create_app()'`` start here."""
+
+import logging
+import os
+import re
+
+from flask import Flask
+
+import accounts
+import api
+import chat
+import errors
+import models
+from config import Config, finalize, load_environment
+from extensions import csrf
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+
+_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]+")
+
+
+def create_app(test_config=None):
+    """Create and configure an app; ``test_config`` overrides every other setting."""
+    app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.from_object(Config)
+    app.config.from_pyfile("config.py", silent=True)
+    load_environment(app.config)
+    if test_config:
+        app.config.from_mapping(test_config)
+    finalize(app.config, app.instance_path)
+    app.logger.setLevel(app.config["CHAT_LOG_LEVEL"])
+    _keep_tokens_out_of_server_logs()
+
+    models.init_app(app)
+    csrf.init_app(app)
+    accounts.init_app(app)
+    api.init_app(app)
+    chat.init_app(app)
+    errors.init_app(app)
+    app.after_request(_set_security_headers)
+    return app
+
+
+def _set_security_headers(response):
+    """Headers every response carries (no inline script anywhere, no framing)."""
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    return response
+
+
+class _RedactTokens(logging.Filter):
+    """Replace ``token=...`` in logged request lines: browsers must put the token in the URL."""
+
+    def filter(self, record):
+        """Redact the formatted message in place; never drops a record."""
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg, record.args = _TOKEN_IN_URL.sub(r"\1[redacted]", message), ()
+        return True
+
+
+def _keep_tokens_out_of_server_logs():
+    """Attach the redacting filter to the development server's request log, once."""
+    logger = logging.getLogger("werkzeug")
+    if not any(isinstance(f, _RedactTokens) for f in logger.filters):
+        logger.addFilter(_RedactTokens())

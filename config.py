@@ -1,0 +1,106 @@
+"""Settings: defaults here, overridden by ``instance/config.py``, the environment, tests."""
+
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+# Settings the environment may override. The type of each default decides how its value is parsed.
+ENV_KEYS = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "DATABASE_URL")
+ENV_PREFIX = "CHAT_"
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class Config:
+    """Defaults for every environment; each ``CHAT_*`` key may be set in the environment."""
+
+    SECRET_KEY = None
+    # Old keys still accepted for signatures (sessions, tokens) while a new SECRET_KEY rolls out.
+    SECRET_KEY_FALLBACKS = ()
+    DATABASE_URL = None  # None means SQLite in the instance folder.
+
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    REMEMBER_COOKIE_HTTPONLY = True
+    REMEMBER_COOKIE_SAMESITE = "Lax"
+    WTF_CSRF_TIME_LIMIT = None  # The CSRF token lives as long as the session.
+
+    CHAT_ENV = "development"
+    CHAT_LOG_LEVEL = "INFO"
+    CHAT_TOKEN_MAX_AGE = 900
+    CHAT_TOKEN_SALT = "chat-websocket-token"  # noqa: S105 - a namespace, not a secret
+    CHAT_MAX_MESSAGE_CHARS = 2000
+    CHAT_MAX_FRAME_BYTES = 64 * 1024
+    CHAT_PING_INTERVAL = 25
+    CHAT_HISTORY_SIZE = 50
+    CHAT_SEND_QUEUE_SIZE = 1024
+    CHAT_MIN_PASSWORD_LENGTH = 8
+
+
+def load_environment(config, environ=os.environ):
+    """Override ``config`` with ``SECRET_KEY``, ``DATABASE_URL`` and ``CHAT_*`` from ``environ``."""
+    for key, raw in environ.items():
+        if key in ENV_KEYS or (key.startswith(ENV_PREFIX) and key in config):
+            config[key] = _parse_like(config.get(key), raw, key)
+
+
+def _parse_like(default, raw, key):
+    """Parse ``raw`` to the type of ``default``: bool, int, list (comma-separated) or str."""
+    if isinstance(default, tuple | list):
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
+    if isinstance(default, bool):
+        if raw.lower() not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+            raise ValueError(f"{key} must be a boolean, got {raw!r}")
+        return raw.lower() in {"1", "true", "yes", "on"}
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{key} must be an integer, got {raw!r}") from None
+    return raw
+
+
+def finalize(config, instance_path):
+    """Fill in derived settings and refuse to run production on an unsafe configuration."""
+    if config["CHAT_ENV"] not in {"development", "production"}:
+        raise RuntimeError("CHAT_ENV must be 'development' or 'production'")
+    production = config["CHAT_ENV"] == "production"
+    if production:
+        _require_real_secret(config.get("SECRET_KEY"))
+    elif not config.get("SECRET_KEY"):
+        config["SECRET_KEY"] = _development_secret(Path(instance_path))
+    config.setdefault("SESSION_COOKIE_SECURE", production)
+    config.setdefault("REMEMBER_COOKIE_SECURE", production)
+    url = config.get("DATABASE_URL") or f"sqlite:///{Path(instance_path) / 'chat.db'}"
+    config["SQLALCHEMY_DATABASE_URI"] = url
+    config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+
+
+def _require_real_secret(key):
+    """Raise unless ``key`` is long enough to be a generated secret."""
+    if not key or len(key) < MIN_SECRET_KEY_LENGTH:
+        raise RuntimeError(
+            f"CHAT_ENV=production needs SECRET_KEY of at least {MIN_SECRET_KEY_LENGTH} characters; "
+            'generate one with: python -c "import secrets; print(secrets.token_hex(32))"'
+        )
+
+
+def _development_secret(instance_path):
+    """Read the development secret from the instance folder, creating it once."""
+    path = instance_path / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    key = secrets.token_hex(32)
+    # Written aside, then linked into place: two workers starting together agree on one key.
+    fd, tmp = tempfile.mkstemp(dir=instance_path)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(key)
+        os.link(tmp, path)
+    except FileExistsError:
+        return path.read_text().strip()
+    finally:
+        os.unlink(tmp)
+    return key

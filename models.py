@@ -1,0 +1,144 @@
+"""Database models: users and their messages."""
+
+from datetime import UTC, datetime
+
+import click
+from flask_login import UserMixin
+from sqlalchemy import (
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+    select,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from extensions import db
+
+
+def utcnow():
+    """Return the current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def as_utc(moment):
+    """Return ``moment`` as aware UTC (SQLite hands back naive datetimes)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class User(UserMixin, db.Model):
+    """An account: a unique lower-case email and a password hash."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Bumped to revoke every token and session issued before.
+    token_version: Mapped[int] = mapped_column(Integer, default=0)
+
+    @property
+    def name(self):
+        """Display name: the part of the email before ``@``."""
+        return self.email.split("@", 1)[0]
+
+    def set_password(self, password):
+        """Store a salted hash of ``password``."""
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password):
+        """Tell whether ``password`` matches the stored hash."""
+        return check_password_hash(self.password_hash, password)
+
+    def get_id(self):
+        """Session identity: id and token version, so a version bump also ends sessions."""
+        return f"{self.id}.{self.token_version}"
+
+    @classmethod
+    def by_email(cls, email):
+        """Return the user with ``email`` (any case), or None."""
+        return db.session.scalar(select(cls).where(cls.email == email.strip().lower()))
+
+
+class Message(db.Model):
+    """A chat message, stored before anyone sees it."""
+
+    __tablename__ = "messages"
+    # A client's retry of the same message finds the original instead of posting twice.
+    __table_args__ = (UniqueConstraint("user_id", "client_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    author: Mapped[User] = relationship(lazy="joined")
+
+    def to_dict(self):
+        """Plain data for the wire, detached from the session."""
+        return {
+            "id": self.id,
+            "user_id": self.user_id,
+            "user": self.author.name,
+            "text": self.text,
+            "created_at": as_utc(self.created_at),
+            "client_id": self.client_id,
+        }
+
+
+def save_message(user_id, text, client_id=None):
+    """Persist a message; return ``(data, created)``. A repeated ``client_id`` gets the original."""
+    message = Message(user_id=user_id, text=text, client_id=client_id)
+    db.session.add(message)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        if client_id is None:
+            raise
+        original = db.session.scalar(
+            select(Message).where(Message.user_id == user_id, Message.client_id == client_id)
+        )
+        if original is None:
+            raise
+        return original.to_dict(), False
+    return message.to_dict(), True
+
+
+def recent_messages(limit):
+    """Return the latest ``limit`` messages, oldest first."""
+    newest = db.session.scalars(select(Message).order_by(Message.id.desc()).limit(limit)).all()
+    return [message.to_dict() for message in reversed(newest)]
+
+
+def init_app(app):
+    """Bind the database to ``app``, tune SQLite, and register ``flask init-db``."""
+    db.init_app(app)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            event.listen(db.engine, "connect", _tune_sqlite)
+    app.cli.add_command(init_db_command)
+
+
+def _tune_sqlite(dbapi_connection, _record):
+    """WAL lets readers work during a write; foreign keys are off by default in SQLite."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+@click.command("init-db")
+def init_db_command():
+    """Create the tables that do not exist yet (existing data is kept)."""
+    db.create_all()
+    click.echo("Database ready.")

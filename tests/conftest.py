@@ -1,0 +1,164 @@
+"""Fixtures: a fresh app and database per test, a live threaded server, real WebSocket clients."""
+
+import json
+import re
+import threading
+import time
+from contextlib import ExitStack
+
+import pytest
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+from websockets.sync.client import connect
+from werkzeug.serving import make_server
+
+from app import create_app
+from extensions import db
+from models import User
+
+PASSWORD = "correct horse battery"
+SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
+RECV_TIMEOUT = 5.0
+
+
+@pytest.fixture
+def app_config(tmp_path):
+    """Settings for the test app; tests may change them before ``app`` is built."""
+    return {
+        "TESTING": True,
+        "SECRET_KEY": SECRET_KEY,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'chat.db'}",
+    }
+
+
+@pytest.fixture
+def app(app_config):
+    """A fresh app with an empty database."""
+    app = create_app(app_config)
+    with app.app_context():
+        db.create_all()
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    """A test client for HTTP requests."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    """A runner for the CLI commands."""
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def make_user(app):
+    """Create a user and return ``(id, email)``."""
+
+    def make(email="alice@example.com", password=PASSWORD):
+        with app.app_context():
+            user = User(email=email)
+            user.set_password(password)
+            db.session.add(user)
+            db.session.commit()
+            return user.id, email
+
+    return make
+
+
+def csrf_token(response):
+    """The CSRF token embedded in a rendered form."""
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', response.text)
+    if match is None:
+        match = re.search(r'name="csrf_token" value="([^"]+)"', response.text)
+    assert match is not None, "no CSRF token in the page"
+    return match.group(1)
+
+
+def submit_form(client, path, data, query=""):
+    """GET a form, then POST ``data`` with its CSRF token."""
+    token = csrf_token(client.get(path))
+    return client.post(path + query, data={**data, "csrf_token": token})
+
+
+def login(client, email="alice@example.com", password=PASSWORD):
+    """Log ``client`` in through the real form."""
+    return submit_form(client, "/login", {"email": email, "password": password})
+
+
+def token_issued_at(app, user_id, version=0, seconds_ago=0, salt=None):
+    """Sign a token as if it had been issued ``seconds_ago`` seconds ago."""
+
+    class Backdated(TimestampSigner):
+        def get_timestamp(self):
+            return int(time.time()) - seconds_ago
+
+    serializer = URLSafeTimedSerializer(
+        app.config["SECRET_KEY"], salt=salt or app.config["CHAT_TOKEN_SALT"], signer=Backdated
+    )
+    return serializer.dumps({"uid": user_id, "v": version})
+
+
+@pytest.fixture
+def live_server(app):
+    """The app served by a threaded Werkzeug server on an ephemeral port; yields ``host:port``."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.port}"
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+class ChatClient:
+    """A real WebSocket client with helpers to read JSON frames."""
+
+    def __init__(self, ws):
+        self.ws = ws
+
+    def send(self, frame):
+        """Send a dict as JSON, or a str / bytes as is."""
+        self.ws.send(json.dumps(frame) if isinstance(frame, dict) else frame)
+
+    def recv(self, timeout=RECV_TIMEOUT):
+        """The next frame, decoded."""
+        return json.loads(self.ws.recv(timeout=timeout))
+
+    def recv_type(self, kind, timeout=RECV_TIMEOUT):
+        """The next frame of type ``kind``, skipping presence frames only."""
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = self.recv(max(0.01, deadline - time.monotonic()))
+            if frame["type"] == kind:
+                return frame
+            assert frame["type"] in {"join", "leave"}, f"expected {kind}, got {frame}"
+
+    def assert_silent(self, wait=0.3):
+        """Assert that no frame arrives within ``wait`` seconds."""
+        try:
+            frame = self.ws.recv(timeout=wait)
+        except TimeoutError:
+            return
+        pytest.fail(f"unexpected frame: {frame}")
+
+    def close(self):
+        """Close the socket."""
+        self.ws.close()
+
+
+@pytest.fixture
+def ws_connect(app, live_server):
+    """Open authenticated sockets: ``ws_connect(user_id)`` returns a ``ChatClient`` after hello."""
+    with ExitStack() as sockets:
+
+        def open_socket(user_id, version=0, **options):
+            token = token_issued_at(app, user_id, version)
+            url = f"ws://{live_server}/ws?token={token}"
+            chat = ChatClient(sockets.enter_context(connect(url, open_timeout=5, **options)))
+            chat.hello = chat.recv_type("hello")
+            return chat
+
+        yield open_socket

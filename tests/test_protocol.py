@@ -1,0 +1,115 @@
+"""The frame-parsing table and the server frames, without any I/O."""
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+import protocol
+from protocol import ChatMessage, FrameError, parse_frame
+
+MAX = 20
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ("hello", ChatMessage("hello")),
+        ("  padded \n", ChatMessage("padded")),
+        ("line one\nline two", ChatMessage("line one\nline two")),
+        ('"a JSON string"', ChatMessage('"a JSON string"')),
+        ("[1, 2]", ChatMessage("[1, 2]")),
+        ("42", ChatMessage("42")),
+        ("<script>x</script>", ChatMessage("<script>x</script>")),
+        ("x" * MAX, ChatMessage("x" * MAX)),
+        ('{"type": "message", "text": "hi"}', ChatMessage("hi")),
+        ('{"type": "message", "text": " hi ", "client_id": "c1"}', ChatMessage("hi", "c1")),
+        ('{"type": "message", "text": "hi", "client_id": null}', ChatMessage("hi")),
+        ('{"type": "message", "text": "hi", "user": "mallory"}', ChatMessage("hi")),
+        ('  {"type": "message", "text": "hi"}', ChatMessage("hi")),
+    ],
+)
+def test_accepted_frames(data, expected):
+    assert parse_frame(data, MAX) == expected
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "client_id"),
+    [
+        (b"binary", "unsupported", None),
+        ("", "empty", None),
+        ("   \n\t ", "empty", None),
+        ("\u3000\u200b\ufeff", "empty", None),
+        ("x" * (MAX + 1), "too_long", None),
+        ("{not json}", "bad_request", None),
+        ('{"type": "message", "text": "hi"', "bad_request", None),
+        ('{"type": "message", "text": NaN}', "bad_request", None),
+        ('{"type": "message", "text": "hi", "n": Infinity}', "bad_request", None),
+        ('{"type": "message", "text": "hi", "n": ' + "9" * 5000 + "}", "bad_request", None),
+        ('{"a":' * 100_000 + "1" + "}" * 100_000, "bad_request", None),
+        ('{"text": "no type"}', "bad_request", None),
+        ('{"type": 7, "text": "hi"}', "bad_request", None),
+        ('{"type": "message"}', "bad_request", None),
+        ('{"type": "message", "text": 5}', "bad_request", None),
+        ('{"type": "message", "text": ["a"]}', "bad_request", None),
+        ('{"type": "message", "text": "hi", "client_id": 5}', "bad_request", None),
+        ('{"type": "message", "text": "hi", "client_id": ""}', "bad_request", None),
+        ('{"type": "message", "text": "hi", "client_id": "' + "c" * 65 + '"}', "bad_request", None),
+        ('{"type": "shout", "text": "hi", "client_id": "c2"}', "unknown_type", "c2"),
+        ('{"type": "message", "text": "  ", "client_id": "c3"}', "empty", "c3"),
+        (
+            '{"type": "message", "text": "' + "y" * (MAX + 1) + '", "client_id": "c4"}',
+            "too_long",
+            "c4",
+        ),
+        ('{"type": "message", "text": 1, "client_id": "c5"}', "bad_request", "c5"),
+    ],
+)
+def test_refused_frames(data, code, client_id):
+    with pytest.raises(FrameError) as caught:
+        parse_frame(data, MAX)
+    assert caught.value.code == code
+    assert caught.value.client_id == client_id
+    assert caught.value.message
+
+
+def test_length_is_counted_after_trimming():
+    assert parse_frame("  " + "x" * MAX + "  ", MAX).text == "x" * MAX
+
+
+def test_client_id_of_exactly_64_characters_is_accepted():
+    frame = json.dumps({"type": "message", "text": "hi", "client_id": "c" * 64})
+    assert parse_frame(frame, MAX).client_id == "c" * 64
+
+
+def test_message_frame_has_utc_timestamp_and_client_id():
+    stored = {
+        "id": 3,
+        "user_id": 1,
+        "user": "alice",
+        "text": "hi",
+        "created_at": datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
+        "client_id": "c1",
+    }
+    assert protocol.message_frame(stored) == {
+        "type": "message",
+        "id": 3,
+        "user": "alice",
+        "user_id": 1,
+        "text": "hi",
+        "ts": "2026-01-02T03:04:05.678Z",
+        "client_id": "c1",
+    }
+
+
+def test_encode_is_compact_and_keeps_unicode():
+    assert protocol.encode({"type": "x", "text": "été"}) == '{"type":"x","text":"été"}'
+
+
+def test_error_frame_shape():
+    assert protocol.error_frame("empty", "The message is empty.", "c1") == {
+        "type": "error",
+        "code": "empty",
+        "message": "The message is empty.",
+        "client_id": "c1",
+    }

@@ -1,0 +1,287 @@
+"""The WebSocket ``/ws`` against a live threaded server, with real WebSocket clients."""
+
+import base64
+import logging
+import os
+import socket
+import time
+
+import pytest
+from conftest import token_issued_at
+from sqlalchemy import func, select
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from extensions import db
+from models import Message, User, save_message
+
+
+def message_count(app):
+    """How many messages are stored."""
+    with app.app_context():
+        return db.session.scalar(select(func.count()).select_from(Message))
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice@example.com")[0]
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user("bob@example.com")[0]
+
+
+def test_hello_names_the_user_and_who_is_online(ws_connect, alice, bob):
+    first = ws_connect(alice)
+    assert first.hello["user"] == {"id": alice, "name": "alice"}
+    assert first.hello["online"] == ["alice"]
+    assert first.hello["history"] == []
+    second = ws_connect(bob)
+    assert second.hello["online"] == ["alice", "bob"]
+
+
+def test_message_reaches_everyone_exactly_once_with_client_id(app, ws_connect, alice, bob):
+    a, b = ws_connect(alice), ws_connect(bob)
+    assert a.recv() == {"type": "join", "user": "bob", "user_id": bob}
+    a.send({"type": "message", "text": "  hello bob  ", "client_id": "c-1"})
+    for client in (a, b):
+        frame = client.recv()
+        assert frame["type"] == "message"
+        assert frame["text"] == "hello bob"
+        assert frame["user"] == "alice"
+        assert frame["user_id"] == alice
+        assert frame["client_id"] == "c-1"
+        assert frame["ts"].endswith("Z")
+        client.assert_silent()
+    assert message_count(app) == 1
+
+
+def test_plain_text_frame_is_a_message(ws_connect, alice, bob):
+    a, b = ws_connect(alice), ws_connect(bob)
+    a.send("typed in Postman")
+    frame = b.recv_type("message")
+    assert frame["text"] == "typed in Postman"
+    assert frame["client_id"] is None
+
+
+def test_history_on_connect_is_the_latest_messages_oldest_first(app, ws_connect, alice):
+    app.config["CHAT_HISTORY_SIZE"] = 3
+    with app.app_context():
+        for n in range(5):
+            save_message(alice, f"m{n}")
+    history = ws_connect(alice).hello["history"]
+    assert [frame["text"] for frame in history] == ["m2", "m3", "m4"]
+    assert all(frame["type"] == "message" and frame["user"] == "alice" for frame in history)
+
+
+def test_join_and_leave_follow_a_users_first_and_last_socket(ws_connect, alice, bob):
+    a = ws_connect(alice)
+    b1 = ws_connect(bob)
+    assert a.recv() == {"type": "join", "user": "bob", "user_id": bob}
+    b2 = ws_connect(bob)
+    assert b2.hello["online"] == ["alice", "bob"]
+    a.assert_silent()  # A second tab is not a second join.
+    b1.close()
+    a.assert_silent()  # Bob is still here in his other tab.
+    b2.close()
+    assert a.recv() == {"type": "leave", "user": "bob", "user_id": bob}
+
+
+def test_retry_with_same_client_id_posts_once(app, ws_connect, alice, bob):
+    a, b = ws_connect(alice), ws_connect(bob)
+    a.recv_type("join")
+    confirmations = []
+    for _ in range(3):
+        a.send({"type": "message", "text": "once", "client_id": "retry-1"})
+        confirmations.append(a.recv())
+    assert confirmations[0] == confirmations[1] == confirmations[2]
+    assert b.recv()["id"] == confirmations[0]["id"]
+    b.assert_silent()
+    assert message_count(app) == 1
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (b"\x00\x01", "unsupported"),
+        ('{"type": "shout", "text": "hi", "client_id": "k"}', "unknown_type"),
+        ('{"type": "message", "text": 5, "client_id": "k"}', "bad_request"),
+        ('{"type": "message", "text": "hi"', "bad_request"),
+        ('{"type": "message", "client_id": "k"}', "bad_request"),
+        ('{"type": "message", "text": "hi", "client_id": 12}', "bad_request"),
+        ('{"type": "message", "text": NaN}', "bad_request"),
+        ("   ", "empty"),
+        ('{"type": "message", "text": "\\u200b ", "client_id": "k"}', "empty"),
+        ("x" * 2001, "too_long"),
+    ],
+)
+def test_bad_frame_gets_its_error_and_the_socket_still_works(
+    app, ws_connect, alice, bob, frame, code
+):
+    a, b = ws_connect(alice), ws_connect(bob)
+    a.recv_type("join")
+    a.send(frame)
+    error = a.recv()
+    assert error["type"] == "error"
+    assert error["code"] == code
+    assert error["message"]
+    assert error["client_id"] == ("k" if '"client_id": "k"' in str(frame) else None)
+    b.assert_silent()  # Nothing was broadcast.
+    a.send("still here")
+    assert a.recv()["text"] == "still here"
+    assert message_count(app) == 1
+
+
+def test_message_of_exactly_the_limit_is_accepted(ws_connect, alice):
+    a = ws_connect(alice)
+    a.send("x" * 2000)
+    assert a.recv()["text"] == "x" * 2000
+
+
+def test_frame_over_the_transport_limit_closes_with_1009(app, ws_connect, alice, bob):
+    a, b = ws_connect(alice, max_size=None), ws_connect(bob)
+    a.recv_type("join")
+    a.send("x" * (64 * 1024 + 1))
+    with pytest.raises(ConnectionClosed) as closed:
+        a.recv()
+    assert closed.value.rcvd.code == 1009
+    assert b.recv() == {"type": "leave", "user": "alice", "user_id": alice}
+    assert message_count(app) == 0
+
+
+def rejected(live_server, url_suffix="", headers=None):
+    """Try to open a socket that must be refused; return the HTTP response."""
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"ws://{live_server}/ws{url_suffix}", additional_headers=headers, open_timeout=5)
+    return refused.value.response
+
+
+def assert_refused(response, code):
+    """A 401 JSON refusal naming ``code``."""
+    assert response.status_code == 401
+    assert response.headers["Content-Type"] == "application/json"
+    assert b'"error":"' + code.encode() + b'"' in response.body.replace(b" ", b"")
+
+
+def test_missing_token_is_refused_before_the_upgrade(live_server, ws_connect, alice):
+    watcher = ws_connect(alice)
+    assert_refused(rejected(live_server), "missing_token")
+    assert_refused(rejected(live_server, "?token="), "missing_token")
+    watcher.assert_silent()  # Nobody saw a join.
+
+
+@pytest.mark.parametrize(
+    "make_token",
+    [
+        lambda app, uid: "not-a-token",
+        lambda app, uid: token_issued_at(app, uid)[:-2] + "xx",
+        lambda app, uid: token_issued_at(app, uid, salt="another-purpose"),
+        lambda app, uid: token_issued_at(app, uid, version=1),
+        lambda app, uid: token_issued_at(app, uid + 100),
+    ],
+    ids=["garbage", "tampered", "other-salt", "old-version", "unknown-user"],
+)
+def test_invalid_token_is_refused_before_the_upgrade(
+    app, live_server, ws_connect, alice, make_token
+):
+    watcher = ws_connect(alice)
+    assert_refused(rejected(live_server, f"?token={make_token(app, alice)}"), "invalid_token")
+    watcher.assert_silent()
+
+
+def test_expired_token_is_refused(app, live_server, alice):
+    token = token_issued_at(app, alice, seconds_ago=app.config["CHAT_TOKEN_MAX_AGE"] + 5)
+    assert_refused(rejected(live_server, f"?token={token}"), "expired_token")
+
+
+def test_token_of_deleted_user_is_refused(app, live_server, alice):
+    token = token_issued_at(app, alice)
+    with app.app_context():
+        db.session.delete(db.session.get(User, alice))
+        db.session.commit()
+    assert_refused(rejected(live_server, f"?token={token}"), "invalid_token")
+
+
+def test_bearer_header_is_accepted(app, live_server, alice):
+    headers = {"Authorization": f"Bearer {token_issued_at(app, alice)}"}
+    with connect(f"ws://{live_server}/ws", additional_headers=headers, open_timeout=5) as ws:
+        assert '"type":"hello"' in ws.recv(timeout=5)
+
+
+def test_token_from_the_api_opens_a_socket(app, client, live_server, make_user):
+    make_user("carol@example.com")
+    token = client.post(
+        "/api/token", json={"email": "carol@example.com", "password": "correct horse battery"}
+    ).json["token"]
+    with connect(f"ws://{live_server}/ws?token={token}", open_timeout=5) as ws:
+        assert '"name":"carol"' in ws.recv(timeout=5)
+
+
+def test_plain_http_get_on_the_socket_route_is_a_json_400(client):
+    response = client.get("/ws")
+    assert response.status_code == 400
+    assert response.json["error"] == "bad_request"
+
+
+def test_logs_name_user_and_length_but_never_the_token(app, live_server, ws_connect, alice, caplog):
+    caplog.set_level(logging.INFO)
+    token = token_issued_at(app, alice)
+    with connect(f"ws://{live_server}/ws?token={token}", open_timeout=5) as ws:
+        ws.recv(timeout=5)
+        ws.send("secret plans")
+        ws.recv(timeout=5)
+    time.sleep(0.2)  # The request line is logged when the handler returns.
+    assert f"message from user {alice} (12 chars)" in caplog.text
+    assert token not in caplog.text
+    assert "secret plans" not in caplog.text
+
+
+def raw_socket_that_never_reads(live_server, token):
+    """Open a WebSocket by hand with a tiny receive buffer, and never read from it."""
+    host, port = live_server.split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /ws?token={token} HTTP/1.1\r\nHost: {live_server}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    return sock
+
+
+def next_message(client, presence):
+    """The next ``message`` frame; presence frames met on the way are appended to ``presence``."""
+    while True:
+        frame = client.recv()
+        if frame["type"] == "message":
+            return frame
+        presence.append(frame)
+
+
+def test_a_client_that_never_reads_is_cut_off_without_delaying_others(
+    app, live_server, ws_connect, alice, bob, make_user
+):
+    app.config["CHAT_SEND_QUEUE_SIZE"] = 8
+    app.config["CHAT_MAX_MESSAGE_CHARS"] = 60_000
+    carol = make_user("carol@example.com")[0]
+    a, b = ws_connect(alice), ws_connect(bob)
+    a.recv_type("join")
+    stuck = raw_socket_that_never_reads(live_server, token_issued_at(app, carol))
+    assert b.recv() == {"type": "join", "user": "carol", "user_id": carol}
+    presence = []
+    count = 150  # About 9 MB: more than the kernel buffers and a queue of 8 can hold.
+    for n in range(count):
+        a.send({"type": "message", "text": f"{n:05d}" + "x" * 59_000})
+        assert next_message(a, [])["text"][:5] == f"{n:05d}"
+        assert next_message(b, presence)["text"][:5] == f"{n:05d}"
+    if not presence:
+        presence.append(b.recv())
+    assert presence == [{"type": "leave", "user": "carol", "user_id": carol}]
+    stuck.settimeout(5)
+    while stuck.recv(65536):
+        pass  # The server closed the connection: reading drains it to the end.
+    stuck.close()
