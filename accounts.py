@@ -5,6 +5,7 @@ from urllib.parse import urlsplit
 
 import click
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask.cli import with_appcontext
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -124,6 +125,7 @@ def logout():
 @click.command("create-user")
 @click.argument("email")
 @click.password_option(help="Prompted for (hidden, twice) when not given.")
+@with_appcontext
 def create_user_command(email, password):
     """Create an account for EMAIL."""
     try:

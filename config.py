@@ -69,8 +69,8 @@ def finalize(config, instance_path):
         _require_real_secret(config.get("SECRET_KEY"))
     elif not config.get("SECRET_KEY"):
         config["SECRET_KEY"] = _development_secret(Path(instance_path))
-    config.setdefault("SESSION_COOKIE_SECURE", production)
-    config.setdefault("REMEMBER_COOKIE_SECURE", production)
+    if production:
+        config["SESSION_COOKIE_SECURE"] = config["REMEMBER_COOKIE_SECURE"] = True
     url = config.get("DATABASE_URL") or f"sqlite:///{Path(instance_path) / 'chat.db'}"
     config["SQLALCHEMY_DATABASE_URI"] = url
     config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})

@@ -1,9 +1,11 @@
 """Error responses: JSON for the API and the socket route, HTML pages for people."""
 
-from flask import jsonify, request
+from flask import jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 JSON_PREFIXES = ("/api/", "/ws")
+CSRF_HELP = "This form expired or did not come from this site. Reload the page and try again."
 
 
 def json_error(status, code, message=None):
@@ -20,13 +22,20 @@ def _wants_json():
 
 
 def _handle_http_error(error):
-    """Turn an HTTP error into JSON for programs; leave HTML pages to Flask."""
-    if not _wants_json():
-        return error
-    code = error.name.lower().replace(" ", "_")
-    return json_error(error.code, code, error.description)
+    """An HTTP error as JSON for programs, or as a page for people."""
+    if _wants_json():
+        return json_error(error.code, error.name.lower().replace(" ", "_"), error.description)
+    return render_template("error.html", error=error, message=error.description), error.code
+
+
+def _handle_csrf_error(error):
+    """A form without a valid CSRF token: say so plainly."""
+    if _wants_json():
+        return json_error(400, "csrf_failed", error.description)
+    return render_template("error.html", error=error, message=CSRF_HELP), 400
 
 
 def init_app(app):
     """Register the error handlers."""
+    app.register_error_handler(CSRFError, _handle_csrf_error)
     app.register_error_handler(HTTPException, _handle_http_error)

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 import click
+from flask.cli import with_appcontext
 from flask_login import UserMixin
 from sqlalchemy import (
     DateTime,
@@ -138,6 +139,7 @@ def _tune_sqlite(dbapi_connection, _record):
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db_command():
     """Create the tables that do not exist yet (existing data is kept)."""
     db.create_all()

@@ -1,0 +1,88 @@
+"""Settings: layering, environment parsing, secrets."""
+
+import pytest
+
+from app import create_app
+from config import Config, _development_secret, load_environment
+
+
+def make(tmp_path, **overrides):
+    base = {"DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}"}
+    return create_app({**base, **overrides})
+
+
+def test_environment_overrides_defaults_with_the_right_types():
+    config = {key: getattr(Config, key) for key in dir(Config) if key.isupper()}
+    load_environment(
+        config,
+        {
+            "CHAT_TOKEN_MAX_AGE": "60",
+            "CHAT_MAX_MESSAGE_CHARS": "500",
+            "SECRET_KEY": "k" * 40,
+            "SECRET_KEY_FALLBACKS": "old-1, old-2",
+            "DATABASE_URL": "sqlite:////tmp/x.db",
+            "CHAT_UNKNOWN": "ignored",
+            "HOME": "/root",
+        },
+    )
+    assert config["CHAT_TOKEN_MAX_AGE"] == 60
+    assert config["CHAT_MAX_MESSAGE_CHARS"] == 500
+    assert config["SECRET_KEY"] == "k" * 40
+    assert config["SECRET_KEY_FALLBACKS"] == ("old-1", "old-2")
+    assert config["DATABASE_URL"] == "sqlite:////tmp/x.db"
+    assert "CHAT_UNKNOWN" not in config
+    assert "HOME" not in config
+
+
+def test_bad_integer_in_environment_is_a_clear_error():
+    with pytest.raises(ValueError, match="CHAT_TOKEN_MAX_AGE must be an integer"):
+        load_environment({"CHAT_TOKEN_MAX_AGE": 900}, {"CHAT_TOKEN_MAX_AGE": "soon"})
+
+
+def test_environment_variables_reach_the_app(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHAT_TOKEN_MAX_AGE", "120")
+    assert make(tmp_path, SECRET_KEY="s" * 40).config["CHAT_TOKEN_MAX_AGE"] == 120
+
+
+def test_development_generates_a_secret_once(tmp_path):
+    first = _development_secret(tmp_path)
+    assert len(first) == 64
+    assert _development_secret(tmp_path) == first
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+
+
+def test_production_refuses_to_start_without_a_real_secret(tmp_path, monkeypatch):
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    with pytest.raises(RuntimeError, match="SECRET_KEY"):
+        make(tmp_path, CHAT_ENV="production")
+    with pytest.raises(RuntimeError, match="SECRET_KEY"):
+        make(tmp_path, CHAT_ENV="production", SECRET_KEY="short")
+
+
+def test_production_uses_secure_cookies(tmp_path):
+    app = make(tmp_path, CHAT_ENV="production", SECRET_KEY="p" * 64)
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+    assert app.config["REMEMBER_COOKIE_SECURE"] is True
+
+
+def test_development_serves_plain_http_cookies(tmp_path):
+    app = make(tmp_path, SECRET_KEY="d" * 40)
+    assert app.config["SESSION_COOKIE_SECURE"] is False
+    assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+    assert app.config["SESSION_COOKIE_HTTPONLY"] is True
+
+
+def test_unknown_environment_name_is_refused(tmp_path):
+    with pytest.raises(RuntimeError, match="CHAT_ENV"):
+        make(tmp_path, CHAT_ENV="staging", SECRET_KEY="s" * 40)
+
+
+def test_default_database_is_sqlite_in_the_instance_folder(tmp_path):
+    app = create_app({"SECRET_KEY": "s" * 40})
+    assert app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///")
+    assert app.config["SQLALCHEMY_DATABASE_URI"].endswith("instance/chat.db")
+
+
+def test_apps_do_not_share_a_hub(tmp_path):
+    first, second = make(tmp_path, SECRET_KEY="s" * 40), make(tmp_path, SECRET_KEY="s" * 40)
+    assert first.extensions["chat_hub"] is not second.extensions["chat_hub"]

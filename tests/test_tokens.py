@@ -1,0 +1,94 @@
+"""Socket tokens: signed, salted, short-lived, revocable."""
+
+import pytest
+from conftest import token_issued_at
+
+from extensions import db
+from models import User
+from tokens import TokenError, issue_token, verify_token
+
+
+@pytest.fixture
+def user_id(make_user):
+    return make_user()[0]
+
+
+def verify(app, token):
+    with app.app_context():
+        return verify_token(token).id
+
+
+def refused(app, token):
+    with app.app_context(), pytest.raises(TokenError) as caught:
+        verify_token(token)
+    return caught.value.code
+
+
+def test_issued_token_verifies(app, user_id):
+    with app.app_context():
+        token = issue_token(db.session.get(User, user_id))
+    assert verify(app, token) == user_id
+
+
+def test_token_just_inside_max_age_verifies(app, user_id):
+    token = token_issued_at(app, user_id, seconds_ago=app.config["CHAT_TOKEN_MAX_AGE"] - 5)
+    assert verify(app, token) == user_id
+
+
+def test_expired_token(app, user_id):
+    token = token_issued_at(app, user_id, seconds_ago=app.config["CHAT_TOKEN_MAX_AGE"] + 1)
+    assert refused(app, token) == "expired_token"
+
+
+def test_max_age_setting_is_enforced(app, user_id):
+    app.config["CHAT_TOKEN_MAX_AGE"] = 10
+    assert refused(app, token_issued_at(app, user_id, seconds_ago=60)) == "expired_token"
+
+
+@pytest.mark.parametrize("where", [0, 10, -1])
+def test_tampered_token(app, user_id, where):
+    token = token_issued_at(app, user_id)
+    flipped = "A" if token[where] != "A" else "B"
+    assert refused(app, token[:where] + flipped + token[where + 1 :]) == "invalid_token"
+
+
+def test_garbage_token(app):
+    assert refused(app, "garbage") == "invalid_token"
+
+
+def test_token_with_another_salt(app, user_id):
+    assert refused(app, token_issued_at(app, user_id, salt="password-reset")) == "invalid_token"
+
+
+def test_session_cookie_signature_is_not_a_token(app, client, user_id):
+    from conftest import login
+
+    login(client)
+    cookie = client.get_cookie("session").value
+    assert refused(app, cookie) == "invalid_token"
+
+
+def test_bumped_version_revokes_older_tokens(app, user_id):
+    token = token_issued_at(app, user_id, version=0)
+    with app.app_context():
+        db.session.get(User, user_id).token_version += 1
+        db.session.commit()
+    assert refused(app, token) == "invalid_token"
+    assert verify(app, token_issued_at(app, user_id, version=1)) == user_id
+
+
+def test_deleted_user(app, user_id):
+    token = token_issued_at(app, user_id)
+    with app.app_context():
+        db.session.delete(db.session.get(User, user_id))
+        db.session.commit()
+    assert refused(app, token) == "invalid_token"
+
+
+def test_token_signed_with_a_fallback_key_still_verifies(app, user_id):
+    old = token_issued_at(app, user_id)
+    app.config["SECRET_KEY_FALLBACKS"] = (app.config["SECRET_KEY"],)
+    app.config["SECRET_KEY"] = "a-brand-new-secret-key-for-rotation-0123456789"
+    assert verify(app, old) == user_id
+    app.config["SECRET_KEY_FALLBACKS"] = ()
+    assert refused(app, old) == "invalid_token"
