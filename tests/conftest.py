@@ -1,10 +1,16 @@
 """Fixtures: a fresh app and database per test, a live threaded server, real WebSocket clients."""
 
 import json
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
@@ -15,6 +21,7 @@ from app import create_app
 from extensions import db
 from models import User
 
+ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery"
 SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
 RECV_TIMEOUT = 5.0
@@ -162,3 +169,78 @@ def ws_connect(app, live_server):
             return chat
 
         yield open_socket
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class GunicornServer:
+    """The production server (gunicorn, gthread) in a subprocess, restartable on one port."""
+
+    def __init__(self, app_config, log_path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.env = {
+            **os.environ,
+            "SECRET_KEY": app_config["SECRET_KEY"],
+            "DATABASE_URL": app_config["DATABASE_URL"],
+            "CHAT_LOG_LEVEL": "INFO",
+        }
+        self.process = None
+
+    def start(self):
+        """Start gunicorn and wait until it accepts connections."""
+        command = [
+            sys.executable, "-m", "gunicorn", "--threads", "20", "-w", "1",
+            "-b", f"127.0.0.1:{self.port}", "--access-logfile", "-", "app:create_app()",
+        ]  # fmt: skip
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Its own process group, so that kill() ends every worker.
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"gunicorn exited:\n{self.log()}")
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        pytest.fail(f"gunicorn did not start:\n{self.log()}")
+
+    def kill(self):
+        """Kill the arbiter and its workers at once, as a crash would: open sockets just drop."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def wait_for_log(self, text, timeout=5):
+        """Wait until the server has printed ``text``."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if time.monotonic() > deadline:
+                pytest.fail(f"{text!r} not in the server log:\n{self.log()}")
+            time.sleep(0.05)
+
+    def log(self):
+        """Everything the server printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def gunicorn_server(app, app_config, tmp_path):
+    """A running gunicorn serving the test database (``app`` created its tables)."""
+    server = GunicornServer(app_config, tmp_path / "gunicorn.log")
+    server.start()
+    yield server
+    server.kill()

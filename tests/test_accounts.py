@@ -1,9 +1,9 @@
 """Register, log in, log out through the real forms, with CSRF on."""
 
 import pytest
-from conftest import PASSWORD, csrf_token, login, submit_form
 from sqlalchemy import select
 
+from conftest import PASSWORD, csrf_token, login, submit_form
 from extensions import db
 from models import User
 

@@ -1,8 +1,8 @@
 """``/api/token``: credentials in, token out; a session gets a fresh token."""
 
 import pytest
-from conftest import PASSWORD, login
 
+from conftest import PASSWORD, login
 from tokens import verify_token
 
 

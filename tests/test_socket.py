@@ -7,11 +7,11 @@ import socket
 import time
 
 import pytest
-from conftest import token_issued_at
 from sqlalchemy import func, select
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from conftest import token_issued_at
 from extensions import db
 from models import Message, User, save_message
 
@@ -285,3 +285,23 @@ def test_a_client_that_never_reads_is_cut_off_without_delaying_others(
     while stuck.recv(65536):
         pass  # The server closed the connection: reading drains it to the end.
     stuck.close()
+
+
+def test_chat_under_gunicorn_and_its_access_log_has_no_token(app, gunicorn_server, alice, bob):
+    host = gunicorn_server.url.removeprefix("http://")
+    alice_token, bob_token = token_issued_at(app, alice), token_issued_at(app, bob)
+    with (
+        connect(f"ws://{host}/ws?token={alice_token}", open_timeout=5) as a,
+        connect(f"ws://{host}/ws?token={bob_token}", open_timeout=5) as b,
+    ):
+        assert '"type":"hello"' in a.recv(timeout=5)
+        assert '"type":"hello"' in b.recv(timeout=5)
+        a.send('{"type": "message", "text": "via gunicorn", "client_id": "g1"}')
+        assert '"text":"via gunicorn"' in b.recv(timeout=5)
+    assert_refused(rejected(host, "?token=forged"), "invalid_token")
+    gunicorn_server.wait_for_log("GET /ws HTTP/1.1")
+    log = gunicorn_server.log()
+    assert "message from user" in log
+    assert alice_token not in log
+    assert bob_token not in log
+    assert "forged" not in log

@@ -1,8 +1,8 @@
 """Socket tokens: signed, salted, short-lived, revocable."""
 
 import pytest
-from conftest import token_issued_at
 
+from conftest import token_issued_at
 from extensions import db
 from models import User
 from tokens import TokenError, issue_token, verify_token

@@ -1,0 +1,16 @@
+"""Gunicorn settings, read automatically when gunicorn starts in this folder.
+
+Each open WebSocket holds one gthread thread for its lifetime, so ``threads`` bounds the sockets
+a worker can serve at once. The access log leaves out query strings: browsers pass the socket
+token as ``?token=``.
+"""
+
+import os
+
+worker_class = "gthread"
+workers = int(os.environ.get("GUNICORN_WORKERS", "1"))
+threads = int(os.environ.get("GUNICORN_THREADS", "100"))
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "10"))
+# %(U)s is the path without its query string.
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%(a)s"'

@@ -1,0 +1,174 @@
+"""The chat page in a real browser: Debian's Chromium driven by Playwright, against gunicorn."""
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from conftest import PASSWORD, ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = ROOT / "artifacts"
+RECONNECT_TIMEOUT_MS = 20_000
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module; CI fails, never skips, without it."""
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing: apt-get install chromium"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Person:
+    """One person in their own browser context, with what their page reported."""
+
+    def __init__(self, browser, base_url):
+        self.context = browser.new_context(
+            base_url=base_url, viewport={"width": 1100, "height": 700}
+        )
+        self.page = self.context.new_page()
+        self.problems = []  # Console errors and uncaught exceptions (CSP violations among them).
+        self.dialogs = []
+        self.page.on("console", self._on_console)
+        self.page.on("pageerror", lambda error: self.problems.append(str(error)))
+        self.page.on("dialog", self._on_dialog)
+
+    def _on_console(self, message):
+        if message.type == "error":
+            self.problems.append(message.text)
+
+    def _on_dialog(self, dialog):
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def register(self, email):
+        self.page.goto("/register")
+        self.page.get_by_label("Email").fill(email)
+        self.page.get_by_label("Password", exact=True).fill(PASSWORD)
+        self.page.get_by_label("Confirm password").fill(PASSWORD)
+        self.page.get_by_role("button", name="Create account").click()
+        self.expect_connected()
+
+    def log_out(self):
+        self.page.get_by_role("button", name="Log out").click()
+        expect(self.page.get_by_role("heading", name="Log in")).to_be_visible()
+
+    def log_in(self, email):
+        self.page.get_by_label("Email").fill(email)
+        self.page.get_by_label("Password").fill(PASSWORD)
+        self.page.get_by_role("button", name="Log in").click()
+        self.expect_connected()
+
+    def expect_connected(self, timeout=10_000):
+        expect(self.page.locator("#status")).to_have_attribute(
+            "data-state", "connected", timeout=timeout
+        )
+
+    def say(self, text):
+        box = self.page.get_by_role("textbox", name="Message")
+        box.fill(text)
+        box.press("Enter")
+
+    def messages(self, text):
+        return self.page.locator("#messages .message .text").filter(has_text=text)
+
+    def screenshot(self, name):
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+@pytest.fixture
+def people(browser, gunicorn_server):
+    """Two people, each with their own browser context."""
+    alice, bob = Person(browser, gunicorn_server.url), Person(browser, gunicorn_server.url)
+    yield alice, bob
+    alice.context.close()
+    bob.context.close()
+
+
+def test_two_people_chat_safely_and_survive_a_server_restart(people, gunicorn_server):
+    alice, bob = people
+    alice.register("alice@example.com")
+    bob.register("bob@example.com")
+    bob.log_out()
+    bob.log_in("bob@example.com")
+    expect(alice.page.locator("#online li")).to_have_text(["alice", "bob"])
+
+    alice.say("Bonjour Bob !")
+    expect(bob.messages("Bonjour Bob !")).to_have_count(1)
+    expect(alice.page.locator("#messages .message.own .text")).to_have_text(["Bonjour Bob !"])
+    expect(alice.page.get_by_role("textbox", name="Message")).to_have_value("")
+    bob.say("Salut Alice")
+    expect(alice.messages("Salut Alice")).to_have_count(1)
+    expect(bob.page.locator("#messages time").first).to_have_attribute(
+        "datetime", re.compile(r"Z$")
+    )
+
+    attack = "<img src=x onerror=alert(1)>"
+    alice.say(attack)
+    expect(bob.messages(attack)).to_have_text([attack])
+    expect(bob.page.locator("#messages img")).to_have_count(0)
+    alice.screenshot("chat-alice")
+    bob.screenshot("chat-bob")
+
+    gunicorn_server.kill()
+    expect(alice.page.locator("#status")).to_have_attribute("data-state", "reconnecting")
+    gunicorn_server.start()
+    alice.expect_connected(RECONNECT_TIMEOUT_MS)
+    bob.expect_connected(RECONNECT_TIMEOUT_MS)
+    alice.say("Still here after the restart")
+    expect(bob.messages("Still here after the restart")).to_have_count(1)
+    expect(bob.messages("Bonjour Bob !")).to_have_count(1)  # History did not duplicate.
+    bob.screenshot("chat-bob-after-restart")
+
+    assert alice.dialogs == bob.dialogs == []
+    while_down = ("WebSocket connection", "ERR_CONNECTION_REFUSED")  # The server was away.
+    problems = [p for p in alice.problems + bob.problems if not any(w in p for w in while_down)]
+    assert problems == []
+
+
+def test_page_goes_to_login_when_the_session_is_gone(people, gunicorn_server):
+    alice, _ = people
+    alice.register("alice@example.com")
+    alice.context.clear_cookies()
+    gunicorn_server.kill()
+    gunicorn_server.start()
+    expect(alice.page).to_have_url(
+        f"{gunicorn_server.url}/login?next=%2F", timeout=RECONNECT_TIMEOUT_MS
+    )
+
+
+def test_error_frames_are_shown_to_the_user(people):
+    alice, _ = people
+    alice.register("alice@example.com")
+    long_text = "x" * 2001
+    # The textarea stops typing at the limit; a frame sent anyway gets the server's answer.
+    alice.page.evaluate(
+        "text => document.getElementById('message-input').removeAttribute('maxlength')", long_text
+    )
+    alice.say(long_text)
+    expect(alice.page.locator("#notice")).to_have_text(
+        "The message is longer than 2000 characters."
+    )
+    expect(alice.page.locator("#messages .message.failed")).to_have_count(1)
