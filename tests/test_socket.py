@@ -305,3 +305,34 @@ def test_chat_under_gunicorn_and_its_access_log_has_no_token(app, gunicorn_serve
     assert alice_token not in log
     assert bob_token not in log
     assert "forged" not in log
+
+
+def test_concurrent_senders_are_seen_by_everyone_in_id_order(ws_connect, alice, bob, make_user):
+    carol = make_user("carol@example.com")[0]
+    a, b, watcher = ws_connect(alice), ws_connect(bob), ws_connect(carol)
+    per_sender = 40
+    for n in range(per_sender):  # Interleaved, without waiting: the server sees them concurrently.
+        a.send(f"a{n}")
+        b.send(f"b{n}")
+    streams = {}
+    for name, client in {"alice": a, "bob": b, "carol": watcher}.items():
+        presence = []
+        streams[name] = [next_message(client, presence)["id"] for _ in range(2 * per_sender)]
+    assert streams["alice"] == streams["bob"] == streams["carol"]
+    assert streams["carol"] == sorted(set(streams["carol"]))
+
+
+def test_database_failure_gets_unavailable_and_recovers(app, ws_connect, alice, bob):
+    a, b = ws_connect(alice), ws_connect(bob)
+    a.recv_type("join")
+    with app.app_context():
+        Message.__table__.drop(db.engine)
+    a.send({"type": "message", "text": "lost?", "client_id": "u1"})
+    error = a.recv()
+    assert (error["type"], error["code"], error["client_id"]) == ("error", "unavailable", "u1")
+    b.assert_silent()
+    with app.app_context():
+        Message.__table__.create(db.engine)
+    a.send({"type": "message", "text": "back", "client_id": "u1"})
+    assert a.recv()["text"] == "back"
+    assert b.recv()["text"] == "back"
