@@ -35,12 +35,12 @@ def authenticate(email, password):
 
 
 def load_user(session_id):
-    """Flask-Login loader: the session holds ``"<id>.<token_version>"``."""
+    """Flask-Login loader: the session holds ``"<id>.<session_version>"``."""
     user_id, _, version = session_id.partition(".")
     if not (user_id.isdigit() and version.isdigit()):
         return None
     user = db.session.get(User, int(user_id))
-    if user is None or user.token_version != int(version):
+    if user is None or user.session_version != int(version):
         return None
     return user
 
@@ -115,7 +115,11 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    """End the session (the form carries a CSRF token)."""
+    """End this session and revoke the user's socket tokens (the form carries a CSRF token)."""
+    if current_user.is_authenticated:
+        # A token copied from the page must not open sockets after its owner logged out.
+        current_user.token_version += 1
+        db.session.commit()
     logout_user()
     session.clear()
     flash("You have been logged out.", "info")

@@ -7,6 +7,7 @@ from accounts import authenticate
 from errors import json_error
 from extensions import csrf
 from forms import MAX_EMAIL_CHARS, MAX_PASSWORD_CHARS
+from protocol import is_unicode
 from tokens import issue_token
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -26,6 +27,8 @@ def _credentials():
         return None
     email, password = data.get("email"), data.get("password")
     if not (isinstance(email, str) and isinstance(password, str)):
+        return None
+    if not (is_unicode(email) and is_unicode(password)):
         return None
     if len(email) > MAX_EMAIL_CHARS or len(password) > MAX_PASSWORD_CHARS:
         return None

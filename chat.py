@@ -68,29 +68,31 @@ def chat_socket(ws):
         if _greet(hub, conn):
             _serve(ws, hub, conn)
     finally:
-        if hub.detach(conn):
-            hub.broadcast(protocol.encode(protocol.presence_frame("leave", user_id, name)))
+        with hub.ordered():  # Presence frames keep one order with hello and with each other.
+            if hub.detach(conn):
+                hub.broadcast(protocol.encode(protocol.presence_frame("leave", user_id, name)))
         conn.close()
 
 
 def _greet(hub, conn):
     """Send ``hello`` and announce the user's first socket; False if the database failed."""
-    try:
-        # History and registration in one ordered step: no message falls between them or in both.
-        with hub.ordered():
+    # Every broadcast happens under hub.ordered(): history, hello and registration form one step,
+    # so no message falls between the history and the live stream, or lands in both.
+    with hub.ordered():
+        try:
             history = recent_messages(current_app.config["CHAT_HISTORY_SIZE"])
-            first = hub.attach(conn)
-            hello = protocol.hello_frame(conn.user_id, conn.name, hub.online(), history)
-            conn.send(protocol.encode(hello))
-    except SQLAlchemyError:
-        current_app.logger.exception("could not load history for user %s", conn.user_id)
-        _send_error(conn, "unavailable", "The chat is unavailable; please reconnect later.")
-        return False
-    finally:
-        db.session.remove()
-    if first:
-        join = protocol.presence_frame("join", conn.user_id, conn.name)
-        hub.broadcast(protocol.encode(join), exclude=conn)
+        except SQLAlchemyError:
+            current_app.logger.exception("could not load history for user %s", conn.user_id)
+            _send_error(conn, "unavailable", "The chat is unavailable; please reconnect later.")
+            return False
+        finally:
+            db.session.remove()
+        first = hub.attach(conn)
+        hello = protocol.hello_frame(conn.user_id, conn.name, hub.online(), history)
+        conn.send(protocol.encode(hello))
+        if first:
+            join = protocol.presence_frame("join", conn.user_id, conn.name)
+            hub.broadcast(protocol.encode(join), exclude=conn)
     return True
 
 

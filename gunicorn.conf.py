@@ -8,9 +8,17 @@ token as ``?token=``.
 import os
 
 worker_class = "gthread"
-workers = int(os.environ.get("GUNICORN_WORKERS", "1"))
+workers = 1  # See on_starting below.
 threads = int(os.environ.get("GUNICORN_THREADS", "100"))
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "10"))
 # %(U)s is the path without its query string.
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%(a)s"'
+
+
+def on_starting(server):
+    """Refuse several workers: each has its own hub until the Redis backplane exists."""
+    if server.cfg.workers > 1:
+        raise SystemExit(
+            "Run one worker (-w 1): workers do not share chat rooms yet. Raise --threads instead."
+        )

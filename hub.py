@@ -12,6 +12,7 @@ import socket
 import threading
 
 from simple_websocket import ConnectionClosed
+from wsproto.utilities import LocalProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,37 @@ class ReaderThread(threading.Thread):
             self._ws.event.set()
 
 
+class SerializedSocket:
+    """A socket whose writes take one lock, so that frames from two threads never interleave.
+
+    Our writer thread sends every frame we produce, but simple-websocket's reader thread also writes
+    (pings, pongs, close replies), and Linux may put one thread's bytes in the middle of another's
+    partly sent frame. Every write goes through ``send`` here; everything else is the real socket.
+    """
+
+    def __init__(self, sock):
+        self._sock = sock
+        self.lock = threading.RLock()
+
+    def send(self, data):
+        """Send all of ``data`` before anyone else may write."""
+        with self.lock:
+            self._sock.sendall(data)
+        return len(data)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
 class Connection:
     """One client socket, its bounded outbound queue, and the one thread that writes to it."""
 
     def __init__(self, ws, user_id, name, queue_size):
         self.user_id = user_id
         self.name = name
+        ws.sock = SerializedSocket(ws.sock)
         self._ws = ws
+        self._aborted = False
         self._queue = queue.Queue(maxsize=queue_size)
         self._writer = threading.Thread(
             target=self._write_loop, name=f"chat-writer-{user_id}", daemon=True
@@ -57,6 +82,8 @@ class Connection:
 
     def send(self, payload):
         """Queue ``payload`` without blocking; a client too far behind is cut off."""
+        if self._aborted:
+            return False
         try:
             self._queue.put_nowait(payload)
         except queue.Full:
@@ -67,6 +94,7 @@ class Connection:
 
     def abort(self):
         """Drop the connection now, without writing: wakes up its blocked reader and writer."""
+        self._aborted = True
         with contextlib.suppress(OSError):  # Already closed: nothing left to wake.
             self._ws.sock.shutdown(socket.SHUT_RDWR)
 
@@ -93,8 +121,11 @@ class Connection:
             if payload is _STOP:
                 return
             try:
-                self._ws.send(payload)
-            except (ConnectionClosed, OSError):
+                # Held across framing and sending: a close frame from the reader cannot come first.
+                with self._ws.sock.lock:
+                    self._ws.send(payload)
+            except (ConnectionClosed, OSError, LocalProtocolError):
+                # LocalProtocolError: the reader thread closed the socket while we framed.
                 self.abort()
                 return
 

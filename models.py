@@ -41,8 +41,10 @@ class User(UserMixin, db.Model):
     email: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    # Bumped to revoke every token and session issued before.
+    # Bumped to revoke every socket token issued before (logout does it).
     token_version: Mapped[int] = mapped_column(Integer, default=0)
+    # Bumped to end every session, on every device, issued before.
+    session_version: Mapped[int] = mapped_column(Integer, default=0)
 
     @property
     def name(self):
@@ -58,8 +60,8 @@ class User(UserMixin, db.Model):
         return check_password_hash(self.password_hash, password)
 
     def get_id(self):
-        """Session identity: id and token version, so a version bump also ends sessions."""
-        return f"{self.id}.{self.token_version}"
+        """Session identity: id and session version, so that a version bump ends sessions."""
+        return f"{self.id}.{self.session_version}"
 
     @classmethod
     def by_email(cls, email):

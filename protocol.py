@@ -51,7 +51,7 @@ def parse_frame(data, max_chars):
     if kind != "message":
         raise FrameError("unknown_type", ERROR_MESSAGES["unknown_type"], client_id)
     text = frame.get("text")
-    if not isinstance(text, str):
+    if not isinstance(text, str) or not is_unicode(text):
         raise FrameError("bad_request", "The 'text' field must be a string.", client_id)
     return _validate(text, client_id, max_chars)
 
@@ -68,6 +68,15 @@ def _load_object(data):
     return frame
 
 
+def is_unicode(value):
+    """False for strings JSON can carry but UTF-8 cannot: lone surrogates such as ``\\ud800``."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _reject_constant(name):
     """Refuse NaN and Infinity, which are not JSON."""
     raise ValueError(f"{name} is not valid JSON")
@@ -78,7 +87,11 @@ def _client_id(frame):
     client_id = frame.get("client_id")
     if client_id is None:
         return None
-    if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_CHARS:
+    if (
+        not isinstance(client_id, str)
+        or not 0 < len(client_id) <= MAX_CLIENT_ID_CHARS
+        or not is_unicode(client_id)
+    ):
         raise FrameError(
             "bad_request",
             f"The 'client_id' field must be a string of 1 to {MAX_CLIENT_ID_CHARS} characters.",

@@ -39,7 +39,6 @@ function connect() {
 }
 
 function onOpen() {
-  attempt = 0;
   setStatus("connected", "Connected");
 }
 
@@ -119,6 +118,7 @@ async function fetchToken() {
 }
 
 function onHello(frame) {
+  attempt = 0; // Only a greeting proves the server is healthy: a socket that opens and closes is not.
   online.clear();
   for (const name of frame.online) changePresence(name, +1, false);
   renderOnline();

@@ -1,11 +1,14 @@
 """Register, log in, log out through the real forms, with CSRF on."""
 
+import re
+
 import pytest
 from sqlalchemy import select
 
 from conftest import PASSWORD, csrf_token, login, submit_form
 from extensions import db
 from models import User
+from tokens import TokenError, verify_token
 
 
 def register(client, email="alice@example.com", password=PASSWORD, confirm=None):
@@ -164,13 +167,28 @@ def test_logged_in_user_visiting_login_is_redirected(client, make_user):
     assert response.headers["Location"] == "/"
 
 
-def test_bumping_token_version_ends_sessions(app, client, make_user):
+def test_bumping_session_version_ends_sessions(app, client, make_user):
     user_id = make_user()[0]
     login(client)
     with app.app_context():
-        db.session.get(User, user_id).token_version += 1
+        db.session.get(User, user_id).session_version += 1
         db.session.commit()
     assert client.get("/").status_code == 302
+
+
+def test_logout_revokes_socket_tokens_but_not_other_sessions(app, make_user):
+    make_user()
+    laptop, phone = app.test_client(), app.test_client()
+    login(laptop)
+    login(phone)
+    token = laptop.get("/api/token").json["token"]
+    laptop.post("/logout", data={"csrf_token": csrf_token(laptop.get("/"))})
+    with app.app_context(), pytest.raises(TokenError):
+        verify_token(token)
+    fresh = phone.get("/api/token")
+    assert fresh.status_code == 200
+    with app.app_context():
+        assert verify_token(fresh.json["token"]).email == "alice@example.com"
 
 
 def test_pages_carry_security_headers(client):
@@ -189,7 +207,10 @@ def test_chat_page_embeds_a_token_and_is_not_cached(client, make_user):
     response = client.get("/")
     assert response.headers["Cache-Control"] == "no-store"
     assert 'data-token="' in response.text
-    assert "<script>" not in response.text  # No inline script: the token is a data attribute.
+    # No inline script: the token is a data attribute, and every script has a src.
+    assert re.findall(r"<script\b[^>]*>", response.text) == [
+        '<script type="module" src="/static/chat.js">'
+    ]
 
 
 def test_create_user_command(app, runner):

@@ -49,8 +49,21 @@ def test_bad_credentials_are_401(client, user_id, body):
         {"data": "{not json", "content_type": "application/json"},
         {"data": {}},
         {"json": {"email": "a" * 300 + "@example.com", "password": PASSWORD}},
+        {
+            "data": '{"email": "\\ud800@example.com", "password": "x"}',
+            "content_type": "application/json",
+        },
     ],
-    ids=["missing", "wrong-type", "array", "string", "malformed", "empty-form", "too-long"],
+    ids=[
+        "missing",
+        "wrong-type",
+        "array",
+        "string",
+        "malformed",
+        "empty-form",
+        "too-long",
+        "surrogate",
+    ],
 )
 def test_malformed_requests_are_400(client, user_id, kwargs):
     response = client.post("/api/token", **kwargs)

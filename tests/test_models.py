@@ -40,6 +40,8 @@ def test_session_id_carries_the_token_version(app, make_user):
     with app.app_context():
         user = db.session.get(User, user_id)
         assert user.get_id() == f"{user_id}.0"
+        user.session_version = 3
+        assert user.get_id() == f"{user_id}.3"
 
 
 def test_saved_message_round_trips(app, make_user):

@@ -63,6 +63,8 @@ def test_accepted_frames(data, expected):
             "c4",
         ),
         ('{"type": "message", "text": 1, "client_id": "c5"}', "bad_request", "c5"),
+        ('{"type": "message", "text": "\\ud800", "client_id": "c6"}', "bad_request", "c6"),
+        ('{"type": "message", "text": "hi", "client_id": "\\udfff"}', "bad_request", None),
     ],
 )
 def test_refused_frames(data, code, client_id):

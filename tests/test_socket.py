@@ -4,6 +4,7 @@ import base64
 import logging
 import os
 import socket
+import threading
 import time
 
 import pytest
@@ -114,6 +115,8 @@ def test_retry_with_same_client_id_posts_once(app, ws_connect, alice, bob):
         ("   ", "empty"),
         ('{"type": "message", "text": "\\u200b ", "client_id": "k"}', "empty"),
         ("x" * 2001, "too_long"),
+        ('{"type": "message", "text": "lone \\ud800", "client_id": "k"}', "bad_request"),
+        ('{"type": "shout", "client_id": "\\ud800"}', "bad_request"),
     ],
 )
 def test_bad_frame_gets_its_error_and_the_socket_still_works(
@@ -233,6 +236,7 @@ def test_logs_name_user_and_length_but_never_the_token(app, live_server, ws_conn
         ws.recv(timeout=5)
     time.sleep(0.2)  # The request line is logged when the handler returns.
     assert f"message from user {alice} (12 chars)" in caplog.text
+    assert "GET /ws?token=[redacted] HTTP/1.1" in caplog.text
     assert token not in caplog.text
     assert "secret plans" not in caplog.text
 
@@ -336,3 +340,61 @@ def test_database_failure_gets_unavailable_and_recovers(app, ws_connect, alice, 
     a.send({"type": "message", "text": "back", "client_id": "u1"})
     assert a.recv()["text"] == "back"
     assert b.recv()["text"] == "back"
+
+
+def test_history_meets_the_live_stream_without_gap_or_duplicate(ws_connect, alice, bob):
+    a = ws_connect(alice)
+    stop = threading.Event()
+
+    def keep_sending():
+        n = 0
+        while not stop.is_set() and n < 400:
+            a.send(f"m{n}")
+            n += 1
+            time.sleep(0.002)
+
+    sender = threading.Thread(target=keep_sending)
+    sender.start()
+    try:
+        time.sleep(0.05)
+        joined = [ws_connect(bob) for _ in range(3)]  # Each connects while messages keep coming.
+        time.sleep(0.05)
+    finally:
+        stop.set()
+        sender.join(10)
+    for client in joined:
+        ids = [frame["id"] for frame in client.hello["history"]]
+        live = []
+        while True:
+            try:
+                frame = client.recv(timeout=1)
+            except TimeoutError:
+                break
+            if frame["type"] == "message":
+                live.append(frame["id"])
+        seen = ids + live
+        assert seen == list(range(seen[0], seen[0] + len(seen)))  # Consecutive: no gap, no repeat.
+
+
+def test_concurrent_connections_see_each_user_online_once(ws_connect, make_user):
+    users = [make_user(f"user{n}@example.com")[0] for n in range(8)]
+    clients = {}
+
+    def open_for(user_id):
+        clients[user_id] = ws_connect(user_id)
+
+    threads = [threading.Thread(target=open_for, args=(user_id,)) for user_id in users]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    for client in clients.values():
+        online = list(client.hello["online"])
+        while True:
+            try:
+                frame = client.recv(timeout=0.5)
+            except TimeoutError:
+                break
+            assert frame["type"] == "join"
+            online.append(frame["user"])
+        assert sorted(online) == sorted(f"user{n}" for n in range(8))

@@ -1,5 +1,7 @@
 """Socket tokens: signed, salted, short-lived, revocable."""
 
+import string
+
 import pytest
 
 from conftest import token_issued_at
@@ -45,11 +47,16 @@ def test_max_age_setting_is_enforced(app, user_id):
     assert refused(app, token_issued_at(app, user_id, seconds_ago=60)) == "expired_token"
 
 
+BASE64URL = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+
+
 @pytest.mark.parametrize("where", [0, 10, -1])
 def test_tampered_token(app, user_id, where):
     token = token_issued_at(app, user_id)
-    flipped = "A" if token[where] != "A" else "B"
-    assert refused(app, token[:where] + flipped + token[where + 1 :]) == "invalid_token"
+    # Flip the highest of the character's six bits: the last one's lowest bits are only padding.
+    flipped = BASE64URL[BASE64URL.index(token[where]) ^ 0b100000]
+    tampered = token[:where] + flipped + (token[where + 1 :] if where != -1 else "")
+    assert refused(app, tampered) == "invalid_token"
 
 
 def test_garbage_token(app):
