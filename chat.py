@@ -1,14 +1,16 @@
-"""The chat page, and the WebSocket ``/ws``: authenticate, greet, persist, broadcast."""
+"""The chat page, and the WebSocket ``/ws``: authenticate, greet (or resume), serve, say goodbye."""
 
 from flask import Blueprint, current_app, g, make_response, render_template, request
 from flask_login import current_user, login_required
 from sqlalchemy.exc import SQLAlchemyError
 
+import handlers
 import protocol
+import rooms
 from errors import json_error
 from extensions import db, sock
 from hub import Connection, Hub, ReaderThread
-from models import recent_messages, save_message
+from models import GENERAL, messages_after
 from tokens import TokenError, issue_token, verify_token
 
 bp = Blueprint("chat", __name__)
@@ -41,7 +43,7 @@ def _request_token():
 
 @bp.before_request
 def authenticate_socket():
-    """Refuse the upgrade with 401 JSON unless the token is valid (Flask-Sock sends 101 later)."""
+    """Refuse the upgrade with a JSON error unless the token is valid (101 is sent later)."""
     if request.endpoint != "chat.chat_socket":
         return None
     token = _request_token()
@@ -51,6 +53,10 @@ def authenticate_socket():
         user = verify_token(token)
     except TokenError as error:
         return json_error(401, error.code, "Get a new token from /api/token.")
+    try:
+        g.chat_resume = protocol.parse_resume(request.args.get("resume", "{}"))
+    except protocol.FrameError as error:
+        return json_error(400, error.code, error.message)
     # Plain values only: no ORM object or connection is kept for the life of the socket.
     g.chat_user = (user.id, user.name)
     db.session.remove()
@@ -59,41 +65,63 @@ def authenticate_socket():
 
 @sock.route("/ws", bp=bp)
 def chat_socket(ws):
-    """Serve one client: greet it, then post each message it sends until it goes away."""
+    """Serve one client: greet it, then handle each frame it sends until it goes away."""
     user_id, name = g.chat_user
     hub = current_hub()
     conn = Connection(ws, user_id, name, current_app.config["CHAT_SEND_QUEUE_SIZE"])
     conn.start()
     try:
-        if _greet(hub, conn):
+        if _greet(hub, conn, g.chat_resume):
             _serve(ws, hub, conn)
     finally:
-        with hub.ordered():  # Presence frames keep one order with hello and with each other.
-            if hub.detach(conn):
-                hub.broadcast(protocol.encode(protocol.presence_frame("leave", user_id, name)))
+        _say_goodbye(hub, conn)
         conn.close()
 
 
-def _greet(hub, conn):
-    """Send ``hello`` and announce the user's first socket; False if the database failed."""
-    # Every broadcast happens under hub.ordered(): history, hello and registration form one step,
-    # so no message falls between the history and the live stream, or lands in both.
+def _greet(hub, conn, resume):
+    """Send ``hello``, replay what the client missed, and announce it; False if the DB failed."""
+    # Every broadcast happens under hub.ordered(): reading what to send, hello and registration
+    # form one step, so nothing falls between the history and the live stream or lands in both.
     with hub.ordered():
         try:
-            history = recent_messages(current_app.config["CHAT_HISTORY_SIZE"])
+            rooms.join_general(conn.user_id)
+            mine = rooms.summaries(conn.user_id)
+            public = rooms.public_rooms()
+            general = next(room for room in mine if room["room"] == GENERAL)
+            history = [] if GENERAL in resume else handlers.page(general["id"], None)[0]
+            replay = [
+                _catch_up(room, resume[room["room"]]) for room in mine if room["room"] in resume
+            ]
         except SQLAlchemyError:
-            current_app.logger.exception("could not load history for user %s", conn.user_id)
+            current_app.logger.exception("could not greet user %s", conn.user_id)
             _send_error(conn, "unavailable", "The chat is unavailable; please reconnect later.")
             return False
         finally:
             db.session.remove()
-        first = hub.attach(conn)
-        hello = protocol.hello_frame(conn.user_id, conn.name, hub.online(), history)
-        conn.send(protocol.encode(hello))
+        conn.current = GENERAL
+        first = hub.attach(conn, {room["id"]: room["room"] for room in mine})
+        entries = [protocol.room_entry(room, hub.online(room["id"])) for room in mine]
+        me = {"id": conn.user_id, "name": conn.name}
+        conn.send(protocol.encode(protocol.hello_frame(me, GENERAL, entries, public, history)))
+        for frames in replay:
+            for frame in frames:
+                conn.send(protocol.encode(frame))
         if first:
-            join = protocol.presence_frame("join", conn.user_id, conn.name)
-            hub.broadcast(protocol.encode(join), exclude=conn)
+            for room in mine:
+                join = protocol.presence_frame("join", room["room"], conn.user_id, conn.name)
+                hub.broadcast(room["id"], protocol.encode(join), exclude_user=conn.user_id)
     return True
+
+
+def _catch_up(room, last_id):
+    """Frames that bring a resuming client from ``last_id`` to now in one room, in order."""
+    limit = current_app.config["CHAT_RESUME_LIMIT"]
+    missed = messages_after(room["id"], last_id, limit + 1)
+    if len(missed) <= limit:
+        return [protocol.message_frame(message) for message in missed]
+    # Too far behind to replay: the client replaces the room with its latest page.
+    messages, has_more = handlers.page(room["id"], None)
+    return [protocol.history_frame(room["room"], messages, has_more, reset=True)]
 
 
 def _serve(ws, hub, conn):
@@ -102,31 +130,22 @@ def _serve(ws, hub, conn):
     while True:
         data = ws.receive()
         try:
-            message = protocol.parse_frame(data, max_chars)
+            command = protocol.parse_frame(data, max_chars)
+            handlers.handle(hub, conn, command)
         except protocol.FrameError as error:
             _send_error(conn, error.code, error.message, error.client_id)
-            continue
-        _post(hub, conn, message)
+        finally:
+            db.session.remove()
 
 
-def _post(hub, conn, message):
-    """Persist ``message``, then broadcast it; a retried ``client_id`` gets the original back."""
-    current_app.logger.info("message from user %s (%d chars)", conn.user_id, len(message.text))
-    try:
-        with hub.ordered():
-            stored, created = save_message(conn.user_id, message.text, message.client_id)
-            payload = protocol.encode(protocol.message_frame(stored))
-            if created:
-                hub.broadcast(payload)
-    except SQLAlchemyError:
-        current_app.logger.exception("could not save a message from user %s", conn.user_id)
-        text = protocol.ERROR_MESSAGES["unavailable"]
-        _send_error(conn, "unavailable", text, message.client_id)
-        return
-    finally:
-        db.session.remove()
-    if not created:
-        conn.send(payload)
+def _say_goodbye(hub, conn):
+    """Unregister ``conn``; if it was its user's last socket, tell each of their rooms."""
+    with hub.ordered():  # Presence frames keep one order with hello and with each other.
+        last, where = hub.detach(conn)
+        if last:
+            for room_id, key in where.items():
+                leave = protocol.presence_frame("leave", key, conn.user_id, conn.name)
+                hub.broadcast(room_id, protocol.encode(leave))
 
 
 def _send_error(conn, code, message, client_id=None):

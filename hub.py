@@ -10,6 +10,7 @@ import logging
 import queue
 import socket
 import threading
+import time
 
 from simple_websocket import ConnectionClosed
 from wsproto.utilities import LocalProtocolError
@@ -70,6 +71,7 @@ class Connection:
         self.name = name
         ws.sock = SerializedSocket(ws.sock)
         self._ws = ws
+        self.current = None  # Key of the room that plain-text frames go to.
         self._aborted = False
         self._queue = queue.Queue(maxsize=queue_size)
         self._writer = threading.Thread(
@@ -131,7 +133,11 @@ class Connection:
 
 
 class Hub:
-    """A thread-safe registry of connections, with presence and fan-out."""
+    """A thread-safe registry of connections: who is online, in which rooms, and fan-out.
+
+    Room membership lives in the database; the hub mirrors it for users who are online, so that a
+    broadcast reaches exactly the sockets of a room's members.
+    """
 
     def __init__(self):
         # Guards the registry only; nothing under it does I/O.
@@ -139,46 +145,117 @@ class Hub:
         # Makes "persist, then queue to everyone" one step, so every client receives messages in id
         # order and a joining client's history meets its live frames with no gap and no duplicate.
         self._order = threading.Lock()
-        self._connections = set()
-        self._snapshot = ()  # Rebuilt on change so that broadcasts read it without the lock.
-        self._sockets = {}  # user id -> number of open sockets
+        self._sockets = {}  # user id -> set of Connection
         self._names = {}  # user id -> display name
+        self._rooms = {}  # user id -> {room id: room key}, for users online
+        self._members = {}  # room id -> set of user ids online in it
+        # room id -> tuple of Connection, rebuilt on change so broadcasts read it without the lock.
+        self._fanout = {}
+        self._typing = {}  # (user id, room id) -> when their last typing frame was relayed
 
     def ordered(self):
         """A context in which to persist and broadcast, or to read history and attach."""
         return self._order
 
-    def attach(self, conn):
-        """Register ``conn``; return True when it is its user's first socket."""
+    def attach(self, conn, rooms):
+        """Register ``conn`` in ``rooms`` ({id: key}); return True for its user's first socket."""
+        user_id = conn.user_id
         with self._lock:
-            self._connections.add(conn)
-            self._snapshot = tuple(self._connections)
-            count = self._sockets.get(conn.user_id, 0)
-            self._sockets[conn.user_id] = count + 1
-            self._names[conn.user_id] = conn.name
-        return count == 0
+            sockets = self._sockets.setdefault(user_id, set())
+            first = not sockets
+            sockets.add(conn)
+            self._names[user_id] = conn.name
+            self._rooms[user_id] = dict(rooms)
+            for room_id in rooms:
+                self._members.setdefault(room_id, set()).add(user_id)
+                self._refresh(room_id)
+        return first
 
     def detach(self, conn):
-        """Unregister ``conn``; return True when it was its user's last socket."""
+        """Unregister ``conn``; return ``(last, rooms)``: its user's last socket? in which rooms?"""
+        user_id = conn.user_id
         with self._lock:
-            if conn not in self._connections:
+            sockets = self._sockets.get(user_id, set())
+            if conn not in sockets:
+                return False, {}
+            sockets.discard(conn)
+            rooms = self._rooms[user_id]
+            if not sockets:
+                del self._sockets[user_id], self._names[user_id], self._rooms[user_id]
+                for room_id in rooms:
+                    self._members[room_id].discard(user_id)
+                    self._typing.pop((user_id, room_id), None)
+            for room_id in rooms:
+                self._refresh(room_id)
+        return not sockets, rooms
+
+    def subscribe(self, user_id, room_id, key):
+        """Add an online user's sockets to a room they joined; False if they are offline."""
+        with self._lock:
+            if user_id not in self._sockets:
                 return False
-            self._connections.discard(conn)
-            self._snapshot = tuple(self._connections)
-            count = self._sockets.pop(conn.user_id) - 1
-            if count:
-                self._sockets[conn.user_id] = count
-            else:
-                del self._names[conn.user_id]
-        return count == 0
+            self._rooms[user_id][room_id] = key
+            self._members.setdefault(room_id, set()).add(user_id)
+            self._refresh(room_id)
+        return True
 
-    def online(self):
-        """Display names of the users with at least one open socket, sorted."""
+    def unsubscribe(self, user_id, room_id):
+        """Take an online user's sockets out of a room they left."""
         with self._lock:
-            return sorted(self._names.values(), key=str.casefold)
+            if user_id in self._sockets:
+                self._rooms[user_id].pop(room_id, None)
+                self._members[room_id].discard(user_id)
+                self._typing.pop((user_id, room_id), None)
+                self._refresh(room_id)
 
-    def broadcast(self, payload, exclude=None):
-        """Queue ``payload`` (already encoded) to every connection but ``exclude``."""
-        for conn in self._snapshot:
-            if conn is not exclude:
+    def _refresh(self, room_id):
+        """Rebuild a room's fan-out tuple; the caller holds the lock."""
+        members = self._members.get(room_id, set())
+        self._fanout[room_id] = tuple(c for uid in members for c in self._sockets[uid])
+        if not members:
+            self._members.pop(room_id, None)
+            self._fanout.pop(room_id, None)
+
+    def room_id(self, user_id, key):
+        """The id of the room ``key`` if the user is in it, else None."""
+        with self._lock:
+            rooms = self._rooms.get(user_id, {})
+            return next((room_id for room_id, k in rooms.items() if k == key), None)
+
+    def online(self, room_id):
+        """``[{"id", "name"}]`` of the users online in a room, sorted by name."""
+        with self._lock:
+            people = [
+                {"id": uid, "name": self._names[uid]} for uid in self._members.get(room_id, ())
+            ]
+        return sorted(people, key=lambda person: (person["name"].casefold(), person["id"]))
+
+    def allow_typing(self, user_id, room_id, interval):
+        """True at most once per ``interval`` seconds per user and room: typing is throttled."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._typing.get((user_id, room_id))
+            if last is not None and now - last < interval:
+                return False
+            self._typing[(user_id, room_id)] = now
+        return True
+
+    def broadcast(self, room_id, payload, exclude_user=None):
+        """Queue ``payload`` (already encoded) to every socket in a room, but ``exclude_user``'s."""
+        for conn in self._fanout.get(room_id, ()):
+            if conn.user_id != exclude_user:
                 conn.send(payload)
+
+    def send_to_user(self, user_id, payload):
+        """Queue ``payload`` to every socket of one user."""
+        with self._lock:
+            sockets = tuple(self._sockets.get(user_id, ()))
+        for conn in sockets:
+            conn.send(payload)
+
+    def send_to_all(self, payload):
+        """Queue ``payload`` to every socket."""
+        with self._lock:
+            sockets = [conn for group in self._sockets.values() for conn in group]
+        for conn in sockets:
+            conn.send(payload)

@@ -8,6 +8,7 @@ from flask_login import UserMixin
 from sqlalchemy import (
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -69,25 +70,64 @@ class User(UserMixin, db.Model):
         return db.session.scalar(select(cls).where(cls.email == email.strip().lower()))
 
 
+class Room(db.Model):
+    """A public room anyone may join, or a direct-message thread between two users."""
+
+    __tablename__ = "rooms"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # How frames name the room: a public room's name in lower case, or "dm:<low id>:<high id>".
+    key: Mapped[str] = mapped_column(String(80), unique=True)
+    title: Mapped[str] = mapped_column(String(64))  # The name as its creator wrote it.
+    kind: Mapped[str] = mapped_column(String(16))  # PUBLIC or DIRECT
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+PUBLIC = "public"
+DIRECT = "direct"
+GENERAL = "general"
+
+
+class Membership(db.Model):
+    """A user in a room, and the last message they have read there."""
+
+    __tablename__ = "memberships"
+
+    room_id: Mapped[int] = mapped_column(
+        ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    last_read_id: Mapped[int] = mapped_column(Integer, default=0)
+    joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Message(db.Model):
-    """A chat message, stored before anyone sees it."""
+    """A chat message in a room, stored before anyone sees it."""
 
     __tablename__ = "messages"
     # A client's retry of the same message finds the original instead of posting twice.
-    __table_args__ = (UniqueConstraint("user_id", "client_id"),)
+    __table_args__ = (
+        UniqueConstraint("user_id", "client_id"),
+        Index("ix_messages_room_id_id", "room_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     text: Mapped[str] = mapped_column(Text)
     client_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     author: Mapped[User] = relationship(lazy="joined")
+    room: Mapped[Room] = relationship(lazy="joined")
 
     def to_dict(self):
         """Plain data for the wire, detached from the session."""
         return {
             "id": self.id,
+            "room": self.room.key,
             "user_id": self.user_id,
             "user": self.author.name,
             "text": self.text,
@@ -96,9 +136,9 @@ class Message(db.Model):
         }
 
 
-def save_message(user_id, text, client_id=None):
+def save_message(user_id, room_id, text, client_id=None):
     """Persist a message; return ``(data, created)``. A repeated ``client_id`` gets the original."""
-    message = Message(user_id=user_id, text=text, client_id=client_id)
+    message = Message(user_id=user_id, room_id=room_id, text=text, client_id=client_id)
     db.session.add(message)
     try:
         db.session.commit()
@@ -115,10 +155,19 @@ def save_message(user_id, text, client_id=None):
     return message.to_dict(), True
 
 
-def recent_messages(limit):
-    """Return the latest ``limit`` messages, oldest first."""
-    newest = db.session.scalars(select(Message).order_by(Message.id.desc()).limit(limit)).all()
+def messages_before(room_id, before=None, limit=50):
+    """Up to ``limit`` messages of a room older than id ``before`` (or the latest), oldest first."""
+    query = select(Message).where(Message.room_id == room_id)
+    if before is not None:
+        query = query.where(Message.id < before)
+    newest = db.session.scalars(query.order_by(Message.id.desc()).limit(limit)).all()
     return [message.to_dict() for message in reversed(newest)]
+
+
+def messages_after(room_id, after, limit):
+    """Up to ``limit`` messages of a room newer than id ``after``, oldest first."""
+    query = select(Message).where(Message.room_id == room_id, Message.id > after)
+    return [m.to_dict() for m in db.session.scalars(query.order_by(Message.id).limit(limit))]
 
 
 def init_app(app):
@@ -145,4 +194,20 @@ def _tune_sqlite(dbapi_connection, _record):
 def init_db_command():
     """Create the tables that do not exist yet (existing data is kept)."""
     db.create_all()
+    ensure_general()
     click.echo("Database ready.")
+
+
+def ensure_general():
+    """Return the id of the ``general`` room, creating it if needed."""
+    room_id = db.session.scalar(select(Room.id).where(Room.key == GENERAL))
+    if room_id is not None:
+        return room_id
+    room = Room(key=GENERAL, title=GENERAL, kind=PUBLIC)
+    db.session.add(room)
+    try:
+        db.session.commit()
+    except IntegrityError:  # Created by another worker meanwhile.
+        db.session.rollback()
+        return db.session.scalar(select(Room.id).where(Room.key == GENERAL))
+    return room.id

@@ -4,25 +4,104 @@ Every frame is a JSON object with a ``type``. See the protocol reference in READ
 """
 
 import json
+import re
 import unicodedata
 from dataclasses import dataclass
 
 MAX_CLIENT_ID_CHARS = 64
+MAX_ROOM_KEY_CHARS = 80
+MAX_PAGE = 100
+DEFAULT_PAGE = 50
+MAX_ID = 2**53  # Larger ids would lose precision in JavaScript.
+# 1 to 32 letters, digits, "-" or "_" (any script), starting with a letter or a digit.
+ROOM_NAME = re.compile(r"[^\W_][\w-]{0,31}")
 
 ERROR_MESSAGES = {
     "unsupported": "Binary frames are not supported; send text or a JSON object.",
-    "unknown_type": "Unknown frame type; the only client frame type is 'message'.",
+    "unknown_type": "Unknown frame type.",
     "empty": "The message is empty.",
     "too_long": "The message is longer than {max_chars} characters.",
     "unavailable": "The message could not be saved; please send it again.",
+    "forbidden": "You are not in this room.",
+    "bad_room_name": (
+        "Room names are 1 to 32 letters, digits, '-' or '_', starting with a letter or a digit."
+    ),
 }
 
 
 @dataclass(frozen=True)
 class ChatMessage:
-    """A validated message a client wants to post."""
+    """A message to post; ``room`` None means the socket's current room."""
 
     text: str
+    client_id: str | None = None
+    room: str | None = None
+
+
+@dataclass(frozen=True)
+class Switch:
+    """Make ``room`` the target of plain-text frames."""
+
+    room: str
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CreateRoom:
+    """Create a public room and join it."""
+
+    name: str
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class JoinRoom:
+    """Join a public room."""
+
+    room: str
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class LeaveRoom:
+    """Leave a public room."""
+
+    room: str
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class OpenDirect:
+    """Open (or create) the direct-message room with another user."""
+
+    user_id: int
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class History:
+    """A page of a room's messages older than ``before`` (the latest page if None)."""
+
+    room: str
+    before: int | None = None
+    limit: int = DEFAULT_PAGE
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Typing:
+    """The user is typing in a room."""
+
+    room: str
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Read:
+    """The user has read a room up to message ``id``."""
+
+    room: str
+    id: int
     client_id: str | None = None
 
 
@@ -37,23 +116,112 @@ class FrameError(Exception):
 
 
 def parse_frame(data, max_chars):
-    """Return the ``ChatMessage`` in a received frame, or raise ``FrameError``."""
+    """Return the command in a received frame, or raise ``FrameError``."""
     if not isinstance(data, str):
         raise FrameError("unsupported", ERROR_MESSAGES["unsupported"])
     if not data.lstrip().startswith("{"):
         # Not a JSON object: the whole frame is the message text (Postman users just type).
-        return _validate(data, None, max_chars)
+        return ChatMessage(_validate_text(data, None, max_chars))
     frame = _load_object(data)
     client_id = _client_id(frame)
     kind = frame.get("type")
     if not isinstance(kind, str):
         raise FrameError("bad_request", "The 'type' field must be a string.", client_id)
-    if kind != "message":
+    parse = _PARSERS.get(kind)
+    if parse is None:
         raise FrameError("unknown_type", ERROR_MESSAGES["unknown_type"], client_id)
-    text = frame.get("text")
-    if not isinstance(text, str) or not is_unicode(text):
-        raise FrameError("bad_request", "The 'text' field must be a string.", client_id)
-    return _validate(text, client_id, max_chars)
+    return parse(_Fields(frame, client_id), max_chars)
+
+
+class _Fields:
+    """Typed access to a frame's fields; a wrong one raises ``bad_request`` naming it."""
+
+    def __init__(self, frame, client_id):
+        self.frame = frame
+        self.client_id = client_id
+
+    def fail(self, message, code="bad_request"):
+        """Refuse the frame."""
+        raise FrameError(code, message, self.client_id)
+
+    def string(self, name, required=True):
+        """A string field that UTF-8 can carry."""
+        value = self.frame.get(name)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not is_unicode(value):
+            self.fail(f"The '{name}' field must be a string.")
+        return value
+
+    def room(self, required=True):
+        """A room key: a public room's name (any case) or a direct room's key."""
+        value = self.string("room", required)
+        if value is not None and not 0 < len(value) <= MAX_ROOM_KEY_CHARS:
+            self.fail(f"The 'room' field must be 1 to {MAX_ROOM_KEY_CHARS} characters.")
+        return value.lower() if value is not None else None
+
+    def integer(self, name, required=True, low=1, high=MAX_ID):
+        """A whole number in ``[low, high]`` (booleans are not numbers)."""
+        value = self.frame.get(name)
+        if value is None and not required:
+            return None
+        if type(value) is not int or not low <= value <= high:
+            self.fail(f"The '{name}' field must be a whole number from {low} to {high}.")
+        return value
+
+
+def _parse_message(fields, max_chars):
+    text = _validate_text(fields.string("text"), fields.client_id, max_chars)
+    return ChatMessage(text, fields.client_id, fields.room(required=False))
+
+
+def _parse_create_room(fields, _max_chars):
+    name = fields.string("name").strip()
+    if not ROOM_NAME.fullmatch(name):
+        fields.fail(ERROR_MESSAGES["bad_room_name"], "bad_room_name")
+    return CreateRoom(name, fields.client_id)
+
+
+def _parse_history(fields, _max_chars):
+    before = fields.integer("before", required=False)
+    limit = fields.integer("limit", required=False, high=MAX_PAGE) or DEFAULT_PAGE
+    return History(fields.room(), before, limit, fields.client_id)
+
+
+def _parse_read(fields, _max_chars):
+    return Read(fields.room(), fields.integer("id"), fields.client_id)
+
+
+_PARSERS = {
+    "message": _parse_message,
+    "switch": lambda fields, _: Switch(fields.room(), fields.client_id),
+    "create_room": _parse_create_room,
+    "join_room": lambda fields, _: JoinRoom(fields.room(), fields.client_id),
+    "leave_room": lambda fields, _: LeaveRoom(fields.room(), fields.client_id),
+    "open_dm": lambda fields, _: OpenDirect(fields.integer("user_id"), fields.client_id),
+    "history": _parse_history,
+    "typing": lambda fields, _: Typing(fields.room(), fields.client_id),
+    "read": _parse_read,
+}
+
+
+MAX_RESUME_ROOMS = 1000
+
+
+def parse_resume(raw):
+    """Parse ``?resume=``: a JSON object of room key -> last message id seen."""
+    try:
+        marks = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        marks = None
+    if not isinstance(marks, dict) or len(marks) > MAX_RESUME_ROOMS:
+        raise FrameError("bad_request", "resume must be a JSON object of room -> last message id.")
+    for key, last_id in marks.items():
+        if not (0 < len(key) <= MAX_ROOM_KEY_CHARS and is_unicode(key)):
+            raise FrameError("bad_request", "resume names a room that cannot exist.")
+        if type(last_id) is not int or not 0 <= last_id <= MAX_ID:
+            raise FrameError("bad_request", "resume ids must be whole numbers.")
+    return {key.lower(): last_id for key, last_id in marks.items()}
 
 
 def _load_object(data):
@@ -99,15 +267,15 @@ def _client_id(frame):
     return client_id
 
 
-def _validate(text, client_id, max_chars):
-    """Trim ``text`` and check it is neither empty nor too long."""
+def _validate_text(text, client_id, max_chars):
+    """Return ``text`` trimmed, checked neither empty nor too long."""
     text = text.strip()
     if not any(_is_visible(char) for char in text):
         raise FrameError("empty", ERROR_MESSAGES["empty"], client_id)
     if len(text) > max_chars:
         message = ERROR_MESSAGES["too_long"].format(max_chars=max_chars)
         raise FrameError("too_long", message, client_id)
-    return ChatMessage(text, client_id)
+    return text
 
 
 def _is_visible(char):
@@ -130,6 +298,7 @@ def message_frame(message):
     return {
         "type": "message",
         "id": message["id"],
+        "room": message["room"],
         "user": message["user"],
         "user_id": message["user_id"],
         "text": message["text"],
@@ -138,19 +307,58 @@ def message_frame(message):
     }
 
 
-def hello_frame(user_id, name, online, history):
-    """The first frame of every connection: who you are, who is here, recent history."""
+def room_entry(summary, online):
+    """A room as the page lists it (see ``rooms.summaries``), with who is online in it."""
+    return {
+        "room": summary["room"],
+        "title": summary["title"],
+        "kind": summary["kind"],
+        "unread": summary["unread"],
+        "last_id": summary["last_id"],
+        "last_read_id": summary["last_read_id"],
+        "online": online,
+    }
+
+
+def hello_frame(user, current, rooms, public_rooms, history):
+    """The first frame of every connection: who you are, your rooms, who is here, history."""
+    here = next((room["online"] for room in rooms if room["room"] == current), [])
     return {
         "type": "hello",
-        "user": {"id": user_id, "name": name},
-        "online": online,
+        "user": user,
+        "current": current,
+        "online": [person["name"] for person in here],
+        "rooms": rooms,
+        "public_rooms": public_rooms,
         "history": [message_frame(message) for message in history],
     }
 
 
-def presence_frame(kind, user_id, name):
-    """A ``join`` or ``leave`` frame."""
-    return {"type": kind, "user": name, "user_id": user_id}
+def history_frame(room, messages, has_more, reset=False):
+    """A page of a room's messages, oldest first; ``reset`` replaces what the client has."""
+    return {
+        "type": "history",
+        "room": room,
+        "messages": [message_frame(message) for message in messages],
+        "has_more": has_more,
+        "reset": reset,
+    }
+
+
+def presence_frame(kind, room, user_id, name):
+    """A ``join`` or ``leave`` frame: a user came online in a room, or left it."""
+    return {"type": kind, "room": room, "user": name, "user_id": user_id}
+
+
+def typing_frame(room, user_id, name, expires_in):
+    """Someone is typing in a room; the indicator ends by itself after ``expires_in`` seconds."""
+    return {
+        "type": "typing",
+        "room": room,
+        "user": name,
+        "user_id": user_id,
+        "expires_in": expires_in,
+    }
 
 
 def error_frame(code, message, client_id=None):

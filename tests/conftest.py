@@ -19,7 +19,7 @@ from werkzeug.serving import make_server
 
 from app import create_app
 from extensions import db
-from models import User
+from models import User, ensure_general
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery"
@@ -244,3 +244,10 @@ def gunicorn_server(app, app_config, tmp_path):
     server.start()
     yield server
     server.kill()
+
+
+@pytest.fixture
+def general(app):
+    """The id of the ``general`` room."""
+    with app.app_context():
+        return ensure_general()

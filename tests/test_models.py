@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from extensions import db
-from models import Message, User, recent_messages, save_message
+from models import Message, User, messages_before, save_message
 
 
 def test_user_name_is_the_part_before_the_at(app):
@@ -35,7 +35,7 @@ def test_email_is_unique(app, make_user):
         make_user("alice@example.com")
 
 
-def test_session_id_carries_the_token_version(app, make_user):
+def test_session_id_carries_the_session_version(app, make_user):
     user_id = make_user()[0]
     with app.app_context():
         user = db.session.get(User, user_id)
@@ -44,10 +44,10 @@ def test_session_id_carries_the_token_version(app, make_user):
         assert user.get_id() == f"{user_id}.3"
 
 
-def test_saved_message_round_trips(app, make_user):
+def test_saved_message_round_trips(app, make_user, general):
     user_id = make_user()[0]
     with app.app_context():
-        data, created = save_message(user_id, "bonjour", "c1")
+        data, created = save_message(user_id, general, "bonjour", "c1")
     assert created
     assert data["user"] == "alice"
     assert data["text"] == "bonjour"
@@ -55,48 +55,48 @@ def test_saved_message_round_trips(app, make_user):
     assert data["created_at"].tzinfo == UTC
 
 
-def test_same_client_id_returns_the_original(app, make_user):
+def test_same_client_id_returns_the_original(app, make_user, general):
     user_id = make_user()[0]
     with app.app_context():
-        first, _ = save_message(user_id, "once", "c1")
-        again, created = save_message(user_id, "something else", "c1")
+        first, _ = save_message(user_id, general, "once", "c1")
+        again, created = save_message(user_id, general, "something else", "c1")
         count = db.session.scalar(select(func.count()).select_from(Message))
     assert not created
     assert again == first
     assert count == 1
 
 
-def test_client_ids_are_per_user(app, make_user):
+def test_client_ids_are_per_user(app, make_user, general):
     alice, bob = make_user("alice@example.com")[0], make_user("bob@example.com")[0]
     with app.app_context():
-        assert save_message(alice, "a", "same")[1]
-        assert save_message(bob, "b", "same")[1]
+        assert save_message(alice, general, "a", "same")[1]
+        assert save_message(bob, general, "b", "same")[1]
 
 
-def test_messages_without_client_id_never_collide(app, make_user):
+def test_messages_without_client_id_never_collide(app, make_user, general):
     user_id = make_user()[0]
     with app.app_context():
-        assert save_message(user_id, "a")[1]
-        assert save_message(user_id, "a")[1]
+        assert save_message(user_id, general, "a")[1]
+        assert save_message(user_id, general, "a")[1]
 
 
-def test_recent_messages_are_the_latest_oldest_first(app, make_user):
+def test_messages_before_are_the_latest_oldest_first(app, make_user, general):
     user_id = make_user()[0]
     with app.app_context():
         for n in range(5):
-            save_message(user_id, str(n))
-        assert [m["text"] for m in recent_messages(3)] == ["2", "3", "4"]
+            save_message(user_id, general, str(n))
+        assert [m["text"] for m in messages_before(general, None, 3)] == ["2", "3", "4"]
 
 
-def test_deleting_a_user_deletes_their_messages(app, make_user):
+def test_deleting_a_user_deletes_their_messages(app, make_user, general):
     user_id = make_user()[0]
     with app.app_context():
-        save_message(user_id, "bye")
+        save_message(user_id, general, "bye")
         db.session.delete(db.session.get(User, user_id))
         db.session.commit()
-        assert recent_messages(10) == []
+        assert messages_before(general, None, 10) == []
 
 
-def test_message_for_unknown_user_is_refused(app):
+def test_message_for_unknown_user_is_refused(app, general):
     with app.app_context(), pytest.raises(IntegrityError):
-        save_message(12345, "ghost")
+        save_message(12345, general, "ghost")

@@ -87,6 +87,7 @@ def test_client_id_of_exactly_64_characters_is_accepted():
 def test_message_frame_has_utc_timestamp_and_client_id():
     stored = {
         "id": 3,
+        "room": "general",
         "user_id": 1,
         "user": "alice",
         "text": "hi",
@@ -96,6 +97,7 @@ def test_message_frame_has_utc_timestamp_and_client_id():
     assert protocol.message_frame(stored) == {
         "type": "message",
         "id": 3,
+        "room": "general",
         "user": "alice",
         "user_id": 1,
         "text": "hi",

@@ -44,7 +44,7 @@ def test_hello_names_the_user_and_who_is_online(ws_connect, alice, bob):
 
 def test_message_reaches_everyone_exactly_once_with_client_id(app, ws_connect, alice, bob):
     a, b = ws_connect(alice), ws_connect(bob)
-    assert a.recv() == {"type": "join", "user": "bob", "user_id": bob}
+    assert a.recv() == {"type": "join", "room": "general", "user": "bob", "user_id": bob}
     a.send({"type": "message", "text": "  hello bob  ", "client_id": "c-1"})
     for client in (a, b):
         frame = client.recv()
@@ -66,11 +66,11 @@ def test_plain_text_frame_is_a_message(ws_connect, alice, bob):
     assert frame["client_id"] is None
 
 
-def test_history_on_connect_is_the_latest_messages_oldest_first(app, ws_connect, alice):
+def test_history_on_connect_is_the_latest_messages_oldest_first(app, ws_connect, alice, general):
     app.config["CHAT_HISTORY_SIZE"] = 3
     with app.app_context():
         for n in range(5):
-            save_message(alice, f"m{n}")
+            save_message(alice, general, f"m{n}")
     history = ws_connect(alice).hello["history"]
     assert [frame["text"] for frame in history] == ["m2", "m3", "m4"]
     assert all(frame["type"] == "message" and frame["user"] == "alice" for frame in history)
@@ -79,14 +79,14 @@ def test_history_on_connect_is_the_latest_messages_oldest_first(app, ws_connect,
 def test_join_and_leave_follow_a_users_first_and_last_socket(ws_connect, alice, bob):
     a = ws_connect(alice)
     b1 = ws_connect(bob)
-    assert a.recv() == {"type": "join", "user": "bob", "user_id": bob}
+    assert a.recv() == {"type": "join", "room": "general", "user": "bob", "user_id": bob}
     b2 = ws_connect(bob)
     assert b2.hello["online"] == ["alice", "bob"]
     a.assert_silent()  # A second tab is not a second join.
     b1.close()
     a.assert_silent()  # Bob is still here in his other tab.
     b2.close()
-    assert a.recv() == {"type": "leave", "user": "bob", "user_id": bob}
+    assert a.recv() == {"type": "leave", "room": "general", "user": "bob", "user_id": bob}
 
 
 def test_retry_with_same_client_id_posts_once(app, ws_connect, alice, bob):
@@ -149,7 +149,7 @@ def test_frame_over_the_transport_limit_closes_with_1009(app, ws_connect, alice,
     with pytest.raises(ConnectionClosed) as closed:
         a.recv()
     assert closed.value.rcvd.code == 1009
-    assert b.recv() == {"type": "leave", "user": "alice", "user_id": alice}
+    assert b.recv() == {"type": "leave", "room": "general", "user": "alice", "user_id": alice}
     assert message_count(app) == 0
 
 
@@ -275,7 +275,7 @@ def test_a_client_that_never_reads_is_cut_off_without_delaying_others(
     a, b = ws_connect(alice), ws_connect(bob)
     a.recv_type("join")
     stuck = raw_socket_that_never_reads(live_server, token_issued_at(app, carol))
-    assert b.recv() == {"type": "join", "user": "carol", "user_id": carol}
+    assert b.recv() == {"type": "join", "room": "general", "user": "carol", "user_id": carol}
     presence = []
     count = 150  # About 9 MB: more than the kernel buffers and a queue of 8 can hold.
     for n in range(count):
@@ -284,7 +284,7 @@ def test_a_client_that_never_reads_is_cut_off_without_delaying_others(
         assert next_message(b, presence)["text"][:5] == f"{n:05d}"
     if not presence:
         presence.append(b.recv())
-    assert presence == [{"type": "leave", "user": "carol", "user_id": carol}]
+    assert presence == [{"type": "leave", "room": "general", "user": "carol", "user_id": carol}]
     stuck.settimeout(5)
     while stuck.recv(65536):
         pass  # The server closed the connection: reading drains it to the end.

@@ -1,0 +1,159 @@
+"""One handler per client frame type. Each checks that the user is in the room it names."""
+
+from flask import current_app
+from sqlalchemy.exc import SQLAlchemyError
+
+import protocol
+import rooms
+from extensions import db
+from models import GENERAL, Room, messages_before, save_message
+
+
+def handle(hub, conn, command):
+    """Run the handler for ``command``; refusals and database failures raise ``FrameError``."""
+    try:
+        _HANDLERS[type(command)](hub, conn, command)
+    except rooms.RoomError as error:
+        raise protocol.FrameError(error.code, error.message, command.client_id) from None
+    except SQLAlchemyError:
+        db.session.rollback()
+        current_app.logger.exception("database error for user %s", conn.user_id)
+        message = protocol.ERROR_MESSAGES["unavailable"]
+        raise protocol.FrameError("unavailable", message, command.client_id) from None
+
+
+def page(room_id, before, limit=None):
+    """A page of a room's messages older than ``before``, oldest first, and whether more exist."""
+    limit = limit or current_app.config["CHAT_HISTORY_SIZE"]
+    messages = messages_before(room_id, before, limit + 1)
+    return messages[-limit:], len(messages) > limit
+
+
+def _member_room(hub, conn, key, client_id):
+    """The id of room ``key`` if the user is in it; ``forbidden`` otherwise, whatever the room."""
+    room_id = hub.room_id(conn.user_id, key)
+    if room_id is None:
+        raise protocol.FrameError("forbidden", protocol.ERROR_MESSAGES["forbidden"], client_id)
+    return room_id
+
+
+def _send(conn, frame):
+    conn.send(protocol.encode(frame))
+
+
+def _entry(hub, room, user_id):
+    """The ``room`` frame describing ``room`` to ``user_id``."""
+    summary = rooms.summary(room, user_id)
+    return {"type": "room", **protocol.room_entry(summary, hub.online(room.id))}
+
+
+def _post(hub, conn, command):
+    """Persist a message, then queue it to the room; a retried ``client_id`` gets the original."""
+    key = command.room or conn.current
+    current_app.logger.info("message from user %s (%d chars)", conn.user_id, len(command.text))
+    with hub.ordered():
+        # Checked under the lock that membership changes take: no post lands after a leave.
+        room_id = _member_room(hub, conn, key, command.client_id)
+        stored, created = save_message(conn.user_id, room_id, command.text, command.client_id)
+        payload = protocol.encode(protocol.message_frame(stored))
+        if created:
+            hub.broadcast(room_id, payload)
+    if not created:
+        conn.send(payload)
+
+
+def _switch(hub, conn, command):
+    """Send this socket's plain-text frames to another of the user's rooms."""
+    _member_room(hub, conn, command.room, command.client_id)
+    conn.current = command.room
+    _send(conn, {"type": "switched", "room": command.room, "client_id": command.client_id})
+
+
+def _create_room(hub, conn, command):
+    """Create a public room with its creator in it, and let everyone discover it."""
+    with hub.ordered():
+        room = rooms.create_room(command.name, conn.user_id)
+        hub.subscribe(conn.user_id, room.id, room.key)
+        hub.send_to_user(conn.user_id, protocol.encode(_entry(hub, room, conn.user_id)))
+        created = {"type": "room_created", "room": room.key, "title": room.title}
+        hub.send_to_all(protocol.encode(created))
+
+
+def _join_room(hub, conn, command):
+    """Join a public room; the user's sockets start receiving it and its members see them."""
+    with hub.ordered():
+        room, joined = rooms.join_public(command.room, conn.user_id)
+        if not joined:
+            _send(conn, _entry(hub, room, conn.user_id))
+            return
+        hub.subscribe(conn.user_id, room.id, room.key)
+        hub.send_to_user(conn.user_id, protocol.encode(_entry(hub, room, conn.user_id)))
+        join = protocol.presence_frame("join", room.key, conn.user_id, conn.name)
+        hub.broadcast(room.id, protocol.encode(join), exclude_user=conn.user_id)
+
+
+def _leave_room(hub, conn, command):
+    """Leave a public room: the user's sockets stop receiving it and its members see them go."""
+    with hub.ordered():
+        room_id = _member_room(hub, conn, command.room, command.client_id)
+        rooms.leave_public(db.session.get(Room, room_id), conn.user_id)
+        hub.unsubscribe(conn.user_id, room_id)
+        left = {"type": "room_left", "room": command.room}
+        hub.send_to_user(conn.user_id, protocol.encode(left))
+        leave = protocol.presence_frame("leave", command.room, conn.user_id, conn.name)
+        hub.broadcast(room_id, protocol.encode(leave))
+    if conn.current == command.room:
+        conn.current = GENERAL
+
+
+def _open_direct(hub, conn, command):
+    """Open the direct room with another user; both of them get it in their room list."""
+    with hub.ordered():
+        room, created = rooms.open_direct(conn.user_id, command.user_id)
+        if not created:
+            _send(conn, _entry(hub, room, conn.user_id))
+            return
+        for user_id in (conn.user_id, command.user_id):
+            hub.subscribe(user_id, room.id, room.key)
+        for user_id in (conn.user_id, command.user_id):
+            hub.send_to_user(user_id, protocol.encode(_entry(hub, room, user_id)))
+
+
+def _history(hub, conn, command):
+    """A page of older messages, for a member of the room only."""
+    room_id = _member_room(hub, conn, command.room, command.client_id)
+    messages, has_more = page(room_id, command.before, command.limit)
+    _send(conn, protocol.history_frame(command.room, messages, has_more))
+
+
+def _typing(hub, conn, command):
+    """Relay "is typing" to the room's other members, at most once per interval; never stored."""
+    room_id = _member_room(hub, conn, command.room, command.client_id)
+    config = current_app.config
+    if hub.allow_typing(conn.user_id, room_id, config["CHAT_TYPING_INTERVAL"]):
+        frame = protocol.typing_frame(
+            command.room, conn.user_id, conn.name, config["CHAT_TYPING_TTL"]
+        )
+        hub.broadcast(room_id, protocol.encode(frame), exclude_user=conn.user_id)
+
+
+def _read(hub, conn, command):
+    """Move the user's read marker; all their tabs learn it, so unread counts agree."""
+    room_id = _member_room(hub, conn, command.room, command.client_id)
+    marker = rooms.mark_read(room_id, conn.user_id, command.id)
+    hub.send_to_user(
+        conn.user_id, protocol.encode({"type": "read", "room": command.room, "id": marker})
+    )
+
+
+_HANDLERS = {
+    protocol.ChatMessage: _post,
+    protocol.Switch: _switch,
+    protocol.CreateRoom: _create_room,
+    protocol.JoinRoom: _join_room,
+    protocol.LeaveRoom: _leave_room,
+    protocol.OpenDirect: _open_direct,
+    protocol.History: _history,
+    protocol.Typing: _typing,
+    protocol.Read: _read,
+}

@@ -1,0 +1,206 @@
+"""Rooms and memberships in the database: public rooms, direct messages, unread counts."""
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.exc import IntegrityError
+
+from extensions import db
+from models import DIRECT, GENERAL, PUBLIC, Membership, Message, Room, User, ensure_general
+
+
+class RoomError(Exception):
+    """A room operation that cannot be done; ``code`` becomes an error frame's code."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def direct_key(user_id, other_id):
+    """The key of the direct-message room between two users, the same from both sides."""
+    low, high = sorted((user_id, other_id))
+    return f"dm:{low}:{high}"
+
+
+def find_room(key):
+    """The room with ``key``, or None."""
+    return db.session.scalar(select(Room).where(Room.key == key))
+
+
+def is_member(room_id, user_id):
+    """Tell whether the user is in the room."""
+    return db.session.get(Membership, (room_id, user_id)) is not None
+
+
+def join_general(user_id):
+    """Make sure the user is in ``general``; return its id."""
+    room_id = ensure_general()
+    _add_member(room_id, user_id)
+    return room_id
+
+
+def _add_member(room_id, user_id):
+    """Add a membership; return False if it already existed."""
+    if is_member(room_id, user_id):
+        return False
+    db.session.add(Membership(room_id=room_id, user_id=user_id))
+    try:
+        db.session.commit()
+    except IntegrityError:  # Joined from another tab at the same moment.
+        db.session.rollback()
+        return False
+    return True
+
+
+def create_room(name, user_id):
+    """Create a public room named ``name`` with its creator in it; return the room."""
+    room = Room(key=name.lower(), title=name, kind=PUBLIC)
+    db.session.add(room)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        raise RoomError("name_taken", f"A room named {name!r} already exists.") from None
+    db.session.add(Membership(room_id=room.id, user_id=user_id))
+    db.session.commit()
+    return room
+
+
+def join_public(key, user_id):
+    """Join the public room ``key``; return ``(room, newly_joined)``."""
+    room = find_room(key)
+    if room is None or room.kind != PUBLIC:
+        # A direct room's key gets the same answer whether it exists or not: nothing leaks.
+        if key.startswith("dm:"):
+            raise RoomError("forbidden", "You are not in this room.")
+        raise RoomError("not_found", f"There is no room named {key!r}.")
+    return room, _add_member(room.id, user_id)
+
+
+def leave_public(room, user_id):
+    """Leave a public room other than ``general``."""
+    if room.key == GENERAL or room.kind != PUBLIC:
+        raise RoomError("bad_request", "You cannot leave this room.")
+    membership = db.session.get(Membership, (room.id, user_id))
+    if membership is not None:
+        db.session.delete(membership)
+        db.session.commit()
+
+
+def open_direct(user_id, other_id):
+    """The direct room between two users, created with both in it if new; ``(room, created)``."""
+    if other_id == user_id:
+        raise RoomError("bad_request", "You cannot open a direct conversation with yourself.")
+    if db.session.get(User, other_id) is None:
+        raise RoomError("not_found", "There is no such user.")
+    key = direct_key(user_id, other_id)
+    room = find_room(key)
+    if room is not None:
+        return room, False
+    room = Room(key=key, title=key, kind=DIRECT)
+    db.session.add(room)
+    try:
+        db.session.flush()
+        db.session.add_all(
+            [Membership(room_id=room.id, user_id=uid) for uid in (user_id, other_id)]
+        )
+        db.session.commit()
+    except IntegrityError:  # The other user opened it at the same moment.
+        db.session.rollback()
+        return find_room(key), False
+    return room, True
+
+
+def mark_read(room_id, user_id, message_id):
+    """Move the user's read marker forward, never past the room's last message; return it."""
+    membership = db.session.get(Membership, (room_id, user_id))
+    if membership is None:
+        raise RoomError("forbidden", "You are not in this room.")
+    last = db.session.scalar(select(func.max(Message.id)).where(Message.room_id == room_id)) or 0
+    target = min(message_id, last)
+    if target > membership.last_read_id:
+        membership.last_read_id = target
+        db.session.commit()
+    return membership.last_read_id
+
+
+def summaries(user_id):
+    """The user's rooms as the page lists them: title, kind, unread count and last message id."""
+    rows = db.session.execute(
+        select(Room, Membership.last_read_id)
+        .join(Membership, Membership.room_id == Room.id)
+        .where(Membership.user_id == user_id)
+        .order_by(Room.kind.desc(), Room.key)
+    ).all()
+    room_ids = [room.id for room, _ in rows]
+    unread = _unread_counts(user_id)
+    last_ids = dict(
+        db.session.execute(
+            select(Message.room_id, func.max(Message.id))
+            .where(Message.room_id.in_(room_ids))
+            .group_by(Message.room_id)
+        ).all()
+    )
+    partners = _direct_partners(user_id)
+    return [
+        {
+            "id": room.id,
+            "room": room.key,
+            "title": partners.get(room.id, room.title),
+            "kind": room.kind,
+            "unread": unread.get(room.id, 0),
+            "last_id": last_ids.get(room.id, 0),
+            "last_read_id": last_read,
+        }
+        for room, last_read in rows
+    ]
+
+
+def summary(room, user_id):
+    """One room's summary for ``user_id``."""
+    return next(item for item in summaries(user_id) if item["id"] == room.id)
+
+
+def _unread_counts(user_id):
+    """Messages by others after the user's read marker, per room."""
+    newer = and_(
+        Message.room_id == Membership.room_id,
+        Message.id > Membership.last_read_id,
+        Message.user_id != user_id,
+    )
+    rows = db.session.execute(
+        select(Membership.room_id, func.count(Message.id))
+        .join(Message, newer)
+        .where(Membership.user_id == user_id)
+        .group_by(Membership.room_id)
+    )
+    return dict(rows.all())
+
+
+def _direct_partners(user_id):
+    """For each of the user's direct rooms, the other person's display name."""
+    mine = select(Membership.room_id).where(Membership.user_id == user_id)
+    rows = db.session.execute(
+        select(Membership.room_id, User)
+        .join(User, User.id == Membership.user_id)
+        .join(Room, Room.id == Membership.room_id)
+        .where(Room.kind == DIRECT, Membership.room_id.in_(mine), Membership.user_id != user_id)
+    )
+    return {room_id: user.name for room_id, user in rows}
+
+
+def public_rooms():
+    """Every public room, with its number of members, for people to discover and join."""
+    rows = db.session.execute(
+        select(Room.key, Room.title, func.count(Membership.user_id))
+        .outerjoin(Membership, Membership.room_id == Room.id)
+        .where(Room.kind == PUBLIC)
+        .group_by(Room.id)
+        .order_by(Room.key)
+    )
+    return [{"room": key, "title": title, "members": count} for key, title, count in rows]
+
+
+def member_ids(room_id):
+    """Ids of the users in a room."""
+    return list(db.session.scalars(select(Membership.user_id).where(Membership.room_id == room_id)))
