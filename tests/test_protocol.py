@@ -117,3 +117,72 @@ def test_error_frame_shape():
         "message": "The message is empty.",
         "client_id": "c1",
     }
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        ({"type": "message", "text": "hi", "room": "Dev"}, protocol.ChatMessage("hi", None, "dev")),
+        ({"type": "switch", "room": "dev"}, protocol.Switch("dev")),
+        ({"type": "create_room", "name": " Café-2 "}, protocol.CreateRoom("Café-2")),
+        ({"type": "join_room", "room": "DEV"}, protocol.JoinRoom("dev")),
+        ({"type": "leave_room", "room": "dev"}, protocol.LeaveRoom("dev")),
+        ({"type": "open_dm", "user_id": 7}, protocol.OpenDirect(7)),
+        ({"type": "history", "room": "dev"}, protocol.History("dev", None, 50)),
+        (
+            {"type": "history", "room": "dev", "before": 9, "limit": 100},
+            protocol.History("dev", 9, 100),
+        ),
+        ({"type": "typing", "room": "dm:1:2"}, protocol.Typing("dm:1:2")),
+        (
+            {"type": "read", "room": "dev", "id": 12, "client_id": "r"},
+            protocol.Read("dev", 12, "r"),
+        ),
+    ],
+)
+def test_room_frames(frame, expected):
+    assert parse_frame(json.dumps(frame), MAX) == expected
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ({"type": "switch"}, "bad_request"),
+        ({"type": "switch", "room": ""}, "bad_request"),
+        ({"type": "switch", "room": "r" * 81}, "bad_request"),
+        ({"type": "switch", "room": 5}, "bad_request"),
+        ({"type": "message", "text": "hi", "room": ["general"]}, "bad_request"),
+        ({"type": "create_room", "name": "two words"}, "bad_room_name"),
+        ({"type": "create_room", "name": "-dash"}, "bad_room_name"),
+        ({"type": "create_room", "name": "dm:1:2"}, "bad_room_name"),
+        ({"type": "create_room", "name": "x" * 33}, "bad_room_name"),
+        ({"type": "create_room", "name": ""}, "bad_room_name"),
+        ({"type": "create_room"}, "bad_request"),
+        ({"type": "open_dm", "user_id": "7"}, "bad_request"),
+        ({"type": "open_dm", "user_id": True}, "bad_request"),
+        ({"type": "open_dm", "user_id": 0}, "bad_request"),
+        ({"type": "open_dm", "user_id": 2**60}, "bad_request"),
+        ({"type": "history", "room": "dev", "limit": 101}, "bad_request"),
+        ({"type": "history", "room": "dev", "limit": 0}, "bad_request"),
+        ({"type": "history", "room": "dev", "before": -1}, "bad_request"),
+        ({"type": "history", "room": "dev", "before": 1.5}, "bad_request"),
+        ({"type": "read", "room": "dev"}, "bad_request"),
+    ],
+)
+def test_refused_room_frames(frame, code):
+    with pytest.raises(FrameError) as caught:
+        parse_frame(json.dumps(frame), MAX)
+    assert caught.value.code == code
+
+
+def test_resume_parameter():
+    assert protocol.parse_resume('{"General": 5, "dm:1:2": 0}') == {"general": 5, "dm:1:2": 0}
+    assert protocol.parse_resume("{}") == {}
+
+
+@pytest.mark.parametrize(
+    "raw", ["", "[]", '{"general": -1}', '{"general": "5"}', '{"": 1}', '{"general": 1.0}', "{"]
+)
+def test_bad_resume_parameter(raw):
+    with pytest.raises(FrameError):
+        protocol.parse_resume(raw)

@@ -1,0 +1,290 @@
+"""Rooms, direct messages, presence, typing, history paging and resume, over real sockets."""
+
+import json
+import time
+
+import pytest
+from sqlalchemy import select
+from websockets.sync.client import connect
+
+from conftest import token_issued_at
+from extensions import db
+from models import Message, save_message
+
+
+@pytest.fixture
+def people(make_user):
+    """Three users: ``{"alice": id, "bob": id, "carol": id}``."""
+    return {name: make_user(f"{name}@example.com")[0] for name in ("alice", "bob", "carol")}
+
+
+def until(client, kind, room=None):
+    """Frames up to and including the first of type ``kind`` (in ``room``, if given)."""
+    seen = []
+    while True:
+        frame = client.recv()
+        seen.append(frame)
+        if frame["type"] == kind and (room is None or frame.get("room") == room):
+            return seen
+
+
+def last(client, kind, room=None):
+    """The first frame of type ``kind`` (in ``room``), skipping others."""
+    return until(client, kind, room)[-1]
+
+
+def drain(client, wait=0.3):
+    """Every frame that arrives within ``wait`` seconds of the previous one."""
+    frames = []
+    while True:
+        try:
+            frames.append(client.recv(timeout=wait))
+        except TimeoutError:
+            return frames
+
+
+def open_dm(client, other_id):
+    """Open a direct room from ``client``; return its key."""
+    client.send({"type": "open_dm", "user_id": other_id})
+    return last(client, "room")["room"]
+
+
+def test_hello_lists_rooms_with_who_is_online(ws_connect, people):
+    alice = ws_connect(people["alice"])
+    general = alice.hello["rooms"][0]
+    assert alice.hello["current"] == "general"
+    assert general["room"] == "general"
+    assert general["kind"] == "public"
+    assert general["online"] == [{"id": people["alice"], "name": "alice"}]
+    assert alice.hello["public_rooms"] == [{"room": "general", "title": "general", "members": 1}]
+
+
+def test_create_join_post_and_leave_a_public_room(ws_connect, people):
+    alice, bob, carol = (ws_connect(people[n]) for n in ("alice", "bob", "carol"))
+    alice.send({"type": "create_room", "name": "Dev"})
+    room = last(alice, "room")
+    assert (room["room"], room["title"], room["kind"]) == ("dev", "Dev", "public")
+    assert last(bob, "room_created") == {"type": "room_created", "room": "dev", "title": "Dev"}
+
+    bob.send({"type": "join_room", "room": "DEV"})
+    joined = last(bob, "room")
+    assert [p["name"] for p in joined["online"]] == ["alice", "bob"]
+    assert last(alice, "join", "dev")["user"] == "bob"
+
+    alice.send({"type": "message", "room": "dev", "text": "dev only"})
+    assert last(bob, "message")["room"] == "dev"
+    assert not [f for f in drain(carol) if f.get("room") == "dev" and f["type"] != "room_created"]
+
+    bob.send({"type": "leave_room", "room": "dev"})
+    assert last(bob, "room_left") == {"type": "room_left", "room": "dev"}
+    assert last(alice, "leave", "dev")["user"] == "bob"
+    bob.send({"type": "message", "room": "dev", "text": "still here?"})
+    assert last(bob, "error")["code"] == "forbidden"
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ({"type": "create_room", "name": "GENERAL"}, "name_taken"),
+        ({"type": "join_room", "room": "nowhere"}, "not_found"),
+        ({"type": "leave_room", "room": "general"}, "bad_request"),
+        ({"type": "open_dm", "user_id": 99999}, "not_found"),
+    ],
+)
+def test_room_requests_that_cannot_be_done(ws_connect, people, frame, code):
+    alice = ws_connect(people["alice"])
+    alice.send({**frame, "client_id": "r1"})
+    error = last(alice, "error")
+    assert (error["code"], error["client_id"]) == (code, "r1")
+
+
+def test_direct_messages_reach_only_the_two(ws_connect, people):
+    alice, bob, carol = (ws_connect(people[n]) for n in ("alice", "bob", "carol"))
+    key = open_dm(alice, people["bob"])
+    low, high = sorted((people["alice"], people["bob"]))
+    assert key == f"dm:{low}:{high}"
+    entry = last(bob, "room")
+    assert (entry["room"], entry["title"], entry["kind"]) == (key, "alice", "direct")
+    alice.send({"type": "message", "room": key, "text": "just us"})
+    assert last(bob, "message")["text"] == "just us"
+    assert all(f.get("room") != key for f in drain(carol))
+    alice.send({"type": "open_dm", "user_id": people["alice"]})
+    assert last(alice, "error")["code"] == "bad_request"
+
+
+OUTSIDER_FRAMES = [
+    {"type": "message", "text": "let me in"},
+    {"type": "switch"},
+    {"type": "history"},
+    {"type": "typing"},
+    {"type": "read", "id": 1},
+    {"type": "leave_room"},
+    {"type": "join_room"},
+]
+
+
+@pytest.mark.parametrize("frame", OUTSIDER_FRAMES, ids=[f["type"] for f in OUTSIDER_FRAMES])
+def test_outsiders_are_forbidden_every_frame_on_a_private_room(ws_connect, people, frame):
+    alice, bob, carol = (ws_connect(people[n]) for n in ("alice", "bob", "carol"))
+    key = open_dm(alice, people["bob"])
+    last(bob, "room")
+    alice.send({"type": "message", "room": key, "text": "secret"})
+    last(bob, "message")
+    carol.send({**frame, "room": key, "client_id": "x"})
+    error = last(carol, "error")
+    assert (error["code"], error["client_id"]) == ("forbidden", "x")
+    assert error["message"] == "You are not in this room."
+    carol.send("plain text still goes to general")  # A refused switch changed nothing.
+    assert last(carol, "message")["room"] == "general"
+    alice.send({"type": "message", "room": key, "text": "more secrets"})
+    bob.send({"type": "typing", "room": key})
+    frames = drain(carol)
+    assert all(f.get("room") != key for f in frames)
+    assert "secret" not in json.dumps(frames)
+    assert all(f.get("room") != key for f in drain(alice) + drain(bob) if f["type"] == "error")
+
+
+def test_unknown_direct_room_is_forbidden_not_not_found(ws_connect, people):
+    carol = ws_connect(people["carol"])
+    carol.send({"type": "join_room", "room": "dm:1:2"})
+    assert last(carol, "error")["code"] == "forbidden"
+    carol.send({"type": "history", "room": "dm:98:99"})
+    assert last(carol, "error")["code"] == "forbidden"
+
+
+def test_switch_moves_plain_text_to_another_room(ws_connect, people):
+    alice, bob = ws_connect(people["alice"]), ws_connect(people["bob"])
+    key = open_dm(alice, people["bob"])
+    alice.send({"type": "switch", "room": key, "client_id": "s"})
+    assert last(alice, "switched") == {"type": "switched", "room": key, "client_id": "s"}
+    alice.send("typed in Postman")
+    message = last(bob, "message")
+    assert (message["room"], message["text"]) == (key, "typed in Postman")
+
+
+def test_history_pages_back_at_most_100_at_a_time(app, ws_connect, people, general):
+    with app.app_context():
+        ids = [save_message(people["bob"], general, f"m{n}")[0]["id"] for n in range(130)]
+    alice = ws_connect(people["alice"])
+    assert [m["id"] for m in alice.hello["history"]] == ids[-50:]
+    alice.send({"type": "history", "room": "general", "before": ids[-50], "limit": 100})
+    page = last(alice, "history")
+    assert [m["id"] for m in page["messages"]] == ids[-150:-50][-100:]
+    assert page["has_more"] is False  # 80 older ones, all in this page.
+    assert (page["room"], page["reset"]) == ("general", False)
+    alice.send({"type": "history", "room": "general", "before": ids[40], "limit": 10})
+    page = last(alice, "history")
+    assert [m["id"] for m in page["messages"]] == ids[30:40]
+    assert page["has_more"] is True
+
+
+def test_typing_is_throttled_and_never_echoed(app, ws_connect, people):
+    app.config["CHAT_TYPING_INTERVAL"] = 0.3
+    alice, bob = ws_connect(people["alice"]), ws_connect(people["bob"])
+    for _ in range(5):
+        alice.send({"type": "typing", "room": "general"})
+    typing = [f for f in drain(bob) if f["type"] == "typing"]
+    assert typing == [
+        {
+            "type": "typing",
+            "room": "general",
+            "user": "alice",
+            "user_id": people["alice"],
+            "expires_in": app.config["CHAT_TYPING_TTL"],
+        }
+    ]
+    assert not [f for f in drain(alice, 0.1) if f["type"] == "typing"]
+    time.sleep(0.3)
+    alice.send({"type": "typing", "room": "general"})  # The interval has passed: relayed again.
+    assert last(bob, "typing")["user"] == "alice"
+
+
+def test_presence_per_room_counts_tabs_as_one_person(ws_connect, people):
+    alice = ws_connect(people["alice"])
+    alice.send({"type": "create_room", "name": "dev"})
+    last(alice, "room")
+    tabs = [ws_connect(people["bob"]) for _ in range(3)]
+    assert last(alice, "join", "general")["user"] == "bob"
+    tabs[0].send({"type": "join_room", "room": "dev"})
+    assert [f["type"] for f in until(alice, "join", "dev")] == ["join"]
+    for tab in tabs:
+        assert last(tab, "room", None)["room"] == "dev"  # Every tab of bob's learns the room.
+    tabs[0].close()
+    tabs[1].close()
+    assert [f for f in drain(alice) if f["type"] in ("join", "leave")] == []
+    tabs[2].close()
+    leaves = [last(alice, "leave"), last(alice, "leave")]
+    assert sorted(f["room"] for f in leaves) == ["dev", "general"]
+
+
+def test_read_marker_sets_unread_counts_and_syncs_tabs(app, ws_connect, people, general):
+    with app.app_context():
+        ids = [save_message(people["bob"], general, f"m{n}")[0]["id"] for n in range(3)]
+    first, second = ws_connect(people["alice"]), ws_connect(people["alice"])
+    assert first.hello["rooms"][0]["unread"] == 3
+    first.send({"type": "read", "room": "general", "id": ids[1]})
+    assert last(second, "read") == {"type": "read", "room": "general", "id": ids[1]}
+    assert last(first, "read")["id"] == ids[1]  # Every tab, the sender's included.
+    first.send({"type": "read", "room": "general", "id": 10**9})  # Never past the last message.
+    assert last(first, "read")["id"] == ids[2]
+    assert ws_connect(people["alice"]).hello["rooms"][0]["unread"] == 0
+
+
+def resume_url(app, server, user_id, marks):
+    """A socket URL that resumes from ``marks`` (room -> last id seen)."""
+    resume = json.dumps(marks).replace(" ", "")
+    return f"ws://{server}/ws?token={token_issued_at(app, user_id)}&resume={resume}"
+
+
+def test_resume_replays_exactly_what_was_missed(app, live_server, ws_connect, people, general):
+    alice = ws_connect(people["alice"])
+    alice.send("before")
+    seen = last(alice, "message")["id"]
+    alice.close()
+    with app.app_context():
+        missed = [save_message(people["bob"], general, f"m{n}")[0]["id"] for n in range(5)]
+    with connect(resume_url(app, live_server, people["alice"], {"general": seen})) as ws:
+        hello = json.loads(ws.recv(timeout=5))
+        assert hello["history"] == []
+        replayed = [json.loads(ws.recv(timeout=5)) for _ in missed]
+        assert [frame["id"] for frame in replayed] == missed
+        ws.send("after")
+        assert json.loads(ws.recv(timeout=5))["text"] == "after"
+
+
+def test_resume_over_the_limit_resets_the_room(app, live_server, people, general):
+    app.config["CHAT_RESUME_LIMIT"] = 5
+    with app.app_context():
+        ids = [save_message(people["bob"], general, f"m{n}")[0]["id"] for n in range(60)]
+    with connect(resume_url(app, live_server, people["alice"], {"general": ids[0]})) as ws:
+        json.loads(ws.recv(timeout=5))
+        reset = json.loads(ws.recv(timeout=5))
+        assert (reset["type"], reset["room"], reset["reset"]) == ("history", "general", True)
+        assert [m["id"] for m in reset["messages"]] == ids[-50:]
+        assert reset["has_more"] is True
+
+
+def test_malformed_resume_is_a_400_before_the_upgrade(app, live_server, people):
+    from test_socket import rejected
+
+    token = token_issued_at(app, people["alice"])
+    response = rejected(live_server, f"?token={token}&resume=[1]")
+    assert response.status_code == 400
+
+
+def test_resume_ignores_rooms_the_user_is_not_in(app, live_server, ws_connect, people):
+    alice, bob = ws_connect(people["alice"]), ws_connect(people["bob"])
+    key = open_dm(alice, people["bob"])
+    alice.send({"type": "message", "room": key, "text": "secret"})
+    last(bob, "message")
+    url = resume_url(app, live_server, people["carol"], {key: 0, "general": 0})
+    with connect(url) as ws:
+        frames = [json.loads(ws.recv(timeout=5))]
+        while True:
+            try:
+                frames.append(json.loads(ws.recv(timeout=0.3)))
+            except TimeoutError:
+                break
+    assert "secret" not in json.dumps(frames)
+    with app.app_context():
+        assert db.session.scalars(select(Message.text)).all() == ["secret"]
