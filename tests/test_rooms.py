@@ -2,6 +2,7 @@
 
 import json
 import time
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy import select
@@ -232,7 +233,7 @@ def test_read_marker_sets_unread_counts_and_syncs_tabs(app, ws_connect, people, 
 
 def resume_url(app, server, user_id, marks):
     """A socket URL that resumes from ``marks`` (room -> last id seen)."""
-    resume = json.dumps(marks).replace(" ", "")
+    resume = quote(json.dumps(marks))
     return f"ws://{server}/ws?token={token_issued_at(app, user_id)}&resume={resume}"
 
 
