@@ -88,7 +88,9 @@ def _greet(hub, conn, resume):
             mine = rooms.summaries(conn.user_id)
             public = rooms.public_rooms()
             general = next(room for room in mine if room["room"] == GENERAL)
-            history = [] if GENERAL in resume else handlers.page(general["id"], None)[0]
+            history, has_more = (
+                ([], False) if GENERAL in resume else handlers.page(general["id"], None)
+            )
             replay = [
                 _catch_up(room, resume[room["room"]]) for room in mine if room["room"] in resume
             ]
@@ -102,7 +104,8 @@ def _greet(hub, conn, resume):
         first = hub.attach(conn, {room["id"]: room["room"] for room in mine})
         entries = [protocol.room_entry(room, hub.online(room["id"])) for room in mine]
         me = {"id": conn.user_id, "name": conn.name}
-        conn.send(protocol.encode(protocol.hello_frame(me, GENERAL, entries, public, history)))
+        hello = protocol.hello_frame(me, GENERAL, entries, public, history, has_more)
+        conn.send(protocol.encode(hello))
         for frames in replay:
             for frame in frames:
                 conn.send(protocol.encode(frame))

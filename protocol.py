@@ -320,7 +320,7 @@ def room_entry(summary, online):
     }
 
 
-def hello_frame(user, current, rooms, public_rooms, history):
+def hello_frame(user, current, rooms, public_rooms, history, has_more=False):
     """The first frame of every connection: who you are, your rooms, who is here, history."""
     here = next((room["online"] for room in rooms if room["room"] == current), [])
     return {
@@ -331,6 +331,7 @@ def hello_frame(user, current, rooms, public_rooms, history):
         "rooms": rooms,
         "public_rooms": public_rooms,
         "history": [message_frame(message) for message in history],
+        "history_has_more": has_more,
     }
 
 

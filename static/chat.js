@@ -1,11 +1,23 @@
-// The chat page: one WebSocket to /ws, reconnecting with capped, jittered backoff.
+// The chat page: one WebSocket to /ws for every room, reconnecting with capped, jittered backoff,
+// resuming each room from the last message id seen and re-sending what was never confirmed.
 // User text is only ever rendered with textContent.
 
 const root = document.getElementById("chat");
 const me = { id: Number(root.dataset.userId), name: root.dataset.userName };
 const ui = {
   status: document.getElementById("status"),
-  messages: document.getElementById("messages"),
+  roomTitle: document.getElementById("room-title"),
+  leaveRoom: document.getElementById("leave-room"),
+  roomList: document.getElementById("room-list"),
+  dmList: document.getElementById("dm-list"),
+  dmHint: document.getElementById("dm-hint"),
+  publicList: document.getElementById("public-list"),
+  createRoom: document.getElementById("create-room"),
+  roomName: document.getElementById("room-name"),
+  scroller: document.getElementById("scroller"),
+  loadOlder: document.getElementById("load-older"),
+  lists: document.getElementById("message-lists"),
+  typing: document.getElementById("typing"),
   notice: document.getElementById("notice"),
   composer: document.getElementById("composer"),
   input: document.getElementById("message-input"),
@@ -13,33 +25,42 @@ const ui = {
   onlineCount: document.getElementById("online-count"),
 };
 
+const GENERAL = "general";
 const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 15000;
+const TYPING_EVERY_MS = 3000;
+const READ_DELAY_MS = 500;
 
 let token = root.dataset.token;
 let socket = null;
 let attempt = 0;
-const seenIds = new Set();
-const pending = new Map(); // client_id -> { text, element }, sent but not yet confirmed
-const online = new Map(); // display name -> number of users online with that name
+let current = GENERAL;
+let wantRoom = null; // A room this tab asked for (created, joined, DM): show it when it arrives.
+let lastTypingSent = 0;
+let readTimer = null;
+const rooms = new Map(); // room key -> state, see newRoom()
+const outbox = new Map(); // client_id -> { room, text, element }: sent or typed, not yet confirmed
+let publicRooms = [];
 
 class SessionGone extends Error {}
 
+// ---- Connection -------------------------------------------------------------------------------
+
 function socketUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  return `${scheme}//${location.host}/ws?token=${encodeURIComponent(token)}`;
+  const resume = {};
+  for (const room of rooms.values()) if (room.loaded) resume[room.key] = room.lastId;
+  const query = new URLSearchParams({ token });
+  if (Object.keys(resume).length) query.set("resume", JSON.stringify(resume));
+  return `${scheme}//${location.host}/ws?${query}`;
 }
 
 function connect() {
   setStatus("connecting", "Connecting…");
   socket = new WebSocket(socketUrl());
-  socket.addEventListener("open", onOpen);
+  socket.addEventListener("open", () => setStatus("connected", "Connected"));
   socket.addEventListener("message", onMessage);
   socket.addEventListener("close", onClose);
-}
-
-function onOpen() {
-  setStatus("connected", "Connected");
 }
 
 function onMessage(event) {
@@ -59,16 +80,34 @@ function dispatch(frame) {
       onHello(frame);
       break;
     case "message":
-      renderMessage(frame);
+      onChatMessage(frame);
+      break;
+    case "history":
+      onHistory(frame);
+      break;
+    case "room":
+      onRoom(frame);
+      break;
+    case "room_left":
+      onRoomLeft(frame);
+      break;
+    case "room_created":
+      onRoomCreated(frame);
       break;
     case "join":
-      changePresence(frame.user, +1);
-      break;
     case "leave":
-      changePresence(frame.user, -1);
+      onPresence(frame);
+      break;
+    case "typing":
+      onTyping(frame);
+      break;
+    case "read":
+      onRead(frame);
       break;
     case "error":
       onError(frame);
+      break;
+    case "switched":
       break;
     default:
       console.warn("ignoring a frame of unknown type", frame.type);
@@ -117,70 +156,248 @@ async function fetchToken() {
   return (await response.json()).token;
 }
 
+function sendFrame(frame) {
+  if (!socket || socket.readyState !== WebSocket.OPEN) return false;
+  socket.send(JSON.stringify(frame));
+  return true;
+}
+
+// ---- Frames from the server -------------------------------------------------------------------
+
 function onHello(frame) {
   attempt = 0; // Only a greeting proves the server is healthy: a socket that opens and closes is not.
-  online.clear();
-  for (const name of frame.online) changePresence(name, +1, false);
-  renderOnline();
-  for (const message of frame.history) renderMessage(message);
-  // Re-send what was never confirmed; the server answers a known client_id with the original.
-  for (const [clientId, item] of pending) sendFrame(item.text, clientId);
+  const keys = new Set(frame.rooms.map((entry) => entry.room));
+  for (const key of rooms.keys()) if (!keys.has(key)) dropRoom(key);
+  for (const entry of frame.rooms) {
+    const room = upsertRoom(entry);
+    if (!room.loaded) resetRoom(room); // Not resumed: loaded afresh when opened.
+  }
+  if (frame.history.length || !rooms.get(GENERAL).loaded) {
+    const general = rooms.get(GENERAL);
+    for (const message of frame.history) renderMessage(general, message);
+    general.loaded = true;
+    general.hasMore = frame.history_has_more;
+  }
+  publicRooms = frame.public_rooms;
+  if (!rooms.has(current)) current = GENERAL;
+  showRoom(current);
+  // Re-send, in order, what was never confirmed; a known client_id gets the original back.
+  for (const [clientId, item] of outbox) {
+    sendFrame({ type: "message", room: item.room, text: item.text, client_id: clientId });
+  }
+}
+
+function onChatMessage(frame) {
+  const room = rooms.get(frame.room);
+  if (!room) return;
+  renderMessage(room, frame);
+  clearTyping(room, frame.user_id);
+  if (frame.user_id !== me.id && !(room.key === current && isVisible())) room.unread += 1;
+  if (room.key === current) markRead(room);
+  renderRoomLists();
+}
+
+function onHistory(frame) {
+  const room = rooms.get(frame.room);
+  if (!room) return;
+  room.loading = false;
+  if (frame.reset) resetRoom(room);
+  const stuck = room.key === current && isNearEnd();
+  const before = ui.scroller.scrollHeight;
+  for (const message of frame.messages) renderMessage(room, message);
+  room.loaded = true;
+  room.hasMore = frame.has_more;
+  if (room.key !== current) return;
+  if (frame.reset || stuck) scrollToEnd();
+  else ui.scroller.scrollTop += ui.scroller.scrollHeight - before; // Keep what was on screen.
+  updateLoadOlder();
+  markRead(room);
+}
+
+function onRoom(entry) {
+  upsertRoom(entry);
+  if (wantRoom === entry.room) {
+    wantRoom = null;
+    showRoom(entry.room);
+  } else {
+    renderRoomLists();
+  }
+}
+
+function onRoomLeft(frame) {
+  dropRoom(frame.room);
+  if (current === frame.room) showRoom(GENERAL);
+  else renderRoomLists();
+}
+
+function onRoomCreated(frame) {
+  if (!publicRooms.some((item) => item.room === frame.room)) {
+    publicRooms.push({ room: frame.room, title: frame.title, members: 1 });
+    renderRoomLists();
+  }
+}
+
+function onPresence(frame) {
+  const room = rooms.get(frame.room);
+  if (!room) return;
+  if (frame.type === "join") room.online.set(frame.user_id, frame.user);
+  else room.online.delete(frame.user_id);
+  if (room.key === current) renderOnline();
+}
+
+function onTyping(frame) {
+  const room = rooms.get(frame.room);
+  if (!room) return;
+  clearTyping(room, frame.user_id);
+  // The indicator ends by itself: nobody sends "stopped typing".
+  const timer = setTimeout(() => clearTyping(room, frame.user_id), frame.expires_in * 1000);
+  room.typing.set(frame.user_id, { name: frame.user, timer });
+  renderTyping();
+}
+
+function onRead(frame) {
+  const room = rooms.get(frame.room);
+  if (!room) return;
+  room.lastReadId = Math.max(room.lastReadId, frame.id);
+  if (room.lastReadId >= room.lastId) room.unread = 0;
+  renderRoomLists();
 }
 
 function onError(frame) {
   showNotice(frame.message);
-  const item = pending.get(frame.client_id);
+  const item = outbox.get(frame.client_id);
   if (item) {
-    pending.delete(frame.client_id);
+    outbox.delete(frame.client_id);
+    item.element.classList.remove("pending");
     item.element.classList.add("failed");
     item.element.title = frame.message;
   }
 }
 
-function sendFrame(text, clientId) {
-  socket.send(JSON.stringify({ type: "message", text, client_id: clientId }));
+// ---- Rooms ------------------------------------------------------------------------------------
+
+function newRoom(entry) {
+  const list = document.createElement("ol");
+  list.className = "messages";
+  list.dataset.room = entry.room;
+  list.setAttribute("aria-live", "polite");
+  list.hidden = true;
+  ui.lists.append(list);
+  return {
+    key: entry.room,
+    list,
+    lastId: 0,
+    lastReadId: 0,
+    unread: 0,
+    loaded: false,
+    loading: false,
+    hasMore: true,
+    ids: new Set(),
+    online: new Map(),
+    typing: new Map(),
+  };
 }
 
-function send(text) {
-  if (!socket || socket.readyState !== WebSocket.OPEN) {
-    showNotice("Not connected yet: your message is still in the box.");
-    return false;
+function upsertRoom(entry) {
+  let room = rooms.get(entry.room);
+  if (!room) {
+    room = newRoom(entry);
+    rooms.set(entry.room, room);
   }
-  const clientId = newClientId();
-  const element = messageElement({ user: me.name, text, ts: null }, true);
-  element.classList.add("pending");
-  ui.messages.append(element);
+  Object.assign(room, { title: entry.title, kind: entry.kind, unread: entry.unread });
+  room.lastReadId = Math.max(room.lastReadId, entry.last_read_id);
+  room.online = new Map(entry.online.map((person) => [person.id, person.name]));
+  room.list.setAttribute("aria-label", `Messages in ${entry.title}`);
+  return room;
+}
+
+function dropRoom(key) {
+  const room = rooms.get(key);
+  if (!room) return;
+  room.list.remove();
+  for (const { timer } of room.typing.values()) clearTimeout(timer);
+  rooms.delete(key);
+}
+
+function resetRoom(room) {
+  for (const item of [...room.list.children]) if (!item.classList.contains("pending")) item.remove();
+  room.ids.clear();
+  room.lastId = 0;
+}
+
+function showRoom(key) {
+  const room = rooms.get(key);
+  if (!room) return;
+  current = key;
+  for (const other of rooms.values()) other.list.hidden = other !== room;
+  ui.roomTitle.textContent = room.kind === "direct" ? `@${room.title}` : `#${room.title}`;
+  ui.leaveRoom.hidden = room.kind !== "public" || key === GENERAL;
+  room.unread = 0;
+  if (!room.loaded) requestHistory(room);
+  markRead(room);
+  renderRoomLists();
+  renderOnline();
+  renderTyping();
+  updateLoadOlder();
   scrollToEnd();
-  pending.set(clientId, { text, element });
-  sendFrame(text, clientId);
-  return true;
 }
 
-function newClientId() {
-  // crypto.randomUUID needs a secure context; getRandomValues works everywhere.
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+function requestHistory(room) {
+  if (room.loading) return;
+  const frame = { type: "history", room: room.key, limit: 50 };
+  const oldest = room.list.querySelector(".message[data-id]");
+  if (room.loaded && oldest) frame.before = Number(oldest.dataset.id);
+  room.loading = sendFrame(frame);
 }
 
-function renderMessage(frame) {
-  if (seenIds.has(frame.id)) return;
-  seenIds.add(frame.id);
+// Read markers go out at most every READ_DELAY_MS, not once per message.
+function markRead(room) {
+  if (room.key !== current || !isVisible()) return;
+  room.unread = 0;
+  if (readTimer === null) readTimer = setTimeout(sendReadMarker, READ_DELAY_MS);
+}
+
+function sendReadMarker() {
+  readTimer = null;
+  const room = rooms.get(current);
+  if (!room || room.lastId <= room.lastReadId) return;
+  if (sendFrame({ type: "read", room: room.key, id: room.lastId })) room.lastReadId = room.lastId;
+}
+
+function isVisible() {
+  return document.visibilityState === "visible";
+}
+
+// ---- Rendering --------------------------------------------------------------------------------
+
+function renderMessage(room, frame) {
+  if (room.ids.has(frame.id)) return;
+  room.ids.add(frame.id);
+  room.lastId = Math.max(room.lastId, frame.id);
   const own = frame.user_id === me.id;
-  const stuck = isNearEnd();
-  const confirmed = pending.get(frame.client_id);
+  const stuck = room.key === current && isNearEnd();
+  const confirmed = outbox.get(frame.client_id);
   if (own && confirmed) {
     confirmed.element.remove();
-    pending.delete(frame.client_id);
+    outbox.delete(frame.client_id);
   }
-  // Confirmed messages go in server order, above anything still pending.
-  const firstPending = ui.messages.querySelector(".pending");
-  ui.messages.insertBefore(messageElement(frame, own), firstPending);
-  if (stuck || own) scrollToEnd();
+  const element = messageElement(frame, own);
+  room.list.insertBefore(element, nextMessageAfter(room, frame.id));
+  if (room.key === current && (stuck || own)) scrollToEnd();
+}
+
+// Messages are kept in id order: history pages arrive older, live ones newer; pending stay last.
+function nextMessageAfter(room, id) {
+  for (const item of room.list.children) {
+    if (item.classList.contains("pending") || Number(item.dataset.id) > id) return item;
+  }
+  return null;
 }
 
 function messageElement(frame, own) {
   const item = document.createElement("li");
   item.className = own ? "message own" : "message";
+  if (frame.id) item.dataset.id = frame.id;
   const meta = document.createElement("div");
   meta.className = "meta";
   const author = document.createElement("span");
@@ -204,35 +421,116 @@ function timeElement(ts) {
   return time;
 }
 
-function isNearEnd() {
-  const list = ui.messages;
-  return list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+function renderRoomLists() {
+  const mine = [...rooms.values()].sort((a, b) => a.title.localeCompare(b.title));
+  ui.roomList.replaceChildren(...mine.filter((r) => r.kind === "public").map(roomButton));
+  const direct = mine.filter((r) => r.kind === "direct");
+  ui.dmList.replaceChildren(...direct.map(roomButton));
+  ui.dmHint.hidden = direct.length > 0;
+  const others = publicRooms.filter((item) => !rooms.has(item.room));
+  ui.publicList.replaceChildren(...others.map(joinButton));
 }
 
-function scrollToEnd() {
-  ui.messages.scrollTop = ui.messages.scrollHeight;
+function roomButton(room) {
+  const item = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "room-button";
+  button.dataset.room = room.key;
+  button.textContent = room.kind === "direct" ? `@${room.title}` : `#${room.title}`;
+  if (room.key === current) button.setAttribute("aria-current", "true");
+  if (room.unread > 0) {
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    badge.textContent = String(room.unread);
+    badge.setAttribute("aria-label", `${room.unread} unread`);
+    button.append(" ", badge);
+  }
+  button.addEventListener("click", () => showRoom(room.key));
+  item.append(button);
+  return item;
 }
 
-function changePresence(name, delta, render = true) {
-  const count = (online.get(name) || 0) + delta;
-  if (count > 0) online.set(name, count);
-  else online.delete(name);
-  if (render) renderOnline();
+function joinButton(entry) {
+  const item = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "link-button";
+  button.textContent = `Join #${entry.title}`;
+  button.addEventListener("click", () => {
+    wantRoom = entry.room;
+    sendFrame({ type: "join_room", room: entry.room });
+  });
+  item.append(button);
+  return item;
 }
 
 function renderOnline() {
-  const names = [...online.keys()].sort((a, b) => a.localeCompare(b));
-  const items = [];
-  for (const name of names) {
-    for (let i = 0; i < online.get(name); i += 1) {
-      const item = document.createElement("li");
-      item.textContent = name;
-      if (name === me.name) item.className = "me";
-      items.push(item);
-    }
+  const room = rooms.get(current);
+  const people = room ? [...room.online].sort((a, b) => a[1].localeCompare(b[1])) : [];
+  ui.online.replaceChildren(...people.map(([id, name]) => personItem(id, name)));
+  ui.onlineCount.textContent = `(${people.length})`;
+}
+
+function personItem(id, name) {
+  const item = document.createElement("li");
+  const label = document.createElement("span");
+  label.textContent = name;
+  item.append(label);
+  if (id === me.id) {
+    item.className = "me";
+    return item;
   }
-  ui.online.replaceChildren(...items);
-  ui.onlineCount.textContent = `(${items.length})`;
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "link-button dm-button";
+  button.textContent = "Message";
+  button.setAttribute("aria-label", `Send a direct message to ${name}`);
+  button.addEventListener("click", () => openDirect(id));
+  item.append(" ", button);
+  return item;
+}
+
+function openDirect(userId) {
+  const low = Math.min(userId, me.id);
+  const high = Math.max(userId, me.id);
+  const key = `dm:${low}:${high}`;
+  if (rooms.has(key)) {
+    showRoom(key);
+    return;
+  }
+  wantRoom = key;
+  sendFrame({ type: "open_dm", user_id: userId });
+}
+
+function renderTyping() {
+  const room = rooms.get(current);
+  const names = room ? [...room.typing.values()].map((entry) => entry.name) : [];
+  if (!names.length) ui.typing.textContent = "";
+  else if (names.length === 1) ui.typing.textContent = `${names[0]} is typing…`;
+  else ui.typing.textContent = `${names.join(", ")} are typing…`;
+}
+
+function clearTyping(room, userId) {
+  const entry = room.typing.get(userId);
+  if (!entry) return;
+  clearTimeout(entry.timer);
+  room.typing.delete(userId);
+  if (room.key === current) renderTyping();
+}
+
+function updateLoadOlder() {
+  const room = rooms.get(current);
+  ui.loadOlder.hidden = !(room && room.loaded && room.hasMore);
+}
+
+function isNearEnd() {
+  const box = ui.scroller;
+  return box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+}
+
+function scrollToEnd() {
+  ui.scroller.scrollTop = ui.scroller.scrollHeight;
 }
 
 function setStatus(state, text) {
@@ -245,14 +543,35 @@ function showNotice(text) {
   ui.notice.hidden = false;
 }
 
+// ---- Sending ----------------------------------------------------------------------------------
+
+function newClientId() {
+  // crypto.randomUUID needs a secure context; getRandomValues works everywhere.
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function send(text) {
+  const room = rooms.get(current);
+  if (!room) return;
+  const clientId = newClientId();
+  const element = messageElement({ user: me.name, text, ts: null }, true);
+  element.classList.add("pending");
+  element.title = "Not sent yet";
+  room.list.append(element);
+  scrollToEnd();
+  // Kept until the server confirms it, and re-sent after a reconnect if need be.
+  outbox.set(clientId, { room: room.key, text, element });
+  sendFrame({ type: "message", room: room.key, text, client_id: clientId });
+}
+
 function onSubmit(event) {
   event.preventDefault();
   const text = ui.input.value.trim();
   if (!text) return;
-  if (send(text)) {
-    ui.input.value = "";
-    ui.notice.hidden = true;
-  }
+  send(text);
+  ui.input.value = "";
+  ui.notice.hidden = true;
   ui.input.focus();
 }
 
@@ -264,6 +583,39 @@ function onKeyDown(event) {
   }
 }
 
+function onInput() {
+  const now = Date.now();
+  if (!ui.input.value.trim() || now - lastTypingSent < TYPING_EVERY_MS) return;
+  if (sendFrame({ type: "typing", room: current })) lastTypingSent = now;
+}
+
+function onCreateRoom(event) {
+  event.preventDefault();
+  const name = ui.roomName.value.trim();
+  if (!name) return;
+  wantRoom = name.toLowerCase();
+  if (sendFrame({ type: "create_room", name })) ui.roomName.value = "";
+}
+
+function onScroll() {
+  const room = rooms.get(current);
+  if (room && room.loaded && room.hasMore && ui.scroller.scrollTop < 40) requestHistory(room);
+}
+
+function onVisibilityChange() {
+  const room = rooms.get(current);
+  if (room && isVisible()) {
+    markRead(room);
+    renderRoomLists();
+  }
+}
+
 ui.composer.addEventListener("submit", onSubmit);
 ui.input.addEventListener("keydown", onKeyDown);
+ui.input.addEventListener("input", onInput);
+ui.createRoom.addEventListener("submit", onCreateRoom);
+ui.loadOlder.addEventListener("click", () => requestHistory(rooms.get(current)));
+ui.leaveRoom.addEventListener("click", () => sendFrame({ type: "leave_room", room: current }));
+ui.scroller.addEventListener("scroll", onScroll);
+document.addEventListener("visibilitychange", onVisibilityChange);
 connect();
