@@ -36,7 +36,7 @@ let socket = null;
 let attempt = 0;
 let current = GENERAL;
 let wantRoom = null; // A room this tab asked for (created, joined, DM): show it when it arrives.
-let lastTypingSent = 0;
+const lastTypingSent = new Map(); // room key -> when this tab last said it was typing there
 let readTimer = null;
 const rooms = new Map(); // room key -> state, see newRoom()
 const outbox = new Map(); // client_id -> { room, text, element }: sent or typed, not yet confirmed
@@ -585,8 +585,8 @@ function onKeyDown(event) {
 
 function onInput() {
   const now = Date.now();
-  if (!ui.input.value.trim() || now - lastTypingSent < TYPING_EVERY_MS) return;
-  if (sendFrame({ type: "typing", room: current })) lastTypingSent = now;
+  if (!ui.input.value.trim() || now - (lastTypingSent.get(current) || 0) < TYPING_EVERY_MS) return;
+  if (sendFrame({ type: "typing", room: current })) lastTypingSent.set(current, now);
 }
 
 function onCreateRoom(event) {

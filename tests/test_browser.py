@@ -8,6 +8,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from conftest import PASSWORD, ROOT
+from test_resume import stored_ids
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -173,3 +174,85 @@ def test_error_frames_are_shown_to_the_user(people):
         "The message is longer than 2000 characters."
     )
     expect(alice.page.locator(f"{VISIBLE_LIST} .message.failed")).to_have_count(1)
+
+
+def list_ids(person, room):
+    """The ids of the messages shown in ``room``, in page order."""
+    selector = f'.messages[data-room="{room}"] .message[data-id]'
+    return person.page.eval_on_selector_all(
+        selector, "items => items.map(i => Number(i.dataset.id))"
+    )
+
+
+def room_button(person, label):
+    return person.page.locator(".room-button").filter(has_text=label)
+
+
+def test_rooms_direct_messages_unread_counts_and_typing(people):
+    alice, bob = people
+    alice.register("alice@example.com")
+    bob.register("bob@example.com")
+
+    alice.page.get_by_label("New room").fill("Python")
+    alice.page.get_by_role("button", name="Create").click()
+    expect(alice.page.locator("#room-title")).to_have_text("#Python")
+    bob.page.get_by_role("button", name="Join #Python").click()
+    expect(bob.page.locator("#room-title")).to_have_text("#Python")
+    alice.say("Welcome to Python")
+    expect(bob.messages("Welcome to Python")).to_have_count(1)
+
+    room_button(bob, "#general").click()
+    expect(bob.page.locator("#room-title")).to_have_text("#general")
+    alice.say("Anyone here?")
+    expect(room_button(bob, "#Python").locator(".badge")).to_have_text("1")
+    expect(bob.messages("Anyone here?")).to_have_count(0)  # Shown only in its own room.
+
+    room_button(alice, "#general").click()
+    alice.page.get_by_role("textbox", name="Message").press_sequentially("hel")
+    expect(bob.page.locator("#typing")).to_have_text("alice is typing…")
+    expect(bob.page.locator("#typing")).to_have_text("", timeout=10_000)  # It expires by itself.
+
+    alice.page.get_by_role("button", name="Send a direct message to bob").click()
+    expect(alice.page.locator("#room-title")).to_have_text("@bob")
+    alice.say("psst, bob")
+    expect(room_button(bob, "@alice").locator(".badge")).to_have_text("1")
+    room_button(bob, "@alice").click()
+    expect(bob.messages("psst, bob")).to_have_count(1)
+    expect(room_button(bob, "@alice").locator(".badge")).to_have_count(0)
+    bob.screenshot("rooms-bob")
+
+
+def test_every_page_shows_one_identical_history_after_a_crash(app, people, gunicorn_server):
+    alice, bob = people
+    alice.register("alice@example.com")
+    bob.register("bob@example.com")
+    alice.page.get_by_role("button", name="Send a direct message to bob").click()
+    expect(alice.page.locator("#room-title")).to_have_text("@bob")
+    alice.say("first, in private")
+    room_button(bob, "@alice").click()
+    expect(bob.messages("first, in private")).to_have_count(1)
+    room_button(alice, "#general").click()
+    room_button(bob, "#general").click()
+    for n in range(3):
+        bob.say(f"bob before {n}")
+    alice.say("in flight")  # Sent, and the server dies before it can confirm it, or even read it.
+    gunicorn_server.kill()
+    alice.say("typed while offline 1")
+    alice.say("typed while offline 2")
+    bob.say("bob offline")
+    expect(alice.page.locator(".message.pending")).not_to_have_count(0)
+    gunicorn_server.start()
+    for person in (alice, bob):
+        person.expect_connected(RECONNECT_TIMEOUT_MS)
+        expect(person.page.locator(".message.pending")).to_have_count(0, timeout=10_000)
+    stored = stored_ids(app)
+    assert len(stored) == 2  # general and the direct room
+    for room, ids in stored.items():
+        for person in (alice, bob):
+            shown = person.page.locator(f'.messages[data-room="{room}"] .message[data-id]')
+            expect(shown).to_have_count(len(ids))
+            assert list_ids(person, room) == ids  # Same order, no gap, no duplicate.
+    texts = alice.page.locator('.messages[data-room="general"] .message .text').all_text_contents()
+    for text in ("in flight", "typed while offline 1", "typed while offline 2", "bob offline"):
+        assert texts.count(text) == 1
+    alice.screenshot("resume-alice")
