@@ -4,15 +4,26 @@ from functools import cache
 from urllib.parse import urlsplit
 
 import click
-from flask import Blueprint, flash, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask.cli import with_appcontext
-from flask_login import current_user, login_user, logout_user
+from flask_limiter.util import get_remote_address
+from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from extensions import db, login_manager
+from extensions import db, limiter, login_manager
 from forms import DUPLICATE_EMAIL, LoginForm, RegisterForm, normalize_email, password_problem
 from models import User
+from tokens import revoke
 
 bp = Blueprint("accounts", __name__)
 
@@ -20,18 +31,44 @@ INVALID_LOGIN = "Invalid email or password."
 
 
 @cache
-def _dummy_hash():
+def _dummy_hash(method):
     """A hash to check against for unknown emails, so they take as long as known ones."""
-    return generate_password_hash("not a real password")
+    return generate_password_hash("not a real password", method=method)
 
 
 def authenticate(email, password):
     """Return the user with these credentials, or None."""
     user = User.by_email(email) if isinstance(email, str) else None
     if user is None:
-        check_password_hash(_dummy_hash(), password)
+        check_password_hash(_dummy_hash(current_app.config["CHAT_PASSWORD_HASH"]), password)
         return None
     return user if user.check_password(password) else None
+
+
+def login_key():
+    """Rate-limit key for login attempts on one account, whoever makes them."""
+    data = request.get_json(silent=True) if request.is_json else request.form
+    email = data.get("email") if hasattr(data, "get") else None
+    if not isinstance(email, str) or not email.strip():
+        return f"ip:{get_remote_address()}"
+    return "email:" + email.strip().lower()[:254]
+
+
+def limit_logins(view):
+    """Throttle a login view per client address and per email (429 with Retry-After).
+
+    The form and ``POST /api/token`` share the counters: two doors, one budget of guesses.
+    """
+    per_ip = limiter.shared_limit(
+        lambda: current_app.config["CHAT_LOGIN_LIMIT_PER_IP"], scope="login-ip", methods=["POST"]
+    )
+    per_email = limiter.shared_limit(
+        lambda: current_app.config["CHAT_LOGIN_LIMIT_PER_EMAIL"],
+        scope="login-email",
+        key_func=login_key,
+        methods=["POST"],
+    )
+    return per_ip(per_email(view))
 
 
 def load_user(session_id):
@@ -94,6 +131,7 @@ def _create_account(form):
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@limit_logins
 def login():
     """Log in with email and password."""
     target = safe_next(request.args.get("next"))
@@ -118,11 +156,21 @@ def logout():
     """End this session and revoke the user's socket tokens (the form carries a CSRF token)."""
     if current_user.is_authenticated:
         # A token copied from the page must not open sockets after its owner logged out.
-        current_user.token_version += 1
-        db.session.commit()
+        revoke(current_user)
     logout_user()
     session.clear()
     flash("You have been logged out.", "info")
+    return redirect(url_for("accounts.login"))
+
+
+@bp.post("/logout-everywhere")
+@login_required
+def logout_everywhere():
+    """End every session and socket of this user, on every device."""
+    revoke(current_user, end_sessions=True)
+    logout_user()
+    session.clear()
+    flash("You have been logged out on every device.", "info")
     return redirect(url_for("accounts.login"))
 
 

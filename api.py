@@ -3,7 +3,7 @@
 from flask import Blueprint, current_app, jsonify, request
 from flask_login import current_user
 
-from accounts import authenticate
+from accounts import authenticate, limit_logins
 from errors import json_error
 from extensions import csrf
 from forms import MAX_EMAIL_CHARS, MAX_PASSWORD_CHARS
@@ -36,6 +36,7 @@ def _credentials():
 
 
 @bp.post("/token")
+@limit_logins
 def create_token():
     """Exchange an email and password for a token (for Postman and scripts)."""
     credentials = _credentials()

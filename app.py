@@ -12,7 +12,7 @@ import chat
 import errors
 import models
 from config import Config, finalize, load_environment
-from extensions import csrf
+from extensions import csrf, limiter
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -46,6 +46,7 @@ def create_app(test_config=None):
 
     models.init_app(app)
     csrf.init_app(app)
+    limiter.init_app(app)
     accounts.init_app(app)
     api.init_app(app)
     chat.init_app(app)

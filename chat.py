@@ -9,18 +9,12 @@ import protocol
 import rooms
 from errors import json_error
 from extensions import db, sock
-from hub import Connection, Hub, ReaderThread
+from hub import CLOSE_FLOOD, HUB_KEY, Connection, Hub, ReaderThread, current_hub
 from models import GENERAL, messages_after
+from throttle import TokenBucket
 from tokens import TokenError, issue_token, verify_token
 
 bp = Blueprint("chat", __name__)
-
-HUB_KEY = "chat_hub"
-
-
-def current_hub():
-    """The hub of the current app."""
-    return current_app.extensions[HUB_KEY]
 
 
 @bp.get("/")
@@ -31,6 +25,12 @@ def index():
     response = make_response(page)
     response.headers["Cache-Control"] = "no-store"  # The page holds a token.
     return response
+
+
+def _allowed_origins():
+    """This app's own origin, plus ``CHAT_ALLOWED_ORIGINS``; compared exactly."""
+    own = f"{request.scheme}://{request.host}"
+    return {own, *current_app.config["CHAT_ALLOWED_ORIGINS"]}
 
 
 def _request_token():
@@ -46,6 +46,10 @@ def authenticate_socket():
     """Refuse the upgrade with a JSON error unless the token is valid (101 is sent later)."""
     if request.endpoint != "chat.chat_socket":
         return None
+    origin = request.headers.get("Origin")
+    if origin is not None and origin not in _allowed_origins():
+        # Cross-site WebSocket hijacking: a page elsewhere must not use a visitor's socket.
+        return json_error(403, "forbidden_origin", "This origin may not open the chat socket.")
     token = _request_token()
     if token is None:
         return json_error(401, "missing_token", "Pass a token as ?token= or a Bearer header.")
@@ -53,10 +57,11 @@ def authenticate_socket():
         user = verify_token(token)
     except TokenError as error:
         return json_error(401, error.code, "Get a new token from /api/token.")
-    try:
-        g.chat_resume = protocol.parse_resume(request.args.get("resume", "{}"))
-    except protocol.FrameError as error:
-        return json_error(400, error.code, error.message)
+    if current_hub().sockets_of(user.id) >= current_app.config["CHAT_MAX_SOCKETS_PER_USER"]:
+        return json_error(429, "too_many_sockets", "Close another tab or device first.")
+    if request.args.get("resume", "0") not in {"0", "1"}:
+        return json_error(400, "bad_request", "resume must be 1 (a resume frame follows) or 0.")
+    g.chat_resuming = request.args.get("resume") == "1"
     # Plain values only: no ORM object or connection is kept for the life of the socket.
     g.chat_user = (user.id, user.name)
     db.session.remove()
@@ -71,11 +76,24 @@ def chat_socket(ws):
     conn = Connection(ws, user_id, name, current_app.config["CHAT_SEND_QUEUE_SIZE"])
     conn.start()
     try:
-        if _greet(hub, conn, g.chat_resume):
+        marks = _read_resume(ws, conn) if g.chat_resuming else {}
+        if _greet(hub, conn, marks):
             _serve(ws, hub, conn)
     finally:
         _say_goodbye(hub, conn)
         conn.close()
+
+
+def _read_resume(ws, conn):
+    """The client's last seen ids, from its first frame; a bad or late frame means none."""
+    data = ws.receive(timeout=current_app.config["CHAT_RESUME_WAIT"])
+    if data is None:
+        return {}
+    try:
+        return protocol.parse_resume(data)
+    except protocol.FrameError as error:
+        _send_error(conn, error.code, error.message)
+        return {}
 
 
 def _greet(hub, conn, resume):
@@ -91,9 +109,7 @@ def _greet(hub, conn, resume):
             history, has_more = (
                 ([], False) if GENERAL in resume else handlers.page(general["id"], None)
             )
-            replay = [
-                _catch_up(room, resume[room["room"]]) for room in mine if room["room"] in resume
-            ]
+            replay = _catch_up(mine, resume)
         except SQLAlchemyError:
             current_app.logger.exception("could not greet user %s", conn.user_id)
             _send_error(conn, "unavailable", "The chat is unavailable; please reconnect later.")
@@ -106,9 +122,8 @@ def _greet(hub, conn, resume):
         me = {"id": conn.user_id, "name": conn.name}
         hello = protocol.hello_frame(me, GENERAL, entries, public, history, has_more)
         conn.send(protocol.encode(hello))
-        for frames in replay:
-            for frame in frames:
-                conn.send(protocol.encode(frame))
+        for frame in replay:
+            conn.send(protocol.encode(frame))
         if first:
             for room in mine:
                 join = protocol.presence_frame("join", room["room"], conn.user_id, conn.name)
@@ -116,27 +131,51 @@ def _greet(hub, conn, resume):
     return True
 
 
-def _catch_up(room, last_id):
-    """Frames that bring a resuming client from ``last_id`` to now in one room, in order."""
-    limit = current_app.config["CHAT_RESUME_LIMIT"]
-    missed = messages_after(room["id"], last_id, limit + 1)
-    if len(missed) <= limit:
-        return [protocol.message_frame(message) for message in missed]
-    # Too far behind to replay: the client replaces the room with its latest page.
-    messages, has_more = handlers.page(room["id"], None)
-    return [protocol.history_frame(room["room"], messages, has_more, reset=True)]
+def _catch_up(mine, resume):
+    """Frames that bring a resuming client from its last seen ids to now, room by room, in order.
+
+    At most ``CHAT_RESUME_LIMIT`` messages are replayed in all; a room that would go past the
+    budget gets its latest page with ``reset: true`` instead, so a long absence cannot flood the
+    socket's queue.
+    """
+    budget = current_app.config["CHAT_RESUME_LIMIT"]
+    frames = []
+    for room in mine:
+        if room["room"] not in resume:
+            continue
+        missed = messages_after(room["id"], resume[room["room"]], budget + 1)
+        if len(missed) <= budget:
+            budget -= len(missed)
+            frames.extend(protocol.message_frame(message) for message in missed)
+        else:
+            messages, has_more = handlers.page(room["id"], None)
+            frames.append(protocol.history_frame(room["room"], messages, has_more, reset=True))
+    return frames
 
 
 def _serve(ws, hub, conn):
     """Read frames until the socket closes (``ConnectionClosed`` ends the loop)."""
-    max_chars = current_app.config["CHAT_MAX_MESSAGE_CHARS"]
+    config = current_app.config
+    frames = TokenBucket(config["CHAT_FRAME_RATE"], config["CHAT_FRAME_BURST"])
+    # Refusals a socket may collect before it counts as abuse; they come back at one a second.
+    strikes = TokenBucket(1, config["CHAT_FLOOD_STRIKES"])
     while True:
         data = ws.receive()
         try:
-            command = protocol.parse_frame(data, max_chars)
+            if not frames.take():
+                message = protocol.ERROR_MESSAGES["rate_limited"]
+                raise protocol.FrameError("rate_limited", message, None, frames.wait_time())
+            command = protocol.parse_frame(data, config["CHAT_MAX_MESSAGE_CHARS"])
             handlers.handle(hub, conn, command)
         except protocol.FrameError as error:
-            _send_error(conn, error.code, error.message, error.client_id)
+            frame = protocol.error_frame(
+                error.code, error.message, error.client_id, error.retry_after
+            )
+            conn.send(protocol.encode(frame))
+            if error.code == "rate_limited" and not strikes.take():
+                current_app.logger.warning("closing a flooding socket of user %s", conn.user_id)
+                conn.close_with(CLOSE_FLOOD, "Too many messages")
+                return
         finally:
             db.session.remove()
 

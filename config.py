@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 # Settings the environment may override. The type of each default decides how its value is parsed.
-ENV_KEYS = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "DATABASE_URL")
+ENV_KEYS = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "DATABASE_URL", "REDIS_URL")
 ENV_PREFIX = "CHAT_"
 MIN_SECRET_KEY_LENGTH = 32
 
@@ -18,6 +18,7 @@ class Config:
     # Old keys still accepted for signatures (sessions, tokens) while a new SECRET_KEY rolls out.
     SECRET_KEY_FALLBACKS = ()
     DATABASE_URL = None  # None means SQLite in the instance folder.
+    REDIS_URL = None  # Set it to share rate limits between workers and hosts.
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
@@ -26,6 +27,8 @@ class Config:
     WTF_CSRF_TIME_LIMIT = None  # The CSRF token lives as long as the session.
 
     CHAT_ENV = "development"
+    # Other exact origins (scheme://host[:port]) whose pages may open the socket.
+    CHAT_ALLOWED_ORIGINS = ()
     CHAT_LOG_LEVEL = "INFO"
     CHAT_TOKEN_MAX_AGE = 900
     CHAT_TOKEN_SALT = "chat-websocket-token"  # noqa: S105 - a namespace, not a secret
@@ -33,11 +36,24 @@ class Config:
     CHAT_MAX_FRAME_BYTES = 64 * 1024
     CHAT_PING_INTERVAL = 25
     CHAT_HISTORY_SIZE = 50
-    CHAT_RESUME_LIMIT = 500
+    CHAT_RESUME_LIMIT = 500  # messages replayed in all on a resume, before rooms are reset
+    CHAT_RESUME_WAIT = 10  # seconds a socket opened with ?resume=1 waits for its resume frame
     CHAT_TYPING_INTERVAL = 2
     CHAT_TYPING_TTL = 6
     CHAT_SEND_QUEUE_SIZE = 1024
     CHAT_MIN_PASSWORD_LENGTH = 8
+    # Werkzeug method string; scrypt at OWASP's recommended cost (N=2^17, r=8, p=1: 128 MiB).
+    CHAT_PASSWORD_HASH = "scrypt:131072:8:1"  # noqa: S105 - a hashing method, not a password
+    # Flood control, per user for messages and per socket for every frame (token buckets).
+    CHAT_MESSAGE_BURST = 10
+    CHAT_MESSAGE_RATE = 2  # messages per second, sustained
+    CHAT_FRAME_BURST = 60
+    CHAT_FRAME_RATE = 20  # frames per second, sustained
+    CHAT_FLOOD_STRIKES = 20  # refused frames in a burst before the socket is closed with 4029
+    CHAT_MAX_SOCKETS_PER_USER = 20
+    # Login and token requests, per client address and per email (Flask-Limiter syntax).
+    CHAT_LOGIN_LIMIT_PER_IP = "30 per minute"
+    CHAT_LOGIN_LIMIT_PER_EMAIL = "10 per minute"
 
 
 def load_environment(config, environ=os.environ):
@@ -68,6 +84,9 @@ def finalize(config, instance_path):
     if config["CHAT_ENV"] not in {"development", "production"}:
         raise RuntimeError("CHAT_ENV must be 'development' or 'production'")
     production = config["CHAT_ENV"] == "production"
+    if config["CHAT_SEND_QUEUE_SIZE"] <= config["CHAT_RESUME_LIMIT"] + 200:
+        # A resume queues up to CHAT_RESUME_LIMIT messages plus a frame per room (200 at most).
+        raise RuntimeError("CHAT_SEND_QUEUE_SIZE must exceed CHAT_RESUME_LIMIT + 200")
     if production:
         _require_real_secret(config.get("SECRET_KEY"))
     elif not config.get("SECRET_KEY"):
@@ -77,6 +96,9 @@ def finalize(config, instance_path):
     url = config.get("DATABASE_URL") or f"sqlite:///{Path(instance_path) / 'chat.db'}"
     config["SQLALCHEMY_DATABASE_URI"] = url
     config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    # Rate-limit counters live in Redis when there is one, so every worker shares them.
+    config.setdefault("RATELIMIT_STORAGE_URI", config.get("REDIS_URL") or "memory://")
+    config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
 
 
 def _require_real_secret(key):

@@ -24,7 +24,8 @@ def _wants_json():
 def _handle_http_error(error):
     """An HTTP error as JSON for programs, or as a page for people."""
     if _wants_json():
-        return json_error(error.code, error.name.lower().replace(" ", "_"), error.description)
+        code = "rate_limited" if error.code == 429 else error.name.lower().replace(" ", "_")
+        return json_error(error.code, code, error.description)
     return render_template("error.html", error=error, message=error.description), error.code
 
 

@@ -6,6 +6,7 @@ token as ``?token=``.
 """
 
 import os
+import signal
 
 worker_class = "gthread"
 workers = 1  # See on_starting below.
@@ -22,3 +23,20 @@ def on_starting(server):
         raise SystemExit(
             "Run one worker (-w 1): workers do not share chat rooms yet. Raise --threads instead."
         )
+
+
+def post_worker_init(worker):
+    """On SIGTERM, close every chat socket with 1001 so that clients reconnect elsewhere at once.
+
+    gunicorn then waits up to ``graceful_timeout`` for requests to end; a WebSocket only ends when
+    it is closed, so without this every restart would wait the whole timeout and then cut sockets.
+    """
+    graceful_stop = worker.handle_exit
+
+    def handle_exit(sig, frame):
+        hub = worker.wsgi.extensions.get("chat_hub")
+        if hub is not None:
+            hub.close_all(1001, "Server restarting")  # Only queues close frames: never blocks.
+        graceful_stop(sig, frame)
+
+    signal.signal(signal.SIGTERM, handle_exit)

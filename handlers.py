@@ -7,6 +7,7 @@ import protocol
 import rooms
 from extensions import db
 from models import GENERAL, Room, messages_before, save_message
+from throttle import TokenBucket
 
 
 def handle(hub, conn, command):
@@ -50,6 +51,13 @@ def _entry(hub, room, user_id):
 def _post(hub, conn, command):
     """Persist a message, then queue it to the room; a retried ``client_id`` gets the original."""
     key = command.room or conn.current
+    config = current_app.config
+    bucket = hub.message_bucket(
+        conn.user_id, lambda: TokenBucket(config["CHAT_MESSAGE_RATE"], config["CHAT_MESSAGE_BURST"])
+    )
+    if not bucket.take():
+        message = protocol.ERROR_MESSAGES["rate_limited"]
+        raise protocol.FrameError("rate_limited", message, command.client_id, bucket.wait_time())
     current_app.logger.info("message from user %s (%d chars)", conn.user_id, len(command.text))
     with hub.ordered():
         # Checked under the lock that membership changes take: no post lands after a leave.
@@ -102,13 +110,17 @@ def _leave_room(hub, conn, command):
         hub.send_to_user(conn.user_id, protocol.encode(left))
         leave = protocol.presence_frame("leave", command.room, conn.user_id, conn.name)
         hub.broadcast(room_id, protocol.encode(leave))
-    if conn.current == command.room:
-        conn.current = GENERAL
+    hub.reset_current(conn.user_id, command.room, GENERAL)
 
 
 def _open_direct(hub, conn, command):
     """Open the direct room with another user; both of them get it in their room list."""
     with hub.ordered():
+        known = rooms.find_room(rooms.direct_key(conn.user_id, command.user_id)) is not None
+        if not known and not hub.share_a_room(conn.user_id, command.user_id):
+            # Only people you can see: stepping through ids must not list every account.
+            message = protocol.ERROR_MESSAGES["no_such_user"]
+            raise protocol.FrameError("not_found", message, command.client_id)
         room, created = rooms.open_direct(conn.user_id, command.user_id)
         if not created:
             _send(conn, _entry(hub, room, conn.user_id))

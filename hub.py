@@ -12,12 +12,33 @@ import socket
 import threading
 import time
 
+from flask import current_app
 from simple_websocket import ConnectionClosed
 from wsproto.utilities import LocalProtocolError
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
+HUB_KEY = "chat_hub"
+
+
+def current_hub():
+    """The hub of the current app (``chat.init_app`` creates it)."""
+    return current_app.extensions[HUB_KEY]
+
+
+# Application close codes (4000-4999 are ours to define, RFC 6455 7.4.2).
+CLOSE_REVOKED = 4001  # Logged out or password changed: go to the login page, do not reconnect.
+CLOSE_FLOOD = 4029  # Kept sending faster than the rate limit allows.
+CLOSE_GOING_AWAY = 1001  # The server is shutting down: reconnect.
+
+
+class _Close:
+    """A queued request for the writer to send a close frame, then drop the connection."""
+
+    def __init__(self, code, reason):
+        self.code = code
+        self.reason = reason
 
 
 class ReaderThread(threading.Thread):
@@ -100,6 +121,13 @@ class Connection:
         with contextlib.suppress(OSError):  # Already closed: nothing left to wake.
             self._ws.sock.shutdown(socket.SHUT_RDWR)
 
+    def close_with(self, code, reason):
+        """Have the writer send what is queued, then a close frame with ``code``, then hang up."""
+        try:
+            self._queue.put_nowait(_Close(code, reason))
+        except queue.Full:
+            self.abort()
+
     def close(self, timeout=5.0):
         """Let the writer flush what is queued, then stop it."""
         try:
@@ -122,6 +150,9 @@ class Connection:
             payload = self._queue.get()
             if payload is _STOP:
                 return
+            if isinstance(payload, _Close):
+                self._send_close(payload)
+                return
             try:
                 # Held across framing and sending: a close frame from the reader cannot come first.
                 with self._ws.sock.lock:
@@ -130,6 +161,14 @@ class Connection:
                 # LocalProtocolError: the reader thread closed the socket while we framed.
                 self.abort()
                 return
+
+    def _send_close(self, request):
+        """Send a close frame, then hang up without waiting for the peer's answer."""
+        errors = (ConnectionClosed, OSError, LocalProtocolError)
+        with contextlib.suppress(*errors), self._ws.sock.lock:
+            self._ws.close(request.code, request.reason)
+        # The frame is in the kernel's buffer: shutting down sends it, then FIN.
+        self.abort()
 
 
 class Hub:
@@ -152,6 +191,7 @@ class Hub:
         # room id -> tuple of Connection, rebuilt on change so broadcasts read it without the lock.
         self._fanout = {}
         self._typing = {}  # (user id, room id) -> when their last typing frame was relayed
+        self._buckets = {}  # user id -> TokenBucket for their messages, shared by their tabs
 
     def ordered(self):
         """A context in which to persist and broadcast, or to read history and attach."""
@@ -182,6 +222,7 @@ class Hub:
             rooms = self._rooms[user_id]
             if not sockets:
                 del self._sockets[user_id], self._names[user_id], self._rooms[user_id]
+                self._buckets.pop(user_id, None)
                 for room_id in rooms:
                     self._members[room_id].discard(user_id)
                     self._typing.pop((user_id, room_id), None)
@@ -222,6 +263,19 @@ class Hub:
             rooms = self._rooms.get(user_id, {})
             return next((room_id for room_id, k in rooms.items() if k == key), None)
 
+    def share_a_room(self, user_id, other_id):
+        """True if both users are online and in at least one common room."""
+        with self._lock:
+            mine, theirs = self._rooms.get(user_id, {}), self._rooms.get(other_id, {})
+            return not mine.keys().isdisjoint(theirs.keys())
+
+    def reset_current(self, user_id, key, fallback):
+        """Point the user's sockets whose plain-text room is ``key`` back to ``fallback``."""
+        with self._lock:
+            for conn in self._sockets.get(user_id, ()):
+                if conn.current == key:
+                    conn.current = fallback
+
     def online(self, room_id):
         """``[{"id", "name"}]`` of the users online in a room, sorted by name."""
         with self._lock:
@@ -229,6 +283,14 @@ class Hub:
                 {"id": uid, "name": self._names[uid]} for uid in self._members.get(room_id, ())
             ]
         return sorted(people, key=lambda person: (person["name"].casefold(), person["id"]))
+
+    def message_bucket(self, user_id, make):
+        """The user's message bucket, shared by all their sockets; ``make()`` creates it."""
+        with self._lock:
+            bucket = self._buckets.get(user_id)
+            if bucket is None:
+                bucket = self._buckets[user_id] = make()
+        return bucket
 
     def allow_typing(self, user_id, room_id, interval):
         """True at most once per ``interval`` seconds per user and room: typing is throttled."""
@@ -252,6 +314,25 @@ class Hub:
             sockets = tuple(self._sockets.get(user_id, ()))
         for conn in sockets:
             conn.send(payload)
+
+    def sockets_of(self, user_id):
+        """How many sockets a user has open."""
+        with self._lock:
+            return len(self._sockets.get(user_id, ()))
+
+    def close_user(self, user_id, code, reason):
+        """Close every socket of one user with an application close code."""
+        with self._lock:
+            sockets = tuple(self._sockets.get(user_id, ()))
+        for conn in sockets:
+            conn.close_with(code, reason)
+
+    def close_all(self, code, reason):
+        """Close every socket (server shutdown)."""
+        with self._lock:
+            sockets = [conn for group in self._sockets.values() for conn in group]
+        for conn in sockets:
+            conn.close_with(code, reason)
 
     def send_to_all(self, payload):
         """Queue ``payload`` to every socket."""

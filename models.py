@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 from flask_login import UserMixin
 from sqlalchemy import (
@@ -53,8 +54,9 @@ class User(UserMixin, db.Model):
         return self.email.split("@", 1)[0]
 
     def set_password(self, password):
-        """Store a salted hash of ``password``."""
-        self.password_hash = generate_password_hash(password)
+        """Store a salted hash of ``password``, at the configured cost."""
+        method = current_app.config["CHAT_PASSWORD_HASH"]
+        self.password_hash = generate_password_hash(password, method=method)
 
     def check_password(self, password):
         """Tell whether ``password`` matches the stored hash."""
@@ -141,7 +143,7 @@ def save_message(user_id, room_id, text, client_id=None):
     message = Message(user_id=user_id, room_id=room_id, text=text, client_id=client_id)
     db.session.add(message)
     try:
-        db.session.commit()
+        db.session.flush()
     except IntegrityError:
         db.session.rollback()
         if client_id is None:
@@ -152,7 +154,11 @@ def save_message(user_id, room_id, text, client_id=None):
         if original is None:
             raise
         return original.to_dict(), False
-    return message.to_dict(), True
+    # Built before the commit: once committed, nothing that can fail stands between the row and
+    # its broadcast, so "unavailable" always means "not saved".
+    data = message.to_dict()
+    db.session.commit()
+    return data, True
 
 
 def messages_before(room_id, before=None, limit=50):

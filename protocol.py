@@ -13,8 +13,16 @@ MAX_ROOM_KEY_CHARS = 80
 MAX_PAGE = 100
 DEFAULT_PAGE = 50
 MAX_ID = 2**53  # Larger ids would lose precision in JavaScript.
-# 1 to 32 letters, digits, "-" or "_" (any script), starting with a letter or a digit.
-ROOM_NAME = re.compile(r"[^\W_][\w-]{0,31}")
+# 1 to 32 Latin letters (accents welcome), digits, "-" or "_", starting with a letter or digit.
+# One script only, so that no room can pass for another with look-alike letters ("general" with
+# a Cyrillic U+0435 for its "e"); keys are NFKC-normalized and case-folded ("Straße" = "STRASSE").
+_LATIN = "A-Za-z0-9\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u017f"
+ROOM_NAME = re.compile(f"[{_LATIN}][{_LATIN}_-]{{0,31}}")
+
+
+def room_key(name):
+    """The key a room name is known by: NFKC-normalized and case-folded."""
+    return unicodedata.normalize("NFKC", name).casefold()
 
 ERROR_MESSAGES = {
     "unsupported": "Binary frames are not supported; send text or a JSON object.",
@@ -23,6 +31,9 @@ ERROR_MESSAGES = {
     "too_long": "The message is longer than {max_chars} characters.",
     "unavailable": "The message could not be saved; please send it again.",
     "forbidden": "You are not in this room.",
+    "rate_limited": "You are sending too fast; wait a moment.",
+    "no_such_user": "No such user is online in any of your rooms.",
+    "bad_text": "The message contains control characters (such as NUL or terminal escapes).",
     "bad_room_name": (
         "Room names are 1 to 32 letters, digits, '-' or '_', starting with a letter or a digit."
     ),
@@ -108,11 +119,12 @@ class Read:
 class FrameError(Exception):
     """A client frame that is refused; becomes an ``error`` frame for its sender."""
 
-    def __init__(self, code, message, client_id=None):
+    def __init__(self, code, message, client_id=None, retry_after=None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.client_id = client_id
+        self.retry_after = retry_after
 
 
 def parse_frame(data, max_chars):
@@ -158,7 +170,7 @@ class _Fields:
         value = self.string("room", required)
         if value is not None and not 0 < len(value) <= MAX_ROOM_KEY_CHARS:
             self.fail(f"The 'room' field must be 1 to {MAX_ROOM_KEY_CHARS} characters.")
-        return value.lower() if value is not None else None
+        return room_key(value) if value is not None else None
 
     def integer(self, name, required=True, low=1, high=MAX_ID):
         """A whole number in ``[low, high]`` (booleans are not numbers)."""
@@ -176,7 +188,7 @@ def _parse_message(fields, max_chars):
 
 
 def _parse_create_room(fields, _max_chars):
-    name = fields.string("name").strip()
+    name = unicodedata.normalize("NFKC", fields.string("name").strip())
     if not ROOM_NAME.fullmatch(name):
         fields.fail(ERROR_MESSAGES["bad_room_name"], "bad_room_name")
     return CreateRoom(name, fields.client_id)
@@ -205,23 +217,25 @@ _PARSERS = {
 }
 
 
-MAX_RESUME_ROOMS = 1000
+# Keeps a whole resume (hello, one frame per missed message up to the replay budget, one reset
+# frame per room beyond it) well inside a socket's outbound queue.
+MAX_RESUME_ROOMS = 200
 
 
-def parse_resume(raw):
-    """Parse ``?resume=``: a JSON object of room key -> last message id seen."""
-    try:
-        marks = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        marks = None
-    if not isinstance(marks, dict) or len(marks) > MAX_RESUME_ROOMS:
-        raise FrameError("bad_request", "resume must be a JSON object of room -> last message id.")
+def parse_resume(data):
+    """Parse the first frame of a resuming socket: ``{"type": "resume", "rooms": {key: id}}``."""
+    frame = _load_object(data) if isinstance(data, str) and data.lstrip().startswith("{") else {}
+    marks = frame.get("rooms")
+    if frame.get("type") != "resume" or not isinstance(marks, dict):
+        raise FrameError("bad_request", 'The first frame must be {"type": "resume", "rooms": {…}}.')
+    if len(marks) > MAX_RESUME_ROOMS:
+        raise FrameError("bad_request", f"Resume at most {MAX_RESUME_ROOMS} rooms at once.")
     for key, last_id in marks.items():
         if not (0 < len(key) <= MAX_ROOM_KEY_CHARS and is_unicode(key)):
             raise FrameError("bad_request", "resume names a room that cannot exist.")
         if type(last_id) is not int or not 0 <= last_id <= MAX_ID:
             raise FrameError("bad_request", "resume ids must be whole numbers.")
-    return {key.lower(): last_id for key, last_id in marks.items()}
+    return {room_key(key): last_id for key, last_id in marks.items()}
 
 
 def _load_object(data):
@@ -267,9 +281,15 @@ def _client_id(frame):
     return client_id
 
 
+# C0 and C1 control characters but tab and newline: NUL, terminal escapes (ESC), backspace…
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def _validate_text(text, client_id, max_chars):
-    """Return ``text`` trimmed, checked neither empty nor too long."""
-    text = text.strip()
+    """Return ``text`` trimmed, checked neither empty, too long nor holding control characters."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").strip()
+    if _CONTROL.search(text):
+        raise FrameError("bad_text", ERROR_MESSAGES["bad_text"], client_id)
     if not any(_is_visible(char) for char in text):
         raise FrameError("empty", ERROR_MESSAGES["empty"], client_id)
     if len(text) > max_chars:
@@ -362,6 +382,9 @@ def typing_frame(room, user_id, name, expires_in):
     }
 
 
-def error_frame(code, message, client_id=None):
-    """An ``error`` frame for one client."""
-    return {"type": "error", "code": code, "message": message, "client_id": client_id}
+def error_frame(code, message, client_id=None, retry_after=None):
+    """An ``error`` frame for one client; ``retry_after`` (seconds) only for ``rate_limited``."""
+    frame = {"type": "error", "code": code, "message": message, "client_id": client_id}
+    if retry_after is not None:
+        frame["retry_after"] = round(retry_after, 1)
+    return frame

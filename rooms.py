@@ -5,6 +5,7 @@ from sqlalchemy.exc import IntegrityError
 
 from extensions import db
 from models import DIRECT, GENERAL, PUBLIC, Membership, Message, Room, User, ensure_general
+from protocol import ERROR_MESSAGES, room_key
 
 
 class RoomError(Exception):
@@ -54,7 +55,7 @@ def _add_member(room_id, user_id):
 
 def create_room(name, user_id):
     """Create a public room named ``name`` with its creator in it; return the room."""
-    room = Room(key=name.lower(), title=name, kind=PUBLIC)
+    room = Room(key=room_key(name), title=name, kind=PUBLIC)
     db.session.add(room)
     try:
         db.session.flush()
@@ -92,7 +93,7 @@ def open_direct(user_id, other_id):
     if other_id == user_id:
         raise RoomError("bad_request", "You cannot open a direct conversation with yourself.")
     if db.session.get(User, other_id) is None:
-        raise RoomError("not_found", "There is no such user.")
+        raise RoomError("not_found", ERROR_MESSAGES["no_such_user"])
     key = direct_key(user_id, other_id)
     room = find_room(key)
     if room is not None:

@@ -4,6 +4,7 @@ from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from extensions import db
+from hub import CLOSE_REVOKED, current_hub
 from models import User
 
 
@@ -26,6 +27,15 @@ def _serializer():
 def issue_token(user):
     """Return a token for ``user``, valid for ``CHAT_TOKEN_MAX_AGE`` seconds."""
     return _serializer().dumps({"uid": user.id, "v": user.token_version})
+
+
+def revoke(user, end_sessions=False):
+    """Invalidate the user's tokens (and sessions), and close their open sockets with 4001."""
+    user.token_version += 1
+    if end_sessions:
+        user.session_version += 1
+    db.session.commit()
+    current_hub().close_user(user.id, CLOSE_REVOKED, "Signed out")
 
 
 def verify_token(token):

@@ -30,9 +30,13 @@ const BACKOFF_BASE_MS = 500;
 const BACKOFF_CAP_MS = 15000;
 const TYPING_EVERY_MS = 3000;
 const READ_DELAY_MS = 500;
+const RETRY_UNAVAILABLE_MS = 3000;
+const MAX_RESUME_ROOMS = 200;
 
 let token = root.dataset.token;
 let socket = null;
+let greeted = false; // Nothing but the resume frame may be sent before the server's hello.
+let resumed = new Set(); // Rooms this connection asked to resume.
 let attempt = 0;
 let current = GENERAL;
 let wantRoom = null; // A room this tab asked for (created, joined, DM): show it when it arrives.
@@ -46,19 +50,26 @@ class SessionGone extends Error {}
 
 // ---- Connection -------------------------------------------------------------------------------
 
-function socketUrl() {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const resume = {};
-  for (const room of rooms.values()) if (room.loaded) resume[room.key] = room.lastId;
-  const query = new URLSearchParams({ token });
-  if (Object.keys(resume).length) query.set("resume", JSON.stringify(resume));
-  return `${scheme}//${location.host}/ws?${query}`;
+// The rooms this page has loaded, with the last id seen in each: the current room first, so
+// that it is always among the MAX_RESUME_ROOMS the server accepts.
+function resumeMarks() {
+  const loaded = [...rooms.values()].filter((room) => room.loaded);
+  loaded.sort((a, b) => (b.key === current) - (a.key === current));
+  return Object.fromEntries(loaded.slice(0, MAX_RESUME_ROOMS).map((r) => [r.key, r.lastId]));
 }
 
 function connect() {
   setStatus("connecting", "Connecting…");
-  socket = new WebSocket(socketUrl());
-  socket.addEventListener("open", () => setStatus("connected", "Connected"));
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const marks = resumeMarks();
+  resumed = new Set(Object.keys(marks));
+  const query = new URLSearchParams({ token, resume: resumed.size ? "1" : "0" });
+  socket = new WebSocket(`${scheme}//${location.host}/ws?${query}`);
+  socket.addEventListener("open", () => {
+    setStatus("connected", "Connected");
+    // Must be the first frame: the server replays what we missed before anything live.
+    if (resumed.size) socket.send(JSON.stringify({ type: "resume", rooms: marks }));
+  });
   socket.addEventListener("message", onMessage);
   socket.addEventListener("close", onClose);
 }
@@ -114,10 +125,27 @@ function dispatch(frame) {
   }
 }
 
-function onClose() {
+const CLOSE_REVOKED = 4001;
+const CLOSE_FLOOD = 4029;
+
+function onClose(event) {
   socket = null;
+  greeted = false;
+  if (event.code === CLOSE_REVOKED) {
+    // Signed out (here or elsewhere): the login page sends a still-valid session straight back.
+    goToLogin();
+    return;
+  }
+  if (event.code === CLOSE_FLOOD) {
+    showNotice("You sent too many messages too fast. Reconnecting in a moment.");
+    attempt = Math.max(attempt, 4);
+  }
   setStatus("reconnecting", "Reconnecting…");
   scheduleReconnect();
+}
+
+function goToLogin() {
+  location.assign(`${root.dataset.loginUrl}?next=${encodeURIComponent(location.pathname)}`);
 }
 
 // Full jitter between half and all of an exponentially growing, capped delay.
@@ -136,7 +164,7 @@ async function reconnect() {
     token = await fetchToken();
   } catch (error) {
     if (error instanceof SessionGone) {
-      location.assign(`${root.dataset.loginUrl}?next=${encodeURIComponent(location.pathname)}`);
+      goToLogin();
       return;
     }
     scheduleReconnect(); // The server is still down: try again later.
@@ -156,8 +184,13 @@ async function fetchToken() {
   return (await response.json()).token;
 }
 
+function resend(clientId) {
+  const item = outbox.get(clientId);
+  if (item) sendFrame({ type: "message", room: item.room, text: item.text, client_id: clientId });
+}
+
 function sendFrame(frame) {
-  if (!socket || socket.readyState !== WebSocket.OPEN) return false;
+  if (!socket || !greeted || socket.readyState !== WebSocket.OPEN) return false;
   socket.send(JSON.stringify(frame));
   return true;
 }
@@ -166,11 +199,16 @@ function sendFrame(frame) {
 
 function onHello(frame) {
   attempt = 0; // Only a greeting proves the server is healthy: a socket that opens and closes is not.
+  greeted = true;
   const keys = new Set(frame.rooms.map((entry) => entry.room));
   for (const key of rooms.keys()) if (!keys.has(key)) dropRoom(key);
   for (const entry of frame.rooms) {
     const room = upsertRoom(entry);
-    if (!room.loaded) resetRoom(room); // Not resumed: loaded afresh when opened.
+    room.loading = false; // A page asked for before the disconnect will never come.
+    if (!resumed.has(room.key)) {
+      resetRoom(room); // Not resumed: loaded afresh when opened.
+      room.loaded = false;
+    }
   }
   if (frame.history.length || !rooms.get(GENERAL).loaded) {
     const general = rooms.get(GENERAL);
@@ -182,9 +220,7 @@ function onHello(frame) {
   if (!rooms.has(current)) current = GENERAL;
   showRoom(current);
   // Re-send, in order, what was never confirmed; a known client_id gets the original back.
-  for (const [clientId, item] of outbox) {
-    sendFrame({ type: "message", room: item.room, text: item.text, client_id: clientId });
-  }
+  for (const clientId of outbox.keys()) resend(clientId);
 }
 
 function onChatMessage(frame) {
@@ -266,6 +302,11 @@ function onRead(frame) {
 function onError(frame) {
   showNotice(frame.message);
   const item = outbox.get(frame.client_id);
+  if (item && frame.code === "unavailable") {
+    // Not saved; the server recovers by itself. Same client_id, so a retry never posts twice.
+    setTimeout(() => resend(frame.client_id), RETRY_UNAVAILABLE_MS);
+    return;
+  }
   if (item) {
     outbox.delete(frame.client_id);
     item.element.classList.remove("pending");
@@ -407,6 +448,7 @@ function messageElement(frame, own) {
   if (frame.ts) meta.append(" ", timeElement(frame.ts));
   const text = document.createElement("p");
   text.className = "text";
+  text.dir = "auto"; // Right-to-left messages read right to left, in their own isolate.
   text.textContent = frame.text;
   item.append(meta, text);
   return item;

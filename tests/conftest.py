@@ -34,6 +34,11 @@ def app_config(tmp_path):
         "TESTING": True,
         "SECRET_KEY": SECRET_KEY,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'chat.db'}",
+        # Cheap hashing keeps the suite fast; test_accounts checks the production default.
+        "CHAT_PASSWORD_HASH": "scrypt:1024:8:1",
+        # Tests send faster than people; the flood tests set their own limits.
+        "CHAT_MESSAGE_BURST": 10_000,
+        "CHAT_FRAME_BURST": 10_000,
     }
 
 
@@ -185,12 +190,10 @@ class GunicornServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self.env = {
-            **os.environ,
-            "SECRET_KEY": app_config["SECRET_KEY"],
-            "DATABASE_URL": app_config["DATABASE_URL"],
-            "CHAT_LOG_LEVEL": "INFO",
-        }
+        settings = {key: str(value) for key, value in app_config.items() if key != "TESTING"}
+        self.env = {**os.environ, **settings, "CHAT_LOG_LEVEL": "INFO"}
+        # The browser tests log in through real forms: hash at the production cost there.
+        self.env.pop("CHAT_PASSWORD_HASH")
         self.process = None
 
     def start(self):

@@ -73,7 +73,7 @@ class Person:
         self.expect_connected()
 
     def log_out(self):
-        self.page.get_by_role("button", name="Log out").click()
+        self.page.get_by_role("button", name="Log out", exact=True).click()
         expect(self.page.get_by_role("heading", name="Log in")).to_be_visible()
 
     def log_in(self, email):

@@ -16,7 +16,9 @@ def test_user_name_is_the_part_before_the_at(app):
 
 def test_password_is_hashed_and_checked(app):
     user = User(email="a@example.com")
-    user.set_password("s3cret-enough")
+    with app.app_context():
+        user.set_password("s3cret-enough")
+    assert user.password_hash.startswith("scrypt:1024:8:1$")  # The test config's cost.
     assert "s3cret-enough" not in user.password_hash
     assert user.check_password("s3cret-enough")
     assert not user.check_password("S3cret-enough")

@@ -175,14 +175,28 @@ def test_refused_room_frames(frame, code):
     assert caught.value.code == code
 
 
-def test_resume_parameter():
-    assert protocol.parse_resume('{"General": 5, "dm:1:2": 0}') == {"general": 5, "dm:1:2": 0}
-    assert protocol.parse_resume("{}") == {}
+def test_resume_frame():
+    frame = '{"type": "resume", "rooms": {"General": 5, "dm:1:2": 0}}'
+    assert protocol.parse_resume(frame) == {"general": 5, "dm:1:2": 0}
+    assert protocol.parse_resume('{"type": "resume", "rooms": {}}') == {}
 
 
 @pytest.mark.parametrize(
-    "raw", ["", "[]", '{"general": -1}', '{"general": "5"}', '{"": 1}', '{"general": 1.0}', "{"]
+    "rooms",
+    ["[]", '{"general": -1}', '{"general": "5"}', '{"": 1}', '{"general": 1.0}', "null"],
 )
-def test_bad_resume_parameter(raw):
+def test_bad_resume_frame(rooms):
     with pytest.raises(FrameError):
-        protocol.parse_resume(raw)
+        protocol.parse_resume('{"type": "resume", "rooms": ' + rooms + "}")
+
+
+@pytest.mark.parametrize("data", ["general", "{", '{"type": "message"}', b"{}"])
+def test_first_frame_that_is_not_a_resume(data):
+    with pytest.raises(FrameError):
+        protocol.parse_resume(data)
+
+
+def test_too_many_rooms_to_resume():
+    rooms = {f"r{n}": 1 for n in range(protocol.MAX_RESUME_ROOMS + 1)}
+    with pytest.raises(FrameError):
+        protocol.parse_resume(json.dumps({"type": "resume", "rooms": rooms}))

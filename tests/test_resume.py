@@ -3,7 +3,6 @@
 import json
 import uuid
 from contextlib import ExitStack, suppress
-from urllib.parse import quote
 
 from sqlalchemy import select
 from websockets.exceptions import ConnectionClosed
@@ -26,10 +25,12 @@ class ResumingClient:
 
     def connect(self):
         """Open a socket that resumes every room from its last id, then re-send the outbox."""
-        marks = json.dumps({room: ids[-1] if ids else 0 for room, ids in self.history.items()})
+        marks = {room: ids[-1] if ids else 0 for room, ids in self.history.items()}
         token = token_issued_at(self.app, self.user_id)
-        url = f"ws://{self.server}/ws?token={token}&resume={quote(marks)}"
+        url = f"ws://{self.server}/ws?token={token}&resume={1 if marks else 0}"
         self.ws = self.stack.enter_context(connect(url, open_timeout=5))
+        if marks:
+            self.ws.send(json.dumps({"type": "resume", "rooms": marks}))
         hello = json.loads(self.ws.recv(timeout=5))
         for room in hello["rooms"]:
             self.history.setdefault(room["room"], [])

@@ -2,12 +2,13 @@
 
 import json
 import time
-from urllib.parse import quote
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import select
 from websockets.sync.client import connect
 
+import rooms
 from conftest import token_issued_at
 from extensions import db
 from models import Message, save_message
@@ -231,10 +232,13 @@ def test_read_marker_sets_unread_counts_and_syncs_tabs(app, ws_connect, people, 
     assert ws_connect(people["alice"]).hello["rooms"][0]["unread"] == 0
 
 
-def resume_url(app, server, user_id, marks):
-    """A socket URL that resumes from ``marks`` (room -> last id seen)."""
-    resume = quote(json.dumps(marks))
-    return f"ws://{server}/ws?token={token_issued_at(app, user_id)}&resume={resume}"
+@contextmanager
+def resuming(app, server, user_id, marks):
+    """A socket that resumes from ``marks`` (room -> last id seen): ``?resume=1``, then a frame."""
+    url = f"ws://{server}/ws?token={token_issued_at(app, user_id)}&resume=1"
+    with connect(url, open_timeout=5) as ws:
+        ws.send(json.dumps({"type": "resume", "rooms": marks}))
+        yield ws
 
 
 def test_resume_replays_exactly_what_was_missed(app, live_server, ws_connect, people, general):
@@ -244,7 +248,7 @@ def test_resume_replays_exactly_what_was_missed(app, live_server, ws_connect, pe
     alice.close()
     with app.app_context():
         missed = [save_message(people["bob"], general, f"m{n}")[0]["id"] for n in range(5)]
-    with connect(resume_url(app, live_server, people["alice"], {"general": seen})) as ws:
+    with resuming(app, live_server, people["alice"], {"general": seen}) as ws:
         hello = json.loads(ws.recv(timeout=5))
         assert hello["history"] == []
         replayed = [json.loads(ws.recv(timeout=5)) for _ in missed]
@@ -253,23 +257,47 @@ def test_resume_replays_exactly_what_was_missed(app, live_server, ws_connect, pe
         assert json.loads(ws.recv(timeout=5))["text"] == "after"
 
 
-def test_resume_over_the_limit_resets_the_room(app, live_server, people, general):
+def test_resume_over_the_budget_resets_rooms_instead_of_flooding(app, live_server, people, general):
     app.config["CHAT_RESUME_LIMIT"] = 5
     with app.app_context():
-        ids = [save_message(people["bob"], general, f"m{n}")[0]["id"] for n in range(60)]
-    with connect(resume_url(app, live_server, people["alice"], {"general": ids[0]})) as ws:
+        dev = rooms.create_room("dev", people["bob"])
+        rooms.join_public("dev", people["alice"])
+        ids = [save_message(people["bob"], general, f"m{n}")[0]["id"] for n in range(3)]
+        dev_ids = [save_message(people["bob"], dev.id, f"d{n}")[0]["id"] for n in range(60)]
+    marks = {"general": ids[0], "dev": 0}
+    with resuming(app, live_server, people["alice"], marks) as ws:
         json.loads(ws.recv(timeout=5))
-        reset = json.loads(ws.recv(timeout=5))
-        assert (reset["type"], reset["room"], reset["reset"]) == ("history", "general", True)
-        assert [m["id"] for m in reset["messages"]] == ids[-50:]
-        assert reset["has_more"] is True
+        frames = [json.loads(ws.recv(timeout=5)) for _ in range(3)]
+    # "dev" comes first (rooms are listed by name): 60 missed is over the budget of 5: reset.
+    reset, *replayed = frames
+    assert (reset["type"], reset["room"], reset["reset"]) == ("history", "dev", True)
+    assert [m["id"] for m in reset["messages"]] == dev_ids[-50:]
+    assert reset["has_more"] is True
+    assert [f["id"] for f in replayed] == ids[1:]  # general fits in the budget: replayed.
 
 
-def test_malformed_resume_is_a_400_before_the_upgrade(app, live_server, people):
+@pytest.mark.parametrize(
+    "first_frame",
+    [
+        "general 5",
+        '{"type": "resume", "rooms": [1]}',
+        '{"type": "resume", "rooms": {"general": -1}}',
+    ],
+)
+def test_bad_resume_frame_gets_an_error_and_a_plain_hello(app, live_server, people, first_frame):
+    url = f"ws://{live_server}/ws?token={token_issued_at(app, people['alice'])}&resume=1"
+    with connect(url, open_timeout=5) as ws:
+        ws.send(first_frame)
+        error = json.loads(ws.recv(timeout=5))
+        assert (error["type"], error["code"]) == ("error", "bad_request")
+        assert json.loads(ws.recv(timeout=5))["type"] == "hello"
+
+
+def test_bad_resume_parameter_is_a_400_before_the_upgrade(app, live_server, people):
     from test_socket import rejected
 
     token = token_issued_at(app, people["alice"])
-    response = rejected(live_server, f"?token={token}&resume=[1]")
+    response = rejected(live_server, f"?token={token}&resume=yes")
     assert response.status_code == 400
 
 
@@ -278,8 +306,7 @@ def test_resume_ignores_rooms_the_user_is_not_in(app, live_server, ws_connect, p
     key = open_dm(alice, people["bob"])
     alice.send({"type": "message", "room": key, "text": "secret"})
     last(bob, "message")
-    url = resume_url(app, live_server, people["carol"], {key: 0, "general": 0})
-    with connect(url) as ws:
+    with resuming(app, live_server, people["carol"], {key: 0, "general": 0}) as ws:
         frames = [json.loads(ws.recv(timeout=5))]
         while True:
             try:
