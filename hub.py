@@ -31,6 +31,7 @@ def current_hub():
 CLOSE_REVOKED = 4001  # Logged out or password changed: go to the login page, do not reconnect.
 CLOSE_FLOOD = 4029  # Kept sending faster than the rate limit allows.
 CLOSE_GOING_AWAY = 1001  # The server is shutting down: reconnect.
+CLOSE_TIMEOUT = 2.0  # Seconds a peer has to answer our close frame.
 
 
 class _Close:
@@ -163,11 +164,13 @@ class Connection:
                 return
 
     def _send_close(self, request):
-        """Send a close frame, then hang up without waiting for the peer's answer."""
+        """Send a close frame, give the peer a moment to answer it, then hang up."""
         errors = (ConnectionClosed, OSError, LocalProtocolError)
         with contextlib.suppress(*errors), self._ws.sock.lock:
             self._ws.close(request.code, request.reason)
-        # The frame is in the kernel's buffer: shutting down sends it, then FIN.
+        # Hanging up at once would reset a peer that is still sending, and a reset makes it drop
+        # the close frame unread; the reader ends when the peer's close frame arrives.
+        self._ws.thread.join(CLOSE_TIMEOUT)
         self.abort()
 
 

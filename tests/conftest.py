@@ -254,3 +254,29 @@ def general(app):
     """The id of the ``general`` room."""
     with app.app_context():
         return ensure_general()
+
+
+def require_service(name, host, port):
+    """Fail in CI (CI=true), skip elsewhere, when a service the test needs is not listening."""
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        if probe.connect_ex((host, port)) == 0:
+            return
+    message = f"{name} is not listening on {host}:{port}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def redis_url():
+    """A real Redis on 127.0.0.1:6379, database 15, emptied before and after the test."""
+    import redis
+
+    require_service("Redis", "127.0.0.1", 6379)
+    url = "redis://127.0.0.1:6379/15"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()

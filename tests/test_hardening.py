@@ -1,0 +1,326 @@
+"""Security and fault behaviour: origins, revocation, throttling, floods, heartbeats, shutdown."""
+
+import json
+import logging
+import os
+import signal
+import time
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+import accounts
+from conftest import PASSWORD, csrf_token, login, token_issued_at
+from extensions import db
+from models import User
+from test_socket import assert_refused, raw_socket_that_never_reads, rejected
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice@example.com")[0]
+
+
+@pytest.fixture
+def bob(make_user):
+    return make_user("bob@example.com")[0]
+
+
+def socket_url(app, server, user_id):
+    return f"ws://{server}/ws?token={token_issued_at(app, user_id)}"
+
+
+def closed_with(ws, code, timeout=5):
+    """Read until the server closes the socket; assert its close code."""
+    with pytest.raises(ConnectionClosed) as closed:
+        read_until_closed(ws, timeout)
+    assert closed.value.rcvd is not None, "closed without a close frame"
+    assert closed.value.rcvd.code == code
+
+
+def read_until_closed(ws, timeout):
+    """Discard frames until the socket closes (raises) or ``timeout`` passes (returns)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ws.recv(timeout=timeout)
+
+
+# ---- Origin ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        ("{own}", True),
+        ("https://chat.example", True),  # In CHAT_ALLOWED_ORIGINS.
+        (None, True),  # Postman, scripts: no Origin, but a valid token.
+        ("https://evil.example", False),
+        ("https://chat.example.evil.example", False),
+        ("https://chat.example/", False),  # Exact matches only.
+        ("HTTPS://CHAT.EXAMPLE", False),
+        ("null", False),
+        ("http://127.0.0.1:1", False),  # Same host, another port.
+    ],
+)
+def test_origin_is_checked_before_the_upgrade(
+    app, live_server, ws_connect, alice, bob, origin, allowed
+):
+    app.config["CHAT_ALLOWED_ORIGINS"] = ("https://chat.example",)
+    watcher = ws_connect(bob)
+    headers = {} if origin is None else {"Origin": origin.format(own=f"http://{live_server}")}
+    url = socket_url(app, live_server, alice)
+    if allowed:
+        with connect(url, additional_headers=headers, origin=None, open_timeout=5) as ws:
+            assert json.loads(ws.recv(timeout=5))["type"] == "hello"
+        return
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, additional_headers=headers, open_timeout=5)
+    response = refused.value.response
+    assert response.status_code == 403
+    assert json.loads(response.body) == {
+        "error": "forbidden_origin",
+        "message": "This origin may not open the chat socket.",
+    }
+    watcher.assert_silent()
+
+
+def test_no_origin_still_needs_a_token(live_server):
+    assert_refused(rejected(live_server), "missing_token")
+
+
+# ---- Revocation --------------------------------------------------------------------------------
+
+
+def test_logout_revokes_tokens_and_closes_open_sockets_with_4001(app, client, live_server, alice):
+    login(client)
+    token = client.get("/api/token").json["token"]
+    url = f"ws://{live_server}/ws?token={token}"
+    with connect(url, open_timeout=5) as first, connect(url, open_timeout=5) as second:
+        first.recv(timeout=5)
+        second.recv(timeout=5)
+        client.post("/logout", data={"csrf_token": csrf_token(client.get("/"))})
+        closed_with(first, 4001)
+        closed_with(second, 4001)
+    assert_refused(rejected(live_server, f"?token={token}"), "invalid_token")
+
+
+def test_logout_everywhere_ends_every_session(app, live_server, alice):
+    laptop, phone = app.test_client(), app.test_client()
+    login(laptop)
+    login(phone)
+    laptop.post("/logout-everywhere", data={"csrf_token": csrf_token(laptop.get("/"))})
+    assert phone.get("/").status_code == 302
+    assert phone.get("/api/token").status_code == 401
+
+
+# ---- Tokens never in logs ----------------------------------------------------------------------
+
+
+def test_a_whole_session_logs_no_token(app, client, live_server, alice, bob, caplog):
+    caplog.set_level(logging.DEBUG)
+    tokens = [
+        client.post("/api/token", json={"email": "alice@example.com", "password": PASSWORD}).json[
+            "token"
+        ]
+    ]
+    login(client)
+    tokens.append(client.get("/api/token").json["token"])
+    page_token = client.get("/").text.split('data-token="', 1)[1].split('"', 1)[0]
+    tokens.append(page_token)
+    for token in tokens:
+        with connect(f"ws://{live_server}/ws?token={token}", open_timeout=5) as ws:
+            ws.recv(timeout=5)
+            ws.send("hello")
+            ws.send(b"binary")
+            ws.send('{"type": "nope"}')
+            for _ in range(3):
+                ws.recv(timeout=5)
+    rejected(live_server, f"?token={tokens[0]}x")
+    time.sleep(0.3)
+    # The server's records only: the test's own WebSocket client logs its request line.
+    server_log = "\n".join(
+        record.getMessage() for record in caplog.records if not record.name.startswith("websockets")
+    )
+    assert "token=[redacted]" in server_log
+    for token in tokens:
+        assert token[:40] not in server_log
+
+
+# ---- Login abuse -------------------------------------------------------------------------------
+
+
+def test_token_requests_are_throttled_per_email(app, client, alice):
+    app.config["CHAT_LOGIN_LIMIT_PER_EMAIL"] = "3 per minute"
+    for _ in range(3):
+        body = {"email": "alice@example.com", "password": "wrong"}
+        assert client.post("/api/token", json=body).status_code == 401
+    response = client.post("/api/token", json={"email": "ALICE@example.com", "password": PASSWORD})
+    assert response.status_code == 429
+    assert response.json["error"] == "rate_limited"
+    assert int(response.headers["Retry-After"]) > 0
+    other = client.post("/api/token", json={"email": "bob@example.com", "password": "wrong"})
+    assert other.status_code == 401  # Another account is not locked out.
+
+
+def test_the_form_and_the_api_share_one_budget(app, client, alice):
+    app.config["CHAT_LOGIN_LIMIT_PER_EMAIL"] = "2 per minute"
+    client.post("/api/token", json={"email": "alice@example.com", "password": "wrong"})
+    login(client, password="wrong")
+    response = login(client)
+    assert response.status_code == 429
+    assert "Retry-After" in response.headers
+    assert "Too Many Requests" in response.text
+
+
+def test_logins_are_throttled_per_address(app, client):
+    app.config["CHAT_LOGIN_LIMIT_PER_IP"] = "4 per minute"
+    statuses = [
+        client.post("/api/token", json={"email": f"u{n}@example.com", "password": "x"}).status_code
+        for n in range(6)
+    ]
+    assert statuses == [401, 401, 401, 401, 429, 429]
+
+
+def test_unknown_emails_cost_a_hash_check_like_known_ones(app, client, alice, monkeypatch):
+    checks = []
+    real = accounts.check_password_hash
+    monkeypatch.setattr(accounts, "check_password_hash", lambda *a: checks.append(a) or real(*a))
+    client.post("/api/token", json={"email": "nobody@example.com", "password": PASSWORD})
+    assert len(checks) == 1
+
+
+def test_passwords_are_hashed_at_owasp_strength(tmp_path):
+    from app import create_app
+
+    app = create_app({"SECRET_KEY": "s" * 40, "DATABASE_URL": f"sqlite:///{tmp_path}/h.db"})
+    with app.app_context():
+        user = User(email="a@example.com")
+        user.set_password("correct horse battery")
+    assert user.password_hash.startswith("scrypt:131072:8:1$")
+
+
+def test_login_cookies_are_http_only_and_same_site_lax(client, alice):
+    response = login(client)
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+
+
+def test_rate_limits_are_shared_through_redis_when_configured(app_config, redis_url):
+    from app import create_app
+
+    app = create_app(
+        {**app_config, "REDIS_URL": redis_url, "CHAT_LOGIN_LIMIT_PER_IP": "2 per minute"}
+    )
+    assert app.config["RATELIMIT_STORAGE_URI"] == redis_url
+    with app.app_context():
+        db.create_all()
+    first, second = app.test_client(), app.test_client()
+    body = {"email": "x@example.com", "password": "x"}
+    assert first.post("/api/token", json=body).status_code == 401
+    assert second.post("/api/token", json=body).status_code == 401
+    assert first.post("/api/token", json=body).status_code == 429
+
+
+# ---- Floods ------------------------------------------------------------------------------------
+
+
+def test_a_flood_gets_rate_limited_and_others_are_unaffected(app, ws_connect, alice, bob):
+    app.config.update(CHAT_MESSAGE_BURST=3, CHAT_MESSAGE_RATE=1)
+    a, b = ws_connect(alice), ws_connect(bob)
+    a.recv_type("join")
+    for n in range(6):
+        a.send({"type": "message", "text": f"m{n}", "client_id": f"c{n}"})
+    answers = [a.recv() for _ in range(6)]
+    assert [f["type"] for f in answers].count("message") == 3
+    errors = [f for f in answers if f["type"] == "error"]
+    assert {f["code"] for f in errors} == {"rate_limited"}
+    assert all(f["retry_after"] > 0 and f["client_id"] for f in errors)
+    assert [b.recv()["text"] for _ in range(3)] == ["m0", "m1", "m2"]
+    b.assert_silent()
+    b.send("bob is fine")
+    assert a.recv()["text"] == "bob is fine"
+
+
+def test_sustained_flood_closes_with_4029_and_spares_everyone_else(
+    app, live_server, ws_connect, alice, bob
+):
+    app.config.update(CHAT_MESSAGE_BURST=2, CHAT_MESSAGE_RATE=0.1, CHAT_FLOOD_STRIKES=5)
+    b = ws_connect(bob)
+    with connect(socket_url(app, live_server, alice), open_timeout=5) as flooder:
+        flooder.recv(timeout=5)
+        for n in range(20):
+            try:
+                flooder.send(f"spam {n}")
+            except ConnectionClosed:
+                break
+        closed_with(flooder, 4029)
+    texts = []
+    while True:
+        frame = b.recv()
+        if frame["type"] == "leave":
+            break
+        if frame["type"] == "message":
+            texts.append(frame["text"])
+    assert texts == ["spam 0", "spam 1"]
+    b.send("still working")
+    assert b.recv_type("message")["text"] == "still working"
+
+
+def test_sockets_per_user_are_capped(app, live_server, ws_connect, alice):
+    app.config["CHAT_MAX_SOCKETS_PER_USER"] = 2
+    ws_connect(alice)
+    ws_connect(alice)
+    response = rejected(live_server, f"?token={token_issued_at(app, alice)}")
+    assert response.status_code == 429
+    assert json.loads(response.body)["error"] == "too_many_sockets"
+
+
+# ---- Faults ------------------------------------------------------------------------------------
+
+
+def test_a_peer_that_stops_answering_pings_is_dropped_and_leaves(
+    app, app_config, tmp_path, make_user
+):
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from app import create_app
+    from conftest import ChatClient
+
+    quick = create_app({**app_config, "CHAT_PING_INTERVAL": 1})
+    with quick.app_context():
+        db.create_all()
+    alice_id, bob_id = make_user("alice@example.com")[0], make_user("bob@example.com")[0]
+    server = make_server("127.0.0.1", 0, quick, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"127.0.0.1:{server.port}"
+    try:
+        with connect(socket_url(quick, host, bob_id), open_timeout=5) as raw:
+            bob = ChatClient(raw)
+            bob.recv_type("hello")
+            dead = raw_socket_that_never_reads(host, token_issued_at(quick, alice_id))
+            assert bob.recv()["type"] == "join"
+            started = time.monotonic()
+            assert bob.recv(timeout=5) == {
+                "type": "leave",
+                "room": "general",
+                "user": "alice",
+                "user_id": alice_id,
+            }
+            assert time.monotonic() - started < 2 * 1 + 1  # Two ping intervals, plus slack.
+            dead.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_sigterm_closes_every_socket_with_1001(app, gunicorn_server, alice):
+    host = gunicorn_server.url.removeprefix("http://")
+    with connect(socket_url(app, host, alice), open_timeout=5) as ws:
+        ws.recv(timeout=5)
+        os.kill(gunicorn_server.process.pid, signal.SIGTERM)
+        closed_with(ws, 1001)
+    assert gunicorn_server.process.wait(8) == 0  # It did not wait out its graceful timeout.
