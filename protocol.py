@@ -24,6 +24,7 @@ def room_key(name):
     """The key a room name is known by: NFKC-normalized and case-folded."""
     return unicodedata.normalize("NFKC", name).casefold()
 
+
 ERROR_MESSAGES = {
     "unsupported": "Binary frames are not supported; send text or a JSON object.",
     "unknown_type": "Unknown frame type.",

@@ -1,6 +1,7 @@
 """Lossless delivery across a server crash: resume from the last ids seen, re-send the outbox."""
 
 import json
+import time
 import uuid
 from contextlib import ExitStack, suppress
 
@@ -130,3 +131,27 @@ def test_a_server_crash_mid_conversation_loses_and_repeats_nothing(app, gunicorn
     assert sorted(client_ids) == sorted(sent)  # Every message once: none lost, none twice.
     alice.drop()
     bob.drop()
+
+
+def test_saved_but_unconfirmed_message_is_neither_lost_nor_doubled(app, live_server, make_user):
+    """The socket dies after the server saved a message but before its confirmation was read."""
+    alice_id = make_user("alice@example.com")[0]
+    alice = ResumingClient(app, live_server, alice_id)
+    alice.connect()
+    alice.ws.send(json.dumps({"type": "message", "text": "seen", "client_id": "c0"}))
+    alice.outbox["c0"] = ("general", "seen")
+    alice.pump(lambda: not alice.outbox)
+    client_id = alice.send("general", "did it arrive?")
+    alice.drop()  # Gone without reading the confirmation.
+    deadline = time.monotonic() + 5
+    while not stored_ids(app).get("general", [])[1:]:
+        assert time.monotonic() < deadline, "the server never saved the message"
+        time.sleep(0.05)
+    assert client_id in alice.outbox  # Saved on the server, still unconfirmed here.
+
+    alice.connect()  # Resumes from "seen", then re-sends "did it arrive?" with its client_id.
+    alice.pump(lambda: not alice.outbox)
+    assert alice.history["general"] == stored_ids(app)["general"]
+    with app.app_context():
+        assert db.session.scalars(select(Message.text)).all() == ["seen", "did it arrive?"]
+    alice.drop()

@@ -133,25 +133,45 @@ def test_outsiders_are_forbidden_every_frame_on_a_private_room(ws_connect, peopl
     alice.send({"type": "message", "room": key, "text": "secret"})
     last(bob, "message")
     carol.send({**frame, "room": key, "client_id": "x"})
-    error = last(carol, "error")
+    seen = until(carol, "error")  # Everything carol received since she connected.
+    error = seen[-1]
     assert (error["code"], error["client_id"]) == ("forbidden", "x")
     assert error["message"] == "You are not in this room."
     carol.send("plain text still goes to general")  # A refused switch changed nothing.
-    assert last(carol, "message")["room"] == "general"
+    seen += until(carol, "message")
+    assert seen[-1]["room"] == "general"
     alice.send({"type": "message", "room": key, "text": "more secrets"})
     bob.send({"type": "typing", "room": key})
-    frames = drain(carol)
-    assert all(f.get("room") != key for f in frames)
-    assert "secret" not in json.dumps(frames)
-    assert all(f.get("room") != key for f in drain(alice) + drain(bob) if f["type"] == "error")
+    assert last(bob, "message", key)["text"] == "more secrets"  # The members got theirs...
+    assert last(alice, "typing", key)["user"] == "bob"
+    seen += drain(carol)  # ...and carol got none of it, nor anything else about the room.
+    assert all(f.get("room") != key for f in seen)
+    assert "secret" not in json.dumps(seen)
+    assert key not in json.dumps(seen)
 
 
-def test_unknown_direct_room_is_forbidden_not_not_found(ws_connect, people):
-    carol = ws_connect(people["carol"])
-    carol.send({"type": "join_room", "room": "dm:1:2"})
-    assert last(carol, "error")["code"] == "forbidden"
-    carol.send({"type": "history", "room": "dm:98:99"})
-    assert last(carol, "error")["code"] == "forbidden"
+@pytest.mark.parametrize("kind", ["join_room", "history", "typing"])
+def test_existing_and_missing_direct_rooms_look_the_same_to_outsiders(ws_connect, people, kind):
+    alice, _bob, carol = (ws_connect(people[n]) for n in ("alice", "bob", "carol"))
+    existing = open_dm(alice, people["bob"])
+    missing = "dm:98:99"
+    answers = []
+    for key in (existing, missing):
+        carol.send({"type": kind, "room": key, "client_id": "q"})
+        answers.append(last(carol, "error"))
+    assert answers[0] == answers[1]
+    assert answers[0]["code"] == "forbidden"
+
+
+def test_direct_messages_only_with_people_you_can_see(ws_connect, people, make_user):
+    loner = make_user("loner@example.com")[0]  # Exists, but is not online.
+    alice = ws_connect(people["alice"])
+    answers = []
+    for user_id in (loner, 99_999):  # Offline and nonexistent get one answer: no enumeration.
+        alice.send({"type": "open_dm", "user_id": user_id, "client_id": "d"})
+        answers.append(last(alice, "error"))
+    assert answers[0] == answers[1]
+    assert answers[0]["code"] == "not_found"
 
 
 def test_switch_moves_plain_text_to_another_room(ws_connect, people):
