@@ -127,10 +127,12 @@ def test_two_people_chat_safely_and_survive_a_server_restart(people, gunicorn_se
         "datetime", re.compile(r"Z$")
     )
 
-    attack = "<img src=x onerror=alert(1)>"
-    alice.say(attack)
-    expect(bob.messages(attack)).to_have_text([attack])
-    expect(bob.page.locator("#message-lists img")).to_have_count(0)
+    for attack in ("<img src=x onerror=alert(1)>", "<script>alert(2)</script>", "javascript:alert(3)"):
+        alice.say(attack)
+        expect(bob.messages(attack)).to_have_text([attack])  # Shown as typed...
+    lists = bob.page.locator("#message-lists")
+    for tag in ("img", "script", "a"):
+        expect(lists.locator(tag)).to_have_count(0)  # ...and nothing of it became markup.
     alice.screenshot("chat-alice")
     bob.screenshot("chat-bob")
 
