@@ -21,7 +21,14 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from extensions import db, limiter, login_manager
-from forms import DUPLICATE_EMAIL, LoginForm, RegisterForm, normalize_email, password_problem
+from forms import (
+    DUPLICATE_EMAIL,
+    LoginForm,
+    PasswordForm,
+    RegisterForm,
+    normalize_email,
+    password_problem,
+)
 from models import User
 from tokens import revoke
 
@@ -161,6 +168,22 @@ def logout():
     session.clear()
     flash("You have been logged out.", "info")
     return redirect(url_for("accounts.login"))
+
+
+@bp.route("/password", methods=["GET", "POST"])
+@login_required
+def change_password():
+    """Change the password; every other session, token and socket of the user ends."""
+    form = PasswordForm(current_user)
+    if form.validate_on_submit():
+        user = current_user._get_current_object()
+        user.set_password(form.password.data)
+        revoke(user, end_sessions=True)
+        _start_session(user)  # This browser stays signed in, with a new session.
+        flash("Your password was changed; you were signed out everywhere else.", "success")
+        return redirect(url_for("chat.index"))
+    status = 400 if form.is_submitted() else 200
+    return render_template("password.html", form=form), status
 
 
 @bp.post("/logout-everywhere")

@@ -72,3 +72,32 @@ class RegisterForm(FlaskForm):
         problem = password_problem(field.data, self.email.data or "")
         if problem:
             raise ValidationError(problem)
+
+
+class PasswordForm(FlaskForm):
+    """Change the password: the current one, then the new one twice."""
+
+    current = PasswordField("Current password", validators=[InputRequired()])
+    password = PasswordField("New password", validators=[InputRequired()])
+    confirm = PasswordField(
+        "Confirm new password",
+        validators=[InputRequired(), EqualTo("password", message="The passwords do not match.")],
+    )
+    submit = SubmitField("Change password")
+
+    def __init__(self, user, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.user = user
+
+    def validate_current(self, field):
+        """The user proves they know the password they are replacing."""
+        if not self.user.check_password(field.data):
+            raise ValidationError("This is not your current password.")
+
+    def validate_password(self, field):
+        """Long enough, not the email, and not the same as before."""
+        problem = password_problem(field.data, self.user.email)
+        if problem is None and field.data == self.current.data:
+            problem = "The new password must differ from the current one."
+        if problem:
+            raise ValidationError(problem)

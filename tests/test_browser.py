@@ -259,3 +259,14 @@ def test_every_page_shows_one_identical_history_after_a_crash(app, people, gunic
     for text in ("in flight", "typed while offline 1", "typed while offline 2", "bob offline"):
         assert texts.count(text) == 1
     alice.screenshot("resume-alice")
+
+
+def test_a_page_signed_out_elsewhere_goes_to_login_instead_of_reconnecting(people):
+    alice, _ = people
+    alice.register("alice@example.com")
+    other_tab = alice.context.new_page()
+    other_tab.goto("/")
+    other_tab.get_by_role("button", name="Log out", exact=True).click()
+    # The first tab's socket is closed with 4001: it goes to the login page and stays there.
+    expect(alice.page).to_have_url(re.compile(r"/login\?next=%2F$"), timeout=10_000)
+    expect(alice.page.get_by_role("heading", name="Log in")).to_be_visible()

@@ -324,3 +324,44 @@ def test_sigterm_closes_every_socket_with_1001(app, gunicorn_server, alice):
         os.kill(gunicorn_server.process.pid, signal.SIGTERM)
         closed_with(ws, 1001)
     assert gunicorn_server.process.wait(8) == 0  # It did not wait out its graceful timeout.
+
+
+def change_password(client, current, new, confirm=None):
+    token = csrf_token(client.get("/password"))
+    data = {"current": current, "password": new, "confirm": confirm or new, "csrf_token": token}
+    return client.post("/password", data=data)
+
+
+def test_password_change_revokes_everything_else(app, live_server, alice):
+    laptop, phone = app.test_client(), app.test_client()
+    login(laptop)
+    login(phone)
+    token = phone.get("/api/token").json["token"]
+    with connect(f"ws://{live_server}/ws?token={token}", open_timeout=5) as ws:
+        ws.recv(timeout=5)
+        response = change_password(laptop, PASSWORD, "a brand new passphrase")
+        assert response.status_code == 302
+        closed_with(ws, 4001)
+    assert laptop.get("/").status_code == 200  # This browser stays signed in...
+    assert phone.get("/").status_code == 302  # ...every other session ended.
+    assert_refused(rejected(live_server, f"?token={token}"), "invalid_token")
+    with app.app_context():
+        assert db.session.get(User, alice).check_password("a brand new passphrase")
+
+
+@pytest.mark.parametrize(
+    ("current", "new", "confirm", "error"),
+    [
+        ("wrong password", "a brand new passphrase", None, "This is not your current password."),
+        (PASSWORD, "short", None, "at least 8 characters"),
+        (PASSWORD, PASSWORD, None, "must differ from the current one"),
+        (PASSWORD, "a brand new passphrase", "something else", "The passwords do not match."),
+    ],
+)
+def test_password_change_explains_what_is_wrong(app, client, alice, current, new, confirm, error):
+    login(client)
+    response = change_password(client, current, new, confirm)
+    assert response.status_code == 400
+    assert error in response.text
+    with app.app_context():
+        assert db.session.get(User, alice).check_password(PASSWORD)
