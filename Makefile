@@ -33,8 +33,10 @@ format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The whole suite twice: on SQLite (the default), then on PostgreSQL (127.0.0.1:5432).
 test: lint
 	$(BIN)/pytest
+	CHAT_TEST_DATABASE=postgresql $(BIN)/pytest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache artifacts

@@ -1,6 +1,7 @@
 """Settings: defaults here, overridden by ``instance/config.py``, the environment, tests."""
 
 import os
+import re
 import secrets
 import tempfile
 from pathlib import Path
@@ -94,6 +95,8 @@ def finalize(config, instance_path):
     if production:
         config["SESSION_COOKIE_SECURE"] = config["REMEMBER_COOKIE_SECURE"] = True
     url = config.get("DATABASE_URL") or f"sqlite:///{Path(instance_path) / 'chat.db'}"
+    # postgres:// and postgresql:// mean psycopg 3, the driver we ship (not SQLAlchemy's psycopg2).
+    url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)
     config["SQLALCHEMY_DATABASE_URI"] = url
     config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
     # Rate-limit counters live in Redis when there is one, so every worker shares them.

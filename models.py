@@ -1,11 +1,13 @@
 """Database models: users and their messages."""
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 from flask_login import UserMixin
+from flask_migrate import upgrade
 from sqlalchemy import (
     DateTime,
     ForeignKey,
@@ -21,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from extensions import db
+from extensions import db, migrate
 
 
 def utcnow():
@@ -176,9 +178,14 @@ def messages_after(room_id, after, limit):
     return [m.to_dict() for m in db.session.scalars(query.order_by(Message.id).limit(limit))]
 
 
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
 def init_app(app):
-    """Bind the database to ``app``, tune SQLite, and register ``flask init-db``."""
+    """Bind the database and migrations to ``app``, tune SQLite, register ``flask init-db``."""
     db.init_app(app)
+    # Batch mode lets Alembic alter SQLite tables (by copying them) as it alters PostgreSQL's.
+    migrate.init_app(app, db, directory=str(MIGRATIONS), render_as_batch=True)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _tune_sqlite)
@@ -198,8 +205,8 @@ def _tune_sqlite(dbapi_connection, _record):
 @click.command("init-db")
 @with_appcontext
 def init_db_command():
-    """Create the tables that do not exist yet (existing data is kept)."""
-    db.create_all()
+    """Create or upgrade the schema to the latest migration (data is kept), and ``general``."""
+    upgrade(directory=str(MIGRATIONS))
     ensure_general()
     click.echo("Database ready.")
 

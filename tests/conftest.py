@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -27,13 +28,53 @@ SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
 RECV_TIMEOUT = 5.0
 
 
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def postgres_enabled():
+    """``CHAT_TEST_DATABASE=postgresql`` runs the suite against PostgreSQL instead of SQLite."""
+    return os.environ.get("CHAT_TEST_DATABASE", "sqlite") == "postgresql"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server on 127.0.0.1:5432 (fails in CI, skips elsewhere, when missing)."""
+    import psycopg
+
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    with psycopg.connect(POSTGRES.replace("+psycopg", ""), autocommit=True) as connection:
+        for (schema,) in connection.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'chat_test_%'"
+        ).fetchall():
+            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')  # Left by an aborted run.
+    return POSTGRES
+
+
 @pytest.fixture
-def app_config(tmp_path):
+def database_url(request, tmp_path):
+    """A fresh, empty database for one test: a SQLite file, or a PostgreSQL schema of its own."""
+    if not postgres_enabled():
+        yield f"sqlite:///{tmp_path / 'chat.db'}"
+        return
+    import psycopg
+
+    base = request.getfixturevalue("postgres")
+    schema = f"chat_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg.connect(base.replace("+psycopg", ""), autocommit=True)
+    admin.execute(f'CREATE SCHEMA "{schema}"')
+    yield f"{base}?options=-csearch_path%3D{schema}"
+    admin.execute("SET lock_timeout = '5s'")
+    admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    admin.close()
+
+
+@pytest.fixture
+def app_config(database_url):
     """Settings for the test app; tests may change them before ``app`` is built."""
     return {
         "TESTING": True,
         "SECRET_KEY": SECRET_KEY,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'chat.db'}",
+        "DATABASE_URL": database_url,
         # Cheap hashing keeps the suite fast; test_accounts checks the production default.
         "CHAT_PASSWORD_HASH": "scrypt:1024:8:1",
         # Tests send faster than people; the flood tests set their own limits.
@@ -43,14 +84,27 @@ def app_config(tmp_path):
 
 
 @pytest.fixture
-def app(app_config):
+def make_app():
+    """Create extra apps (``make_app(config)``); their database connections close at teardown."""
+    apps = []
+
+    def make(config):
+        apps.append(create_app(config))
+        return apps[-1]
+
+    yield make
+    for made in apps:
+        with made.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(app_config, make_app):
     """A fresh app with an empty database."""
-    app = create_app(app_config)
+    app = make_app(app_config)
     with app.app_context():
         db.create_all()
-    yield app
-    with app.app_context():
-        db.engine.dispose()
+    return app
 
 
 @pytest.fixture

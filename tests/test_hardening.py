@@ -4,14 +4,17 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
+from werkzeug.serving import make_server
 
 import accounts
-from conftest import PASSWORD, csrf_token, login, token_issued_at
+from config import Config
+from conftest import PASSWORD, ChatClient, csrf_token, login, token_issued_at
 from extensions import db
 from models import User
 from test_socket import assert_refused, raw_socket_that_never_reads, rejected
@@ -190,10 +193,8 @@ def test_unknown_emails_cost_a_hash_check_like_known_ones(app, client, alice, mo
     assert len(checks) == 1
 
 
-def test_passwords_are_hashed_at_owasp_strength(tmp_path):
-    from app import create_app
-
-    app = create_app({"SECRET_KEY": "s" * 40, "DATABASE_URL": f"sqlite:///{tmp_path}/h.db"})
+def test_passwords_are_hashed_at_owasp_strength(app_config, make_app):
+    app = make_app({**app_config, "CHAT_PASSWORD_HASH": Config.CHAT_PASSWORD_HASH})
     with app.app_context():
         user = User(email="a@example.com")
         user.set_password("correct horse battery")
@@ -207,10 +208,8 @@ def test_login_cookies_are_http_only_and_same_site_lax(client, alice):
     assert "SameSite=Lax" in cookie
 
 
-def test_rate_limits_are_shared_through_redis_when_configured(app_config, redis_url):
-    from app import create_app
-
-    app = create_app(
+def test_rate_limits_are_shared_through_redis_when_configured(app_config, make_app, redis_url):
+    app = make_app(
         {**app_config, "REDIS_URL": redis_url, "CHAT_LOGIN_LIMIT_PER_IP": "2 per minute"}
     )
     assert app.config["RATELIMIT_STORAGE_URI"] == redis_url
@@ -281,18 +280,9 @@ def test_sockets_per_user_are_capped(app, live_server, ws_connect, alice):
 
 
 def test_a_peer_that_stops_answering_pings_is_dropped_and_leaves(
-    app, app_config, tmp_path, make_user
+    app, app_config, make_app, make_user
 ):
-    import threading
-
-    from werkzeug.serving import make_server
-
-    from app import create_app
-    from conftest import ChatClient
-
-    quick = create_app({**app_config, "CHAT_PING_INTERVAL": 1})
-    with quick.app_context():
-        db.create_all()
+    quick = make_app({**app_config, "CHAT_PING_INTERVAL": 1})  # Shares the database of ``app``.
     alice_id, bob_id = make_user("alice@example.com")[0], make_user("bob@example.com")[0]
     server = make_server("127.0.0.1", 0, quick, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
