@@ -5,6 +5,7 @@ import os
 import re
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 import accounts
 import api
@@ -52,6 +53,10 @@ def create_app(test_config=None):
     chat.init_app(app)
     errors.init_app(app)
     app.after_request(_set_security_headers)
+    hops = app.config["CHAT_PROXY_HOPS"]
+    if hops:
+        # Behind nginx: the client's address (rate limits), scheme and host (Origin check).
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     return app
 
 

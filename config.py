@@ -28,6 +28,8 @@ class Config:
     WTF_CSRF_TIME_LIMIT = None  # The CSRF token lives as long as the session.
 
     CHAT_ENV = "development"
+    # Proxies in front that set X-Forwarded-For/-Proto/-Host (1 behind nginx); 0 trusts none.
+    CHAT_PROXY_HOPS = 0
     # Other exact origins (scheme://host[:port]) whose pages may open the socket.
     CHAT_ALLOWED_ORIGINS = ()
     CHAT_LOG_LEVEL = "INFO"

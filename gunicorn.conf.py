@@ -13,6 +13,9 @@ workers = 1  # See on_starting below.
 threads = int(os.environ.get("GUNICORN_THREADS", "100"))
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "10"))
+# Addresses whose X-Forwarded-* headers gunicorn trusts: the proxy in front (nginx on this host).
+# The app itself reads them through ProxyFix when CHAT_PROXY_HOPS is set.
+forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
 # %(U)s is the path without its query string.
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%(a)s"'
 

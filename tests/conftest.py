@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import time
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
@@ -334,3 +336,56 @@ def redis_url():
     yield url
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def behind_proxy(app_config):
+    """Run the app as deployed behind one proxy (request it before ``nginx_server``)."""
+    app_config["CHAT_PROXY_HOPS"] = 1
+
+
+@pytest.fixture
+def nginx_server(gunicorn_server, tmp_path):
+    """The shipped nginx site (deploy/nginx-chat.conf) in front of ``gunicorn_server``."""
+    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+    if nginx is None:
+        message = "nginx is missing: apt-get install nginx"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    port = free_port()
+    prefix = tmp_path / "nginx"
+    prefix.mkdir()
+    site = (ROOT / "deploy" / "nginx-chat.conf").read_text()
+    for old, new in {
+        "listen 80;": f"listen 127.0.0.1:{port};",
+        "server 127.0.0.1:8000;": f"server 127.0.0.1:{gunicorn_server.port};",
+        "/srv/chat/static/": f"{ROOT}/static/",
+        "/var/log/nginx/chat.access.log": f"{prefix}/access.log",
+    }.items():
+        assert old in site, f"deploy/nginx-chat.conf no longer has {old!r}"
+        site = site.replace(old, new)
+    (prefix / "site.conf").write_text(site)
+    temp_paths = " ".join(
+        f"{kind}_temp_path {prefix}/{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    (prefix / "nginx.conf").write_text(
+        f"user root; worker_processes 1; pid {prefix}/nginx.pid; error_log {prefix}/error.log;\n"
+        f"events {{}}\nhttp {{ include /etc/nginx/mime.types; {temp_paths}\n"
+        f"include {prefix}/site.conf; }}\n"
+    )
+    process = subprocess.Popen(
+        [nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"nginx did not start: {(prefix / 'error.log').read_text()}")
+        time.sleep(0.05)
+    yield SimpleNamespace(url=f"http://127.0.0.1:{port}", access_log=prefix / "access.log")
+    process.terminate()
+    process.wait(10)

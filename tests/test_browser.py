@@ -270,3 +270,22 @@ def test_a_page_signed_out_elsewhere_goes_to_login_instead_of_reconnecting(peopl
     # The first tab's socket is closed with 4001: it goes to the login page and stays there.
     expect(alice.page).to_have_url(re.compile(r"/login\?next=%2F$"), timeout=10_000)
     expect(alice.page.get_by_role("heading", name="Log in")).to_be_visible()
+
+
+def test_two_browsers_chat_through_nginx(browser, behind_proxy, nginx_server):
+    alice, bob = Person(browser, nginx_server.url), Person(browser, nginx_server.url)
+    try:
+        alice.register("alice@example.com")
+        bob.register("bob@example.com")
+        alice.say("Through the proxy")
+        expect(bob.messages("Through the proxy")).to_have_count(1)
+        bob.say("Loud and clear")
+        expect(alice.messages("Loud and clear")).to_have_count(1)
+        expect(alice.page.locator("link[rel=stylesheet]")).to_have_count(1)
+        assert alice.page.evaluate("getComputedStyle(document.body).display") == "flex"  # CSS came.
+        bob.screenshot("through-nginx")
+        assert alice.problems == bob.problems == []
+    finally:
+        alice.context.close()
+        bob.context.close()
+    assert "token=" not in nginx_server.access_log.read_text()

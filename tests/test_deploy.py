@@ -1,0 +1,59 @@
+"""The shipped deployment pieces: gunicorn behind the shipped nginx site, proxy headers."""
+
+import json
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from conftest import token_issued_at
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice@example.com")[0]
+
+
+def test_sockets_work_through_nginx_and_its_log_has_no_token(
+    app, behind_proxy, nginx_server, alice
+):
+    host = nginx_server.url.removeprefix("http://")
+    token = token_issued_at(app, alice)
+    with connect(f"ws://{host}/ws?token={token}", origin=nginx_server.url, open_timeout=5) as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "hello"
+        ws.send("through nginx")
+        assert json.loads(ws.recv(timeout=5))["text"] == "through nginx"
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"ws://{host}/ws?token={token}", origin="https://evil.example", open_timeout=5)
+    assert refused.value.response.status_code == 403
+    log = nginx_server.access_log.read_text()
+    assert '"GET /ws HTTP/1.1" 101' in log
+    assert token not in log
+
+
+def test_spoofed_forwarded_for_does_not_escape_the_login_limit(
+    app_config, behind_proxy, nginx_server
+):
+    import urllib.error
+    import urllib.request
+
+    statuses = []
+    for n in range(5):
+        request = urllib.request.Request(  # noqa: S310 - our own nginx on loopback
+            f"{nginx_server.url}/api/token",
+            data=json.dumps({"email": f"u{n}@example.com", "password": "x"}).encode(),
+            headers={"Content-Type": "application/json", "X-Forwarded-For": f"203.0.113.{n}"},
+        )
+        try:
+            urllib.request.urlopen(request, timeout=5)  # noqa: S310 - our own nginx on loopback
+        except urllib.error.HTTPError as error:
+            statuses.append(error.code)
+    # CHAT_LOGIN_LIMIT_PER_IP is 30 a minute by default; this test's gunicorn gets 3 (see below).
+    assert statuses == [401, 401, 401, 429, 429]
+
+
+@pytest.fixture
+def app_config(app_config):
+    """Login limit of 3 a minute per address for this module's gunicorn."""
+    app_config["CHAT_LOGIN_LIMIT_PER_IP"] = "3 per minute"
+    return app_config
