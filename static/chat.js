@@ -66,7 +66,6 @@ function connect() {
   const query = new URLSearchParams({ token, resume: resumed.size ? "1" : "0" });
   socket = new WebSocket(`${scheme}//${location.host}/ws?${query}`);
   socket.addEventListener("open", () => {
-    setStatus("connected", "Connected");
     // Must be the first frame: the server replays what we missed before anything live.
     if (resumed.size) socket.send(JSON.stringify({ type: "resume", rooms: marks }));
   });
@@ -200,6 +199,7 @@ function sendFrame(frame) {
 function onHello(frame) {
   attempt = 0; // Only a greeting proves the server is healthy: a socket that opens and closes is not.
   greeted = true;
+  setStatus("connected", "Connected");
   const keys = new Set(frame.rooms.map((entry) => entry.room));
   for (const key of rooms.keys()) if (!keys.has(key)) dropRoom(key);
   for (const entry of frame.rooms) {
@@ -595,7 +595,7 @@ function newClientId() {
 
 function send(text) {
   const room = rooms.get(current);
-  if (!room) return;
+  if (!room) return false; // Before the first hello there is no room to show it in yet.
   const clientId = newClientId();
   const element = messageElement({ user: me.name, text, ts: null }, true);
   element.classList.add("pending");
@@ -605,15 +605,19 @@ function send(text) {
   // Kept until the server confirms it, and re-sent after a reconnect if need be.
   outbox.set(clientId, { room: room.key, text, element });
   sendFrame({ type: "message", room: room.key, text, client_id: clientId });
+  return true;
 }
 
 function onSubmit(event) {
   event.preventDefault();
   const text = ui.input.value.trim();
   if (!text) return;
-  send(text);
-  ui.input.value = "";
-  ui.notice.hidden = true;
+  if (send(text)) {
+    ui.input.value = "";
+    ui.notice.hidden = true;
+  } else {
+    showNotice("Still connecting: your message is still in the box; send it in a moment.");
+  }
   ui.input.focus();
 }
 

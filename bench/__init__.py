@@ -1,0 +1,1 @@
+"""Load benchmarks: ``python -m bench --help``."""

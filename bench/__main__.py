@@ -1,0 +1,419 @@
+"""Load benchmark: the chat under gunicorn against a minimal asyncio ``websockets`` server.
+
+    python -m bench                 # every scenario, full size (minutes)
+    python -m bench --smoke         # every scenario, tiny (seconds; what CI runs, no thresholds)
+    python -m bench --only burst    # one scenario
+    python -m bench --no-reference  # the chat alone
+
+Both servers run side by side in one invocation, on 127.0.0.1 only, each scenario bounded in
+clients, messages and seconds. Results go to bench/results/latest.json and latest.md (and a plot
+with --plot). Numbers are from this machine; compare ratios, not absolutes.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.request import Request, urlopen
+
+from websockets.asyncio.client import connect
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PASSWORD = "bench password 1"  # noqa: S105 - a throwaway account on a throwaway database
+
+# name: (clients, senders, messages per second per sender, seconds)
+FULL = {
+    "burst": (50, 10, 200, 10),
+    "slow_consumer": (50, 10, 100, 10),
+    "fanout_1000": (1000, 1, 10, 10),
+    "idle_2000": (2000, 0, 0, 5),
+}
+SMOKE = {
+    "burst": (5, 2, 20, 2),
+    "slow_consumer": (5, 2, 20, 2),
+    "fanout_1000": (20, 1, 5, 2),
+    "idle_2000": (20, 0, 0, 1),
+}
+FANOUT_CURVE = (50, 200, 500, 1000)
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port, process, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the server exited while starting")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError("the server did not start")
+
+
+def proc_stats(pids):
+    """RSS in bytes and CPU seconds (user + system) summed over ``pids``."""
+    rss = cpu = 0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        vm_rss = next(line for line in status.splitlines() if line.startswith("VmRSS"))
+        rss += int(vm_rss.split()[1]) * 1024
+        cpu += (int(stat[11]) + int(stat[12])) / tick
+    return rss, cpu
+
+
+def children(pid):
+    """The process and its direct children (gunicorn's arbiter and worker)."""
+    found = [pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(stat[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+class ChatServer:
+    """The chat under gunicorn (one gthread worker), on a throwaway SQLite database."""
+
+    name = "chat"
+
+    def __init__(self, users):
+        self.port = free_port()
+        self.tmp = tempfile.TemporaryDirectory()
+        database = f"sqlite:///{self.tmp.name}/bench.db"
+        self.env = {
+            **os.environ,
+            "SECRET_KEY": "bench-" + "k" * 40,
+            "DATABASE_URL": database,
+            "CHAT_LOG_LEVEL": "WARNING",
+            # The benchmark measures chat, not password hashing or flood control.
+            "CHAT_PASSWORD_HASH": "scrypt:1024:8:1",
+            "CHAT_MESSAGE_BURST": "1000000",
+            "CHAT_FRAME_BURST": "1000000",
+            "CHAT_MAX_SOCKETS_PER_USER": "100000",
+            "CHAT_LOGIN_LIMIT_PER_IP": "100000 per minute",
+            "GUNICORN_THREADS": str(users + 100),
+            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
+        }
+        self._create_users(users)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "app:create_app()"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.process)
+        self.tokens = self._log_in(users)
+
+    def _create_users(self, count):
+        subprocess.run(
+            [sys.executable, "-c", _CREATE_USERS, str(count)], cwd=ROOT, env=self.env, check=True
+        )
+
+    def _log_in(self, count):
+        """One token per user, through POST /api/token, as a script would."""
+
+        def token(n):
+            body = json.dumps({"email": f"user{n}@bench.example", "password": PASSWORD}).encode()
+            request = Request(
+                f"http://127.0.0.1:{self.port}/api/token",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            )
+            with urlopen(request, timeout=30) as response:  # noqa: S310 - our own server
+                return json.load(response)["token"]
+
+        with ThreadPoolExecutor(16) as pool:
+            return list(pool.map(token, range(count)))
+
+    def url(self, n):
+        return f"ws://127.0.0.1:{self.port}/ws?token={self.tokens[n]}"
+
+    def pids(self):
+        return children(self.process.pid)
+
+    def close(self):
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.tmp.cleanup()
+
+
+_CREATE_USERS = """
+import sys
+from app import create_app
+from extensions import db
+from models import User, ensure_general
+app = create_app()
+with app.app_context():
+    db.create_all()
+    ensure_general()
+    for n in range(int(sys.argv[1])):
+        user = User(email=f"user{n}@bench.example")
+        user.set_password("bench password 1")
+        db.session.add(user)
+    db.session.commit()
+"""
+
+
+class ReferenceServer:
+    """bench/reference_server.py: asyncio, no auth, no database."""
+
+    name = "reference"
+
+    def __init__(self, users):
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.reference_server", str(self.port)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.process)
+
+    def url(self, _n):
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def pids(self):
+        return [self.process.pid]
+
+    def close(self):
+        self.process.terminate()
+        self.process.wait(15)
+
+
+async def open_clients(server, count):
+    """``count`` connected clients that have received their first frame."""
+
+    async def one(n):
+        ws = await connect(server.url(n), max_size=None, compression=None, open_timeout=60)
+        await ws.recv()
+        return ws
+
+    clients = []
+    for start in range(0, count, 100):  # Batches keep the accept queue from overflowing.
+        clients += await asyncio.gather(*(one(n) for n in range(start, min(count, start + 100))))
+    return clients
+
+
+async def receive(ws, latencies, stop):
+    """Record the latency of every message until ``stop`` is set and the stream is quiet."""
+    while True:
+        try:
+            data = await asyncio.wait_for(ws.recv(), timeout=0.5)
+        except TimeoutError:
+            if stop.is_set():
+                return
+            continue
+        now = time.time_ns()
+        frame = json.loads(data)
+        if frame.get("type") == "message":
+            latencies.append((now - int(frame["text"].split(":", 2)[1])) / 1e6)
+
+
+async def send(ws, sender, rate, seconds):
+    """Send ``rate`` messages a second for ``seconds``, each stamped with its send time."""
+    count = int(rate * seconds)
+    start = time.monotonic()
+    for n in range(count):
+        delay = start + n / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        text = f"{sender}:{time.time_ns()}:{n}"
+        await ws.send(json.dumps({"type": "message", "text": text, "client_id": f"{sender}-{n}"}))
+    return count
+
+
+async def run_scenario(server, name, clients_n, senders, rate, seconds):
+    """Run one scenario against ``server``; return its measurements."""
+    rss_before, _ = proc_stats(server.pids())
+    clients = await open_clients(server, clients_n)
+    rss_connected, cpu_before = proc_stats(server.pids())
+    slow = None
+    if name == "slow_consumer":  # One more client that never reads: its queue fills, then TCP.
+        slow = await connect(server.url(clients_n), max_queue=1, compression=None)
+    latencies, stop = [], asyncio.Event()
+    readers = [asyncio.create_task(receive(ws, latencies, stop)) for ws in clients]
+    started = time.monotonic()
+    sent = sum(await asyncio.gather(*(send(clients[s], s, rate, seconds) for s in range(senders))))
+    elapsed = time.monotonic() - started
+    stop.set()
+    await asyncio.gather(*readers)
+    _, cpu_after = proc_stats(server.pids())
+    for ws in clients + ([slow] if slow else []):
+        await ws.close()
+    expected = sent * clients_n
+    latencies.sort()
+    return {
+        "clients": clients_n,
+        "senders": senders,
+        "rate": rate,
+        "sent": sent,
+        "deliveries": len(latencies),
+        "deliveries_per_s": round(len(latencies) / elapsed, 1) if senders else None,
+        "delivery_ratio": round(len(latencies) / expected, 4) if expected else None,
+        "p50_ms": _round(quantile(latencies, 0.50)),
+        "p95_ms": _round(quantile(latencies, 0.95)),
+        "p99_ms": _round(quantile(latencies, 0.99)),
+        "max_ms": _round(latencies[-1] if latencies else None),
+        "mean_ms": _round(statistics.fmean(latencies) if latencies else None),
+        "rss_per_connection_kb": round((rss_connected - rss_before) / clients_n / 1024, 1),
+        "server_cpu_s": round(cpu_after - cpu_before, 2),
+    }
+
+
+def quantile(ordered, q):
+    """The ``q`` quantile of sorted values (nearest rank), or None."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
+
+
+def _round(value):
+    return None if value is None else round(value, 2)
+
+
+@contextmanager
+def running(server_class, users):
+    server = server_class(users)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def raise_file_limit():
+    """Thousands of sockets need more than the default 1,024 open files (children inherit it)."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def run(args):
+    """Every requested scenario on every requested server; returns the results."""
+    scenarios = SMOKE if args.smoke else FULL
+    names = args.only or list(scenarios)
+    kinds = [ChatServer] + ([] if args.no_reference else [ReferenceServer])
+    results = {}
+    for name in names:
+        clients_n, senders, rate, seconds = scenarios[name]
+        for kind in kinds:
+            # A fresh server per scenario: no scenario inherits another's memory or threads.
+            with running(kind, clients_n + 1) as server:
+                outcome = asyncio.run(run_scenario(server, name, clients_n, senders, rate, seconds))
+            results.setdefault(name, {})[kind.name] = outcome
+            print(f"{name:14} {kind.name:9} {json.dumps(outcome)}", flush=True)
+    if args.plot:
+        results["fanout_curve"] = fanout_curve(kinds, args.smoke)
+    return results
+
+
+def fanout_curve(kinds, smoke):
+    """p99 latency against connected clients, one sender at 10 messages a second."""
+    curve = {}
+    for clients_n in (10, 20) if smoke else FANOUT_CURVE:
+        for kind in kinds:
+            with running(kind, clients_n + 1) as server:
+                scenario = run_scenario(server, "fanout", clients_n, 1, 10, 2 if smoke else 5)
+                outcome = asyncio.run(scenario)
+            curve.setdefault(kind.name, []).append((clients_n, outcome["p99_ms"]))
+            print(f"fanout curve {kind.name:9} {clients_n:5} clients: p99 {outcome['p99_ms']} ms")
+    return curve
+
+
+def markdown(results):
+    """The results as a table, with the chat's ratio to the reference where there is one."""
+    columns = (
+        "scenario", "server", "clients", "deliveries/s", "delivery ratio", "p50 ms", "p95 ms",
+        "p99 ms", "max ms", "RSS/conn KB", "CPU s",
+    )  # fmt: skip
+    fields = (
+        "clients", "deliveries_per_s", "delivery_ratio", "p50_ms", "p95_ms", "p99_ms", "max_ms",
+        "rss_per_connection_kb", "server_cpu_s",
+    )  # fmt: skip
+    lines = ["| " + " | ".join(columns) + " |", "| --- | --- |" + " ---: |" * len(fields)]
+    for name, by_server in results.items():
+        if name == "fanout_curve":
+            continue
+        for server, r in by_server.items():
+            lines.append(f"| {name} | {server} | " + " | ".join(str(r[f]) for f in fields) + " |")
+        if {"chat", "reference"} <= by_server.keys():
+            chat, ref = by_server["chat"], by_server["reference"]
+            ratios = []
+            if chat["deliveries_per_s"] and ref["deliveries_per_s"]:
+                ratios.append(
+                    f"deliveries/s {chat['deliveries_per_s'] / ref['deliveries_per_s']:.2f}x"
+                )
+            if chat["p99_ms"] and ref["p99_ms"]:
+                ratios.append(f"p99 {chat['p99_ms'] / ref['p99_ms']:.2f}x")
+            if ref["rss_per_connection_kb"] > 0:
+                ratio = chat["rss_per_connection_kb"] / ref["rss_per_connection_kb"]
+                ratios.append(f"RSS/conn {ratio:.2f}x")
+            lines.append(f"| {name} | chat ÷ reference | {' · '.join(ratios)} |" + " |" * 8)
+    return "\n".join(lines) + "\n"
+
+
+def plot(curve, path):
+    """p99 against clients, one line per server."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for server, points in curve.items():
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=server)
+    axes.set_xlabel("connected clients")
+    axes.set_ylabel("p99 latency (ms)")
+    axes.set_title("Fan-out: one sender, 10 messages/s")
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main():
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, a few seconds")
+    parser.add_argument("--only", action="append", choices=list(FULL), help="one scenario (again)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the reference server")
+    parser.add_argument("--plot", action="store_true", help="also the p99-against-clients curve")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where results go")
+    args = parser.parse_args()
+    raise_file_limit()
+    results = run(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "smoke" if args.smoke else "latest"
+    (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(results))
+    if args.plot and "fanout_curve" in results:
+        plot(results["fanout_curve"], args.out / f"{stem}-p99.png")
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
