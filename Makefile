@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run test lint format db clean
+.PHONY: run test lint format db clean bench bench-smoke
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,18 @@ format: $(VENV)/.dev
 test: lint
 	$(BIN)/pytest
 	CHAT_TEST_DATABASE=postgresql $(BIN)/pytest
+
+$(VENV)/.bench: requirements-bench.txt $(VENV)/.dev
+	$(BIN)/pip install --quiet -r requirements-bench.txt
+	touch $@
+
+# The full load benchmark, the chat against the asyncio reference (minutes): bench/results/.
+bench: $(VENV)/.bench
+	$(BIN)/python -m bench --plot
+
+# The same scenarios, tiny: checks the benchmark still runs (CI does this; no thresholds).
+bench-smoke: $(VENV)/.dev
+	$(BIN)/python -m bench --smoke --out artifacts/bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache artifacts
