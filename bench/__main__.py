@@ -350,12 +350,20 @@ def run(args):
         for kind in kinds:
             # A fresh server per scenario: no scenario inherits another's memory or threads.
             with running(kind, clients_n + 1) as server:
-                outcome = asyncio.run(run_scenario(server, name, clients_n, senders, rate, seconds))
+                outcome = attempt(run_scenario(server, name, clients_n, senders, rate, seconds))
             results.setdefault(name, {})[kind.name] = outcome
             print(f"{name:14} {kind.name:9} {json.dumps(outcome)}", flush=True)
     if args.plot:
         results["fanout_curve"] = fanout_curve(kinds, args.smoke)
     return results
+
+
+def attempt(scenario):
+    """Run a scenario; a server that cannot keep up is a result too, not a crash."""
+    try:
+        return asyncio.run(scenario)
+    except (TimeoutError, OSError, ConnectionClosed) as error:
+        return {"error": f"{type(error).__name__}: {error}", "p99_ms": None}
 
 
 def fanout_curve(kinds, smoke):
@@ -364,8 +372,9 @@ def fanout_curve(kinds, smoke):
     for clients_n in (10, 20) if smoke else FANOUT_CURVE:
         for kind in kinds:
             with running(kind, clients_n + 1) as server:
-                scenario = run_scenario(server, "fanout", clients_n, 1, 10, 2 if smoke else 5)
-                outcome = asyncio.run(scenario)
+                outcome = attempt(
+                    run_scenario(server, "fanout", clients_n, 1, 10, 2 if smoke else 5)
+                )
             curve.setdefault(kind.name, []).append((clients_n, outcome["p99_ms"]))
             print(f"fanout curve {kind.name:9} {clients_n:5} clients: p99 {outcome['p99_ms']} ms")
     return curve
@@ -386,8 +395,13 @@ def markdown(results):
         if name == "fanout_curve":
             continue
         for server, r in by_server.items():
-            lines.append(f"| {name} | {server} | " + " | ".join(str(r[f]) for f in fields) + " |")
-        if {"chat", "reference"} <= by_server.keys():
+            cells = (
+                [r["error"]] + [""] * (len(fields) - 1) if "error" in r else [r[f] for f in fields]
+            )
+            lines.append(f"| {name} | {server} | " + " | ".join(map(str, cells)) + " |")
+        if {"chat", "reference"} <= by_server.keys() and not any(
+            "error" in r for r in by_server.values()
+        ):
             chat, ref = by_server["chat"], by_server["reference"]
             ratios = []
             if chat["deliveries_per_s"] and ref["deliveries_per_s"]:
@@ -412,6 +426,7 @@ def plot(curve, path):
 
     figure, axes = plt.subplots(figsize=(7, 4))
     for server, points in curve.items():
+        points = [p for p in points if p[1] is not None]
         axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=server)
     axes.set_xlabel("connected clients")
     axes.set_ylabel("p99 latency (ms)")
