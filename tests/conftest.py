@@ -136,6 +136,18 @@ def make_user(app):
     return make
 
 
+@pytest.fixture
+def alice(make_user):
+    """The id of a user named alice."""
+    return make_user("alice@example.com")[0]
+
+
+@pytest.fixture
+def bob(make_user):
+    """The id of a user named bob."""
+    return make_user("bob@example.com")[0]
+
+
 def csrf_token(response):
     """The CSRF token embedded in a rendered form."""
     match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', response.text)

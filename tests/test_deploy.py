@@ -9,11 +9,6 @@ from websockets.sync.client import connect
 from conftest import token_issued_at
 
 
-@pytest.fixture
-def alice(make_user):
-    return make_user("alice@example.com")[0]
-
-
 def test_sockets_work_through_nginx_and_its_log_has_no_token(
     app, behind_proxy, nginx_server, alice
 ):

@@ -20,16 +20,6 @@ from models import User
 from test_socket import assert_refused, raw_socket_that_never_reads, rejected
 
 
-@pytest.fixture
-def alice(make_user):
-    return make_user("alice@example.com")[0]
-
-
-@pytest.fixture
-def bob(make_user):
-    return make_user("bob@example.com")[0]
-
-
 def socket_url(app, server, user_id):
     return f"ws://{server}/ws?token={token_issued_at(app, user_id)}"
 

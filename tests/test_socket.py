@@ -23,16 +23,6 @@ def message_count(app):
         return db.session.scalar(select(func.count()).select_from(Message))
 
 
-@pytest.fixture
-def alice(make_user):
-    return make_user("alice@example.com")[0]
-
-
-@pytest.fixture
-def bob(make_user):
-    return make_user("bob@example.com")[0]
-
-
 def test_hello_names_the_user_and_who_is_online(ws_connect, alice, bob):
     first = ws_connect(alice)
     assert first.hello["user"] == {"id": alice, "name": "alice"}
