@@ -12,6 +12,7 @@ const ui = {
   dmList: document.getElementById("dm-list"),
   dmHint: document.getElementById("dm-hint"),
   publicList: document.getElementById("public-list"),
+  publicHint: document.getElementById("public-hint"),
   createRoom: document.getElementById("create-room"),
   roomName: document.getElementById("room-name"),
   scroller: document.getElementById("scroller"),
@@ -471,6 +472,7 @@ function renderRoomLists() {
   ui.dmHint.hidden = direct.length > 0;
   const others = publicRooms.filter((item) => !rooms.has(item.room));
   ui.publicList.replaceChildren(...others.map(joinButton));
+  ui.publicHint.hidden = others.length > 0;
 }
 
 function roomButton(room) {
@@ -655,6 +657,9 @@ function onVisibilityChange() {
     renderRoomLists();
   }
 }
+
+// A welcome or logout flash has been read by now; it floats over the conversation.
+setTimeout(() => document.querySelector(".flashes")?.remove(), 6000);
 
 ui.composer.addEventListener("submit", onSubmit);
 ui.input.addEventListener("keydown", onKeyDown);
