@@ -164,9 +164,14 @@ def logout():
     if current_user.is_authenticated:
         # A token copied from the page must not open sockets after its owner logged out.
         revoke(current_user)
+    return _sign_out("You have been logged out.")
+
+
+def _sign_out(message):
+    """End this browser's session and send it to the login page with ``message``."""
     logout_user()
     session.clear()
-    flash("You have been logged out.", "info")
+    flash(message, "info")
     return redirect(url_for("accounts.login"))
 
 
@@ -191,10 +196,7 @@ def change_password():
 def logout_everywhere():
     """End every session and socket of this user, on every device."""
     revoke(current_user, end_sessions=True)
-    logout_user()
-    session.clear()
-    flash("You have been logged out on every device.", "info")
-    return redirect(url_for("accounts.login"))
+    return _sign_out("You have been logged out on every device.")
 
 
 @click.command("create-user")

@@ -168,10 +168,7 @@ def _serve(ws, hub, conn):
             command = protocol.parse_frame(data, config["CHAT_MAX_MESSAGE_CHARS"])
             handlers.handle(hub, conn, command)
         except protocol.FrameError as error:
-            frame = protocol.error_frame(
-                error.code, error.message, error.client_id, error.retry_after
-            )
-            conn.send(protocol.encode(frame))
+            _send_error(conn, error.code, error.message, error.client_id, error.retry_after)
             if error.code == "rate_limited" and not strikes.take():
                 current_app.logger.warning("closing a flooding socket of user %s", conn.user_id)
                 conn.close_with(CLOSE_FLOOD, "Too many messages")
@@ -190,9 +187,9 @@ def _say_goodbye(hub, conn):
                 hub.broadcast(room_id, protocol.encode(leave))
 
 
-def _send_error(conn, code, message, client_id=None):
+def _send_error(conn, code, message, client_id=None, retry_after=None):
     """Queue an ``error`` frame for this client only."""
-    conn.send(protocol.encode(protocol.error_frame(code, message, client_id)))
+    conn.send(protocol.encode(protocol.error_frame(code, message, client_id, retry_after)))
 
 
 def init_app(app):

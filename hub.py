@@ -311,11 +311,16 @@ class Hub:
             if conn.user_id != exclude_user:
                 conn.send(payload)
 
+    def _snapshot(self, user_id=None):
+        """The sockets of one user, or of everyone, copied under the lock."""
+        with self._lock:
+            if user_id is not None:
+                return tuple(self._sockets.get(user_id, ()))
+            return [conn for group in self._sockets.values() for conn in group]
+
     def send_to_user(self, user_id, payload):
         """Queue ``payload`` to every socket of one user."""
-        with self._lock:
-            sockets = tuple(self._sockets.get(user_id, ()))
-        for conn in sockets:
+        for conn in self._snapshot(user_id):
             conn.send(payload)
 
     def sockets_of(self, user_id):
@@ -325,21 +330,15 @@ class Hub:
 
     def close_user(self, user_id, code, reason):
         """Close every socket of one user with an application close code."""
-        with self._lock:
-            sockets = tuple(self._sockets.get(user_id, ()))
-        for conn in sockets:
+        for conn in self._snapshot(user_id):
             conn.close_with(code, reason)
 
     def close_all(self, code, reason):
         """Close every socket (server shutdown)."""
-        with self._lock:
-            sockets = [conn for group in self._sockets.values() for conn in group]
-        for conn in sockets:
+        for conn in self._snapshot():
             conn.close_with(code, reason)
 
     def send_to_all(self, payload):
         """Queue ``payload`` to every socket."""
-        with self._lock:
-            sockets = [conn for group in self._sockets.values() for conn in group]
-        for conn in sockets:
+        for conn in self._snapshot():
             conn.send(payload)
