@@ -7,10 +7,11 @@ from sqlalchemy.exc import SQLAlchemyError
 import handlers
 import protocol
 import rooms
+from backplane import BackplaneError, RedisBackplane
 from errors import json_error
 from extensions import db, sock
 from hub import CLOSE_FLOOD, HUB_KEY, Connection, Hub, ReaderThread, current_hub
-from models import GENERAL, messages_after
+from models import GENERAL, latest_message_id, messages_after
 from throttle import TokenBucket
 from tokens import TokenError, issue_token, verify_token
 
@@ -57,7 +58,15 @@ def authenticate_socket():
         user = verify_token(token)
     except TokenError as error:
         return json_error(401, error.code, "Get a new token from /api/token.")
-    if current_hub().sockets_of(user.id) >= current_app.config["CHAT_MAX_SOCKETS_PER_USER"]:
+    hub = current_hub()
+    hub.start(db.engine)
+    try:
+        if not hub.ready():
+            raise BackplaneError("not subscribed yet")
+        open_sockets = hub.sockets_of(user.id)
+    except BackplaneError:
+        return json_error(503, "unavailable", "The chat is unavailable; please reconnect later.")
+    if open_sockets >= current_app.config["CHAT_MAX_SOCKETS_PER_USER"]:
         return json_error(429, "too_many_sockets", "Close another tab or device first.")
     if request.args.get("resume", "0") not in {"0", "1"}:
         return json_error(400, "bad_request", "resume must be 1 (a resume frame follows) or 0.")
@@ -97,38 +106,50 @@ def _read_resume(ws, conn):
 
 
 def _greet(hub, conn, resume):
-    """Send ``hello``, replay what the client missed, and announce it; False if the DB failed."""
-    # Every broadcast happens under hub.ordered(): reading what to send, hello and registration
-    # form one step, so nothing falls between the history and the live stream or lands in both.
-    with hub.ordered():
-        try:
-            rooms.join_general(conn.user_id)
-            mine = rooms.summaries(conn.user_id)
-            public = rooms.public_rooms()
-            general = next(room for room in mine if room["room"] == GENERAL)
-            history, has_more = (
-                ([], False) if GENERAL in resume else handlers.page(general["id"], None)
-            )
-            replay = _catch_up(mine, resume)
-        except SQLAlchemyError:
-            current_app.logger.exception("could not greet user %s", conn.user_id)
-            _send_error(conn, "unavailable", "The chat is unavailable; please reconnect later.")
-            return False
-        finally:
-            db.session.remove()
-        conn.current = GENERAL
-        first = hub.attach(conn, {room["id"]: room["room"] for room in mine})
-        entries = [protocol.room_entry(room, hub.online(room["id"])) for room in mine]
-        me = {"id": conn.user_id, "name": conn.name}
-        hello = protocol.hello_frame(me, GENERAL, entries, public, history, has_more)
-        conn.send(protocol.encode(hello))
-        for frame in replay:
-            conn.send(protocol.encode(frame))
-        if first:
-            for room in mine:
-                join = protocol.presence_frame("join", room["room"], conn.user_id, conn.name)
-                hub.broadcast(room["id"], protocol.encode(join), exclude_user=conn.user_id)
+    """Send ``hello``, replay what the client missed, and announce it; False if that failed."""
+    try:
+        with hub.ordered():
+            _greet_in_order(hub, conn, resume)
+    except (SQLAlchemyError, BackplaneError):
+        current_app.logger.exception("could not greet user %s", conn.user_id)
+        _send_error(conn, "unavailable", "The chat is unavailable; please reconnect later.")
+        return False
+    finally:
+        db.session.remove()
     return True
+
+
+def _greet_in_order(hub, conn, resume):
+    """The body of ``_greet``, under ``hub.ordered()``.
+
+    Every message is stored and published under that lock, so reading what to send, hello and
+    registration form one step: nothing falls between the history and the live stream. Messages
+    published before it but still in flight from the backplane are at most ``conn.floor``, and
+    the hub skips them for this socket: nothing lands in both either.
+    """
+    if not hub.ready():
+        raise BackplaneError("the backplane was lost")
+    rooms.join_general(conn.user_id)
+    mine = rooms.summaries(conn.user_id)
+    public = rooms.public_rooms()
+    general = next(room for room in mine if room["room"] == GENERAL)
+    history, has_more = ([], False) if GENERAL in resume else handlers.page(general["id"], None)
+    replay = _catch_up(mine, resume)
+    conn.floor = latest_message_id()
+    db.session.remove()
+    conn.current = GENERAL
+    first = hub.attach(conn, {room["id"]: room["room"] for room in mine})
+    online = hub.online_in([room["id"] for room in mine])
+    entries = [protocol.room_entry(room, online[room["id"]]) for room in mine]
+    me = {"id": conn.user_id, "name": conn.name}
+    hello = protocol.hello_frame(me, GENERAL, entries, public, history, has_more)
+    conn.send(protocol.encode(hello))
+    for frame in replay:
+        conn.send(protocol.encode(frame))
+    if first:
+        for room in mine:
+            join = protocol.presence_frame("join", room["room"], conn.user_id, conn.name)
+            hub.broadcast(room["id"], protocol.encode(join), exclude_user=conn.user_id)
 
 
 def _catch_up(mine, resume):
@@ -178,13 +199,24 @@ def _serve(ws, hub, conn):
 
 
 def _say_goodbye(hub, conn):
-    """Unregister ``conn``; if it was its user's last socket, tell each of their rooms."""
-    with hub.ordered():  # Presence frames keep one order with hello and with each other.
-        last, where = hub.detach(conn)
-        if last:
-            for room_id, key in where.items():
-                leave = protocol.presence_frame("leave", key, conn.user_id, conn.name)
-                hub.broadcast(room_id, protocol.encode(leave))
+    """Unregister ``conn``; if it was its user's last socket anywhere, tell each of their rooms."""
+    try:
+        with hub.ordered():  # Presence frames keep one order with hello and with each other.
+            last, where = hub.detach(conn)
+            if last:
+                _announce_departure(hub, conn.user_id, conn.name, where)
+    except (SQLAlchemyError, BackplaneError):
+        # The lock or the backplane is down: still forget the socket here. Other workers learn
+        # of it when their clients resume, or when this worker's presence expires.
+        current_app.logger.warning("could not announce user %s leaving", conn.user_id)
+        hub.forget(conn)
+
+
+def _announce_departure(hub, user_id, name, rooms_left):
+    """Tell each of ``rooms_left`` ({id: key}) that a user is offline."""
+    for room_id, key in rooms_left.items():
+        leave = protocol.presence_frame("leave", key, user_id, name)
+        hub.broadcast(room_id, protocol.encode(leave))
 
 
 def _send_error(conn, code, message, client_id=None, retry_after=None):
@@ -199,6 +231,25 @@ def init_app(app):
         "max_message_size": app.config["CHAT_MAX_FRAME_BYTES"],
         "thread_class": ReaderThread,
     }
-    app.extensions[HUB_KEY] = Hub()
+    app.extensions[HUB_KEY] = hub = Hub(_backplane(app.config, lambda gone: _bury(hub, gone)))
     app.register_blueprint(bp)
     sock.init_app(app)
+
+
+def _backplane(config, on_departed):
+    """Redis pub/sub when ``REDIS_URL`` is set (several workers or hosts), else in memory."""
+    if not config.get("REDIS_URL"):
+        return None
+    return RedisBackplane(
+        config["REDIS_URL"],
+        config["CHAT_REDIS_PREFIX"],
+        config["CHAT_PRESENCE_HEARTBEAT"],
+        config["CHAT_PRESENCE_TTL"],
+        on_departed,
+    )
+
+
+def _bury(hub, gone):
+    """Announce the users of a dead worker as gone ([(user id, name, {room id: key})])."""
+    for user_id, name, rooms_left in gone:
+        _announce_departure(hub, user_id, name, rooms_left)

@@ -19,7 +19,8 @@ class Config:
     # Old keys still accepted for signatures (sessions, tokens) while a new SECRET_KEY rolls out.
     SECRET_KEY_FALLBACKS = ()
     DATABASE_URL = None  # None means SQLite in the instance folder.
-    REDIS_URL = None  # Set it to share rate limits between workers and hosts.
+    # Set it to run several workers or hosts: they share events, presence and rate limits.
+    REDIS_URL = None
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
@@ -54,6 +55,12 @@ class Config:
     CHAT_FRAME_RATE = 20  # frames per second, sustained
     CHAT_FLOOD_STRIKES = 20  # refused frames in a burst before the socket is closed with 4029
     CHAT_MAX_SOCKETS_PER_USER = 20
+    # With REDIS_URL: the prefix of every Redis key and channel, so that several chats can share
+    # one Redis; how often a worker proves it is alive, and after how long without a beat its
+    # users count as offline.
+    CHAT_REDIS_PREFIX = "chat"
+    CHAT_PRESENCE_HEARTBEAT = 5
+    CHAT_PRESENCE_TTL = 15
     # Login and token requests, per client address and per email (Flask-Limiter syntax).
     CHAT_LOGIN_LIMIT_PER_IP = "30 per minute"
     CHAT_LOGIN_LIMIT_PER_EMAIL = "10 per minute"
@@ -90,6 +97,9 @@ def finalize(config, instance_path):
     if config["CHAT_SEND_QUEUE_SIZE"] <= config["CHAT_RESUME_LIMIT"] + 200:
         # A resume queues up to CHAT_RESUME_LIMIT messages plus a frame per room (200 at most).
         raise RuntimeError("CHAT_SEND_QUEUE_SIZE must exceed CHAT_RESUME_LIMIT + 200")
+    if config["CHAT_PRESENCE_TTL"] < 2 * config["CHAT_PRESENCE_HEARTBEAT"]:
+        # One late heartbeat must not bury a live worker and announce all its users as gone.
+        raise RuntimeError("CHAT_PRESENCE_TTL must be at least twice CHAT_PRESENCE_HEARTBEAT")
     if production:
         _require_real_secret(config.get("SECRET_KEY"))
     elif not config.get("SECRET_KEY"):

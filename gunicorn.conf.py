@@ -9,7 +9,7 @@ import os
 import signal
 
 worker_class = "gthread"
-workers = 1  # See on_starting below.
+workers = int(os.environ.get("GUNICORN_WORKERS", "1"))  # More than 1 needs REDIS_URL.
 threads = int(os.environ.get("GUNICORN_THREADS", "100"))
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "10"))
@@ -21,10 +21,10 @@ access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%(a)s"'
 
 
 def on_starting(server):
-    """Refuse several workers: each has its own hub until the Redis backplane exists."""
-    if server.cfg.workers > 1:
+    """Refuse several workers without Redis: each would have its own hub, and rooms would split."""
+    if server.cfg.workers > 1 and not os.environ.get("REDIS_URL"):
         raise SystemExit(
-            "Run one worker (-w 1): workers do not share chat rooms yet. Raise --threads instead."
+            "Several workers share chat rooms through Redis: set REDIS_URL, or run one worker."
         )
 
 

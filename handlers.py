@@ -5,9 +5,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import protocol
 import rooms
+from backplane import BackplaneError
 from extensions import db
 from models import GENERAL, Room, messages_before, save_message
-from throttle import TokenBucket
+from throttle import message_wait
 
 
 def handle(hub, conn, command):
@@ -16,9 +17,9 @@ def handle(hub, conn, command):
         _HANDLERS[type(command)](hub, conn, command)
     except rooms.RoomError as error:
         raise protocol.FrameError(error.code, error.message, command.client_id) from None
-    except SQLAlchemyError:
+    except (SQLAlchemyError, BackplaneError):
         db.session.rollback()
-        current_app.logger.exception("database error for user %s", conn.user_id)
+        current_app.logger.exception("database or backplane error for user %s", conn.user_id)
         message = protocol.ERROR_MESSAGES["unavailable"]
         raise protocol.FrameError("unavailable", message, command.client_id) from None
 
@@ -52,12 +53,10 @@ def _post(hub, conn, command):
     """Persist a message, then queue it to the room; a retried ``client_id`` gets the original."""
     key = command.room or conn.current
     config = current_app.config
-    bucket = hub.message_bucket(
-        conn.user_id, lambda: TokenBucket(config["CHAT_MESSAGE_RATE"], config["CHAT_MESSAGE_BURST"])
-    )
-    if not bucket.take():
+    wait = message_wait(conn.user_id, config["CHAT_MESSAGE_RATE"], config["CHAT_MESSAGE_BURST"])
+    if wait:
         message = protocol.ERROR_MESSAGES["rate_limited"]
-        raise protocol.FrameError("rate_limited", message, command.client_id, bucket.wait_time())
+        raise protocol.FrameError("rate_limited", message, command.client_id, wait)
     current_app.logger.info("message from user %s (%d chars)", conn.user_id, len(command.text))
     with hub.ordered():
         # Checked under the lock that membership changes take: no post lands after a leave.
@@ -65,7 +64,7 @@ def _post(hub, conn, command):
         stored, created = save_message(conn.user_id, room_id, command.text, command.client_id)
         payload = protocol.encode(protocol.message_frame(stored))
         if created:
-            hub.broadcast(room_id, payload)
+            hub.broadcast(room_id, payload, message_id=stored["id"])
     if not created:
         conn.send(payload)
 
@@ -105,12 +104,11 @@ def _leave_room(hub, conn, command):
     with hub.ordered():
         room_id = _member_room(hub, conn, command.room, command.client_id)
         rooms.leave_public(db.session.get(Room, room_id), conn.user_id)
-        hub.unsubscribe(conn.user_id, room_id)
+        hub.unsubscribe(conn.user_id, room_id, command.room, GENERAL)
         left = {"type": "room_left", "room": command.room}
         hub.send_to_user(conn.user_id, protocol.encode(left))
         leave = protocol.presence_frame("leave", command.room, conn.user_id, conn.name)
         hub.broadcast(room_id, protocol.encode(leave))
-    hub.reset_current(conn.user_id, command.room, GENERAL)
 
 
 def _open_direct(hub, conn, command):

@@ -2,7 +2,8 @@
 
 Each ``Connection`` has exactly one writer: a thread that drains its bounded outbound queue. The hub
 only ever *queues* frames, never writes to a socket, so one slow or dead client cannot delay anyone
-else; a client whose queue overflows is cut off and recovers by reconnecting.
+else; a client whose queue overflows is cut off and recovers by reconnecting. Fan-out goes through
+a backplane (``backplane.py``): in memory for one process, Redis pub/sub for several.
 """
 
 import contextlib
@@ -15,6 +16,8 @@ import time
 from flask import current_app
 from simple_websocket import ConnectionClosed
 from wsproto.utilities import LocalProtocolError
+
+from backplane import BackplaneError, MemoryBackplane
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,8 @@ class Connection:
         ws.sock = SerializedSocket(ws.sock)
         self._ws = ws
         self.current = None  # Key of the room that plain-text frames go to.
+        # Messages up to this id were in the database when the socket joined: it has them already.
+        self.floor = 0
         self._aborted = False
         self._queue = queue.Queue(maxsize=queue_size)
         self._writer = threading.Thread(
@@ -175,33 +180,54 @@ class Connection:
 
 
 class Hub:
-    """A thread-safe registry of connections: who is online, in which rooms, and fan-out.
+    """A thread-safe registry of this worker's connections, and fan-out through a backplane.
 
-    Room membership lives in the database; the hub mirrors it for users who are online, so that a
-    broadcast reaches exactly the sockets of a room's members.
+    Room membership lives in the database; the hub mirrors it for users who are online here, so
+    that a broadcast reaches exactly the sockets of a room's members. Every fan-out is an *event*
+    published on the backplane, which delivers it to the hub of every worker (``deliver``).
     """
 
-    def __init__(self):
+    def __init__(self, backplane=None):
+        self._backplane = backplane or MemoryBackplane()
+        self._backplane.bind(self)
         # Guards the registry only; nothing under it does I/O.
         self._lock = threading.Lock()
-        # Makes "persist, then queue to everyone" one step, so every client receives messages in id
-        # order and a joining client's history meets its live frames with no gap and no duplicate.
+        # Makes "persist, then publish" one step, so every client receives messages in id order
+        # and a joining client's history meets its live frames with no gap and no duplicate.
         self._order = threading.Lock()
+        # Serializes presence writes, so that an older snapshot never overwrites a newer one.
+        self._presence_lock = threading.Lock()
         self._sockets = {}  # user id -> set of Connection
         self._names = {}  # user id -> display name
-        self._rooms = {}  # user id -> {room id: room key}, for users online
-        self._members = {}  # room id -> set of user ids online in it
-        # room id -> tuple of Connection, rebuilt on change so broadcasts read it without the lock.
+        self._rooms = {}  # user id -> {room id: room key}, for users online here
+        self._members = {}  # room id -> set of user ids online here in it
+        # room id -> tuple of Connection, rebuilt on change so deliveries read it without the lock.
         self._fanout = {}
         self._typing = {}  # (user id, room id) -> when their last typing frame was relayed
-        self._buckets = {}  # user id -> TokenBucket for their messages, shared by their tabs
 
+    # ---- Backplane -----------------------------------------------------------------------------
+
+    def start(self, engine):
+        """Start the backplane (once per process; the first socket calls this)."""
+        self._backplane.start(engine)
+
+    def ready(self):
+        """True when sockets may join: the backplane delivers events to this worker."""
+        return self._backplane.ready()
+
+    @contextlib.contextmanager
     def ordered(self):
-        """A context in which to persist and broadcast, or to read history and attach."""
-        return self._order
+        """A context in which to persist and publish, or to read history and attach.
+
+        With several workers this also holds the backplane's cross-process lock.
+        """
+        with self._order, self._backplane.exclusive():
+            yield
+
+    # ---- Registry ------------------------------------------------------------------------------
 
     def attach(self, conn, rooms):
-        """Register ``conn`` in ``rooms`` ({id: key}); return True for its user's first socket."""
+        """Register ``conn`` in ``rooms`` ({id: key}); True if its user was online nowhere."""
         user_id = conn.user_id
         with self._lock:
             sockets = self._sockets.setdefault(user_id, set())
@@ -212,45 +238,72 @@ class Hub:
             for room_id in rooms:
                 self._members.setdefault(room_id, set()).add(user_id)
                 self._refresh(room_id)
-        return first
+        self._publish_presence(user_id)
+        return first and not self._online_elsewhere(user_id)
 
     def detach(self, conn):
-        """Unregister ``conn``; return ``(last, rooms)``: its user's last socket? in which rooms?"""
+        """Unregister ``conn``; return ``(last, rooms)``: its user's last socket anywhere? rooms?"""
+        known, last_here, rooms = self._remove(conn)
+        if not known:
+            return False, {}
+        self._publish_presence(conn.user_id)
+        return last_here and not self._online_elsewhere(conn.user_id), rooms
+
+    def forget(self, conn):
+        """Unregister ``conn`` while the backplane may be down: no announcement, best effort."""
+        self._remove(conn)
+        with contextlib.suppress(BackplaneError):
+            self._publish_presence(conn.user_id)
+
+    def _remove(self, conn):
+        """Drop ``conn`` from the registry: ``(was it there, was it its user's last, rooms)``."""
         user_id = conn.user_id
         with self._lock:
             sockets = self._sockets.get(user_id, set())
             if conn not in sockets:
-                return False, {}
+                return False, False, {}
             sockets.discard(conn)
             rooms = self._rooms[user_id]
             if not sockets:
                 del self._sockets[user_id], self._names[user_id], self._rooms[user_id]
-                self._buckets.pop(user_id, None)
                 for room_id in rooms:
                     self._members[room_id].discard(user_id)
                     self._typing.pop((user_id, room_id), None)
             for room_id in rooms:
                 self._refresh(room_id)
-        return not sockets, rooms
+        return True, not sockets, rooms
 
     def subscribe(self, user_id, room_id, key):
-        """Add an online user's sockets to a room they joined; False if they are offline."""
+        """Add a user's sockets, on every worker, to a room they joined."""
+        event = {"kind": "subscribe", "user": user_id, "room": room_id, "key": key}
+        self._backplane.publish(event)
+
+    def unsubscribe(self, user_id, room_id, key, fallback):
+        """Take a user's sockets out of a room they left; those typing in it go to ``fallback``."""
+        event = {"kind": "unsubscribe", "user": user_id, "room": room_id, "key": key}
+        self._backplane.publish({**event, "fallback": fallback})
+
+    def _subscribe(self, user_id, room_id, key):
         with self._lock:
             if user_id not in self._sockets:
-                return False
+                return
             self._rooms[user_id][room_id] = key
             self._members.setdefault(room_id, set()).add(user_id)
             self._refresh(room_id)
-        return True
+        self._publish_presence(user_id)
 
-    def unsubscribe(self, user_id, room_id):
-        """Take an online user's sockets out of a room they left."""
+    def _unsubscribe(self, user_id, room_id, key, fallback):
         with self._lock:
-            if user_id in self._sockets:
-                self._rooms[user_id].pop(room_id, None)
-                self._members[room_id].discard(user_id)
-                self._typing.pop((user_id, room_id), None)
-                self._refresh(room_id)
+            if user_id not in self._sockets:
+                return
+            self._rooms[user_id].pop(room_id, None)
+            self._members.get(room_id, set()).discard(user_id)
+            self._typing.pop((user_id, room_id), None)
+            self._refresh(room_id)
+            for conn in self._sockets[user_id]:
+                if conn.current == key:
+                    conn.current = fallback
+        self._publish_presence(user_id)
 
     def _refresh(self, room_id):
         """Rebuild a room's fan-out tuple; the caller holds the lock."""
@@ -266,34 +319,72 @@ class Hub:
             rooms = self._rooms.get(user_id, {})
             return next((room_id for room_id, k in rooms.items() if k == key), None)
 
+    # ---- Presence ------------------------------------------------------------------------------
+
+    def local_presence(self):
+        """``{user id: {"name", "rooms", "sockets"}}`` for the users online on this worker."""
+        with self._lock:
+            return {uid: self._entry(uid) for uid in self._sockets}
+
+    def _entry(self, user_id):
+        """One user's presence entry; the caller holds the lock."""
+        rooms = {str(room_id): key for room_id, key in self._rooms[user_id].items()}
+        sockets = len(self._sockets[user_id])
+        return {"name": self._names[user_id], "rooms": rooms, "sockets": sockets}
+
+    def _publish_presence(self, user_id):
+        """Tell the backplane where a user is online now (a no-op in one process)."""
+        if not self._backplane.shared:
+            return
+        with self._presence_lock:
+            with self._lock:
+                entry = self._entry(user_id) if user_id in self._sockets else None
+            self._backplane.set_presence(user_id, entry)
+
+    def _online_elsewhere(self, user_id):
+        """True if another worker has a socket of this user."""
+        if not self._backplane.shared:
+            return False
+        return user_id in self._backplane.everyone(exclude_self=True)
+
+    def _everyone(self):
+        """``{user id: {"name", "rooms": {room id: key}, "sockets"}}`` for every worker."""
+        if self._backplane.shared:
+            return self._backplane.everyone()
+        with self._lock:
+            return {
+                uid: {"name": self._names[uid], "rooms": dict(self._rooms[uid]), "sockets": len(s)}
+                for uid, s in self._sockets.items()
+            }
+
+    def online_in(self, room_ids):
+        """``{room id: [{"id", "name"}]}``: who is online in each room, sorted by name."""
+        wanted = {room_id: [] for room_id in room_ids}
+        for uid, person in self._everyone().items():
+            for room_id in person["rooms"]:
+                if room_id in wanted:
+                    wanted[room_id].append({"id": uid, "name": person["name"]})
+        for people in wanted.values():
+            people.sort(key=lambda person: (person["name"].casefold(), person["id"]))
+        return wanted
+
+    def online(self, room_id):
+        """``[{"id", "name"}]`` of the users online in one room, sorted by name."""
+        return self.online_in([room_id])[room_id]
+
     def share_a_room(self, user_id, other_id):
         """True if both users are online and in at least one common room."""
         with self._lock:
-            mine, theirs = self._rooms.get(user_id, {}), self._rooms.get(other_id, {})
-            return not mine.keys().isdisjoint(theirs.keys())
+            mine = set(self._rooms.get(user_id, {}))
+        theirs = self._everyone().get(other_id, {"rooms": {}})["rooms"]
+        return not mine.isdisjoint(theirs)
 
-    def reset_current(self, user_id, key, fallback):
-        """Point the user's sockets whose plain-text room is ``key`` back to ``fallback``."""
+    def sockets_of(self, user_id):
+        """How many sockets a user has open, on every worker."""
+        if self._backplane.shared:
+            return self._backplane.everyone().get(user_id, {"sockets": 0})["sockets"]
         with self._lock:
-            for conn in self._sockets.get(user_id, ()):
-                if conn.current == key:
-                    conn.current = fallback
-
-    def online(self, room_id):
-        """``[{"id", "name"}]`` of the users online in a room, sorted by name."""
-        with self._lock:
-            people = [
-                {"id": uid, "name": self._names[uid]} for uid in self._members.get(room_id, ())
-            ]
-        return sorted(people, key=lambda person: (person["name"].casefold(), person["id"]))
-
-    def message_bucket(self, user_id, make):
-        """The user's message bucket, shared by all their sockets; ``make()`` creates it."""
-        with self._lock:
-            bucket = self._buckets.get(user_id)
-            if bucket is None:
-                bucket = self._buckets[user_id] = make()
-        return bucket
+            return len(self._sockets.get(user_id, ()))
 
     def allow_typing(self, user_id, room_id, interval):
         """True at most once per ``interval`` seconds per user and room: typing is throttled."""
@@ -305,11 +396,57 @@ class Hub:
             self._typing[(user_id, room_id)] = now
         return True
 
-    def broadcast(self, room_id, payload, exclude_user=None):
-        """Queue ``payload`` (already encoded) to every socket in a room, but ``exclude_user``'s."""
-        for conn in self._fanout.get(room_id, ()):
-            if conn.user_id != exclude_user:
+    # ---- Fan-out: publish an event; every worker's hub delivers it ------------------------------
+
+    def broadcast(self, room_id, payload, exclude_user=None, message_id=None):
+        """Send ``payload`` (already encoded) to every socket in a room, but ``exclude_user``'s.
+
+        ``message_id`` marks a chat message: a socket that joined after it was stored (and so got
+        it in its history) skips it.
+        """
+        event = {"kind": "room", "room": room_id, "exclude": exclude_user, "id": message_id}
+        self._backplane.publish(event, payload)
+
+    def send_to_user(self, user_id, payload):
+        """Send ``payload`` to every socket of one user."""
+        self._backplane.publish({"kind": "user", "user": user_id}, payload)
+
+    def send_to_all(self, payload):
+        """Send ``payload`` to every socket."""
+        self._backplane.publish({"kind": "all"}, payload)
+
+    def close_user(self, user_id, code, reason):
+        """Close every socket of one user, on every worker, with an application close code."""
+        self._backplane.publish({"kind": "close", "user": user_id, "code": code, "reason": reason})
+
+    def close_all(self, code, reason):
+        """Close every socket of *this worker* (shutdown, or a lost backplane)."""
+        for conn in self._snapshot():
+            conn.close_with(code, reason)
+
+    def deliver(self, event, payload):
+        """Carry out one published event on this worker's sockets; only ever queues frames."""
+        kind = event["kind"]
+        if kind == "room":
+            exclude, message_id = event["exclude"], event["id"]
+            for conn in self._fanout.get(event["room"], ()):
+                if conn.user_id != exclude and (message_id is None or message_id > conn.floor):
+                    conn.send(payload)
+        elif kind == "user":
+            for conn in self._snapshot(event["user"]):
                 conn.send(payload)
+        elif kind == "all":
+            for conn in self._snapshot():
+                conn.send(payload)
+        elif kind == "close":
+            for conn in self._snapshot(event["user"]):
+                conn.close_with(event["code"], event["reason"])
+        elif kind == "subscribe":
+            self._subscribe(event["user"], event["room"], event["key"])
+        elif kind == "unsubscribe":
+            self._unsubscribe(event["user"], event["room"], event["key"], event["fallback"])
+        else:
+            raise KeyError(f"unknown event kind {kind!r}")
 
     def _snapshot(self, user_id=None):
         """The sockets of one user, or of everyone, copied under the lock."""
@@ -317,28 +454,3 @@ class Hub:
             if user_id is not None:
                 return tuple(self._sockets.get(user_id, ()))
             return [conn for group in self._sockets.values() for conn in group]
-
-    def send_to_user(self, user_id, payload):
-        """Queue ``payload`` to every socket of one user."""
-        for conn in self._snapshot(user_id):
-            conn.send(payload)
-
-    def sockets_of(self, user_id):
-        """How many sockets a user has open."""
-        with self._lock:
-            return len(self._sockets.get(user_id, ()))
-
-    def close_user(self, user_id, code, reason):
-        """Close every socket of one user with an application close code."""
-        for conn in self._snapshot(user_id):
-            conn.close_with(code, reason)
-
-    def close_all(self, code, reason):
-        """Close every socket (server shutdown)."""
-        for conn in self._snapshot():
-            conn.close_with(code, reason)
-
-    def send_to_all(self, payload):
-        """Queue ``payload`` to every socket."""
-        for conn in self._snapshot():
-            conn.send(payload)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    func,
     select,
 )
 from sqlalchemy.exc import IntegrityError
@@ -156,11 +157,16 @@ def save_message(user_id, room_id, text, client_id=None):
         if original is None:
             raise
         return original.to_dict(), False
-    # Built before the commit: once committed, nothing that can fail stands between the row and
-    # its broadcast, so "unavailable" always means "not saved".
+    # Built before the commit: once committed, only the backplane's publish stands between the
+    # row and its broadcast; if that fails the client's retry (same client_id) gets this row.
     data = message.to_dict()
     db.session.commit()
     return data, True
+
+
+def latest_message_id():
+    """The id of the newest message in any room (0 when there is none)."""
+    return db.session.scalar(select(func.max(Message.id))) or 0
 
 
 def messages_before(room_id, before=None, limit=50):

@@ -1,0 +1,329 @@
+"""Backplanes: how the hub's events reach the sockets of every worker, and who is online where.
+
+``MemoryBackplane`` serves one process: an event is delivered as it is published. ``RedisBackplane``
+joins workers and hosts: every event goes through one Redis pub/sub channel and each worker
+delivers what arrives on it — its own events included, so that every worker sees one order, the
+channel's. Events that must keep an order (messages, presence) are published under
+``Hub.ordered()``, which the Redis backplane makes a cross-process lock (a PostgreSQL advisory lock,
+or a file lock beside a SQLite database), so the channel's order is the order of message ids.
+
+Presence lives in one Redis hash per worker (user id -> name, rooms, socket count). Workers
+heartbeat into a sorted set; one that misses ``CHAT_PRESENCE_TTL`` seconds of beats is buried by
+the first live worker to notice: its hash is dropped and its users are announced as gone.
+"""
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import random
+import secrets
+import socket
+import threading
+from pathlib import Path
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+log = logging.getLogger(__name__)
+
+# Application close code 1012 (Service Restart, IANA registry): reconnect and resume.
+CLOSE_RESTART = 1012
+MAX_BACKOFF = 5.0  # seconds between attempts to resubscribe after Redis went away
+# Any constant works; it names the one lock all workers take around "commit, then publish".
+ORDER_LOCK_KEY = 0x63686174  # "chat"
+
+
+class BackplaneError(Exception):
+    """The backplane could not be reached: the caller answers ``unavailable``."""
+
+
+class MemoryBackplane:
+    """One process: events are delivered at once, presence is the hub's own registry."""
+
+    shared = False
+
+    def bind(self, hub):
+        """Deliver events to ``hub``."""
+        self._hub = hub
+
+    def start(self, engine):
+        """Nothing to start."""
+
+    def ready(self):
+        """Always ready."""
+        return True
+
+    def exclusive(self):
+        """No other process to exclude: the hub's own lock is enough."""
+        return contextlib.nullcontext()
+
+    def publish(self, event, payload=None):
+        """Deliver ``event`` (and its encoded frame) to this process's sockets now."""
+        self._hub.deliver(event, payload)
+
+
+class RedisBackplane:
+    """Workers joined by Redis pub/sub, with presence in Redis hashes that expire with a worker."""
+
+    shared = True
+
+    def __init__(self, url, prefix, heartbeat, ttl, on_departed):
+        self._url = url
+        self._prefix = prefix
+        self._heartbeat = heartbeat
+        self._ttl = ttl
+        self._on_departed = on_departed  # called with [(user id, name, {room id: key})]
+        self._start_lock = threading.Lock()
+        self._pid = None
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self.worker = None
+
+    def bind(self, hub):
+        """Deliver events to ``hub``; read presence from it when re-registering."""
+        self._hub = hub
+
+    # ---- Life cycle ----------------------------------------------------------------------------
+
+    def start(self, engine):
+        """Connect and start the listener and heartbeat threads, once per process.
+
+        Started on the first socket rather than in ``create_app``: CLI commands never join the
+        chat, and gunicorn workers forked from a preloaded app get threads of their own.
+        """
+        with self._start_lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self.worker = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+            self._exclusive = _order_lock(engine)
+            retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 3)
+            options = {"socket_connect_timeout": 2, "socket_keepalive": True}
+            self._redis = redis.Redis.from_url(
+                self._url, socket_timeout=5, retry=retry, decode_responses=True, **options
+            )
+            # Reads on the subscription wait for events: no read timeout, but a periodic PING.
+            self._listener = redis.Redis.from_url(
+                self._url, health_check_interval=self._heartbeat, decode_responses=True, **options
+            )
+            for target, name in ((self._listen, "listener"), (self._beat, "heartbeat")):
+                thread = threading.Thread(target=target, name=f"chat-{name}", daemon=True)
+                thread.start()
+
+    def stop(self):
+        """Stop the threads (tests); the worker's presence expires on its own."""
+        self._stopping.set()
+
+    def ready(self):
+        """True while this worker is subscribed: only then may a socket join."""
+        return self._ready.is_set()
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        """Hold the lock every worker takes to publish ordered events."""
+        with self._exclusive():
+            yield
+
+    # ---- Events --------------------------------------------------------------------------------
+
+    def publish(self, event, payload=None):
+        """Send ``event`` (a small dict) and its encoded frame to every worker, this one too."""
+        message = json.dumps(event, separators=(",", ":"))
+        if payload is not None:
+            message += "\n" + payload  # The frame travels as is, not re-encoded inside JSON.
+        try:
+            self._redis.publish(self._key("events"), message)
+        except redis.RedisError as error:
+            raise BackplaneError(f"publish failed: {error}") from error
+
+    def _listen(self):
+        """Deliver what arrives on the channel; resubscribe with capped, jittered backoff."""
+        delay = 0.1
+        while not self._stopping.is_set():
+            pubsub = self._listener.pubsub()
+            try:
+                pubsub.subscribe(self._key("events"))
+                while not self._stopping.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        self._register()
+                        self._ready.set()
+                        delay = 0.1
+                        log.info("worker %s subscribed to %s", self.worker, self._url)
+                    elif message["type"] == "message":
+                        self._deliver(message["data"])
+            except (redis.RedisError, OSError) as error:
+                log.warning("lost the Redis backplane (%s); retrying in %.1fs", error, delay)
+            finally:
+                with contextlib.suppress(redis.RedisError, OSError):
+                    pubsub.close()
+            self._lost()
+            self._stopping.wait(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not crypto
+            delay = min(delay * 2, MAX_BACKOFF)
+
+    def _deliver(self, message):
+        """Hand one published event to the hub; a malformed one is logged and dropped."""
+        header, _, payload = message.partition("\n")
+        try:
+            self._hub.deliver(json.loads(header), payload or None)
+        except (ValueError, KeyError, TypeError):
+            log.exception("dropped a malformed backplane event: %.200r", message)
+
+    def _lost(self):
+        """Events may have been missed: close this worker's sockets so their clients resume."""
+        if self._ready.is_set():
+            self._ready.clear()
+            self._hub.close_all(CLOSE_RESTART, "Chat service restarting")
+
+    # ---- Presence ------------------------------------------------------------------------------
+
+    def set_presence(self, user_id, entry):
+        """Record (or with ``entry=None`` forget) one of this worker's users."""
+        key = self._key("presence", self.worker)
+        try:
+            if entry is None:
+                self._redis.hdel(key, user_id)
+            else:
+                self._redis.hset(key, user_id, json.dumps(entry))
+                self._redis.expire(key, self._ttl * 4)  # Outlives any janitor; then goes.
+        except redis.RedisError as error:
+            raise BackplaneError(f"presence update failed: {error}") from error
+
+    def everyone(self, exclude_self=False):
+        """``{user id: {"name", "rooms": {room id: key}, "sockets"}}`` over every live worker."""
+        try:
+            workers = self._live_workers()
+            if exclude_self:
+                workers = [worker for worker in workers if worker != self.worker]
+            pipe = self._redis.pipeline(transaction=False)
+            for worker in workers:
+                pipe.hgetall(self._key("presence", worker))
+            tables = pipe.execute()
+        except redis.RedisError as error:
+            raise BackplaneError(f"presence read failed: {error}") from error
+        people = {}
+        for table in tables:
+            for user_id, raw in table.items():
+                entry = json.loads(raw)
+                rooms = {int(room_id): key for room_id, key in entry["rooms"].items()}
+                person = people.setdefault(int(user_id), {"name": entry["name"], "rooms": {}})
+                person["rooms"].update(rooms)
+                person["sockets"] = person.get("sockets", 0) + entry["sockets"]
+        return people
+
+    def _live_workers(self):
+        """Workers that beat within the last ``ttl`` seconds (this one always counts)."""
+        now = self._now()
+        live = self._redis.zrangebyscore(self._key("workers"), now - self._ttl, "+inf")
+        return sorted({*live, self.worker})
+
+    def _register(self):
+        """(Re)announce this worker and its users: after a Redis restart, nothing of it is left."""
+        key = self._key("presence", self.worker)
+        table = {str(uid): json.dumps(entry) for uid, entry in self._hub.local_presence().items()}
+        pipe = self._redis.pipeline()
+        pipe.zadd(self._key("workers"), {self.worker: self._now()})
+        pipe.delete(key)
+        if table:
+            pipe.hset(key, mapping=table)
+            pipe.expire(key, self._ttl * 4)
+        pipe.execute()
+
+    def _beat(self):
+        """Every ``heartbeat`` seconds: prove this worker alive, bury workers that are not."""
+        while not self._stopping.wait(self._heartbeat):
+            if not self._ready.is_set():
+                continue
+            try:
+                self._beat_once()
+            except (redis.RedisError, BackplaneError, SQLAlchemyError) as error:
+                # SQLAlchemyError: the database (the order lock) is down; the next beat retries.
+                log.warning("presence heartbeat failed: %s", error)
+
+    def _beat_once(self):
+        """One heartbeat: refresh this worker, then bury the dead."""
+        now = self._now()
+        if self._redis.zadd(self._key("workers"), {self.worker: now}):
+            # We had been buried (stalled past the TTL): our users were announced as gone.
+            log.warning("worker %s was taken for dead; its sockets reconnect", self.worker)
+            self._register()
+            self._hub.close_all(CLOSE_RESTART, "Chat service restarting")
+        self._redis.expire(self._key("presence", self.worker), self._ttl * 4)
+        for dead in self._redis.zrangebyscore(self._key("workers"), "-inf", now - self._ttl):
+            if self._redis.zrem(self._key("workers"), dead):  # Only one worker wins each burial.
+                try:
+                    self._bury(dead)
+                except (redis.RedisError, BackplaneError, SQLAlchemyError):
+                    self._redis.zadd(self._key("workers"), {dead: 0})  # Buried on a later beat.
+                    raise
+
+    def _bury(self, dead):
+        """Drop a dead worker's presence and announce its users gone unless online elsewhere."""
+        log.warning("worker %s stopped beating; its users go offline", dead)
+        with self._hub.ordered():
+            key = self._key("presence", dead)
+            table = self._redis.hgetall(key)
+            self._redis.delete(key)
+            still_here = self.everyone()
+            gone = []
+            for user_id, raw in table.items():
+                if int(user_id) not in still_here:
+                    entry = json.loads(raw)
+                    rooms = {int(room_id): k for room_id, k in entry["rooms"].items()}
+                    gone.append((int(user_id), entry["name"], rooms))
+            self._on_departed(gone)
+
+    def _now(self):
+        """Seconds on the Redis server's clock, which every host shares."""
+        seconds, micros = self._redis.time()
+        return seconds + micros / 1e6
+
+    def _key(self, *parts):
+        return ":".join((self._prefix, *parts))
+
+
+def _order_lock(engine):
+    """A context manager that holds the cross-process order lock for this database."""
+    if engine.dialect.name == "postgresql":
+        return _postgres_lock(engine)
+    if engine.dialect.name == "sqlite" and engine.url.database not in {None, "", ":memory:"}:
+        return _file_lock(Path(engine.url.database).with_suffix(".order-lock"))
+    raise RuntimeError(f"the Redis backplane needs PostgreSQL or a SQLite file, not {engine.url}")
+
+
+def _postgres_lock(engine):
+    """A session-level advisory lock: held across commit and publish, gone if the worker dies."""
+
+    @contextlib.contextmanager
+    def hold():
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ORDER_LOCK_KEY})
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ORDER_LOCK_KEY})
+                connection.commit()
+
+    return hold
+
+
+def _file_lock(path):
+    """An exclusive ``flock`` on a file beside the SQLite database: every worker on one host."""
+
+    @contextlib.contextmanager
+    def hold():
+        with open(path, "a") as file:
+            fcntl.flock(file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(file, fcntl.LOCK_UN)
+
+    return hold
