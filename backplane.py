@@ -54,7 +54,7 @@ class MemoryBackplane:
     def start(self, engine):
         """Nothing to start."""
 
-    def ready(self):
+    def ready(self, wait=0):
         """Always ready."""
         return True
 
@@ -119,9 +119,9 @@ class RedisBackplane:
         """Stop the threads (tests); the worker's presence expires on its own."""
         self._stopping.set()
 
-    def ready(self):
-        """True while this worker is subscribed: only then may a socket join."""
-        return self._ready.is_set()
+    def ready(self, wait=0):
+        """True while this worker is subscribed (waiting up to ``wait`` seconds for it)."""
+        return self._ready.wait(wait) if wait else self._ready.is_set()
 
     @contextlib.contextmanager
     def exclusive(self):

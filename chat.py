@@ -61,7 +61,8 @@ def authenticate_socket():
     hub = current_hub()
     hub.start(db.engine)
     try:
-        if not hub.ready():
+        # A worker's first socket starts the backplane, which subscribes in a few milliseconds.
+        if not hub.ready(wait=1.0):
             raise BackplaneError("not subscribed yet")
         open_sockets = hub.sockets_of(user.id)
     except BackplaneError:

@@ -50,9 +50,9 @@ class Config:
     CHAT_PASSWORD_HASH = "scrypt:131072:8:1"  # noqa: S105 - a hashing method, not a password
     # Flood control, per user for messages and per socket for every frame (token buckets).
     CHAT_MESSAGE_BURST = 10
-    CHAT_MESSAGE_RATE = 2  # messages per second, sustained
+    CHAT_MESSAGE_RATE = 2.0  # messages per second, sustained
     CHAT_FRAME_BURST = 60
-    CHAT_FRAME_RATE = 20  # frames per second, sustained
+    CHAT_FRAME_RATE = 20.0  # frames per second, sustained
     CHAT_FLOOD_STRIKES = 20  # refused frames in a burst before the socket is closed with 4029
     CHAT_MAX_SOCKETS_PER_USER = 20
     # With REDIS_URL: the prefix of every Redis key and channel, so that several chats can share
@@ -74,7 +74,7 @@ def load_environment(config, environ=os.environ):
 
 
 def _parse_like(default, raw, key):
-    """Parse ``raw`` to the type of ``default``: bool, int, list (comma-separated) or str."""
+    """Parse ``raw`` to the type of ``default``: bool, int, float, list (comma-separated), str."""
     if isinstance(default, tuple | list):
         return tuple(item.strip() for item in raw.split(",") if item.strip())
     if isinstance(default, bool):
@@ -86,6 +86,11 @@ def _parse_like(default, raw, key):
             return int(raw)
         except ValueError:
             raise ValueError(f"{key} must be an integer, got {raw!r}") from None
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{key} must be a number, got {raw!r}") from None
     return raw
 
 

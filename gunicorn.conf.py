@@ -29,11 +29,12 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """On SIGTERM, close every chat socket with 1001 so that clients reconnect elsewhere at once.
+    """Join the backplane at once; on SIGTERM, close every chat socket with 1001 (reconnect now).
 
     gunicorn then waits up to ``graceful_timeout`` for requests to end; a WebSocket only ends when
     it is closed, so without this every restart would wait the whole timeout and then cut sockets.
     """
+    _join_backplane(worker.wsgi)
     graceful_stop = worker.handle_exit
 
     def handle_exit(sig, frame):
@@ -43,3 +44,13 @@ def post_worker_init(worker):
         graceful_stop(sig, frame)
 
     signal.signal(signal.SIGTERM, handle_exit)
+
+
+def _join_backplane(app):
+    """Subscribe before the first client arrives (the app would otherwise do it on demand)."""
+    from extensions import db
+
+    hub = app.extensions.get("chat_hub")
+    if hub is not None:
+        with app.app_context():
+            hub.start(db.engine)

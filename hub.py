@@ -211,9 +211,9 @@ class Hub:
         """Start the backplane (once per process; the first socket calls this)."""
         self._backplane.start(engine)
 
-    def ready(self):
+    def ready(self, wait=0):
         """True when sockets may join: the backplane delivers events to this worker."""
-        return self._backplane.ready()
+        return self._backplane.ready(wait)
 
     @contextlib.contextmanager
     def ordered(self):

@@ -15,6 +15,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import SimpleNamespace
 
+import psutil
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from websockets.sync.client import connect
@@ -254,7 +255,8 @@ def free_port():
 class GunicornServer:
     """The production server (gunicorn, gthread) in a subprocess, restartable on one port."""
 
-    def __init__(self, app_config, log_path):
+    def __init__(self, app_config, log_path, workers=1):
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -267,7 +269,7 @@ class GunicornServer:
     def start(self):
         """Start gunicorn and wait until it accepts connections."""
         command = [
-            sys.executable, "-m", "gunicorn", "--threads", "20", "-w", "1",
+            sys.executable, "-m", "gunicorn", "--threads", "20", "-w", str(self.workers),
             "-b", f"127.0.0.1:{self.port}", "--access-logfile", "-", "app:create_app()",
         ]  # fmt: skip
         with open(self.log_path, "ab") as log:
@@ -284,10 +286,29 @@ class GunicornServer:
             if self.process.poll() is not None:
                 pytest.fail(f"gunicorn exited:\n{self.log()}")
             with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0 and self._all_booted():
                     return
             time.sleep(0.05)
         pytest.fail(f"gunicorn did not start:\n{self.log()}")
+
+    def _all_booted(self):
+        """True once every worker has logged that it booted."""
+        return self.log().count("Booting worker") >= self.workers
+
+    def worker_pids(self):
+        """The process ids of the live workers."""
+        return {child.pid for child in psutil.Process(self.process.pid).children()}
+
+    def worker_of(self, ws):
+        """The pid of the worker serving the client socket ``ws`` (websockets connection)."""
+        client_port = ws.socket.getsockname()[1]
+        for _ in range(20):
+            for pid in self.worker_pids():
+                for conn in psutil.Process(pid).net_connections(kind="tcp"):
+                    if conn.raddr and conn.raddr.port == client_port:
+                        return pid
+            time.sleep(0.05)
+        pytest.fail(f"no worker of {self.url} holds the connection from port {client_port}")
 
     def kill(self):
         """Kill the arbiter and its workers at once, as a crash would: open sockets just drop."""

@@ -39,6 +39,19 @@ def test_bad_integer_in_environment_is_a_clear_error():
         load_environment({"CHAT_TOKEN_MAX_AGE": 900}, {"CHAT_TOKEN_MAX_AGE": "soon"})
 
 
+def test_rates_in_environment_may_be_fractional():
+    config = {"CHAT_MESSAGE_RATE": 2.0}
+    load_environment(config, {"CHAT_MESSAGE_RATE": "0.5"})
+    assert config["CHAT_MESSAGE_RATE"] == 0.5
+    with pytest.raises(ValueError, match="CHAT_MESSAGE_RATE must be a number"):
+        load_environment(config, {"CHAT_MESSAGE_RATE": "fast"})
+
+
+def test_presence_ttl_must_outlast_two_heartbeats(tmp_path):
+    with pytest.raises(RuntimeError, match="CHAT_PRESENCE_TTL"):
+        make(tmp_path, CHAT_PRESENCE_HEARTBEAT=5, CHAT_PRESENCE_TTL=9)
+
+
 def test_environment_variables_reach_the_app(tmp_path, monkeypatch):
     monkeypatch.setenv("CHAT_TOKEN_MAX_AGE", "120")
     assert make(tmp_path, SECRET_KEY="s" * 40).config["CHAT_TOKEN_MAX_AGE"] == 120

@@ -1,0 +1,63 @@
+"""The hub's delivery rules, on the in-memory backplane (sockets are tested in test_socket)."""
+
+from hub import Hub
+
+
+class Recorder:
+    """Stands in for a ``Connection``: the hub only queues frames to it."""
+
+    def __init__(self, user_id, name="someone", floor=0):
+        self.user_id, self.name, self.floor = user_id, name, floor
+        self.current = "general"
+        self.frames = []
+
+    def send(self, payload):
+        self.frames.append(payload)
+        return True
+
+
+def test_a_socket_skips_messages_it_got_in_its_history():
+    hub = Hub()
+    conn = Recorder(1, floor=10)
+    hub.attach(conn, {7: "general"})
+    hub.broadcast(7, "old", message_id=10)  # Stored before the socket joined: in its history.
+    hub.broadcast(7, "new", message_id=11)
+    hub.broadcast(7, "presence")  # Not a message: always delivered.
+    assert conn.frames == ["new", "presence"]
+
+
+def test_broadcast_reaches_the_room_only_and_can_exclude_a_user():
+    hub = Hub()
+    alice, bob, carol = Recorder(1), Recorder(2), Recorder(3)
+    hub.attach(alice, {7: "general"})
+    hub.attach(bob, {7: "general", 8: "dm:1:2"})
+    hub.attach(carol, {9: "other"})
+    hub.broadcast(7, "to general", exclude_user=1)
+    hub.broadcast(8, "to the dm")
+    assert (alice.frames, bob.frames, carol.frames) == ([], ["to general", "to the dm"], [])
+
+
+def test_unsubscribing_stops_delivery_and_moves_the_plain_text_room():
+    hub = Hub()
+    alice = Recorder(1)
+    alice.current = "lobby"
+    hub.attach(alice, {7: "general", 8: "lobby"})
+    hub.unsubscribe(1, 8, "lobby", "general")
+    hub.broadcast(8, "lobby chatter")
+    assert alice.frames == []
+    assert alice.current == "general"
+    assert hub.online(8) == []
+    hub.subscribe(1, 8, "lobby")
+    hub.broadcast(8, "back")
+    assert alice.frames == ["back"]
+
+
+def test_presence_is_per_user_not_per_socket():
+    hub = Hub()
+    first, second = Recorder(1, "alice"), Recorder(1, "alice")
+    assert hub.attach(first, {7: "general"}) is True
+    assert hub.attach(second, {7: "general"}) is False
+    assert hub.online(7) == [{"id": 1, "name": "alice"}]
+    assert hub.detach(first) == (False, {7: "general"})
+    assert hub.detach(second) == (True, {7: "general"})
+    assert hub.online(7) == []
