@@ -147,7 +147,9 @@ class Connection:
             self._writer.join(timeout)
         if not self._ws.connected:
             # The closing handshake is over (or failed): the server closes TCP first (RFC 6455
-            # 7.1.1), instead of leaving the client to wait for its close timeout.
+            # 7.1.1), instead of leaving the client to wait for its close timeout. The reader wakes
+            # us before it sends its close reply (1000, 1007...), so let it finish sending first.
+            self._ws.thread.join(CLOSE_TIMEOUT)
             self.abort()
 
     def _write_loop(self):
