@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run test lint format db clean bench bench-smoke
+.PHONY: run test lint format db clean bench bench-smoke i18n catalogs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,23 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-db: $(VENV)/.runtime
+# Compiled catalogs (.mo) are built here, never committed: the .po files are the source.
+CATALOGS := $(patsubst %.po,%.mo,$(wildcard translations/*/LC_MESSAGES/messages.po))
+
+translations/%/LC_MESSAGES/messages.mo: translations/%/LC_MESSAGES/messages.po $(VENV)/.runtime
+	$(BIN)/pybabel compile --statistics -d translations -l $*
+
+catalogs: $(CATALOGS)
+
+# After changing user-facing text: extract every string, merge into each language's .po (then
+# translate the new entries, marked fuzzy or empty), and compile. `pybabel init -l xx` adds one.
+i18n: $(VENV)/.runtime
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext --sort-by-file \
+		--project chat --copyright-holder "Chat contributors" -o translations/messages.pot .
+	$(BIN)/pybabel update -i translations/messages.pot -d translations --ignore-obsolete
+	$(MAKE) catalogs
+
+db: $(VENV)/.runtime catalogs
 	$(BIN)/flask --app app init-db
 
 run: db
@@ -34,7 +50,12 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format .
 
 # The whole suite twice: on SQLite (the default), then on PostgreSQL (127.0.0.1:5432).
-test: lint
+# axe-core, from npm, for the accessibility checks in the browser tests.
+node_modules/axe-core/axe.min.js: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: lint catalogs node_modules/axe-core/axe.min.js
 	$(BIN)/pytest
 	CHAT_TEST_DATABASE=postgresql $(BIN)/pytest
 
@@ -51,4 +72,4 @@ bench-smoke: $(VENV)/.dev
 	$(BIN)/python -m bench --smoke --out artifacts/bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache artifacts
+	rm -rf $(VENV) .pytest_cache .ruff_cache artifacts node_modules

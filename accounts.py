@@ -15,16 +15,21 @@ from flask import (
     url_for,
 )
 from flask.cli import with_appcontext
+from flask_babel import format_date, refresh
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from chat import rename_everywhere
 from extensions import db, limiter, login_manager
 from forms import (
     DUPLICATE_EMAIL,
     LoginForm,
     PasswordForm,
+    ProfileForm,
     RegisterForm,
     normalize_email,
     password_problem,
@@ -34,7 +39,7 @@ from tokens import revoke
 
 bp = Blueprint("accounts", __name__)
 
-INVALID_LOGIN = "Invalid email or password."
+INVALID_LOGIN = _l("Invalid email or password.")
 
 
 @cache
@@ -116,7 +121,7 @@ def register():
         user = _create_account(form)
         if user is not None:
             _start_session(user)
-            flash(f"Welcome, {user.name}!", "success")
+            flash(_("Welcome, %(name)s!", name=user.name), "success")
             return redirect(url_for("chat.index"))
     status = 400 if form.is_submitted() else 200
     return render_template("register.html", form=form), status
@@ -164,7 +169,7 @@ def logout():
     if current_user.is_authenticated:
         # A token copied from the page must not open sockets after its owner logged out.
         revoke(current_user)
-    return _sign_out("You have been logged out.")
+    return _sign_out(_("You have been logged out."))
 
 
 def _sign_out(message):
@@ -185,10 +190,37 @@ def change_password():
         user.set_password(form.password.data)
         revoke(user, end_sessions=True)
         _start_session(user)  # This browser stays signed in, with a new session.
-        flash("Your password was changed; you were signed out everywhere else.", "success")
+        flash(_("Your password was changed; you were signed out everywhere else."), "success")
         return redirect(url_for("chat.index"))
     status = 400 if form.is_submitted() else 200
     return render_template("password.html", form=form), status
+
+
+@bp.route("/profile", methods=["GET", "POST"])
+@login_required
+def profile():
+    """Display name and language; links to the password page and to log out everywhere."""
+    user = current_user._get_current_object()
+    form = ProfileForm()
+    if request.method == "GET":
+        form.display_name.data = user.display_name or ""
+        form.locale.data = user.locale or ""
+    if form.validate_on_submit():
+        old_name = user.name
+        user.display_name = form.display_name.data or None
+        user.locale = form.locale.data or None
+        db.session.commit()
+        if user.name != old_name:
+            rename_everywhere(user.id, user.name)
+        # Flashed after the commit, so it is already in the language just chosen.
+        refresh()
+        flash(_("Your profile was saved."), "success")
+        return redirect(url_for("accounts.profile"))
+    status = 400 if form.is_submitted() else 200
+    member_since = format_date(user.created_at, format="long")
+    return render_template(
+        "profile.html", form=form, member_since=member_since, default_name=user.default_name
+    ), status
 
 
 @bp.post("/logout-everywhere")
@@ -196,7 +228,7 @@ def change_password():
 def logout_everywhere():
     """End every session and socket of this user, on every device."""
     revoke(current_user, end_sessions=True)
-    return _sign_out("You have been logged out on every device.")
+    return _sign_out(_("You have been logged out on every device."))
 
 
 @click.command("create-user")
@@ -227,6 +259,6 @@ def init_app(app):
     login_manager.init_app(app)
     login_manager.user_loader(load_user)
     login_manager.login_view = "accounts.login"
-    login_manager.login_message = "Please log in to chat."
+    login_manager.login_message = _l("Please log in to chat.")
     login_manager.login_message_category = "info"
     app.cli.add_command(create_user_command)

@@ -11,6 +11,7 @@ import accounts
 import api
 import chat
 import errors
+import i18n
 import models
 from config import Config, finalize, load_environment
 from extensions import csrf, limiter
@@ -46,6 +47,7 @@ def create_app(test_config=None):
     _keep_tokens_out_of_server_logs()
 
     models.init_app(app)
+    i18n.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)
     accounts.init_app(app)

@@ -1,10 +1,12 @@
 """The chat page, and the WebSocket ``/ws``: authenticate, greet (or resume), serve, say goodbye."""
 
 from flask import Blueprint, current_app, g, make_response, render_template, request
+from flask_babel import gettext
 from flask_login import current_user, login_required
 from sqlalchemy.exc import SQLAlchemyError
 
 import handlers
+import jscatalog
 import protocol
 import rooms
 from backplane import BackplaneError, RedisBackplane
@@ -22,7 +24,12 @@ bp = Blueprint("chat", __name__)
 @login_required
 def index():
     """The chat page, carrying a fresh token for the socket."""
-    page = render_template("chat.html", token=issue_token(current_user), config=current_app.config)
+    page = render_template(
+        "chat.html",
+        token=issue_token(current_user),
+        config=current_app.config,
+        js_catalog=jscatalog.catalog(),
+    )
     response = make_response(page)
     response.headers["Cache-Control"] = "no-store"  # The page holds a token.
     return response
@@ -74,6 +81,7 @@ def authenticate_socket():
     g.chat_resuming = request.args.get("resume") == "1"
     # Plain values only: no ORM object or connection is kept for the life of the socket.
     g.chat_user = (user.id, user.name)
+    g.chat_locale = user.locale  # Error frames speak the user's language, even for a token.
     db.session.remove()
     return None
 
@@ -113,7 +121,9 @@ def _greet(hub, conn, resume):
             _greet_in_order(hub, conn, resume)
     except (SQLAlchemyError, BackplaneError):
         current_app.logger.exception("could not greet user %s", conn.user_id)
-        _send_error(conn, "unavailable", "The chat is unavailable; please reconnect later.")
+        _send_error(
+            conn, "unavailable", gettext("The chat is unavailable; please reconnect later.")
+        )
         return False
     finally:
         db.session.remove()
@@ -218,6 +228,23 @@ def _announce_departure(hub, user_id, name, rooms_left):
     for room_id, key in rooms_left.items():
         leave = protocol.presence_frame("leave", key, user_id, name)
         hub.broadcast(room_id, protocol.encode(leave))
+
+
+def rename_everywhere(user_id, name):
+    """A user changed their display name: their sockets, and everyone in their rooms, learn it.
+
+    A ``join`` for someone already online updates the name the page shows for them; their
+    messages from now on carry the new name (older ones keep the one they were shown with).
+    """
+    hub = current_hub()
+    try:
+        with hub.ordered():
+            hub.rename(user_id, name)
+            for room_id, key in hub.rooms_of(user_id).items():
+                join = protocol.presence_frame("join", key, user_id, name)
+                hub.broadcast(room_id, protocol.encode(join))
+    except (SQLAlchemyError, BackplaneError):
+        current_app.logger.warning("could not announce the new name of user %s", user_id)
 
 
 def _send_error(conn, code, message, client_id=None, retry_after=None):

@@ -1,11 +1,21 @@
 """Error responses: JSON for the API and the socket route, HTML pages for people."""
 
 from flask import jsonify, render_template, request
+from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 JSON_PREFIXES = ("/api/", "/ws")
-CSRF_HELP = "This form expired or did not come from this site. Reload the page and try again."
+CSRF_HELP = _l("This form expired or did not come from this site. Reload the page and try again.")
+# What people read on an error page, in their language (programs get Werkzeug's JSON text).
+PAGE_MESSAGES = {
+    400: _l("The request could not be understood."),
+    403: _l("You may not open this page."),
+    404: _l("There is no page at this address."),
+    405: _l("This page cannot be used that way."),
+    429: _l("Too many attempts. Wait a minute, then try again."),
+    500: _l("Something went wrong on our side. Try again in a moment."),
+}
 
 
 def json_error(status, code, message=None):
@@ -26,7 +36,8 @@ def _handle_http_error(error):
     if _wants_json():
         code = "rate_limited" if error.code == 429 else error.name.lower().replace(" ", "_")
         return json_error(error.code, code, error.description)
-    return render_template("error.html", error=error, message=error.description), error.code
+    message = PAGE_MESSAGES.get(error.code, error.description)
+    return render_template("error.html", error=error, message=message), error.code
 
 
 def _handle_csrf_error(error):

@@ -1,5 +1,6 @@
 """Flask extensions, created unbound here and bound to an app in ``create_app``."""
 
+from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
@@ -26,6 +27,7 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+babel = Babel()
 login_manager = LoginManager()
 csrf = CSRFProtect()
 sock = Sock()

@@ -307,6 +307,23 @@ class Hub:
                     conn.current = fallback
         self._publish_presence(user_id)
 
+    def rename(self, user_id, name):
+        """Give a user's sockets, on every worker, a new display name."""
+        self._backplane.publish({"kind": "rename", "user": user_id, "name": name})
+
+    def _rename(self, user_id, name):
+        with self._lock:
+            if user_id not in self._sockets:
+                return
+            self._names[user_id] = name
+            for conn in self._sockets[user_id]:
+                conn.name = name
+        self._publish_presence(user_id)
+
+    def rooms_of(self, user_id):
+        """``{room id: key}`` of an online user's rooms (empty when they are offline)."""
+        return dict(self._everyone().get(user_id, {}).get("rooms", {}))
+
     def _refresh(self, room_id):
         """Rebuild a room's fan-out tuple; the caller holds the lock."""
         members = self._members.get(room_id, set())
@@ -445,6 +462,8 @@ class Hub:
                 conn.close_with(event["code"], event["reason"])
         elif kind == "subscribe":
             self._subscribe(event["user"], event["room"], event["key"])
+        elif kind == "rename":
+            self._rename(event["user"], event["name"])
         elif kind == "unsubscribe":
             self._unsubscribe(event["user"], event["room"], event["key"], event["fallback"])
         else:

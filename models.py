@@ -26,6 +26,8 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from extensions import db, migrate
 
+MAX_DISPLAY_NAME_CHARS = 40
+
 
 def utcnow():
     """Return the current time, timezone-aware, in UTC."""
@@ -50,11 +52,20 @@ class User(UserMixin, db.Model):
     token_version: Mapped[int] = mapped_column(Integer, default=0)
     # Bumped to end every session, on every device, issued before.
     session_version: Mapped[int] = mapped_column(Integer, default=0)
+    # Chosen on the profile page; None means the default (the email's local part).
+    display_name: Mapped[str | None] = mapped_column(String(MAX_DISPLAY_NAME_CHARS))
+    # A language code of LANGUAGES; None means "from the browser" (Accept-Language).
+    locale: Mapped[str | None] = mapped_column(String(8))
+
+    @property
+    def default_name(self):
+        """The part of the email before ``@``: the name of a user who chose none."""
+        return self.email.split("@", 1)[0]
 
     @property
     def name(self):
-        """Display name: the part of the email before ``@``."""
-        return self.email.split("@", 1)[0]
+        """Display name: the one chosen on the profile page, else ``default_name``."""
+        return self.display_name or self.default_name
 
     def set_password(self, password):
         """Store a salted hash of ``password``, at the configured cost."""

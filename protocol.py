@@ -8,6 +8,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from flask_babel import lazy_gettext as _l
+
 MAX_CLIENT_ID_CHARS = 64
 MAX_ROOM_KEY_CHARS = 80
 MAX_PAGE = 100
@@ -25,17 +27,18 @@ def room_key(name):
     return unicodedata.normalize("NFKC", name).casefold()
 
 
+# Lazy: each is translated when a frame is built, into the language of that socket's user.
 ERROR_MESSAGES = {
-    "unsupported": "Binary frames are not supported; send text or a JSON object.",
-    "unknown_type": "Unknown frame type.",
-    "empty": "The message is empty.",
-    "too_long": "The message is longer than {max_chars} characters.",
-    "unavailable": "The message could not be saved; please send it again.",
-    "forbidden": "You are not in this room.",
-    "rate_limited": "You are sending too fast; wait a moment.",
-    "no_such_user": "No such user is online in any of your rooms.",
-    "bad_text": "The message contains control characters (such as NUL or terminal escapes).",
-    "bad_room_name": (
+    "unsupported": _l("Binary frames are not supported; send text or a JSON object."),
+    "unknown_type": _l("Unknown frame type."),
+    "empty": _l("The message is empty."),
+    "too_long": _l("The message is longer than {max_chars} characters."),
+    "unavailable": _l("The message could not be saved; please send it again."),
+    "forbidden": _l("You are not in this room."),
+    "rate_limited": _l("You are sending too fast; wait a moment."),
+    "no_such_user": _l("No such user is online in any of your rooms."),
+    "bad_text": _l("The message contains control characters (such as NUL or terminal escapes)."),
+    "bad_room_name": _l(
         "Room names are 1 to 32 letters, digits, '-' or '_', starting with a letter or a digit."
     ),
 }
@@ -139,7 +142,7 @@ def parse_frame(data, max_chars):
     client_id = _client_id(frame)
     kind = frame.get("type")
     if not isinstance(kind, str):
-        raise FrameError("bad_request", "The 'type' field must be a string.", client_id)
+        raise FrameError("bad_request", _l("The 'type' field must be a string."), client_id)
     parse = _PARSERS.get(kind)
     if parse is None:
         raise FrameError("unknown_type", ERROR_MESSAGES["unknown_type"], client_id)
@@ -163,14 +166,14 @@ class _Fields:
         if value is None and not required:
             return None
         if not isinstance(value, str) or not is_unicode(value):
-            self.fail(f"The '{name}' field must be a string.")
+            self.fail(_l("The '%(name)s' field must be a string.", name=name))
         return value
 
     def room(self, required=True):
         """A room key: a public room's name (any case) or a direct room's key."""
         value = self.string("room", required)
         if value is not None and not 0 < len(value) <= MAX_ROOM_KEY_CHARS:
-            self.fail(f"The 'room' field must be 1 to {MAX_ROOM_KEY_CHARS} characters.")
+            self.fail(_l("The 'room' field must be 1 to %(n)s characters.", n=MAX_ROOM_KEY_CHARS))
         return room_key(value) if value is not None else None
 
     def integer(self, name, required=True, low=1, high=MAX_ID):
@@ -179,7 +182,8 @@ class _Fields:
         if value is None and not required:
             return None
         if type(value) is not int or not low <= value <= high:
-            self.fail(f"The '{name}' field must be a whole number from {low} to {high}.")
+            message = "The '%(name)s' field must be a whole number from %(low)s to %(high)s."
+            self.fail(_l(message, name=name, low=low, high=high))
         return value
 
 
@@ -228,14 +232,17 @@ def parse_resume(data):
     frame = _load_object(data) if isinstance(data, str) and data.lstrip().startswith("{") else {}
     marks = frame.get("rooms")
     if frame.get("type") != "resume" or not isinstance(marks, dict):
-        raise FrameError("bad_request", 'The first frame must be {"type": "resume", "rooms": {…}}.')
+        message = _l('The first frame must be {"type": "resume", "rooms": {…}}.')
+        raise FrameError("bad_request", message)
     if len(marks) > MAX_RESUME_ROOMS:
-        raise FrameError("bad_request", f"Resume at most {MAX_RESUME_ROOMS} rooms at once.")
+        raise FrameError(
+            "bad_request", _l("Resume at most %(n)s rooms at once.", n=MAX_RESUME_ROOMS)
+        )
     for key, last_id in marks.items():
         if not (0 < len(key) <= MAX_ROOM_KEY_CHARS and is_unicode(key)):
-            raise FrameError("bad_request", "resume names a room that cannot exist.")
+            raise FrameError("bad_request", _l("resume names a room that cannot exist."))
         if type(last_id) is not int or not 0 <= last_id <= MAX_ID:
-            raise FrameError("bad_request", "resume ids must be whole numbers.")
+            raise FrameError("bad_request", _l("resume ids must be whole numbers."))
     return {room_key(key): last_id for key, last_id in marks.items()}
 
 
@@ -247,7 +254,9 @@ def _load_object(data):
         # ValueError covers malformed JSON and integers too long to convert.
         frame = None
     if not isinstance(frame, dict):
-        raise FrameError("bad_request", "A frame starting with '{' must be a valid JSON object.")
+        raise FrameError(
+            "bad_request", _l("A frame starting with '{' must be a valid JSON object.")
+        )
     return frame
 
 
@@ -277,7 +286,10 @@ def _client_id(frame):
     ):
         raise FrameError(
             "bad_request",
-            f"The 'client_id' field must be a string of 1 to {MAX_CLIENT_ID_CHARS} characters.",
+            _l(
+                "The 'client_id' field must be a string of 1 to %(n)s characters.",
+                n=MAX_CLIENT_ID_CHARS,
+            ),
         )
     return client_id
 
@@ -297,6 +309,16 @@ def _validate_text(text, client_id, max_chars):
         message = ERROR_MESSAGES["too_long"].format(max_chars=max_chars)
         raise FrameError("too_long", message, client_id)
     return text
+
+
+def has_control_characters(text):
+    """True if ``text`` holds a control character other than tab and newline."""
+    return _CONTROL.search(text) is not None
+
+
+def is_invisible(text):
+    """True if nothing in ``text`` would show: only spaces and invisible format characters."""
+    return not any(_is_visible(char) for char in text)
 
 
 def _is_visible(char):
@@ -385,7 +407,7 @@ def typing_frame(room, user_id, name, expires_in):
 
 def error_frame(code, message, client_id=None, retry_after=None):
     """An ``error`` frame for one client; ``retry_after`` (seconds) only for ``rate_limited``."""
-    frame = {"type": "error", "code": code, "message": message, "client_id": client_id}
+    frame = {"type": "error", "code": code, "message": str(message), "client_id": client_id}
     if retry_after is not None:
         frame["retry_after"] = round(retry_after, 1)
     return frame

@@ -1,5 +1,6 @@
 """Rooms and memberships in the database: public rooms, direct messages, unread counts."""
 
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -61,7 +62,9 @@ def create_room(name, user_id):
         db.session.flush()
     except IntegrityError:
         db.session.rollback()
-        raise RoomError("name_taken", f"A room named {name!r} already exists.") from None
+        raise RoomError(
+            "name_taken", _l("A room named “%(name)s” already exists.", name=name)
+        ) from None
     db.session.add(Membership(room_id=room.id, user_id=user_id))
     db.session.commit()
     return room
@@ -73,15 +76,15 @@ def join_public(key, user_id):
     if room is None or room.kind != PUBLIC:
         # A direct room's key gets the same answer whether it exists or not: nothing leaks.
         if key.startswith("dm:"):
-            raise RoomError("forbidden", "You are not in this room.")
-        raise RoomError("not_found", f"There is no room named {key!r}.")
+            raise RoomError("forbidden", ERROR_MESSAGES["forbidden"])
+        raise RoomError("not_found", _l("There is no room named “%(name)s”.", name=key))
     return room, _add_member(room.id, user_id)
 
 
 def leave_public(room, user_id):
     """Leave a public room other than ``general``."""
     if room.key == GENERAL or room.kind != PUBLIC:
-        raise RoomError("bad_request", "You cannot leave this room.")
+        raise RoomError("bad_request", _l("You cannot leave this room."))
     membership = db.session.get(Membership, (room.id, user_id))
     if membership is not None:
         db.session.delete(membership)
@@ -91,7 +94,7 @@ def leave_public(room, user_id):
 def open_direct(user_id, other_id):
     """The direct room between two users, created with both in it if new; ``(room, created)``."""
     if other_id == user_id:
-        raise RoomError("bad_request", "You cannot open a direct conversation with yourself.")
+        raise RoomError("bad_request", _l("You cannot open a direct conversation with yourself."))
     if db.session.get(User, other_id) is None:
         raise RoomError("not_found", ERROR_MESSAGES["no_such_user"])
     key = direct_key(user_id, other_id)
@@ -116,7 +119,7 @@ def mark_read(room_id, user_id, message_id):
     """Move the user's read marker forward, never past the room's last message; return it."""
     membership = db.session.get(Membership, (room_id, user_id))
     if membership is None:
-        raise RoomError("forbidden", "You are not in this room.")
+        raise RoomError("forbidden", ERROR_MESSAGES["forbidden"])
     last = db.session.scalar(select(func.max(Message.id)).where(Message.room_id == room_id)) or 0
     target = min(message_id, last)
     if target > membership.last_read_id:

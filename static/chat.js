@@ -1,8 +1,17 @@
 // The chat page: one WebSocket to /ws for every room, reconnecting with capped, jittered backoff,
 // resuming each room from the last message id seen and re-sending what was never confirmed.
-// User text is only ever rendered with textContent.
+// User text is only ever rendered with textContent. Every string it shows comes from the
+// catalog the server renders into the page (jscatalog.py), in the user's language.
 
 const root = document.getElementById("chat");
+const i18n = readCatalog();
+const formats = {
+  time: new Intl.DateTimeFormat(i18n.locale, { hour: "2-digit", minute: "2-digit" }),
+  dateTime: new Intl.DateTimeFormat(i18n.locale, { dateStyle: "medium", timeStyle: "short" }),
+  full: new Intl.DateTimeFormat(i18n.locale, { dateStyle: "full", timeStyle: "medium" }),
+  plural: new Intl.PluralRules(i18n.locale),
+  list: new Intl.ListFormat(i18n.locale, { type: "conjunction" }),
+};
 const me = { id: Number(root.dataset.userId), name: root.dataset.userName };
 const ui = {
   status: document.getElementById("status"),
@@ -24,6 +33,9 @@ const ui = {
   input: document.getElementById("message-input"),
   online: document.getElementById("online"),
   onlineCount: document.getElementById("online-count"),
+  panelsToggle: document.getElementById("panels-toggle"),
+  notify: document.getElementById("notify"),
+  announcer: document.getElementById("announcer"),
 };
 
 const GENERAL = "general";
@@ -33,6 +45,8 @@ const TYPING_EVERY_MS = 3000;
 const READ_DELAY_MS = 500;
 const RETRY_UNAVAILABLE_MS = 3000;
 const MAX_RESUME_ROOMS = 200;
+const ANNOUNCED_KEPT = 5;
+const NOTIFICATION_CHARS = 120;
 
 let token = root.dataset.token;
 let socket = null;
@@ -46,8 +60,46 @@ let readTimer = null;
 const rooms = new Map(); // room key -> state, see newRoom()
 const outbox = new Map(); // client_id -> { room, text, element }: sent or typed, not yet confirmed
 let publicRooms = [];
+let replaying = false; // Between a resuming hello and the end of the replay of what was missed.
+let hiddenUnread = 0; // Messages from others that arrived while the tab was hidden.
+const pageTitle = document.title;
 
 class SessionGone extends Error {}
+
+// ---- Translations -----------------------------------------------------------------------------
+
+// The catalog is data in the page; a page rendered without it still works, showing keys.
+function readCatalog() {
+  let catalog = {};
+  try {
+    catalog = JSON.parse(document.getElementById("chat-i18n")?.textContent ?? "{}") ?? {};
+  } catch {
+    console.warn("the page's string catalog is not JSON");
+  }
+  return { locale: validLocale(catalog.locale), strings: catalog.strings ?? {} };
+}
+
+// Intl throws on a malformed tag: one bad tag must not stop the page.
+function validLocale(tag) {
+  try {
+    return Intl.getCanonicalLocales(tag ?? [])[0] ?? "en";
+  } catch {
+    return "en";
+  }
+}
+
+// A missing string shows its key, so it is seen (and fixed) rather than crashing the page.
+function t(key, params = {}) {
+  const text = i18n.strings[key] ?? key;
+  const fill = (whole, name) => (Object.hasOwn(params, name) ? `${params[name]}` : whole);
+  return text.replace(/\{(\w+)\}/g, fill); // A function: "$&" in a message is not a pattern.
+}
+
+// Plural forms are keys "<base>_<category>"; a language without a category falls back to "other".
+function tCount(base, count, params = {}) {
+  const key = `${base}_${formats.plural.select(count)}`;
+  return t(key in i18n.strings ? key : `${base}_other`, { count, ...params });
+}
 
 // ---- Connection -------------------------------------------------------------------------------
 
@@ -60,7 +112,7 @@ function resumeMarks() {
 }
 
 function connect() {
-  setStatus("connecting", "Connecting…");
+  setStatus("connecting", t("connecting"));
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const marks = resumeMarks();
   resumed = new Set(Object.keys(marks));
@@ -119,6 +171,7 @@ function dispatch(frame) {
       onError(frame);
       break;
     case "switched":
+      replaying = false; // See onHello.
       break;
     default:
       console.warn("ignoring a frame of unknown type", frame.type);
@@ -137,10 +190,10 @@ function onClose(event) {
     return;
   }
   if (event.code === CLOSE_FLOOD) {
-    showNotice("You sent too many messages too fast. Reconnecting in a moment.");
+    showNotice(t("too_fast"));
     attempt = Math.max(attempt, 4);
   }
-  setStatus("reconnecting", "Reconnecting…");
+  setStatus("reconnecting", t("reconnecting"));
   scheduleReconnect();
 }
 
@@ -200,7 +253,12 @@ function sendFrame(frame) {
 function onHello(frame) {
   attempt = 0; // Only a greeting proves the server is healthy: a socket that opens and closes is not.
   greeted = true;
-  setStatus("connected", "Connected");
+  setStatus("connected", t("connected"));
+  me.name = frame.user.name; // Renamed while away, perhaps.
+  replaying = resumed.size > 0;
+  // The server queues all of the replay before it reads a frame, so the answer to this no-op
+  // switch (the socket's current room is already general) comes right after the last of it.
+  if (replaying) sendFrame({ type: "switch", room: GENERAL });
   const keys = new Set(frame.rooms.map((entry) => entry.room));
   for (const key of rooms.keys()) if (!keys.has(key)) dropRoom(key);
   for (const entry of frame.rooms) {
@@ -227,11 +285,23 @@ function onHello(frame) {
 function onChatMessage(frame) {
   const room = rooms.get(frame.room);
   if (!room) return;
-  renderMessage(room, frame);
+  const added = renderMessage(room, frame);
   clearTyping(room, frame.user_id);
-  if (frame.user_id !== me.id && !(room.key === current && isVisible())) room.unread += 1;
+  if (added && frame.user_id !== me.id) {
+    if (!(room.key === current && isVisible())) room.unread += 1;
+    tellAboutMessage(room, frame);
+  }
   if (room.key === current) markRead(room);
   renderRoomLists();
+}
+
+// A new message from someone else: in the tab title, to screen readers, as a notification.
+function tellAboutMessage(room, frame) {
+  if (document.hidden) countHiddenUnread();
+  if (replaying) return; // Missed while disconnected: shown and counted, not announced as news.
+  const who = room.key === current ? frame.user : fromWhere(room, frame);
+  announce(t("announce", { name: who, text: frame.text }));
+  if (document.hidden) notify(room, frame);
 }
 
 function onHistory(frame) {
@@ -277,9 +347,16 @@ function onRoomCreated(frame) {
 function onPresence(frame) {
   const room = rooms.get(frame.room);
   if (!room) return;
-  if (frame.type === "join") room.online.set(frame.user_id, frame.user);
-  else room.online.delete(frame.user_id);
+  if (frame.type === "leave") room.online.delete(frame.user_id);
+  else if (room.online.get(frame.user_id) !== frame.user) onJoinOrRename(room, frame);
   if (room.key === current) renderOnline();
+}
+
+// A profile rename re-sends join with the new name: the lists, and a direct room's title, follow.
+function onJoinOrRename(room, frame) {
+  room.online.set(frame.user_id, frame.user);
+  if (frame.user_id === me.id) me.name = frame.user;
+  else if (room.kind === "direct" && room.title !== frame.user) retitleRoom(room, frame.user);
 }
 
 function onTyping(frame) {
@@ -322,7 +399,7 @@ function newRoom(entry) {
   const list = document.createElement("ol");
   list.className = "messages";
   list.dataset.room = entry.room;
-  list.setAttribute("aria-live", "polite");
+  // Not a live region: history and replays would be read out; #announcer says what is new.
   list.hidden = true;
   ui.lists.append(list);
   return {
@@ -349,8 +426,27 @@ function upsertRoom(entry) {
   Object.assign(room, { title: entry.title, kind: entry.kind, unread: entry.unread });
   room.lastReadId = Math.max(room.lastReadId, entry.last_read_id);
   room.online = new Map(entry.online.map((person) => [person.id, person.name]));
-  room.list.setAttribute("aria-label", `Messages in ${entry.title}`);
+  labelList(room);
   return room;
+}
+
+function labelList(room) {
+  const label =
+    room.kind === "direct"
+      ? t("messages_with", { name: room.title })
+      : t("messages_in", { room: room.title });
+  room.list.setAttribute("aria-label", label);
+}
+
+function retitleRoom(room, title) {
+  room.title = title;
+  labelList(room);
+  if (room.key === current) ui.roomTitle.textContent = roomLabel(room);
+  renderRoomLists();
+}
+
+function roomLabel(room) {
+  return room.kind === "direct" ? `@${room.title}` : `#${room.title}`;
 }
 
 function dropRoom(key) {
@@ -372,7 +468,7 @@ function showRoom(key) {
   if (!room) return;
   current = key;
   for (const other of rooms.values()) other.list.hidden = other !== room;
-  ui.roomTitle.textContent = room.kind === "direct" ? `@${room.title}` : `#${room.title}`;
+  ui.roomTitle.textContent = roomLabel(room);
   ui.leaveRoom.hidden = room.kind !== "public" || key === GENERAL;
   room.unread = 0;
   if (!room.loaded) requestHistory(room);
@@ -412,8 +508,9 @@ function isVisible() {
 
 // ---- Rendering --------------------------------------------------------------------------------
 
+// Whether the message was new to this page (a resent or replayed one may already be here).
 function renderMessage(room, frame) {
-  if (room.ids.has(frame.id)) return;
+  if (room.ids.has(frame.id)) return false;
   room.ids.add(frame.id);
   room.lastId = Math.max(room.lastId, frame.id);
   const own = frame.user_id === me.id;
@@ -426,6 +523,7 @@ function renderMessage(room, frame) {
   const element = messageElement(frame, own);
   room.list.insertBefore(element, nextMessageAfter(room, frame.id));
   if (room.key === current && (stuck || own)) scrollToEnd();
+  return true;
 }
 
 // Messages are kept in id order: history pages arrive older, live ones newer; pending stay last.
@@ -455,16 +553,20 @@ function messageElement(frame, own) {
   return item;
 }
 
+// Today's messages show the time only; older ones the date too. The tooltip has it all.
 function timeElement(ts) {
   const moment = new Date(ts);
   const time = document.createElement("time");
   time.dateTime = ts;
-  time.textContent = moment.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-  time.title = moment.toLocaleString();
+  const today = moment.toDateString() === new Date().toDateString();
+  time.textContent = (today ? formats.time : formats.dateTime).format(moment);
+  time.title = formats.full.format(moment);
   return time;
 }
 
 function renderRoomLists() {
+  // The buttons are rebuilt: a keyboard user must not lose their place (focus falling to <body>).
+  const focusedRoom = document.activeElement?.closest?.(".room-button")?.dataset.room;
   const mine = [...rooms.values()].sort((a, b) => a.title.localeCompare(b.title));
   ui.roomList.replaceChildren(...mine.filter((r) => r.kind === "public").map(roomButton));
   const direct = mine.filter((r) => r.kind === "direct");
@@ -473,6 +575,9 @@ function renderRoomLists() {
   const others = publicRooms.filter((item) => !rooms.has(item.room));
   ui.publicList.replaceChildren(...others.map(joinButton));
   ui.publicHint.hidden = others.length > 0;
+  if (focusedRoom !== undefined) {
+    root.querySelector(`.room-button[data-room="${CSS.escape(focusedRoom)}"]`)?.focus();
+  }
 }
 
 function roomButton(room) {
@@ -481,18 +586,27 @@ function roomButton(room) {
   button.type = "button";
   button.className = "room-button";
   button.dataset.room = room.key;
-  button.textContent = room.kind === "direct" ? `@${room.title}` : `#${room.title}`;
+  button.textContent = roomLabel(room);
   if (room.key === current) button.setAttribute("aria-current", "true");
-  if (room.unread > 0) {
-    const badge = document.createElement("span");
-    badge.className = "badge";
-    badge.textContent = String(room.unread);
-    badge.setAttribute("aria-label", `${room.unread} unread`);
-    button.append(" ", badge);
-  }
-  button.addEventListener("click", () => showRoom(room.key));
+  if (room.unread > 0) button.append(" ", ...unreadBadge(room.unread));
+  button.addEventListener("click", () => {
+    showRoom(room.key);
+    closePanels();
+  });
   item.append(button);
   return item;
+}
+
+// The number is for the eye; screen readers get "3 unread" instead (a span has no label).
+function unreadBadge(count) {
+  const badge = document.createElement("span");
+  badge.className = "badge";
+  badge.textContent = String(count);
+  badge.setAttribute("aria-hidden", "true");
+  const spoken = document.createElement("span");
+  spoken.className = "visually-hidden";
+  spoken.textContent = tCount("unread", count);
+  return [badge, spoken];
 }
 
 function joinButton(entry) {
@@ -500,10 +614,11 @@ function joinButton(entry) {
   const button = document.createElement("button");
   button.type = "button";
   button.className = "link-button";
-  button.textContent = `Join #${entry.title}`;
+  button.textContent = t("join_room", { room: entry.title });
   button.addEventListener("click", () => {
     wantRoom = entry.room;
     sendFrame({ type: "join_room", room: entry.room });
+    closePanels();
   });
   item.append(button);
   return item;
@@ -528,9 +643,12 @@ function personItem(id, name) {
   const button = document.createElement("button");
   button.type = "button";
   button.className = "link-button dm-button";
-  button.textContent = "Message";
-  button.setAttribute("aria-label", `Send a direct message to ${name}`);
-  button.addEventListener("click", () => openDirect(id));
+  button.textContent = t("message_button");
+  button.setAttribute("aria-label", t("message_label", { name }));
+  button.addEventListener("click", () => {
+    openDirect(id);
+    closePanels();
+  });
   item.append(" ", button);
   return item;
 }
@@ -551,8 +669,8 @@ function renderTyping() {
   const room = rooms.get(current);
   const names = room ? [...room.typing.values()].map((entry) => entry.name) : [];
   if (!names.length) ui.typing.textContent = "";
-  else if (names.length === 1) ui.typing.textContent = `${names[0]} is typing…`;
-  else ui.typing.textContent = `${names.join(", ")} are typing…`;
+  else if (names.length === 1) ui.typing.textContent = t("typing_one", { name: names[0] });
+  else ui.typing.textContent = t("typing_other", { names: formats.list.format(names) });
 }
 
 function clearTyping(room, userId) {
@@ -587,6 +705,87 @@ function showNotice(text) {
   ui.notice.hidden = false;
 }
 
+// ---- Telling about new messages ---------------------------------------------------------------
+
+// Where a message was written, for a notification or an announcement made from another room.
+function fromWhere(room, frame) {
+  if (room.kind === "direct") return t("from_direct", { name: frame.user });
+  return t("from_room", { name: frame.user, room: room.title });
+}
+
+// A role=log region reads what is appended; the last few lines are plenty to keep.
+function announce(text) {
+  const line = document.createElement("p");
+  line.textContent = text;
+  ui.announcer.append(line);
+  while (ui.announcer.childElementCount > ANNOUNCED_KEPT) ui.announcer.firstElementChild.remove();
+}
+
+function countHiddenUnread() {
+  hiddenUnread += 1;
+  document.title = `(${hiddenUnread}) ${pageTitle}`;
+}
+
+function resetHiddenUnread() {
+  hiddenUnread = 0;
+  document.title = pageTitle;
+}
+
+// Permission is only ever asked for from the button's click, never on page load.
+function setUpNotifyButton() {
+  ui.notify.hidden = !("Notification" in window && Notification.permission === "default");
+}
+
+async function onNotifyClick() {
+  await Notification.requestPermission();
+  ui.notify.hidden = true;
+}
+
+// Counted in code points, so that an emoji is never cut in half.
+function truncate(text, limit) {
+  const chars = Array.from(text);
+  return chars.length > limit ? `${chars.slice(0, limit - 1).join("")}…` : text;
+}
+
+function notify(room, frame) {
+  if (!("Notification" in window) || Notification.permission !== "granted") return;
+  const body = truncate(frame.text, NOTIFICATION_CHARS);
+  let notification;
+  try {
+    notification = new Notification(fromWhere(room, frame), { body, tag: room.key });
+  } catch (error) {
+    // Chrome on Android only shows notifications from a service worker, which this page has not.
+    if (!(error instanceof TypeError)) throw error;
+    console.warn("notifications are not available here", error.message);
+    return;
+  }
+  notification.addEventListener("click", () => {
+    window.focus();
+    showRoom(room.key);
+    notification.close();
+  });
+}
+
+// ---- Panels (on a narrow screen, rooms and people are behind a button) -------------------------
+
+function setPanels(open) {
+  root.classList.toggle("show-panels", open);
+  ui.panelsToggle.setAttribute("aria-expanded", String(open));
+}
+
+// A room was picked from the panels: on a phone they cover the conversation, so get out of the way.
+function closePanels() {
+  if (!root.classList.contains("show-panels")) return;
+  setPanels(false);
+  ui.input.focus();
+}
+
+function onPanelsKeyDown(event) {
+  if (event.key !== "Escape" || !root.classList.contains("show-panels")) return;
+  setPanels(false);
+  ui.panelsToggle.focus();
+}
+
 // ---- Sending ----------------------------------------------------------------------------------
 
 function newClientId() {
@@ -601,7 +800,7 @@ function send(text) {
   const clientId = newClientId();
   const element = messageElement({ user: me.name, text, ts: null }, true);
   element.classList.add("pending");
-  element.title = "Not sent yet";
+  element.title = t("not_sent");
   room.list.append(element);
   scrollToEnd();
   // Kept until the server confirms it, and re-sent after a reconnect if need be.
@@ -618,7 +817,7 @@ function onSubmit(event) {
     ui.input.value = "";
     ui.notice.hidden = true;
   } else {
-    showNotice("Still connecting: your message is still in the box; send it in a moment.");
+    showNotice(t("still_connecting"));
   }
   ui.input.focus();
 }
@@ -651,6 +850,7 @@ function onScroll() {
 }
 
 function onVisibilityChange() {
+  if (isVisible()) resetHiddenUnread();
   const room = rooms.get(current);
   if (room && isVisible()) {
     markRead(room);
@@ -669,4 +869,8 @@ ui.loadOlder.addEventListener("click", () => requestHistory(rooms.get(current)))
 ui.leaveRoom.addEventListener("click", () => sendFrame({ type: "leave_room", room: current }));
 ui.scroller.addEventListener("scroll", onScroll);
 document.addEventListener("visibilitychange", onVisibilityChange);
+ui.panelsToggle.addEventListener("click", () => setPanels(!root.classList.contains("show-panels")));
+root.addEventListener("keydown", onPanelsKeyDown);
+ui.notify.addEventListener("click", onNotifyClick);
+setUpNotifyButton();
 connect();

@@ -207,9 +207,11 @@ def test_chat_page_embeds_a_token_and_is_not_cached(client, make_user):
     response = client.get("/")
     assert response.headers["Cache-Control"] == "no-store"
     assert 'data-token="' in response.text
-    # No inline script: the token is a data attribute, and every script has a src.
+    # No inline script: the token is a data attribute, the strings are JSON data (never run),
+    # and the one script has a src.
     assert re.findall(r"<script\b[^>]*>", response.text) == [
-        '<script type="module" src="/static/chat.js">'
+        '<script type="application/json" id="chat-i18n">',
+        '<script type="module" src="/static/chat.js">',
     ]
 
 
