@@ -46,17 +46,21 @@ class MemoryBackplane:
     """One process: events are delivered at once, presence is the hub's own registry."""
 
     shared = False
+    generation = 0  # Never lost.
 
     def bind(self, hub):
         """Deliver events to ``hub``."""
         self._hub = hub
 
-    def start(self, engine):
+    def start(self):
         """Nothing to start."""
 
     def ready(self, wait=0):
         """Always ready."""
         return True
+
+    def stop(self):
+        """Nothing to stop."""
 
     def exclusive(self):
         """No other process to exclude: the hub's own lock is enough."""
@@ -72,7 +76,8 @@ class RedisBackplane:
 
     shared = True
 
-    def __init__(self, url, prefix, heartbeat, ttl, on_departed):
+    def __init__(self, url, prefix, heartbeat, ttl, on_departed, engine):
+        self._engine = engine  # () -> the SQLAlchemy engine, for the order lock
         self._url = url
         self._prefix = prefix
         self._heartbeat = heartbeat
@@ -82,6 +87,8 @@ class RedisBackplane:
         self._pid = None
         self._ready = threading.Event()
         self._stopping = threading.Event()
+        # Bumped each time the subscription is lost: a greeting that saw it change closes itself.
+        self.generation = 0
         self.worker = None
 
     def bind(self, hub):
@@ -90,18 +97,20 @@ class RedisBackplane:
 
     # ---- Life cycle ----------------------------------------------------------------------------
 
-    def start(self, engine):
+    def start(self):
         """Connect and start the listener and heartbeat threads, once per process.
 
-        Started on the first socket rather than in ``create_app``: CLI commands never join the
-        chat, and gunicorn workers forked from a preloaded app get threads of their own.
+        Started on first use rather than in ``create_app``: CLI commands never join the chat, and
+        gunicorn workers forked from a preloaded app get threads of their own. Called from within
+        an app context (a request, or gunicorn's ``post_worker_init``).
         """
+        if self._pid == os.getpid():
+            return
         with self._start_lock:
             if self._pid == os.getpid():
                 return
-            self._pid = os.getpid()
             self.worker = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-            self._exclusive = _order_lock(engine)
+            self._exclusive = _order_lock(self._engine())
             retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 3)
             options = {"socket_connect_timeout": 2, "socket_keepalive": True}
             self._redis = redis.Redis.from_url(
@@ -114,6 +123,7 @@ class RedisBackplane:
             for target, name in ((self._listen, "listener"), (self._beat, "heartbeat")):
                 thread = threading.Thread(target=target, name=f"chat-{name}", daemon=True)
                 thread.start()
+            self._pid = os.getpid()  # Last: other threads wait on the lock until all is set.
 
     def stop(self):
         """Stop the threads (tests); the worker's presence expires on its own."""
@@ -126,6 +136,7 @@ class RedisBackplane:
     @contextlib.contextmanager
     def exclusive(self):
         """Hold the lock every worker takes to publish ordered events."""
+        self.start()
         with self._exclusive():
             yield
 
@@ -133,6 +144,7 @@ class RedisBackplane:
 
     def publish(self, event, payload=None):
         """Send ``event`` (a small dict) and its encoded frame to every worker, this one too."""
+        self.start()
         message = json.dumps(event, separators=(",", ":"))
         if payload is not None:
             message += "\n" + payload  # The frame travels as is, not re-encoded inside JSON.
@@ -159,7 +171,8 @@ class RedisBackplane:
                         log.info("worker %s subscribed to %s", self.worker, self._url)
                     elif message["type"] == "message":
                         self._deliver(message["data"])
-            except (redis.RedisError, OSError) as error:
+            except (redis.RedisError, OSError, BackplaneError) as error:
+                # BackplaneError: a presence write made while delivering an event failed.
                 log.warning("lost the Redis backplane (%s); retrying in %.1fs", error, delay)
             finally:
                 with contextlib.suppress(redis.RedisError, OSError):
@@ -172,14 +185,17 @@ class RedisBackplane:
         """Hand one published event to the hub; a malformed one is logged and dropped."""
         header, _, payload = message.partition("\n")
         try:
-            self._hub.deliver(json.loads(header), payload or None)
-        except (ValueError, KeyError, TypeError):
+            event = json.loads(header)
+            self._hub.deliver(event, payload or None)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            # Someone else's message on our channel, or a newer worker's event: not ours to die of.
             log.exception("dropped a malformed backplane event: %.200r", message)
 
     def _lost(self):
         """Events may have been missed: close this worker's sockets so their clients resume."""
         if self._ready.is_set():
             self._ready.clear()
+            self.generation += 1
             self._hub.close_all(CLOSE_RESTART, "Chat service restarting")
 
     # ---- Presence ------------------------------------------------------------------------------
@@ -227,14 +243,17 @@ class RedisBackplane:
     def _register(self):
         """(Re)announce this worker and its users: after a Redis restart, nothing of it is left."""
         key = self._key("presence", self.worker)
-        table = {str(uid): json.dumps(entry) for uid, entry in self._hub.local_presence().items()}
-        pipe = self._redis.pipeline()
-        pipe.zadd(self._key("workers"), {self.worker: self._now()})
-        pipe.delete(key)
-        if table:
-            pipe.hset(key, mapping=table)
-            pipe.expire(key, self._ttl * 4)
-        pipe.execute()
+        # Under the hub's presence lock: a detach cannot slip between our snapshot and our write.
+        with self._hub.presence_lock:
+            presence = self._hub.local_presence()
+            table = {str(uid): json.dumps(entry) for uid, entry in presence.items()}
+            pipe = self._redis.pipeline()
+            pipe.zadd(self._key("workers"), {self.worker: self._now()})
+            pipe.delete(key)
+            if table:
+                pipe.hset(key, mapping=table)
+                pipe.expire(key, self._ttl * 4)
+            pipe.execute()
 
     def _beat(self):
         """Every ``heartbeat`` seconds: prove this worker alive, bury workers that are not."""
@@ -246,6 +265,10 @@ class RedisBackplane:
             except (redis.RedisError, BackplaneError, SQLAlchemyError) as error:
                 # SQLAlchemyError: the database (the order lock) is down; the next beat retries.
                 log.warning("presence heartbeat failed: %s", error)
+            except Exception:
+                # The thread's last line of defence: a heartbeat that dies gets this worker buried
+                # while its users are still here, so log whatever it was and keep beating.
+                log.exception("presence heartbeat failed")
 
     def _beat_once(self):
         """One heartbeat: refresh this worker, then bury the dead."""
@@ -261,16 +284,23 @@ class RedisBackplane:
                 try:
                     self._bury(dead)
                 except (redis.RedisError, BackplaneError, SQLAlchemyError):
-                    self._redis.zadd(self._key("workers"), {dead: 0})  # Buried on a later beat.
+                    # Buried again on a later beat, from the tomb if the hash was moved there.
+                    self._redis.zadd(self._key("workers"), {dead: 0})
+                    with contextlib.suppress(redis.ResponseError):
+                        self._redis.renamenx(self._key("tomb", dead), self._key("presence", dead))
                     raise
 
     def _bury(self, dead):
         """Drop a dead worker's presence and announce its users gone unless online elsewhere."""
         log.warning("worker %s stopped beating; its users go offline", dead)
+        key, tomb = self._key("presence", dead), self._key("tomb", dead)
+        try:
+            # Moved aside at once: if the worker was only slow, it re-registers into a fresh hash.
+            self._redis.rename(key, tomb)
+        except redis.ResponseError:
+            return  # No hash: it had nobody online.
         with self._hub.ordered():
-            key = self._key("presence", dead)
-            table = self._redis.hgetall(key)
-            self._redis.delete(key)
+            table = self._redis.hgetall(tomb)
             still_here = self.everyone()
             gone = []
             for user_id, raw in table.items():
@@ -279,6 +309,7 @@ class RedisBackplane:
                     rooms = {int(room_id): k for room_id, k in entry["rooms"].items()}
                     gone.append((int(user_id), entry["name"], rooms))
             self._on_departed(gone)
+            self._redis.delete(tomb)  # Only once announced: a failure above retries the burial.
 
     def _now(self):
         """Seconds on the Redis server's clock, which every host shares."""
@@ -303,13 +334,14 @@ def _postgres_lock(engine):
 
     @contextlib.contextmanager
     def hold():
-        with engine.connect() as connection:
+        # Autocommit: the connection must not sit "idle in transaction" while it holds the lock
+        # (idle_in_transaction_session_timeout would end the session, and the lock with it).
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": ORDER_LOCK_KEY})
             try:
                 yield
             finally:
                 connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ORDER_LOCK_KEY})
-                connection.commit()
 
     return hold
 

@@ -66,7 +66,7 @@ def authenticate_socket():
     except TokenError as error:
         return json_error(401, error.code, "Get a new token from /api/token.")
     hub = current_hub()
-    hub.start(db.engine)
+    hub.start()
     try:
         # A worker's first socket starts the backplane, which subscribes in a few milliseconds.
         if not hub.ready(wait=1.0):
@@ -138,6 +138,7 @@ def _greet_in_order(hub, conn, resume):
     published before it but still in flight from the backplane are at most ``conn.floor``, and
     the hub skips them for this socket: nothing lands in both either.
     """
+    generation = hub.generation()
     if not hub.ready():
         raise BackplaneError("the backplane was lost")
     rooms.join_general(conn.user_id)
@@ -150,6 +151,9 @@ def _greet_in_order(hub, conn, resume):
     db.session.remove()
     conn.current = GENERAL
     first = hub.attach(conn, {room["id"]: room["room"] for room in mine})
+    if hub.generation() != generation:
+        # The backplane was lost while we read: its "close everyone" may have missed this socket.
+        raise BackplaneError("the backplane was lost during the greeting")
     online = hub.online_in([room["id"] for room in mine])
     entries = [protocol.room_entry(room, online[room["id"]]) for room in mine]
     me = {"id": conn.user_id, "name": conn.name}
@@ -274,6 +278,7 @@ def _backplane(config, on_departed):
         config["CHAT_PRESENCE_HEARTBEAT"],
         config["CHAT_PRESENCE_TTL"],
         on_departed,
+        engine=lambda: db.engine,
     )
 
 

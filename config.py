@@ -102,6 +102,8 @@ def finalize(config, instance_path):
     if config["CHAT_SEND_QUEUE_SIZE"] <= config["CHAT_RESUME_LIMIT"] + 200:
         # A resume queues up to CHAT_RESUME_LIMIT messages plus a frame per room (200 at most).
         raise RuntimeError("CHAT_SEND_QUEUE_SIZE must exceed CHAT_RESUME_LIMIT + 200")
+    if config["CHAT_MESSAGE_RATE"] <= 0 or config["CHAT_FRAME_RATE"] <= 0:
+        raise RuntimeError("CHAT_MESSAGE_RATE and CHAT_FRAME_RATE must be above 0")
     if config["CHAT_PRESENCE_TTL"] < 2 * config["CHAT_PRESENCE_HEARTBEAT"]:
         # One late heartbeat must not bury a live worker and announce all its users as gone.
         raise RuntimeError("CHAT_PRESENCE_TTL must be at least twice CHAT_PRESENCE_HEARTBEAT")

@@ -48,9 +48,7 @@ def post_worker_init(worker):
 
 def _join_backplane(app):
     """Subscribe before the first client arrives (the app would otherwise do it on demand)."""
-    from extensions import db
-
     hub = app.extensions.get("chat_hub")
     if hub is not None:
         with app.app_context():
-            hub.start(db.engine)
+            hub.start()

@@ -198,7 +198,7 @@ class Hub:
         # and a joining client's history meets its live frames with no gap and no duplicate.
         self._order = threading.Lock()
         # Serializes presence writes, so that an older snapshot never overwrites a newer one.
-        self._presence_lock = threading.Lock()
+        self.presence_lock = threading.Lock()
         self._sockets = {}  # user id -> set of Connection
         self._names = {}  # user id -> display name
         self._rooms = {}  # user id -> {room id: room key}, for users online here
@@ -209,9 +209,17 @@ class Hub:
 
     # ---- Backplane -----------------------------------------------------------------------------
 
-    def start(self, engine):
+    def start(self):
         """Start the backplane (once per process; the first socket calls this)."""
-        self._backplane.start(engine)
+        self._backplane.start()
+
+    def stop(self):
+        """Stop the backplane's threads (tests make many apps in one process)."""
+        self._backplane.stop()
+
+    def generation(self):
+        """Changes whenever the backplane was lost: events may have been missed since."""
+        return self._backplane.generation
 
     def ready(self, wait=0):
         """True when sockets may join: the backplane delivers events to this worker."""
@@ -275,15 +283,24 @@ class Hub:
                 self._refresh(room_id)
         return True, not sockets, rooms
 
+    # Membership and name changes apply here at once, then go to every worker (here again, a
+    # no-op): the caller's next check already sees them (no post lands after a leave).
+
     def subscribe(self, user_id, room_id, key):
         """Add a user's sockets, on every worker, to a room they joined."""
         event = {"kind": "subscribe", "user": user_id, "room": room_id, "key": key}
-        self._backplane.publish(event)
+        self._publish_and_apply(event)
 
     def unsubscribe(self, user_id, room_id, key, fallback):
         """Take a user's sockets out of a room they left; those typing in it go to ``fallback``."""
         event = {"kind": "unsubscribe", "user": user_id, "room": room_id, "key": key}
-        self._backplane.publish({**event, "fallback": fallback})
+        self._publish_and_apply({**event, "fallback": fallback})
+
+    def _publish_and_apply(self, event):
+        """Apply ``event`` on this worker now, then publish it to every worker."""
+        if self._backplane.shared:
+            self.deliver(event, None)
+        self._backplane.publish(event)
 
     def _subscribe(self, user_id, room_id, key):
         with self._lock:
@@ -309,7 +326,7 @@ class Hub:
 
     def rename(self, user_id, name):
         """Give a user's sockets, on every worker, a new display name."""
-        self._backplane.publish({"kind": "rename", "user": user_id, "name": name})
+        self._publish_and_apply({"kind": "rename", "user": user_id, "name": name})
 
     def _rename(self, user_id, name):
         with self._lock:
@@ -355,7 +372,7 @@ class Hub:
         """Tell the backplane where a user is online now (a no-op in one process)."""
         if not self._backplane.shared:
             return
-        with self._presence_lock:
+        with self.presence_lock:
             with self._lock:
                 entry = self._entry(user_id) if user_id in self._sockets else None
             self._backplane.set_presence(user_id, entry)

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from backplane import BackplaneError
 from conftest import PASSWORD, GunicornServer, csrf_token, free_port, token_issued_at
 from extensions import db
 from models import Message
@@ -308,6 +309,7 @@ def test_a_killed_worker_loses_no_message_and_its_users_go_offline(
     thread.start()
     time.sleep(0.2)
     os.kill(victim, signal.SIGKILL)
+    killed_at = time.monotonic()
     thread.join(SETTLE)
     wait_until(lambda: len(general_ids(app)) == 60, "60 stored messages")
     everyone = [f for f in followers if f.reconnect]
@@ -316,8 +318,14 @@ def test_a_killed_worker_loses_no_message_and_its_users_go_offline(
     expected = general_ids(app)
     for follower in everyone:
         assert follower.ids == expected  # No gap and no duplicate, across the resume.
-    assert all(f.close_codes for f in by_worker[victim])  # They did lose their socket.
-    wait_until(lambda: all(ghost not in f.online for f in everyone), "the ghost to go offline")
+    # They did lose their socket, and came back.
+    assert [f.greetings > 1 for f in by_worker[victim]] == [True] * len(by_worker[victim]), [
+        (f.user_id, f.greetings, f.close_codes) for f in by_worker[victim]
+    ]
+    # Within the TTL (3 s) and a heartbeat (1 s) of the last beat, give or take a second.
+    budget = 3 + 1 + 2 - (time.monotonic() - killed_at)
+    offline = lambda: all(ghost not in f.online for f in everyone)  # noqa: E731
+    wait_until(offline, "the ghost to go offline", timeout=max(budget, 0.1))
     late = follow(app, followers, users[0], servers)
     assert ghost not in late.online
     assert set(users) <= late.online
@@ -415,3 +423,50 @@ def test_a_redis_restart_under_load_recovers_everything_from_the_database(
     before = len(expected)
     send_many(followers[-1], "after", 1)
     wait_until(lambda: all(len(f.ids) == before + 1 for f in followers), "a live message")
+
+
+# ---- One worker on the Redis backplane, in this process -----------------------------------------
+
+
+@pytest.fixture
+def redis_backplane(app_config, redis_url):
+    """Build the test app on the Redis backplane (request it before ``app`` or ``ws_connect``)."""
+    app_config.update(
+        REDIS_URL=redis_url,
+        CHAT_REDIS_PREFIX=f"chat-test-{uuid.uuid4().hex[:8]}",
+        CHAT_PRESENCE_HEARTBEAT=1,
+        CHAT_PRESENCE_TTL=3,
+    )
+    # make_app stops the backplane's threads at teardown.
+
+
+def test_with_redis_no_message_lands_in_a_room_just_left(redis_backplane, ws_connect, alice):
+    a = ws_connect(alice)
+    a.send({"type": "create_room", "name": "lobby"})
+    a.recv_type("room")
+    a.send({"type": "leave_room", "room": "lobby"})
+    a.send({"type": "message", "room": "lobby", "text": "too late", "client_id": "late"})
+    frames = [a.recv() for _ in range(3)]  # room_created, room_left, then the refusal
+    refusal = next(frame for frame in frames if frame["type"] == "error")
+    assert (refusal["code"], refusal["client_id"]) == ("forbidden", "late")
+
+
+def test_the_listener_survives_a_failed_presence_write(redis_backplane, app, ws_connect, alice,
+                                                       bob, monkeypatch):  # fmt: skip
+    b = ws_connect(bob)
+    backplane = app.extensions["chat_hub"]._backplane
+
+    def redis_refuses(user_id, entry):
+        raise BackplaneError("Redis said no")
+
+    # Another worker renames bob while this worker cannot write presence: the event is lost for
+    # this worker, so it must close its sockets (1012) and come back, not die silently.
+    monkeypatch.setattr(backplane, "set_presence", redis_refuses)
+    backplane.publish({"kind": "rename", "user": bob, "name": "bobby"})
+    wait_until(lambda: _closed(b.ws), "the socket to close", timeout=5)
+    assert b.ws.close_code == 1012
+    monkeypatch.undo()
+    wait_until(lambda: backplane.ready(), "the listener to subscribe again", timeout=10)
+    again, a = ws_connect(bob), ws_connect(alice)
+    a.send("still delivering")
+    assert again.recv_type("message")["text"] == "still delivering"
