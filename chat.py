@@ -92,7 +92,6 @@ def chat_socket(ws):
     user_id, name = g.chat_user
     hub = current_hub()
     conn = Connection(ws, user_id, name, current_app.config["CHAT_SEND_QUEUE_SIZE"])
-    conn.start()
     try:
         marks = _read_resume(ws, conn) if g.chat_resuming else {}
         if _greet(hub, conn, marks):

@@ -61,7 +61,9 @@ def _post(hub, conn, command):
     with hub.ordered():
         # Checked under the lock that membership changes take: no post lands after a leave.
         room_id = _member_room(hub, conn, key, command.client_id)
-        stored, created = save_message(conn.user_id, room_id, command.text, command.client_id)
+        stored, created = save_message(
+            conn.user_id, room_id, command.text, command.client_id, key, conn.name
+        )
         payload = protocol.encode(protocol.message_frame(stored))
         if created:
             hub.broadcast(room_id, payload, message_id=stored["id"])

@@ -1,20 +1,23 @@
 """The hub: who is connected, and fan-out of frames to them.
 
-Each ``Connection`` has exactly one writer: a thread that drains its bounded outbound queue. The hub
-only ever *queues* frames, never writes to a socket, so one slow or dead client cannot delay anyone
-else; a client whose queue overflows is cut off and recovers by reconnecting. Fan-out goes through
-a backplane (``backplane.py``): in memory for one process, Redis pub/sub for several.
+A broadcast is framed once (``encode_frame``) and handed to each ``Connection``, which writes it
+without blocking when the socket has room and otherwise queues it for its own writer thread; no
+sender ever waits on a slow or dead client, and a client whose backlog overflows is cut off and
+recovers by reconnecting. Fan-out goes through a backplane (``backplane.py``): in memory for one
+process, Redis pub/sub for several.
 """
 
+import collections
 import contextlib
 import logging
-import queue
 import socket
 import threading
 import time
 
 from flask import current_app
 from simple_websocket import ConnectionClosed
+from wsproto.connection import ConnectionState
+from wsproto.frame_protocol import FrameProtocol
 from wsproto.utilities import LocalProtocolError
 
 from backplane import BackplaneError, MemoryBackplane
@@ -78,6 +81,11 @@ class SerializedSocket:
         self._sock = sock
         self.lock = threading.RLock()
 
+    @property
+    def raw(self):
+        """The real socket, for writers that already hold ``lock``."""
+        return self._sock
+
     def send(self, data):
         """Send all of ``data`` before anyone else may write."""
         with self.lock:
@@ -88,8 +96,23 @@ class SerializedSocket:
         return getattr(self._sock, name)
 
 
+def encode_frame(text):
+    """A complete WebSocket text frame for ``text``: built once, written to every recipient.
+
+    Unmasked (server to client) and uncompressed, which RFC 7692 allows even when permessage-
+    deflate was negotiated: compressing once per recipient cost more than it saved on a LAN.
+    """
+    return bytes(FrameProtocol(client=False, extensions=[]).send_data(text, fin=True))
+
+
 class Connection:
-    """One client socket, its bounded outbound queue, and the one thread that writes to it."""
+    """One client socket: frames are written at once when the socket takes them, else queued.
+
+    A sender first tries a non-blocking write from its own thread (the common case: the socket's
+    buffer has room, no thread wakes up). Whatever would block goes to a bounded backlog that one
+    writer thread, started the first time it is needed, drains in order. A client whose backlog
+    overflows is cut off and recovers by reconnecting.
+    """
 
     def __init__(self, ws, user_id, name, queue_size):
         self.user_id = user_id
@@ -99,52 +122,105 @@ class Connection:
         self.current = None  # Key of the room that plain-text frames go to.
         # Messages up to this id were in the database when the socket joined: it has them already.
         self.floor = 0
+        self._limit = queue_size
+        # Guards the backlog and the flags below; never held during I/O.
+        self._mutex = threading.Lock()
+        self._backlog = collections.deque()  # frames (and _Close/_STOP) waiting for the writer
+        self._writing = False  # a sender or the writer is writing to the socket right now
         self._aborted = False
-        self._queue = queue.Queue(maxsize=queue_size)
-        self._writer = threading.Thread(
-            target=self._write_loop, name=f"chat-writer-{user_id}", daemon=True
-        )
-
-    def start(self):
-        """Start the writer thread."""
-        self._writer.start()
+        self._closing = False  # a close was requested: nothing more is sent
+        self._wake = threading.Event()
+        self._writer = None
 
     def send(self, payload):
-        """Queue ``payload`` without blocking; a client too far behind is cut off."""
-        if self._aborted:
-            return False
+        """Send ``payload`` (str, or bytes from ``encode_frame``) without ever blocking."""
+        frame = payload if isinstance(payload, bytes) else encode_frame(payload)
+        with self._mutex:
+            if self._aborted or self._closing:
+                return False
+            if self._writing or self._backlog:
+                return self._enqueue(frame)
+            self._writing = True
+        sent = self._write_now(frame)
+        with self._mutex:
+            self._writing = False
+            if sent < len(frame) and not self._aborted:
+                # Ahead of anything queued meanwhile: frames leave in the order they were sent.
+                self._backlog.appendleft(memoryview(frame)[sent:])
+            if self._backlog:
+                self._kick()
+        return not self._aborted
+
+    def _write_now(self, frame):
+        """Write what the socket takes without waiting; return how many bytes went."""
+        lock = self._ws.sock.lock
+        if not lock.acquire(blocking=False):
+            return 0  # The reader is answering a ping: the writer sends this right after.
         try:
-            self._queue.put_nowait(payload)
-        except queue.Full:
-            log.warning("cutting off a slow client of user %s", self.user_id)
+            if self._ws.ws.state is not ConnectionState.OPEN:
+                return len(frame)  # Closing: frames after the close frame are dropped.
+            return self._ws.sock.raw.send(frame, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return 0
+        except OSError:
             self.abort()
+            return len(frame)
+        finally:
+            lock.release()
+
+    def _enqueue(self, item):
+        """Queue ``item`` for the writer; cut the client off if it is too far behind."""
+        if len(self._backlog) >= self._limit:
+            log.warning("cutting off a slow client of user %s", self.user_id)
+            self._abort_locked()
             return False
+        self._backlog.append(item)
+        self._kick()
         return True
+
+    def _kick(self):
+        """Wake the writer, starting it the first time; the caller holds the mutex."""
+        if self._writer is None:
+            self._writer = threading.Thread(
+                target=self._write_loop, name=f"chat-writer-{self.user_id}", daemon=True
+            )
+            self._writer.start()
+        self._wake.set()
 
     def abort(self):
         """Drop the connection now, without writing: wakes up its blocked reader and writer."""
+        with self._mutex:
+            self._abort_locked()
+
+    def _abort_locked(self):
         self._aborted = True
+        self._backlog.clear()  # Release the memory at once: nobody will read it.
+        self._wake.set()
         with contextlib.suppress(OSError):  # Already closed: nothing left to wake.
-            self._ws.sock.shutdown(socket.SHUT_RDWR)
+            self._ws.sock.raw.shutdown(socket.SHUT_RDWR)
 
     def close_with(self, code, reason):
-        """Have the writer send what is queued, then a close frame with ``code``, then hang up."""
-        try:
-            self._queue.put_nowait(_Close(code, reason))
-        except queue.Full:
-            self.abort()
+        """Send what is queued, then a close frame with ``code``, then hang up."""
+        with self._mutex:
+            if self._aborted or self._closing:
+                return
+            self._closing = True
+            self._backlog.append(_Close(code, reason))  # Past the limit too: it must go out.
+            self._kick()
 
     def close(self, timeout=5.0):
         """Let the writer flush what is queued, then stop it."""
-        try:
-            self._queue.put_nowait(_STOP)
-        except queue.Full:
-            self.abort()
-        self._writer.join(timeout)
-        if self._writer.is_alive():
-            # The peer stopped reading while we flushed: stop waiting for it.
-            self.abort()
-            self._writer.join(timeout)
+        with self._mutex:
+            if self._writer is not None and not self._aborted:
+                self._backlog.append(_STOP)
+                self._wake.set()
+            writer = self._writer
+        if writer is not None:
+            writer.join(timeout)
+            if writer.is_alive():
+                # The peer stopped reading while we flushed: stop waiting for it.
+                self.abort()
+                writer.join(timeout)
         if not self._ws.connected:
             # The closing handshake is over (or failed): the server closes TCP first (RFC 6455
             # 7.1.1), instead of leaving the client to wait for its close timeout. The reader wakes
@@ -153,22 +229,40 @@ class Connection:
             self.abort()
 
     def _write_loop(self):
-        """Write queued frames in order until stopped or the socket fails."""
+        """Drain the backlog in order, blocking on the socket as long as it takes."""
         while True:
-            payload = self._queue.get()
-            if payload is _STOP:
-                return
-            if isinstance(payload, _Close):
-                self._send_close(payload)
-                return
-            try:
-                # Held across framing and sending: a close frame from the reader cannot come first.
-                with self._ws.sock.lock:
-                    self._ws.send(payload)
-            except (ConnectionClosed, OSError, LocalProtocolError):
-                # LocalProtocolError: the reader thread closed the socket while we framed.
-                self.abort()
-                return
+            self._wake.wait()
+            self._wake.clear()  # Before looking: a frame queued from now on sets it again.
+            while True:
+                with self._mutex:
+                    if self._aborted:
+                        return
+                    if not self._backlog or self._writing:
+                        break  # A sender writing directly kicks us if it leaves anything.
+                    item = self._backlog.popleft()
+                    self._writing = True
+                if item is _STOP:
+                    return
+                if isinstance(item, _Close):
+                    self._send_close(item)
+                    return
+                written = self._write_blocking(item)
+                with self._mutex:
+                    self._writing = False
+                if not written:
+                    return
+
+    def _write_blocking(self, frame):
+        """Write all of ``frame``; False if the socket failed (it is then aborted)."""
+        try:
+            # Held across the write: a pong or close frame from the reader cannot cut in.
+            with self._ws.sock.lock:
+                if self._ws.ws.state is ConnectionState.OPEN:
+                    self._ws.sock.raw.sendall(frame)
+        except OSError:
+            self.abort()
+            return False
+        return True
 
     def _send_close(self, request):
         """Send a close frame, give the peer a moment to answer it, then hang up."""
@@ -463,6 +557,8 @@ class Hub:
     def deliver(self, event, payload):
         """Carry out one published event on this worker's sockets; only ever queues frames."""
         kind = event["kind"]
+        if payload is not None:
+            payload = encode_frame(payload)  # Framed once, whatever the number of recipients.
         if kind == "room":
             exclude, message_id = event["exclude"], event["id"]
             for conn in self._fanout.get(event["room"], ()):

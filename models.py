@@ -18,6 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
     func,
+    insert,
     select,
 )
 from sqlalchemy.exc import IntegrityError
@@ -152,12 +153,17 @@ class Message(db.Model):
         }
 
 
-def save_message(user_id, room_id, text, client_id=None):
-    """Persist a message; return ``(data, created)``. A repeated ``client_id`` gets the original."""
-    message = Message(user_id=user_id, room_id=room_id, text=text, client_id=client_id)
-    db.session.add(message)
+def save_message(user_id, room_id, text, client_id=None, room_key=None, author=None):
+    """Persist a message; return ``(data, created)``. A repeated ``client_id`` gets the original.
+
+    ``room_key`` and ``author`` (the author's display name), when given, spare two queries: this
+    is the hot path, so it is one Core ``INSERT … RETURNING`` rather than the ORM's unit of work.
+    """
+    created_at = utcnow()
+    row = {"user_id": user_id, "room_id": room_id, "text": text, "client_id": client_id}
     try:
-        db.session.flush()
+        statement = insert(Message).values(**row, created_at=created_at).returning(Message.id)
+        message_id = db.session.execute(statement).scalar_one()
     except IntegrityError:
         db.session.rollback()
         if client_id is None:
@@ -170,7 +176,15 @@ def save_message(user_id, room_id, text, client_id=None):
         return original.to_dict(), False
     # Built before the commit: once committed, only the backplane's publish stands between the
     # row and its broadcast; if that fails the client's retry (same client_id) gets this row.
-    data = message.to_dict()
+    data = {
+        "id": message_id,
+        "room": room_key or db.session.get(Room, room_id).key,
+        "user_id": user_id,
+        "user": author or db.session.get(User, user_id).name,
+        "text": text,
+        "created_at": created_at,
+        "client_id": client_id,
+    }
     db.session.commit()
     return data, True
 

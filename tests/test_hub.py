@@ -1,18 +1,20 @@
 """The hub's delivery rules, on the in-memory backplane (sockets are tested in test_socket)."""
 
-from hub import Hub
+from hub import Hub, encode_frame
 
 
 class Recorder:
-    """Stands in for a ``Connection``: the hub only queues frames to it."""
+    """Stands in for a ``Connection``: the hub only hands it finished frames."""
 
     def __init__(self, user_id, name="someone", floor=0):
         self.user_id, self.name, self.floor = user_id, name, floor
         self.current = "general"
         self.frames = []
 
-    def send(self, payload):
-        self.frames.append(payload)
+    def send(self, frame):
+        # Short frames: a 2-byte header (FIN + text opcode, length), then the text as is.
+        assert frame == encode_frame(frame[2:].decode())
+        self.frames.append(frame[2:].decode())
         return True
 
 
