@@ -93,10 +93,11 @@ async def _clients(urls, sender_indexes, rate, seconds, slow_url, barrier):
     clients, readers = await open_clients(urls, latencies, stop, last)
     await asyncio.to_thread(barrier.wait, 180)
     await asyncio.to_thread(barrier.wait, 30)
+    # Recording starts before anything else: the other processes' senders start now too.
+    latencies.on = True
     slow = None
     if slow_url:  # One more client that never reads: its queue fills, then TCP.
         slow = await connect(slow_url, max_queue=1, compression=None, ping_interval=None)
-    latencies.on = True
     started = time.monotonic()  # CLOCK_MONOTONIC is system-wide: comparable across processes.
     sent = sum(
         await asyncio.gather(
