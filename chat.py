@@ -263,6 +263,7 @@ def init_app(app):
         "thread_class": ReaderThread,
     }
     app.extensions[HUB_KEY] = hub = Hub(_backplane(app.config, lambda gone: _bury(hub, gone)))
+    app.extensions[handlers.COMMITS_KEY] = handlers.GroupCommit()
     app.register_blueprint(bp)
     sock.init_app(app)
 

@@ -1,13 +1,15 @@
 """One handler per client frame type. Each checks that the user is in the room it names."""
 
+import threading
+
 from flask import current_app
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 import protocol
 import rooms
 from backplane import BackplaneError
 from extensions import db
-from models import GENERAL, Room, messages_before, save_message
+from models import GENERAL, Room, messages_before, save_message, save_messages
 from throttle import message_wait
 
 
@@ -58,17 +60,96 @@ def _post(hub, conn, command):
         message = protocol.ERROR_MESSAGES["rate_limited"]
         raise protocol.FrameError("rate_limited", message, command.client_id, wait)
     current_app.logger.info("message from user %s (%d chars)", conn.user_id, len(command.text))
+    post = _Post(conn, key, command.text, command.client_id)
+    commits = current_app.extensions[COMMITS_KEY]
+    commits.add(post)
     with hub.ordered():
-        # Checked under the lock that membership changes take: no post lands after a leave.
-        room_id = _member_room(hub, conn, key, command.client_id)
-        stored, created = save_message(
-            conn.user_id, room_id, command.text, command.client_id, key, conn.name
-        )
-        payload = protocol.encode(protocol.message_frame(stored))
-        if created:
-            hub.broadcast(room_id, payload, message_id=stored["id"])
+        # Group commit: whoever holds the lock stores every post waiting for it in one
+        # transaction. Ours is done when we get the lock, by us or by the holder before us.
+        batch = commits.take()
+        if batch:
+            _store_and_publish(hub, batch)
+    if isinstance(post.error, protocol.FrameError):
+        raise post.error
+    if post.error is not None:  # Logged once, by whoever ran the batch.
+        message = protocol.ERROR_MESSAGES["unavailable"]
+        raise protocol.FrameError("unavailable", message, command.client_id)
+    stored, created = post.result
     if not created:
-        conn.send(payload)
+        conn.send(protocol.encode(protocol.message_frame(stored)))
+
+
+COMMITS_KEY = "chat_commits"
+
+
+class _Post:
+    """A message waiting for the next group commit, and what became of it."""
+
+    __slots__ = ("client_id", "conn", "error", "key", "result", "room_id", "text")
+
+    def __init__(self, conn, key, text, client_id):
+        self.conn, self.key, self.text, self.client_id = conn, key, text, client_id
+        self.room_id = self.result = self.error = None
+
+
+class GroupCommit:
+    """Posts waiting for ``Hub.ordered()``: the next holder stores them all at once."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._waiting = []
+
+    def add(self, post):
+        """Queue a post for the next commit."""
+        with self._lock:
+            self._waiting.append(post)
+
+    def take(self):
+        """Every post queued so far (the caller holds ``Hub.ordered()``)."""
+        with self._lock:
+            batch, self._waiting = self._waiting, []
+        return batch
+
+
+def _store_and_publish(hub, batch):
+    """Store a batch of posts in one transaction, then publish each, in id order."""
+    accepted = []
+    for post in batch:
+        # Checked under the lock that membership changes take: no post lands after a leave.
+        post.room_id = hub.room_id(post.conn.user_id, post.key)
+        if post.room_id is None:
+            message = protocol.ERROR_MESSAGES["forbidden"]
+            post.error = protocol.FrameError("forbidden", message, post.client_id)
+        else:
+            accepted.append(post)
+    published = 0
+    try:
+        for post, result in zip(accepted, _store(accepted), strict=True):
+            post.result = result
+            stored, created = result
+            if created:
+                payload = protocol.encode(protocol.message_frame(stored))
+                hub.broadcast(post.room_id, payload, message_id=stored["id"])
+            published += 1
+    except (SQLAlchemyError, BackplaneError) as error:
+        db.session.rollback()
+        current_app.logger.exception("could not store or publish %d messages", len(accepted))
+        for post in accepted[published:]:
+            # Not stored, or stored and not published: a retry (same client_id) sorts it out.
+            post.error = error
+
+
+def _store(posts):
+    """``[(stored, created)]`` for ``posts``: one INSERT and one commit for the whole batch."""
+    if not posts:
+        return []
+    rows = [(p.conn.user_id, p.room_id, p.text, p.client_id, p.key, p.conn.name) for p in posts]
+    try:
+        return [(stored, True) for stored in save_messages(rows)]
+    except IntegrityError:
+        # A retried client_id among them: one at a time, each retry finds its original.
+        db.session.rollback()
+        return [save_message(*row) for row in rows]
 
 
 def _switch(hub, conn, command):

@@ -189,6 +189,39 @@ def save_message(user_id, room_id, text, client_id=None, room_key=None, author=N
     return data, True
 
 
+def save_messages(rows):
+    """Persist several new messages in one statement and one commit; their data, in id order.
+
+    ``rows`` are ``(user_id, room_id, text, client_id, room_key, author)``. A ``client_id`` seen
+    before raises ``IntegrityError`` for the whole batch (nothing is stored): the caller then
+    stores them one by one with ``save_message``, which finds the originals.
+    """
+    created_at = utcnow()
+    values = [
+        {"user_id": u, "room_id": r, "text": t, "client_id": c, "created_at": created_at}
+        for u, r, t, c, _key, _author in rows
+    ]
+    # sort_by_parameter_order: the ids come back in the order of the rows, on every database.
+    statement = insert(Message).returning(Message.id, sort_by_parameter_order=True)
+    ids = db.session.execute(statement, values).scalars().all()
+    data = [
+        {
+            "id": message_id,
+            "room": key,
+            "user_id": user_id,
+            "user": author,
+            "text": text,
+            "created_at": created_at,
+            "client_id": client_id,
+        }
+        for message_id, (user_id, _room, text, client_id, key, author) in zip(
+            ids, rows, strict=True
+        )
+    ]
+    db.session.commit()
+    return data
+
+
 def latest_message_id():
     """The id of the newest message in any room (0 when there is none)."""
     return db.session.scalar(select(func.max(Message.id))) or 0

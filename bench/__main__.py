@@ -105,14 +105,23 @@ def children(pid):
 
 
 class ChatServer:
-    """The chat under gunicorn (one gthread worker), on a throwaway SQLite database."""
+    """The chat under gunicorn (one gthread worker), on a throwaway database.
+
+    SQLite in a temporary folder, or with ``BENCH_POSTGRES`` (a PostgreSQL URL) a schema of its
+    own there, dropped afterwards.
+    """
 
     name = "chat"
 
     def __init__(self, users):
         self.port = free_port()
         self.tmp = tempfile.TemporaryDirectory()
+        self.schema = None
         database = f"sqlite:///{self.tmp.name}/bench.db"
+        if os.environ.get("BENCH_POSTGRES"):
+            self.schema = f"bench_{os.getpid()}_{self.port}"
+            self._postgres(f'CREATE SCHEMA "{self.schema}"')
+            database = f"{os.environ['BENCH_POSTGRES']}?options=-csearch_path%3D{self.schema}"
         self.env = {
             **os.environ,
             "SECRET_KEY": "bench-" + "k" * 40,
@@ -172,6 +181,15 @@ class ChatServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.tmp.cleanup()
+        if self.schema:
+            self._postgres(f'DROP SCHEMA "{self.schema}" CASCADE')
+
+    def _postgres(self, statement):
+        import psycopg
+
+        url = os.environ["BENCH_POSTGRES"].replace("+psycopg", "")
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute(statement)
 
 
 _CREATE_USERS = """

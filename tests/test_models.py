@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from extensions import db
-from models import Message, User, messages_before, save_message
+from models import Message, User, messages_before, save_message, save_messages
 
 
 def test_user_name_is_the_part_before_the_at(app):
@@ -102,3 +102,32 @@ def test_deleting_a_user_deletes_their_messages(app, make_user, general):
 def test_message_for_unknown_user_is_refused(app, general):
     with app.app_context(), pytest.raises(IntegrityError):
         save_message(12345, general, "ghost")
+
+
+def test_a_batch_is_stored_in_one_go_with_ids_in_row_order(app, make_user, general):
+    alice, _ = make_user("alice@example.com")
+    bob, _ = make_user("bob@example.com")
+    rows = [
+        (alice, general, f"m{n}", f"c{n}", "general", "alice") if n % 2 else
+        (bob, general, f"m{n}", f"c{n}", "general", "bob")
+        for n in range(20)
+    ]  # fmt: skip
+    with app.app_context():
+        stored = save_messages(rows)
+        assert [m["text"] for m in stored] == [f"m{n}" for n in range(20)]
+        ids = [m["id"] for m in stored]
+        assert ids == sorted(ids)
+        assert len(set(ids)) == 20
+        in_db = db.session.scalars(select(Message.text).order_by(Message.id)).all()
+        assert in_db == [f"m{n}" for n in range(20)]
+
+
+def test_a_batch_with_a_repeated_client_id_stores_nothing(app, make_user, general):
+    alice, _ = make_user("alice@example.com")
+    with app.app_context():
+        save_message(alice, general, "first", "c1")
+        with pytest.raises(IntegrityError):
+            save_messages([(alice, general, "new", "c2", "general", "alice"),
+                           (alice, general, "again", "c1", "general", "alice")])  # fmt: skip
+        db.session.rollback()
+        assert db.session.scalar(select(func.count(Message.id))) == 1

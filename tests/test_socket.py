@@ -388,3 +388,32 @@ def test_concurrent_connections_see_each_user_online_once(ws_connect, make_user)
             assert frame["type"] == "join"
             online.append(frame["user"])
         assert sorted(online) == sorted(f"user{n}" for n in range(8))
+
+
+def test_concurrent_senders_are_stored_and_delivered_once_in_id_order(app, ws_connect, make_user):
+    # Posts that arrive while another is being stored are committed together (group commit):
+    # each must still reach everyone once, in id order, and each sender its own echo.
+    senders = [ws_connect(make_user(f"s{n}@example.com")[0]) for n in range(4)]
+    reader = ws_connect(make_user("reader@example.com")[0])
+
+    def flood(n, chat):
+        for k in range(25):
+            chat.send({"type": "message", "text": f"{n}-{k}", "client_id": f"{n}-{k}"})
+
+    threads = [threading.Thread(target=flood, args=(n, c)) for n, c in enumerate(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    received = [reader.recv_type("message") for _ in range(100)]
+    ids = [frame["id"] for frame in received]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 100
+    assert sorted(frame["text"] for frame in received) == sorted(
+        f"{n}-{k}" for n in range(4) for k in range(25)
+    )
+    # A retry amid the flood gets its original back, to the sender only.
+    senders[0].send({"type": "message", "text": "0-3", "client_id": "0-3"})
+    echoes = [senders[0].recv_type("message") for _ in range(101)]
+    assert echoes[-1]["id"] == next(f["id"] for f in received if f["client_id"] == "0-3")
+    reader.assert_silent()
