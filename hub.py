@@ -25,6 +25,8 @@ from backplane import BackplaneError, MemoryBackplane
 log = logging.getLogger(__name__)
 
 _STOP = object()
+# Per thread, while it holds Hub.ordered(): the connections it queued frames to, to flush after.
+_deferred = threading.local()
 HUB_KEY = "chat_hub"
 
 
@@ -133,23 +135,58 @@ class Connection:
         self._writer = None
 
     def send(self, payload):
-        """Send ``payload`` (str, or bytes from ``encode_frame``) without ever blocking."""
+        """Send ``payload`` (str, or bytes from ``encode_frame``) without ever blocking.
+
+        Under ``Hub.ordered()`` the frame is only queued: the lock's holder writes it once it has
+        let go of the lock (no socket I/O under a shared lock, not even a non-blocking one).
+        """
         frame = payload if isinstance(payload, bytes) else encode_frame(payload)
+        later = getattr(_deferred, "connections", None)
         with self._mutex:
             if self._aborted or self._closing:
                 return False
+            if later is not None:
+                later[self] = None
+                return self._enqueue(frame, wake=False)
             if self._writing or self._backlog:
                 return self._enqueue(frame)
             self._writing = True
-        sent = self._write_now(frame)
-        with self._mutex:
-            self._writing = False
-            if sent < len(frame) and not self._aborted:
-                # Ahead of anything queued meanwhile: frames leave in the order they were sent.
-                self._backlog.appendleft(memoryview(frame)[sent:])
-            if self._backlog:
-                self._kick()
+        self._pump([frame])
         return not self._aborted
+
+    def flush(self):
+        """Write what is queued, as far as the socket takes it without waiting."""
+        with self._mutex:
+            if self._writing or not self._backlog:
+                return
+            self._writing = True
+        self._pump([])
+
+    def _pump(self, frames):
+        """Write ``frames``, then the backlog, without blocking; we hold ``_writing``."""
+        while True:
+            for position, frame in enumerate(frames):
+                if self._aborted:
+                    break
+                sent = self._write_now(frame)
+                if sent < len(frame):
+                    rest = [memoryview(frame)[sent:], *frames[position + 1 :]]
+                    with self._mutex:
+                        self._writing = False
+                        if not self._aborted:
+                            # Ahead of anything queued meanwhile: frames keep their order.
+                            self._backlog.extendleft(reversed(rest))
+                            self._kick()
+                    return
+            with self._mutex:
+                frames = []
+                while self._backlog and isinstance(self._backlog[0], bytes | memoryview):
+                    frames.append(self._backlog.popleft())
+                if not frames:
+                    self._writing = False
+                    if self._backlog:
+                        self._kick()  # A close request: the writer thread handles it.
+                    return
 
     def _write_now(self, frame):
         """Write what the socket takes without waiting; return how many bytes went."""
@@ -168,14 +205,15 @@ class Connection:
         finally:
             lock.release()
 
-    def _enqueue(self, item):
-        """Queue ``item`` for the writer; cut the client off if it is too far behind."""
+    def _enqueue(self, item, wake=True):
+        """Queue ``item``, or cut the client off if it is too far behind (we hold the mutex)."""
         if len(self._backlog) >= self._limit:
             log.warning("cutting off a slow client of user %s", self.user_id)
             self._abort_locked()
             return False
         self._backlog.append(item)
-        self._kick()
+        if wake:
+            self._kick()
         return True
 
     def _kick(self):
@@ -325,8 +363,18 @@ class Hub:
 
         With several workers this also holds the backplane's cross-process lock.
         """
-        with self._order, self._backplane.exclusive():
-            yield
+        if getattr(_deferred, "connections", None) is not None:
+            yield  # Already inside (a handler that calls another): one lock, one flush.
+            return
+        _deferred.connections = touched = {}
+        try:
+            with self._order, self._backplane.exclusive():
+                yield
+        finally:
+            _deferred.connections = None
+            # The lock is free: now write what was queued under it, each socket in order.
+            for conn in touched:
+                conn.flush()
 
     # ---- Registry ------------------------------------------------------------------------------
 
