@@ -82,17 +82,37 @@ class SerializedSocket:
     def __init__(self, sock):
         self._sock = sock
         self.lock = threading.RLock()
+        self._whole = threading.Condition(self.lock)
+        # A frame of ours is half written (a non-blocking write took part of it): until the rest
+        # goes, nobody else may write, or a pong would land inside it.
+        self.partial = False
+        self.broken = False  # Aborted: nothing will finish a half-written frame.
 
     @property
     def raw(self):
         """The real socket, for writers that already hold ``lock``."""
         return self._sock
 
+    def set_partial(self, partial):
+        """Record whether a frame is half written; the caller holds ``lock``."""
+        self.partial = partial
+        if not partial:
+            self._whole.notify_all()
+
     def send(self, data):
-        """Send all of ``data`` before anyone else may write."""
+        """Send all of ``data`` before anyone else may write (simple-websocket's writes)."""
         with self.lock:
+            while self.partial and not self.broken:
+                self._whole.wait(0.5)  # The timeout only re-checks ``broken``.
             self._sock.sendall(data)
         return len(data)
+
+    def close(self):
+        """Wake a writer blocked on the socket, then close it when nobody is writing."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        with self.lock:
+            self._sock.close()
 
     def __getattr__(self, name):
         return getattr(self._sock, name)
@@ -193,13 +213,17 @@ class Connection:
         lock = self._ws.sock.lock
         if not lock.acquire(blocking=False):
             return 0  # The reader is answering a ping: the writer sends this right after.
+        sock = self._ws.sock
         try:
-            if self._ws.ws.state is not ConnectionState.OPEN:
+            remainder = isinstance(frame, memoryview)  # The rest of a half-written frame.
+            if not remainder and self._ws.ws.state is not ConnectionState.OPEN:
                 return len(frame)  # Closing: frames after the close frame are dropped.
-            return self._ws.sock.raw.send(frame, socket.MSG_DONTWAIT)
+            sent = sock.raw.send(frame, socket.MSG_DONTWAIT)
+            sock.set_partial(sent < len(frame) and (sent > 0 or remainder))
+            return sent
         except BlockingIOError:
             return 0
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a TLS socket refuses flags.
             self.abort()
             return len(frame)
         finally:
@@ -219,10 +243,16 @@ class Connection:
     def _kick(self):
         """Wake the writer, starting it the first time; the caller holds the mutex."""
         if self._writer is None:
-            self._writer = threading.Thread(
+            writer = threading.Thread(
                 target=self._write_loop, name=f"chat-writer-{self.user_id}", daemon=True
             )
-            self._writer.start()
+            try:
+                writer.start()
+            except RuntimeError:  # "can't start new thread": this client alone goes.
+                log.error("no thread left to write to a client of user %s", self.user_id)
+                self._abort_locked()
+                return
+            self._writer = writer
         self._wake.set()
 
     def abort(self):
@@ -232,6 +262,7 @@ class Connection:
 
     def _abort_locked(self):
         self._aborted = True
+        self._ws.sock.broken = True
         self._backlog.clear()  # Release the memory at once: nobody will read it.
         self._wake.set()
         with contextlib.suppress(OSError):  # Already closed: nothing left to wake.
@@ -249,6 +280,7 @@ class Connection:
     def close(self, timeout=5.0):
         """Let the writer flush what is queued, then stop it."""
         with self._mutex:
+            self._closing = True  # A broadcast still holding this socket queues nothing more.
             if self._writer is not None and not self._aborted:
                 self._backlog.append(_STOP)
                 self._wake.set()
@@ -292,12 +324,15 @@ class Connection:
 
     def _write_blocking(self, frame):
         """Write all of ``frame``; False if the socket failed (it is then aborted)."""
+        sock = self._ws.sock
         try:
-            # Held across the write: a pong or close frame from the reader cannot cut in.
-            with self._ws.sock.lock:
-                if self._ws.ws.state is ConnectionState.OPEN:
-                    self._ws.sock.raw.sendall(frame)
-        except OSError:
+            # Held across the write: a pong or close frame from the reader cannot cut in. The rest
+            # of a half-written frame goes whatever the state, or the stream would be corrupt.
+            with sock.lock:
+                if isinstance(frame, memoryview) or self._ws.ws.state is ConnectionState.OPEN:
+                    sock.raw.sendall(frame)
+                sock.set_partial(False)
+        except (OSError, ValueError):
             self.abort()
             return False
         return True

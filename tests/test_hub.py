@@ -1,6 +1,9 @@
 """The hub's delivery rules, on the in-memory backplane (sockets are tested in test_socket)."""
 
-from hub import Hub, encode_frame
+import socket
+import threading
+
+from hub import Hub, SerializedSocket, encode_frame
 
 
 class Recorder:
@@ -63,3 +66,39 @@ def test_presence_is_per_user_not_per_socket():
     assert hub.detach(first) == (False, {7: "general"})
     assert hub.detach(second) == (True, {7: "general"})
     assert hub.online(7) == []
+
+
+def test_a_half_written_frame_keeps_other_writers_out():
+    # A non-blocking write that took part of a frame leaves the socket "partial": the reader
+    # thread's pong must wait for the rest, or it would land inside the frame.
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        sock = SerializedSocket(ours)
+        with sock.lock:
+            sock.set_partial(True)
+        sent = threading.Event()
+        pong = threading.Thread(target=lambda: (sock.send(b"pong"), sent.set()))
+        pong.start()
+        assert not sent.wait(0.3)
+        with sock.lock:
+            ours.sendall(b"rest of the frame")
+            sock.set_partial(False)
+        assert sent.wait(5)
+        pong.join(5)
+        peer.settimeout(5)
+        received = b""
+        while len(received) < len(b"rest of the framepong"):
+            received += peer.recv(64)
+        assert received == b"rest of the framepong"
+
+
+def test_an_aborted_socket_does_not_hold_other_writers_forever():
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        sock = SerializedSocket(ours)
+        with sock.lock:
+            sock.set_partial(True)
+        sock.broken = True  # What abort() sets: nobody will finish the frame.
+        sock.send(b"close")  # Returns instead of waiting.
+        peer.settimeout(5)
+        assert peer.recv(64) == b"close"
