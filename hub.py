@@ -638,7 +638,7 @@ class Hub:
             conn.close_with(code, reason)
 
     def deliver(self, event, payload):
-        """Carry out one published event on this worker's sockets; only ever queues frames."""
+        """Carry out one published event on this worker's sockets; never waits on any of them."""
         kind = event["kind"]
         if payload is not None:
             payload = encode_frame(payload)  # Framed once, whatever the number of recipients.
