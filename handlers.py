@@ -63,12 +63,18 @@ def _post(hub, conn, command):
     post = _Post(conn, key, command.text, command.client_id)
     commits = current_app.extensions[COMMITS_KEY]
     commits.add(post)
-    with hub.ordered():
-        # Group commit: whoever holds the lock stores every post waiting for it in one
-        # transaction. Ours is done when we get the lock, by us or by the holder before us.
-        batch = commits.take()
-        if batch:
-            _store_and_publish(hub, batch)
+    try:
+        with hub.ordered():
+            # Group commit: whoever holds the lock stores every post waiting for it in one
+            # transaction. Ours is done when we get the lock, by us or by the holder before us.
+            batch = commits.take()
+            if batch:
+                _store_and_publish(hub, batch)
+    except (SQLAlchemyError, BackplaneError):
+        # The lock itself failed (the database or Redis is down): answer "unavailable", and make
+        # sure nobody stores this post later behind the client's back.
+        commits.discard(post)
+        raise
     if isinstance(post.error, protocol.FrameError):
         raise post.error
     if post.error is not None:  # Logged once, by whoever ran the batch.
@@ -103,6 +109,12 @@ class GroupCommit:
         """Queue a post for the next commit."""
         with self._lock:
             self._waiting.append(post)
+
+    def discard(self, post):
+        """Forget a post that will not be stored (its lock could not be taken)."""
+        with self._lock:
+            if post in self._waiting:
+                self._waiting.remove(post)
 
     def take(self):
         """Every post queued so far (the caller holds ``Hub.ordered()``)."""
