@@ -15,6 +15,7 @@ from models import MAX_DISPLAY_NAME_CHARS, User
 from protocol import has_control_characters, is_invisible
 
 MAX_EMAIL_CHARS = 254
+PASSWORDS_DIFFER = _l("The passwords do not match.")
 DUPLICATE_EMAIL = _l("An account with this email already exists.")
 # Long enough for any passphrase, short enough that hashing it costs nothing unusual.
 MAX_PASSWORD_CHARS = 128
@@ -66,7 +67,7 @@ class RegisterForm(FlaskForm):
         _l("Confirm password"),
         validators=[
             InputRequired(),
-            EqualTo("password", message=_l("The passwords do not match.")),
+            EqualTo("password", message=PASSWORDS_DIFFER),
         ],
     )
     submit = SubmitField(_l("Create account"))
@@ -96,7 +97,7 @@ class PasswordForm(FlaskForm):
         _l("Confirm new password"),
         validators=[
             InputRequired(),
-            EqualTo("password", message=_l("The passwords do not match.")),
+            EqualTo("password", message=PASSWORDS_DIFFER),
         ],
     )
     submit = SubmitField(_l("Change password"))

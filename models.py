@@ -156,14 +156,10 @@ class Message(db.Model):
 def save_message(user_id, room_id, text, client_id=None, room_key=None, author=None):
     """Persist a message; return ``(data, created)``. A repeated ``client_id`` gets the original.
 
-    ``room_key`` and ``author`` (the author's display name), when given, spare two queries: this
-    is the hot path, so it is one Core ``INSERT … RETURNING`` rather than the ORM's unit of work.
+    ``room_key`` and ``author`` (the author's display name), when given, spare two queries.
     """
-    created_at = utcnow()
-    row = {"user_id": user_id, "room_id": room_id, "text": text, "client_id": client_id}
     try:
-        statement = insert(Message).values(**row, created_at=created_at).returning(Message.id)
-        message_id = db.session.execute(statement).scalar_one()
+        (data,) = save_messages([(user_id, room_id, text, client_id, room_key, author)])
     except IntegrityError:
         db.session.rollback()
         if client_id is None:
@@ -174,27 +170,17 @@ def save_message(user_id, room_id, text, client_id=None, room_key=None, author=N
         if original is None:
             raise
         return original.to_dict(), False
-    # Built before the commit: once committed, only the backplane's publish stands between the
-    # row and its broadcast; if that fails the client's retry (same client_id) gets this row.
-    data = {
-        "id": message_id,
-        "room": room_key or db.session.get(Room, room_id).key,
-        "user_id": user_id,
-        "user": author or db.session.get(User, user_id).name,
-        "text": text,
-        "created_at": created_at,
-        "client_id": client_id,
-    }
-    db.session.commit()
     return data, True
 
 
 def save_messages(rows):
     """Persist several new messages in one statement and one commit; their data, in id order.
 
-    ``rows`` are ``(user_id, room_id, text, client_id, room_key, author)``. A ``client_id`` seen
-    before raises ``IntegrityError`` for the whole batch (nothing is stored): the caller then
-    stores them one by one with ``save_message``, which finds the originals.
+    ``rows`` are ``(user_id, room_id, text, client_id, room_key, author)``; a ``room_key`` or
+    ``author`` (display name) of None is looked up. This is the hot path: one Core ``INSERT …
+    RETURNING``, not the ORM's unit of work. A ``client_id`` seen before raises
+    ``IntegrityError`` for the whole batch (nothing is stored): the caller then stores them one
+    by one with ``save_message``, which finds the originals.
     """
     created_at = utcnow()
     values = [
@@ -204,17 +190,19 @@ def save_messages(rows):
     # sort_by_parameter_order: the ids come back in the order of the rows, on every database.
     statement = insert(Message).returning(Message.id, sort_by_parameter_order=True)
     ids = db.session.execute(statement, values).scalars().all()
+    # Built before the commit: once committed, only the backplane's publish stands between the
+    # rows and their broadcast; if that fails a client's retry (same client_id) gets its row.
     data = [
         {
             "id": message_id,
-            "room": key,
+            "room": key or db.session.get(Room, room_id).key,
             "user_id": user_id,
-            "user": author,
+            "user": author or db.session.get(User, user_id).name,
             "text": text,
             "created_at": created_at,
             "client_id": client_id,
         }
-        for message_id, (user_id, _room, text, client_id, key, author) in zip(
+        for message_id, (user_id, room_id, text, client_id, key, author) in zip(
             ids, rows, strict=True
         )
     ]

@@ -352,7 +352,11 @@ def require_service(name, host, port):
         probe.settimeout(1)
         if probe.connect_ex((host, port)) == 0:
             return
-    message = f"{name} is not listening on {host}:{port}"
+    missing(f"{name} is not listening on {host}:{port}")
+
+
+def missing(message):
+    """Something a test needs is not here: fail in CI (CI=true), skip elsewhere."""
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
@@ -383,10 +387,7 @@ def nginx_server(gunicorn_server, tmp_path):
     """The shipped nginx site (deploy/nginx-chat.conf) in front of ``gunicorn_server``."""
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
     if nginx is None:
-        message = "nginx is missing: apt-get install nginx"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("nginx is missing: apt-get install nginx")
     port = free_port()
     prefix = tmp_path / "nginx"
     prefix.mkdir()

@@ -1,13 +1,12 @@
 """The chat page in a real browser: Debian's Chromium driven by Playwright, against gunicorn."""
 
-import os
 import re
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from conftest import PASSWORD, ROOT
+from conftest import PASSWORD, ROOT, missing
 from test_resume import stored_ids
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -32,10 +31,7 @@ pytestmark = pytest.mark.browser
 def browser():
     """One headless Chromium for the module; CI fails, never skips, without it."""
     if not CHROMIUM.exists():
-        message = f"{CHROMIUM} is missing: apt-get install chromium"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{CHROMIUM} is missing: apt-get install chromium")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser

@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from backplane import BackplaneError
-from conftest import PASSWORD, GunicornServer, csrf_token, free_port, token_issued_at
+from conftest import PASSWORD, GunicornServer, csrf_token, free_port, missing, token_issued_at
 from extensions import db
 from models import Message
 
@@ -360,10 +360,7 @@ def private_redis(tmp_path):
     """A Redis server of this test's own, on a free port, that the test may stop and restart."""
     binary = shutil.which("redis-server")
     if binary is None:
-        message = "redis-server is missing: apt-get install redis-server"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("redis-server is missing: apt-get install redis-server")
     port = free_port()
 
     class PrivateRedis:
