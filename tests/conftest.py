@@ -314,8 +314,12 @@ class GunicornServer:
     def kill(self):
         """Kill the arbiter and its workers at once, as a crash would: open sockets just drop."""
         if self.process and self.process.poll() is None:
+            workers = psutil.Process(self.process.pid).children()
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+            # The workers too: one still dying holds the old listening socket, and a client that
+            # reconnects to a restarted server could land in its backlog and be reset.
+            psutil.wait_procs(workers, timeout=10)
 
     def wait_for_log(self, text, timeout=5):
         """Wait until the server has printed ``text``."""
