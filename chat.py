@@ -162,8 +162,7 @@ def _greet_in_order(hub, conn, resume):
         conn.send(protocol.encode(frame))
     if first:
         for room in mine:
-            join = protocol.presence_frame("join", room["room"], conn.user_id, conn.name)
-            hub.broadcast(room["id"], protocol.encode(join), exclude_user=conn.user_id)
+            hub.presence.note(room["id"], room["room"], conn.user_id, conn.name)
 
 
 def _catch_up(mine, resume):
@@ -227,25 +226,24 @@ def _say_goodbye(hub, conn):
 
 
 def _announce_departure(hub, user_id, name, rooms_left):
-    """Tell each of ``rooms_left`` ({id: key}) that a user is offline."""
+    """Tell each of ``rooms_left`` ({id: key}), in the next presence batch, that a user left."""
     for room_id, key in rooms_left.items():
-        leave = protocol.presence_frame("leave", key, user_id, name)
-        hub.broadcast(room_id, protocol.encode(leave))
+        hub.presence.note(room_id, key, user_id, name)
 
 
 def rename_everywhere(user_id, name):
     """A user changed their display name: their sockets, and everyone in their rooms, learn it.
 
-    A ``join`` for someone already online updates the name the page shows for them; their
-    messages from now on carry the new name (older ones keep the one they were shown with).
+    The next ``presence`` batch lists them as online with the new name, which the page shows
+    from then on; their messages from now on carry the new name (older ones keep the one they
+    were shown with).
     """
     hub = current_hub()
     try:
         with hub.ordered():
             hub.rename(user_id, name)
             for room_id, key in hub.rooms_of(user_id).items():
-                join = protocol.presence_frame("join", key, user_id, name)
-                hub.broadcast(room_id, protocol.encode(join))
+                hub.presence.note(room_id, key, user_id, name, echo=True)
     except (SQLAlchemyError, BackplaneError):
         current_app.logger.warning("could not announce the new name of user %s", user_id)
 
@@ -262,7 +260,8 @@ def init_app(app):
         "max_message_size": app.config["CHAT_MAX_FRAME_BYTES"],
         "thread_class": ReaderThread,
     }
-    app.extensions[HUB_KEY] = hub = Hub(_backplane(app.config, lambda gone: _bury(hub, gone)))
+    backplane = _backplane(app.config, lambda gone: _bury(hub, gone))
+    app.extensions[HUB_KEY] = hub = Hub(backplane, app.config["CHAT_PRESENCE_BATCH"])
     app.extensions[handlers.COMMITS_KEY] = handlers.GroupCommit()
     app.register_blueprint(bp)
     sock.init_app(app)

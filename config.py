@@ -45,6 +45,9 @@ class Config:
     CHAT_TYPING_INTERVAL = 2
     CHAT_TYPING_TTL = 6
     CHAT_SEND_QUEUE_SIZE = 1024
+    # Seconds between presence batches: arrivals and departures within one go out as one frame
+    # per room, so a storm of connections costs frames in proportion to its length, not n².
+    CHAT_PRESENCE_BATCH = 0.25
     CHAT_MIN_PASSWORD_LENGTH = 8
     # Werkzeug method string; scrypt at OWASP's recommended cost (N=2^17, r=8, p=1: 128 MiB).
     CHAT_PASSWORD_HASH = "scrypt:131072:8:1"  # noqa: S105 - a hashing method, not a password
@@ -102,8 +105,13 @@ def finalize(config, instance_path):
     if config["CHAT_SEND_QUEUE_SIZE"] <= config["CHAT_RESUME_LIMIT"] + 200:
         # A resume queues up to CHAT_RESUME_LIMIT messages plus a frame per room (200 at most).
         raise RuntimeError("CHAT_SEND_QUEUE_SIZE must exceed CHAT_RESUME_LIMIT + 200")
-    if config["CHAT_MESSAGE_RATE"] <= 0 or config["CHAT_FRAME_RATE"] <= 0:
-        raise RuntimeError("CHAT_MESSAGE_RATE and CHAT_FRAME_RATE must be above 0")
+    if (
+        min(config["CHAT_MESSAGE_RATE"], config["CHAT_FRAME_RATE"], config["CHAT_PRESENCE_BATCH"])
+        <= 0
+    ):
+        raise RuntimeError(
+            "CHAT_MESSAGE_RATE, CHAT_FRAME_RATE and CHAT_PRESENCE_BATCH must be above 0"
+        )
     if config["CHAT_PRESENCE_TTL"] < 2 * config["CHAT_PRESENCE_HEARTBEAT"]:
         # One late heartbeat must not bury a live worker and announce all its users as gone.
         raise RuntimeError("CHAT_PRESENCE_TTL must be at least twice CHAT_PRESENCE_HEARTBEAT")

@@ -190,8 +190,7 @@ def _join_room(hub, conn, command):
             return
         hub.subscribe(conn.user_id, room.id, room.key)
         hub.send_to_user(conn.user_id, protocol.encode(_entry(hub, room, conn.user_id)))
-        join = protocol.presence_frame("join", room.key, conn.user_id, conn.name)
-        hub.broadcast(room.id, protocol.encode(join), exclude_user=conn.user_id)
+        hub.presence.note(room.id, room.key, conn.user_id, conn.name)
 
 
 def _leave_room(hub, conn, command):
@@ -202,8 +201,7 @@ def _leave_room(hub, conn, command):
         hub.unsubscribe(conn.user_id, room_id, command.room, GENERAL)
         left = {"type": "room_left", "room": command.room}
         hub.send_to_user(conn.user_id, protocol.encode(left))
-        leave = protocol.presence_frame("leave", command.room, conn.user_id, conn.name)
-        hub.broadcast(room_id, protocol.encode(leave))
+        hub.presence.note(room_id, command.room, conn.user_id, conn.name)
 
 
 def _open_direct(hub, conn, command):

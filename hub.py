@@ -21,6 +21,7 @@ from wsproto.frame_protocol import FrameProtocol
 from wsproto.utilities import LocalProtocolError
 
 from backplane import BackplaneError, MemoryBackplane
+from presence import PresenceBatcher
 
 log = logging.getLogger(__name__)
 
@@ -356,9 +357,11 @@ class Hub:
     published on the backplane, which delivers it to the hub of every worker (``deliver``).
     """
 
-    def __init__(self, backplane=None):
+    def __init__(self, backplane=None, presence_interval=0.25):
         self._backplane = backplane or MemoryBackplane()
         self._backplane.bind(self)
+        # Arrivals and departures, announced in batches (``presence.py``).
+        self.presence = PresenceBatcher(self, presence_interval)
         # Guards the registry only; nothing under it does I/O.
         self._lock = threading.Lock()
         # Makes "persist, then publish" one step, so every client receives messages in id order
@@ -377,11 +380,13 @@ class Hub:
     # ---- Backplane -----------------------------------------------------------------------------
 
     def start(self):
-        """Start the backplane (once per process; the first socket calls this)."""
+        """Start the backplane and the presence batcher (once; the first socket calls this)."""
         self._backplane.start()
+        self.presence.start()
 
     def stop(self):
-        """Stop the backplane's threads (tests make many apps in one process)."""
+        """Stop the backplane's and the batcher's threads (tests make many apps in one process)."""
+        self.presence.stop()
         self._backplane.stop()
 
     def generation(self):
@@ -516,7 +521,7 @@ class Hub:
 
     def rooms_of(self, user_id):
         """``{room id: key}`` of an online user's rooms (empty when they are offline)."""
-        return dict(self._everyone().get(user_id, {}).get("rooms", {}))
+        return dict(self.everyone().get(user_id, {}).get("rooms", {}))
 
     def _refresh(self, room_id):
         """Rebuild a room's fan-out tuple; the caller holds the lock."""
@@ -560,7 +565,7 @@ class Hub:
             return False
         return user_id in self._backplane.everyone(exclude_self=True)
 
-    def _everyone(self):
+    def everyone(self):
         """``{user id: {"name", "rooms": {room id: key}, "sockets"}}`` for every worker."""
         if self._backplane.shared:
             return self._backplane.everyone()
@@ -573,7 +578,7 @@ class Hub:
     def online_in(self, room_ids):
         """``{room id: [{"id", "name"}]}``: who is online in each room, sorted by name."""
         wanted = {room_id: [] for room_id in room_ids}
-        for uid, person in self._everyone().items():
+        for uid, person in self.everyone().items():
             for room_id in person["rooms"]:
                 if room_id in wanted:
                     wanted[room_id].append({"id": uid, "name": person["name"]})
@@ -589,7 +594,7 @@ class Hub:
         """True if both users are online and in at least one common room."""
         with self._lock:
             mine = set(self._rooms.get(user_id, {}))
-        theirs = self._everyone().get(other_id, {"rooms": {}})["rooms"]
+        theirs = self.everyone().get(other_id, {"rooms": {}})["rooms"]
         return not mine.isdisjoint(theirs)
 
     def sockets_of(self, user_id):

@@ -389,9 +389,13 @@ def history_frame(room, messages, has_more, reset=False):
     }
 
 
-def presence_frame(kind, room, user_id, name):
-    """A ``join`` or ``leave`` frame: a user came online in a room, or left it."""
-    return {"type": kind, "room": room, "user": name, "user_id": user_id}
+def presence_frame(room, online, offline):
+    """Who came online in a room and who went offline (or joined and left it), in one frame.
+
+    ``online`` and ``offline`` are lists of ``{"user_id", "user"}``; a user already shown as
+    online with another name has been renamed.
+    """
+    return {"type": "presence", "room": room, "online": online, "offline": offline}
 
 
 def typing_frame(room, user_id, name, expires_in):

@@ -157,8 +157,7 @@ function dispatch(frame) {
     case "room_created":
       onRoomCreated(frame);
       break;
-    case "join":
-    case "leave":
+    case "presence":
       onPresence(frame);
       break;
     case "typing":
@@ -344,19 +343,22 @@ function onRoomCreated(frame) {
   }
 }
 
+// One frame per room and batch: who is online now, and who is not. Applying it twice is harmless.
 function onPresence(frame) {
   const room = rooms.get(frame.room);
   if (!room) return;
-  if (frame.type === "leave") room.online.delete(frame.user_id);
-  else if (room.online.get(frame.user_id) !== frame.user) onJoinOrRename(room, frame);
+  for (const person of frame.offline) room.online.delete(person.user_id);
+  for (const person of frame.online) {
+    if (room.online.get(person.user_id) !== person.user) onOnlineOrRenamed(room, person);
+  }
   if (room.key === current) renderOnline();
 }
 
-// A profile rename re-sends join with the new name: the lists, and a direct room's title, follow.
-function onJoinOrRename(room, frame) {
-  room.online.set(frame.user_id, frame.user);
-  if (frame.user_id === me.id) me.name = frame.user;
-  else if (room.kind === "direct" && room.title !== frame.user) retitleRoom(room, frame.user);
+// A rename comes as "online" with the new name: the lists, and a direct room's title, follow.
+function onOnlineOrRenamed(room, person) {
+  room.online.set(person.user_id, person.user);
+  if (person.user_id === me.id) me.name = person.user;
+  else if (room.kind === "direct" && room.title !== person.user) retitleRoom(room, person.user);
 }
 
 function onTyping(frame) {

@@ -83,6 +83,8 @@ def app_config(database_url):
         # Tests send faster than people; the flood tests set their own limits.
         "CHAT_MESSAGE_BURST": 10_000,
         "CHAT_FRAME_BURST": 10_000,
+        # Presence batches every 50 ms instead of 250: tests wait for them often.
+        "CHAT_PRESENCE_BATCH": 0.05,
     }
 
 
@@ -216,7 +218,23 @@ class ChatClient:
             frame = self.recv(max(0.01, deadline - time.monotonic()))
             if frame["type"] == kind:
                 return frame
-            assert frame["type"] in {"join", "leave"}, f"expected {kind}, got {frame}"
+            assert frame["type"] == "presence", f"expected {kind}, got {frame}"
+
+    def await_presence(self, online=(), offline=(), room="general", timeout=RECV_TIMEOUT):
+        """Read ``presence`` frames of ``room`` until the ids in ``online`` are all shown online
+        and those in ``offline`` offline; return the frames read (presence comes in batches)."""
+        shown, frames = {}, []
+        deadline = time.monotonic() + timeout
+        while any(shown.get(uid) is not True for uid in online) or any(
+            shown.get(uid) is not False for uid in offline
+        ):
+            frame = self.recv(max(0.01, deadline - time.monotonic()))
+            assert frame["type"] == "presence", f"expected presence, got {frame}"
+            frames.append(frame)
+            if frame["room"] == room:
+                shown.update({person["user_id"]: True for person in frame["online"]})
+                shown.update({person["user_id"]: False for person in frame["offline"]})
+        return frames
 
     def assert_silent(self, wait=0.3):
         """Assert that no frame arrives within ``wait`` seconds."""

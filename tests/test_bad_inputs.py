@@ -62,7 +62,8 @@ def pair(ws_connect, make_user):
     """Alice, who sends the bad input, and Bob, who must see only what is valid."""
     alice, bob = make_user("alice@example.com")[0], make_user("bob@example.com")[0]
     a, b = ws_connect(alice), ws_connect(bob)
-    a.recv_type("join")
+    a.await_presence(online=[bob])
+    b.await_presence(online=[bob])
     return a, b, alice
 
 
@@ -86,12 +87,12 @@ def test_bad_input_row(pair, frame, expected):
 
 
 def test_invalid_utf8_closes_with_1007(pair):
-    a, b, _ = pair
+    a, b, alice = pair
     a.ws.send(b"\xff\xfe", text=True)
     with pytest.raises(ConnectionClosed) as closed:
         a.recv()
     assert closed.value.rcvd.code == 1007
-    assert b.recv()["type"] == "leave"
+    b.await_presence(offline=[alice])
     b.send("others carry on")
     assert b.recv()["text"] == "others carry on"
 

@@ -218,7 +218,8 @@ def test_rate_limits_are_shared_through_redis_when_configured(app_config, make_a
 def test_a_flood_gets_rate_limited_and_others_are_unaffected(app, ws_connect, alice, bob):
     app.config.update(CHAT_MESSAGE_BURST=3, CHAT_MESSAGE_RATE=1)
     a, b = ws_connect(alice), ws_connect(bob)
-    a.recv_type("join")
+    a.await_presence(online=[bob])
+    b.await_presence(online=[bob])
     for n in range(6):
         a.send({"type": "message", "text": f"m{n}", "client_id": f"c{n}"})
     answers = [a.recv() for _ in range(6)]
@@ -248,7 +249,7 @@ def test_sustained_flood_closes_with_4029_and_spares_everyone_else(
     texts = []
     while True:
         frame = b.recv()
-        if frame["type"] == "leave":
+        if frame["type"] == "presence" and frame["offline"]:
             break
         if frame["type"] == "message":
             texts.append(frame["text"])
@@ -282,13 +283,13 @@ def test_a_peer_that_stops_answering_pings_is_dropped_and_leaves(
             bob = ChatClient(raw)
             bob.recv_type("hello")
             dead = raw_socket_that_never_reads(host, token_issued_at(quick, alice_id))
-            assert bob.recv()["type"] == "join"
+            bob.await_presence(online=[alice_id])
             started = time.monotonic()
             assert bob.recv(timeout=5) == {
-                "type": "leave",
+                "type": "presence",
                 "room": "general",
-                "user": "alice",
-                "user_id": alice_id,
+                "online": [],
+                "offline": [{"user_id": alice_id, "user": "alice"}],
             }
             assert time.monotonic() - started < 2 * 1 + 1  # Two ping intervals, plus slack.
             dead.close()

@@ -1,7 +1,9 @@
 """The hub's delivery rules, on the in-memory backplane (sockets are tested in test_socket)."""
 
+import json
 import socket
 import threading
+import time
 
 from hub import Hub, SerializedSocket, encode_frame
 
@@ -15,10 +17,15 @@ class Recorder:
         self.frames = []
 
     def send(self, frame):
-        # Short frames: a 2-byte header (FIN + text opcode, length), then the text as is.
-        assert frame == encode_frame(frame[2:].decode())
-        self.frames.append(frame[2:].decode())
+        # A 2-byte header (FIN + text opcode, length), 4 bytes past 125 bytes, then the text as is.
+        header = 2 if frame[1] < 126 else 4
+        assert frame == encode_frame(frame[header:].decode())
+        self.frames.append(frame[header:].decode())
         return True
+
+    def decoded(self):
+        """The frames received, as JSON."""
+        return [json.loads(frame) for frame in self.frames]
 
 
 def test_a_socket_skips_messages_it_got_in_its_history():
@@ -66,6 +73,60 @@ def test_presence_is_per_user_not_per_socket():
     assert hub.detach(first) == (False, {7: "general"})
     assert hub.detach(second) == (True, {7: "general"})
     assert hub.online(7) == []
+
+
+def test_a_storm_of_arrivals_is_one_presence_frame_per_room():
+    hub = Hub()
+    watcher = Recorder(1, "watcher")
+    hub.attach(watcher, {7: "general", 8: "dev"})
+    arrivals = [Recorder(uid, f"user{uid}") for uid in range(2, 102)]
+    for conn in arrivals:
+        hub.attach(conn, {7: "general"})
+        hub.presence.note(7, "general", conn.user_id, conn.name)
+    gone = arrivals[0]
+    hub.detach(gone)  # Came and went within one batch: offline is where they are now.
+    hub.presence.note(7, "general", gone.user_id, gone.name)
+    assert hub.presence.flush() == 1
+    assert watcher.decoded() == [
+        {
+            "type": "presence",
+            "room": "general",
+            "online": [{"user_id": uid, "user": f"user{uid}"} for uid in range(3, 102)],
+            "offline": [{"user_id": 2, "user": "user2"}],
+        }
+    ]
+    assert all(conn.frames == watcher.frames for conn in arrivals[1:])
+    assert hub.presence.flush() == 0  # Nothing new: nothing sent.
+
+
+def test_a_lone_arrival_is_not_echoed_but_a_rename_is():
+    hub = Hub()
+    alice, bob = Recorder(1, "alice"), Recorder(2, "bob")
+    hub.attach(alice, {7: "general"})
+    hub.attach(bob, {7: "general"})
+    hub.presence.note(7, "general", 2, "bob")
+    hub.presence.flush()
+    assert (len(alice.frames), bob.frames) == (1, [])
+    hub.rename(2, "Bobby")
+    hub.presence.note(7, "general", 2, "Bobby", echo=True)
+    hub.presence.flush()
+    assert bob.decoded()[0]["online"] == [{"user_id": 2, "user": "Bobby"}]
+
+
+def test_the_flusher_sends_a_batch_within_its_interval():
+    hub = Hub(presence_interval=0.01)
+    watcher, bob = Recorder(1, "watcher"), Recorder(2, "bob")
+    hub.attach(watcher, {7: "general"})
+    hub.start()
+    try:
+        hub.attach(bob, {7: "general"})
+        hub.presence.note(7, "general", 2, "bob")
+        deadline = time.monotonic() + 10
+        while not watcher.frames and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        hub.stop()
+    assert watcher.decoded()[0]["online"] == [{"user_id": 2, "user": "bob"}]
 
 
 def test_a_half_written_frame_keeps_other_writers_out():

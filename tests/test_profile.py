@@ -157,11 +157,12 @@ def test_the_profile_needs_a_login(client):
 
 def test_a_new_name_reaches_open_sockets_and_new_messages(app, client, ws_connect, alice, bob):
     a, b = ws_connect(alice), ws_connect(bob)
-    a.recv_type("join")
+    a.await_presence(online=[bob])
+    b.await_presence(online=[bob])
     login(client)  # alice, in the browser
     save_profile(client, display_name="Queen Alice")
-    join = b.recv_type("join")
-    assert (join["user_id"], join["user"]) == (alice, "Queen Alice")
+    renamed = b.recv_type("presence")
+    assert renamed["online"] == [{"user_id": alice, "user": "Queen Alice"}]
     a.send("long live me")
     message = b.recv_type("message")
     assert (message["user_id"], message["user"]) == (alice, "Queen Alice")

@@ -35,6 +35,15 @@ def last(client, kind, room=None):
     return until(client, kind, room)[-1]
 
 
+def presence_of(client, user_id, room):
+    """Skip to the next ``presence`` frame of ``room`` naming ``user_id``: "online" or "offline"."""
+    while True:
+        frame = last(client, "presence", room)
+        for state in ("online", "offline"):
+            if any(person["user_id"] == user_id for person in frame[state]):
+                return state
+
+
 def drain(client, wait=0.3):
     """Every frame that arrives within ``wait`` seconds of the previous one."""
     frames = []
@@ -71,7 +80,7 @@ def test_create_join_post_and_leave_a_public_room(ws_connect, people):
     bob.send({"type": "join_room", "room": "DEV"})
     joined = last(bob, "room")
     assert [p["name"] for p in joined["online"]] == ["alice", "bob"]
-    assert last(alice, "join", "dev")["user"] == "bob"
+    assert presence_of(alice, people["bob"], "dev") == "online"
 
     alice.send({"type": "message", "room": "dev", "text": "dev only"})
     assert last(bob, "message")["room"] == "dev"
@@ -79,7 +88,7 @@ def test_create_join_post_and_leave_a_public_room(ws_connect, people):
 
     bob.send({"type": "leave_room", "room": "dev"})
     assert last(bob, "room_left") == {"type": "room_left", "room": "dev"}
-    assert last(alice, "leave", "dev")["user"] == "bob"
+    assert presence_of(alice, people["bob"], "dev") == "offline"
     bob.send({"type": "message", "room": "dev", "text": "still here?"})
     assert last(bob, "error")["code"] == "forbidden"
 
@@ -226,17 +235,20 @@ def test_presence_per_room_counts_tabs_as_one_person(ws_connect, people):
     alice.send({"type": "create_room", "name": "dev"})
     last(alice, "room")
     tabs = [ws_connect(people["bob"]) for _ in range(3)]
-    assert last(alice, "join", "general")["user"] == "bob"
+    assert presence_of(alice, people["bob"], "general") == "online"
     tabs[0].send({"type": "join_room", "room": "dev"})
-    assert [f["type"] for f in until(alice, "join", "dev")] == ["join"]
+    joined = until(alice, "presence", "dev")
+    assert [f["type"] for f in joined] == ["presence"]
+    assert joined[0]["online"] == [{"user_id": people["bob"], "user": "bob"}]
     for tab in tabs:
         assert last(tab, "room", None)["room"] == "dev"  # Every tab of bob's learns the room.
     tabs[0].close()
     tabs[1].close()
-    assert [f for f in drain(alice) if f["type"] in ("join", "leave")] == []
+    assert [f for f in drain(alice) if f["type"] == "presence"] == []
     tabs[2].close()
-    leaves = [last(alice, "leave"), last(alice, "leave")]
+    leaves = [last(alice, "presence"), last(alice, "presence")]  # One frame per room.
     assert sorted(f["room"] for f in leaves) == ["dev", "general"]
+    assert all(f["offline"] == [{"user_id": people["bob"], "user": "bob"}] for f in leaves)
 
 
 def test_read_marker_sets_unread_counts_and_syncs_tabs(app, ws_connect, people, general):

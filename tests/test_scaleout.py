@@ -119,8 +119,9 @@ class Follower(threading.Thread):
         elif kind == "message" and frame["room"] == "general":
             self.ids.append(frame["id"])
             self.client_ids.add(frame["client_id"])
-        elif kind in {"join", "leave"} and frame["room"] == "general":
-            (self.online.add if kind == "join" else self.online.discard)(frame["user_id"])
+        elif kind == "presence" and frame["room"] == "general":
+            self.online.difference_update(person["user_id"] for person in frame["offline"])
+            self.online.update(person["user_id"] for person in frame["online"])
 
     def wait_greeted(self):
         """Wait for the first hello."""

@@ -34,7 +34,8 @@ def test_hello_names_the_user_and_who_is_online(ws_connect, alice, bob):
 
 def test_message_reaches_everyone_exactly_once_with_client_id(app, ws_connect, alice, bob):
     a, b = ws_connect(alice), ws_connect(bob)
-    assert a.recv() == {"type": "join", "room": "general", "user": "bob", "user_id": bob}
+    a.await_presence(online=[bob])
+    b.await_presence(online=[bob])
     a.send({"type": "message", "text": "  hello bob  ", "client_id": "c-1"})
     for client in (a, b):
         frame = client.recv()
@@ -69,19 +70,26 @@ def test_history_on_connect_is_the_latest_messages_oldest_first(app, ws_connect,
 def test_join_and_leave_follow_a_users_first_and_last_socket(ws_connect, alice, bob):
     a = ws_connect(alice)
     b1 = ws_connect(bob)
-    assert a.recv() == {"type": "join", "room": "general", "user": "bob", "user_id": bob}
+    frames = a.await_presence(online=[bob])
+    assert frames[-1]["online"][-1] == {"user_id": bob, "user": "bob"}
     b2 = ws_connect(bob)
     assert b2.hello["online"] == ["alice", "bob"]
     a.assert_silent()  # A second tab is not a second join.
     b1.close()
     a.assert_silent()  # Bob is still here in his other tab.
     b2.close()
-    assert a.recv() == {"type": "leave", "room": "general", "user": "bob", "user_id": bob}
+    assert a.recv() == {
+        "type": "presence",
+        "room": "general",
+        "online": [],
+        "offline": [{"user_id": bob, "user": "bob"}],
+    }
 
 
 def test_retry_with_same_client_id_posts_once(app, ws_connect, alice, bob):
     a, b = ws_connect(alice), ws_connect(bob)
-    a.recv_type("join")
+    a.await_presence(online=[bob])
+    b.await_presence(online=[bob])
     confirmations = []
     for _ in range(3):
         a.send({"type": "message", "text": "once", "client_id": "retry-1"})
@@ -113,7 +121,8 @@ def test_bad_frame_gets_its_error_and_the_socket_still_works(
     app, ws_connect, alice, bob, frame, code
 ):
     a, b = ws_connect(alice), ws_connect(bob)
-    a.recv_type("join")
+    a.await_presence(online=[bob])
+    b.await_presence(online=[bob])
     a.send(frame)
     error = a.recv()
     assert error["type"] == "error"
@@ -134,12 +143,13 @@ def test_message_of_exactly_the_limit_is_accepted(ws_connect, alice):
 
 def test_frame_over_the_transport_limit_closes_with_1009(app, ws_connect, alice, bob):
     a, b = ws_connect(alice, max_size=None), ws_connect(bob)
-    a.recv_type("join")
+    a.await_presence(online=[bob])
+    b.await_presence(online=[bob])
     a.send("x" * (64 * 1024 + 1))
     with pytest.raises(ConnectionClosed) as closed:
         a.recv()
     assert closed.value.rcvd.code == 1009
-    assert b.recv() == {"type": "leave", "room": "general", "user": "alice", "user_id": alice}
+    b.await_presence(offline=[alice])
     assert message_count(app) == 0
 
 
@@ -263,9 +273,11 @@ def test_a_client_that_never_reads_is_cut_off_without_delaying_others(
     app.config["CHAT_MAX_MESSAGE_CHARS"] = 60_000
     carol = make_user("carol@example.com")[0]
     a, b = ws_connect(alice), ws_connect(bob)
-    a.recv_type("join")
+    a.await_presence(online=[bob])
+    b.await_presence(online=[bob])
     stuck = raw_socket_that_never_reads(live_server, token_issued_at(app, carol))
-    assert b.recv() == {"type": "join", "room": "general", "user": "carol", "user_id": carol}
+    a.await_presence(online=[carol])
+    b.await_presence(online=[carol])
     presence = []
     count = 150  # About 9 MB: more than the kernel buffers and a queue of 8 can hold.
     for n in range(count):
@@ -274,7 +286,14 @@ def test_a_client_that_never_reads_is_cut_off_without_delaying_others(
         assert next_message(b, presence)["text"][:5] == f"{n:05d}"
     if not presence:
         presence.append(b.recv())
-    assert presence == [{"type": "leave", "room": "general", "user": "carol", "user_id": carol}]
+    assert presence == [
+        {
+            "type": "presence",
+            "room": "general",
+            "online": [],
+            "offline": [{"user_id": carol, "user": "carol"}],
+        }
+    ]
     stuck.settimeout(5)
     while stuck.recv(65536):
         pass  # The server closed the connection: reading drains it to the end.
@@ -318,7 +337,8 @@ def test_concurrent_senders_are_seen_by_everyone_in_id_order(ws_connect, alice, 
 
 def test_database_failure_gets_unavailable_and_recovers(app, ws_connect, alice, bob):
     a, b = ws_connect(alice), ws_connect(bob)
-    a.recv_type("join")
+    a.await_presence(online=[bob])
+    b.await_presence(online=[bob])
     with app.app_context():
         Message.__table__.drop(db.engine)
     a.send({"type": "message", "text": "lost?", "client_id": "u1"})
@@ -379,15 +399,37 @@ def test_concurrent_connections_see_each_user_online_once(ws_connect, make_user)
     for thread in threads:
         thread.join(10)
     for client in clients.values():
-        online = list(client.hello["online"])
+        online = set(client.hello["online"])
         while True:
             try:
                 frame = client.recv(timeout=0.5)
             except TimeoutError:
                 break
-            assert frame["type"] == "join"
-            online.append(frame["user"])
-        assert sorted(online) == sorted(f"user{n}" for n in range(8))
+            assert frame["type"] == "presence"
+            assert not frame["offline"]
+            online.update(person["user"] for person in frame["online"])
+        assert online == {f"user{n}" for n in range(8)}
+
+
+@pytest.fixture
+def slow_presence(app_config):
+    """Presence batches every half second (before the app is built)."""
+    app_config["CHAT_PRESENCE_BATCH"] = 0.5
+
+
+def test_a_storm_of_arrivals_is_announced_in_a_few_batches(slow_presence, ws_connect, make_user):
+    # One frame per arrival per person online would be n²/2 frames; batches keep it linear.
+    watcher = ws_connect(make_user("watcher@example.com")[0])
+    users = [make_user(f"user{n}@example.com")[0] for n in range(40)]
+    threads = [threading.Thread(target=ws_connect, args=(user_id,)) for user_id in users]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    frames = watcher.await_presence(online=users)
+    # 40 arrivals in a few seconds at most, so a handful of batches, not one frame each.
+    assert len(frames) < len(users) // 2
+    assert all(not frame["offline"] for frame in frames)
 
 
 def test_concurrent_senders_are_stored_and_delivered_once_in_id_order(app, ws_connect, make_user):
