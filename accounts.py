@@ -1,5 +1,7 @@
 """Accounts: register, log in, log out, the session user loader and ``flask create-user``."""
 
+import secrets
+from datetime import timedelta
 from functools import cache
 from urllib.parse import urlsplit
 
@@ -20,6 +22,8 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_required, login_user, logout_user
+from flask_login.config import COOKIE_DURATION
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -34,7 +38,7 @@ from forms import (
     normalize_email,
     password_problem,
 )
-from models import User
+from models import Login, User, utcnow
 from tokens import revoke
 
 bp = Blueprint("accounts", __name__)
@@ -84,14 +88,25 @@ def limit_logins(view):
 
 
 def load_user(session_id):
-    """Flask-Login loader: the session holds ``"<id>.<session_version>"``."""
-    user_id, _, version = session_id.partition(".")
-    if not (user_id.isdigit() and version.isdigit()):
+    """Flask-Login loader: the session holds ``"<id>.<session_version>.<login id>"``."""
+    user_id, version, login_id = _split_session_id(session_id)
+    if not (user_id.isdigit() and version.isdigit() and login_id):
+        return None
+    # The login row is what logging out deletes: a copy of the cookie is worthless after it.
+    login = db.session.get(Login, login_id)
+    if login is None or login.user_id != int(user_id):
         return None
     user = db.session.get(User, int(user_id))
     if user is None or user.session_version != int(version):
         return None
     return user
+
+
+def _split_session_id(session_id):
+    """``(user id, session version, login id)``, each an empty string where it is missing."""
+    user_id, _, rest = session_id.partition(".")
+    version, _, login_id = rest.partition(".")
+    return user_id, version, login_id
 
 
 def safe_next(target):
@@ -106,9 +121,36 @@ def safe_next(target):
 
 
 def _start_session(user, remember=False):
-    """Log ``user`` in with a brand-new session (no session fixation)."""
+    """Log ``user`` in with a brand-new session (no session fixation) and a new login row."""
     session.clear()
     login_user(user, remember=remember)
+    # The session id, which the remember-me cookie copies, also names a login row that logging
+    # out deletes. Clearing the cookie alone is not enough: a response begun before the logout
+    # can set the old cookie again, and a tab that navigates away drops the logout's response.
+    session["_user_id"] = f"{user.get_id()}.{_open_login(user)}"
+
+
+def _open_login(user):
+    """Record a new login of ``user``, forget their logins too old to be in use; its id."""
+    login = Login(id=secrets.token_urlsafe(32), user_id=user.id)
+    db.session.add(login)
+    too_old = utcnow() - _remember_duration()
+    db.session.execute(delete(Login).where(Login.user_id == user.id, Login.created_at < too_old))
+    db.session.commit()
+    return login.id
+
+
+def _remember_duration():
+    """How long a remember-me cookie lives (Flask-Login's setting: seconds or a timedelta)."""
+    duration = current_app.config.get("REMEMBER_COOKIE_DURATION", COOKIE_DURATION)
+    return timedelta(seconds=duration) if isinstance(duration, int) else duration
+
+
+def _end_login():
+    """Delete this browser's login row, so that no copy of its cookies logs anyone in again."""
+    login_id = _split_session_id(session.get("_user_id", ""))[2]
+    db.session.execute(delete(Login).where(Login.id == login_id))
+    db.session.commit()
 
 
 @bp.route("/register", methods=["GET", "POST"])
@@ -165,8 +207,11 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    """End this session and revoke the user's socket tokens (the form carries a CSRF token)."""
+    """End this login and revoke the user's socket tokens (the form carries a CSRF token)."""
     if current_user.is_authenticated:
+        # Before revoke closes the sockets: a page sent to the login page by its socket's 4001
+        # can get there before this response, with the old cookie.
+        _end_login()
         # A token copied from the page must not open sockets after its owner logged out.
         revoke(current_user)
     return _sign_out(_("You have been logged out."))
@@ -174,8 +219,9 @@ def logout():
 
 def _sign_out(message):
     """End this browser's session and send it to the login page with ``message``."""
-    logout_user()
     session.clear()
+    # After the clear, which would drop its mark: logout_user asks to delete the remember-me cookie.
+    logout_user()
     flash(message, "info")
     return redirect(url_for("accounts.login"))
 

@@ -87,6 +87,16 @@ class User(UserMixin, db.Model):
         return db.session.scalar(select(cls).where(cls.email == email.strip().lower()))
 
 
+class Login(db.Model):
+    """One signed-in browser: its session and remember-me cookie name it; logging out deletes it."""
+
+    __tablename__ = "logins"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # Random, unguessable.
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Room(db.Model):
     """A public room anyone may join, or a direct-message thread between two users."""
 

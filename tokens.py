@@ -2,10 +2,11 @@
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy import delete
 
 from extensions import db
 from hub import CLOSE_REVOKED, current_hub
-from models import User
+from models import Login, User
 
 
 class TokenError(Exception):
@@ -34,6 +35,7 @@ def revoke(user, end_sessions=False):
     user.token_version += 1
     if end_sessions:
         user.session_version += 1
+        db.session.execute(delete(Login).where(Login.user_id == user.id))
     db.session.commit()
     current_hub().close_user(user.id, CLOSE_REVOKED, "Signed out")
 
