@@ -11,6 +11,9 @@ import signal
 worker_class = "gthread"
 workers = int(os.environ.get("GUNICORN_WORKERS", "1"))  # More than 1 needs REDIS_URL.
 threads = int(os.environ.get("GUNICORN_THREADS", "100"))
+# gthread stops accepting at worker_connections (default 1,000) whatever ``threads`` says: every
+# socket needs a thread, plus some room for idle keep-alive HTTP connections.
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(threads + 100)))
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "10"))
 # Addresses whose X-Forwarded-* headers gunicorn trusts: the proxy in front (nginx on this host).

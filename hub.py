@@ -577,11 +577,23 @@ class Hub:
 
     def online_in(self, room_ids):
         """``{room id: [{"id", "name"}]}``: who is online in each room, sorted by name."""
-        wanted = {room_id: [] for room_id in room_ids}
-        for uid, person in self.everyone().items():
-            for room_id in person["rooms"]:
-                if room_id in wanted:
-                    wanted[room_id].append({"id": uid, "name": person["name"]})
+        if self._backplane.shared:
+            wanted = {room_id: [] for room_id in room_ids}
+            for uid, person in self.everyone().items():
+                for room_id in person["rooms"]:
+                    if room_id in wanted:
+                        wanted[room_id].append({"id": uid, "name": person["name"]})
+        else:
+            # The room's members directly: a greeting must not copy everyone's presence (with
+            # 2,000 people online that made each greeting O(n) dicts, and a storm O(n²)).
+            with self._lock:
+                wanted = {
+                    room_id: [
+                        {"id": uid, "name": self._names[uid]}
+                        for uid in self._members.get(room_id, ())
+                    ]
+                    for room_id in room_ids
+                }
         for people in wanted.values():
             people.sort(key=lambda person: (person["name"].casefold(), person["id"]))
         return wanted

@@ -30,7 +30,7 @@ from urllib.request import Request, urlopen
 
 from websockets.exceptions import ConnectionClosed
 
-from bench.load import client_process
+from bench.load import client_process, storm_process
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -46,12 +46,14 @@ FULL = {
     "slow_consumer": (50, 10, 50, 10),
     "fanout_1000": (1000, 1, 10, 10),
     "idle_2000": (2000, 0, 0, 5),
+    "storm_1000": (1000, 0, 0, 0),
 }
 SMOKE = {
     "burst": (5, 2, 20, 2),
     "slow_consumer": (5, 2, 20, 2),
     "fanout_1000": (20, 1, 5, 2),
     "idle_2000": (20, 0, 0, 1),
+    "storm_1000": (20, 0, 0, 0),
 }
 FANOUT_CURVE = (50, 200, 500, 1000)
 
@@ -300,6 +302,44 @@ def run_scenario(server, name, clients_n, senders, rate, seconds, procs=1):
     }
 
 
+def run_storm(server, clients_n, procs):
+    """Every client connects at once (one burst per client process): are all admitted, how long
+    until the last is greeted, and how many frames (the chat's presence) follow the greetings.
+
+    A naive chat announces each arrival to everyone there: n²/2 frames, 500,000 for 1,000.
+    """
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    _, cpu_before = proc_stats(server.pids())
+    shards = [[server.url(n) for n in range(p, clients_n, procs)] for p in range(procs)]
+    workers = [context.Process(target=storm_process, args=(urls, 2.0, results)) for urls in shards]
+    for worker in workers:
+        worker.start()
+    try:
+        outcomes = [results.get(timeout=180) for _ in workers]
+    except queue.Empty:
+        raise TimeoutError("the storm's clients did not finish") from None
+    finally:
+        for worker in workers:
+            worker.join(30)
+            if worker.is_alive():
+                worker.kill()
+    _, cpu_after = proc_stats(server.pids())
+    greeted = sum(outcome["greeted"] for outcome in outcomes)
+    frames = sum(outcome["frames_after_hello"] for outcome in outcomes)
+    started = min(outcome["started"] for outcome in outcomes)
+    last = max(outcome["last_greeted"] for outcome in outcomes)
+    return {
+        "clients": clients_n,
+        "admitted": greeted,
+        "all_greeted_s": round(last - started, 2),
+        "frames_after_hello": frames,
+        "frames_per_client": round(frames / max(greeted, 1), 1),
+        "server_cpu_s": round(cpu_after - cpu_before, 2),
+        "p99_ms": None,
+    }
+
+
 def quantile(ordered, q):
     """The ``q`` quantile of sorted values (nearest rank), or None."""
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
@@ -335,7 +375,10 @@ def run(args):
         for kind in kinds:
             # A fresh server per scenario: no scenario inherits another's memory or threads.
             with running(kind, clients_n + 1) as server:
-                outcome = attempt(server, name, clients_n, senders, rate, seconds, args.procs)
+                if name.startswith("storm"):
+                    outcome = attempt_storm(server, clients_n, args.procs)
+                else:
+                    outcome = attempt(server, name, clients_n, senders, rate, seconds, args.procs)
             results.setdefault(name, {})[kind.name] = outcome
             print(f"{name:14} {kind.name:9} {json.dumps(outcome)}", flush=True)
     if args.plot:
@@ -348,6 +391,14 @@ def attempt(*scenario):
     try:
         return run_scenario(*scenario)
     except (TimeoutError, OSError, ConnectionClosed) as error:
+        return {"error": f"{type(error).__name__}: {error}", "p99_ms": None}
+
+
+def attempt_storm(server, clients_n, procs):
+    """``run_storm``; a storm the server cannot take is a result, not a crash."""
+    try:
+        return run_storm(server, clients_n, procs)
+    except (TimeoutError, OSError) as error:
         return {"error": f"{type(error).__name__}: {error}", "p99_ms": None}
 
 
@@ -375,7 +426,7 @@ def markdown(results):
     )  # fmt: skip
     lines = ["| " + " | ".join(columns) + " |", "| --- | --- |" + " ---: |" * len(fields)]
     for name, by_server in results.items():
-        if name == "fanout_curve":
+        if name == "fanout_curve" or name.startswith("storm"):
             continue
         for server, r in by_server.items():
             cells = (
@@ -397,7 +448,26 @@ def markdown(results):
                 ratio = chat["rss_per_connection_kb"] / ref["rss_per_connection_kb"]
                 ratios.append(f"RSS/conn {ratio:.2f}x")
             lines.append(f"| {name} | chat ÷ reference | {' · '.join(ratios)} |" + " |" * 8)
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + storm_markdown(results)
+
+
+def storm_markdown(results):
+    """The connection storms' own table (they measure admission, not latency)."""
+    fields = ("clients", "admitted", "all_greeted_s", "frames_after_hello", "frames_per_client",
+              "server_cpu_s")  # fmt: skip
+    lines = []
+    for name, by_server in results.items():
+        if not name.startswith("storm"):
+            continue
+        if not lines:
+            lines = ["", "| scenario | server | " + " | ".join(fields) + " |",
+                     "| --- | --- |" + " ---: |" * len(fields)]  # fmt: skip
+        for server, r in by_server.items():
+            cells = (
+                [r["error"]] + [""] * (len(fields) - 1) if "error" in r else [r[f] for f in fields]
+            )
+            lines.append(f"| {name} | {server} | " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def plot(curve, path):

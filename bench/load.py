@@ -78,6 +78,47 @@ async def send(ws, sender, rate, seconds):
     return count
 
 
+async def _storm(urls, quiet):
+    """Open every socket at once; when each was greeted, and how many frames followed."""
+    greeted, frames = [], [0]
+
+    async def one(url):
+        try:
+            ws = await connect(
+                url, max_size=None, compression=None, open_timeout=60, ping_interval=None
+            )
+            await asyncio.wait_for(ws.recv(), 60)  # hello
+        except (TimeoutError, OSError, ConnectionClosed):
+            return None
+        greeted.append(time.monotonic())
+        return ws
+
+    async def count(ws):
+        """Frames after hello (presence, for the chat) until ``quiet`` seconds of silence."""
+        while True:
+            try:
+                await asyncio.wait_for(ws.recv(), quiet)
+            except (TimeoutError, ConnectionClosed):
+                return
+            frames[0] += 1
+
+    started = time.monotonic()
+    sockets = [ws for ws in await asyncio.gather(*(one(url) for url in urls)) if ws is not None]
+    await asyncio.gather(*(count(ws) for ws in sockets))
+    await asyncio.gather(*(ws.close() for ws in sockets))
+    return {
+        "started": started,
+        "greeted": len(greeted),
+        "last_greeted": max(greeted, default=started),
+        "frames_after_hello": frames[0],
+    }
+
+
+def storm_process(urls, quiet, results):
+    """One client process of a connection storm."""
+    results.put(asyncio.run(_storm(urls, quiet)))
+
+
 def client_process(job, barrier, results):
     """One client process: its share of the clients, and of the senders among them."""
     try:
