@@ -85,9 +85,9 @@ async def _storm(urls, quiet):
     async def one(url):
         try:
             ws = await connect(
-                url, max_size=None, compression=None, open_timeout=60, ping_interval=None
+                url, max_size=None, compression=None, open_timeout=120, ping_interval=None
             )
-            await asyncio.wait_for(ws.recv(), 60)  # hello
+            await asyncio.wait_for(ws.recv(), 120)  # hello
         except (TimeoutError, OSError, ConnectionClosed):
             return None
         greeted.append(time.monotonic())

@@ -5,7 +5,7 @@ import socket
 import threading
 import time
 
-from hub import Hub, SerializedSocket, encode_frame
+from hub import Hub, SerializedSocket, _coalesce, encode_frame
 
 
 class Recorder:
@@ -127,6 +127,14 @@ def test_the_flusher_sends_a_batch_within_its_interval():
     finally:
         hub.stop()
     assert watcher.decoded()[0]["online"] == [{"user_id": 2, "user": "bob"}]
+
+
+def test_frames_queued_together_go_out_in_one_write():
+    rest = memoryview(b"half a frame")[5:]  # The rest of a half-written frame goes alone, first.
+    assert _coalesce([rest, b"one", b"two"]) == [rest, b"onetwo"]
+    assert _coalesce([b"one", b"two", b"three"]) == [b"onetwothree"]
+    assert _coalesce([b"one"]) == [b"one"]
+    assert _coalesce([]) == []
 
 
 def test_a_half_written_frame_keeps_other_writers_out():
