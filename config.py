@@ -125,7 +125,9 @@ def finalize(config, instance_path):
     # postgres:// and postgresql:// mean psycopg 3, the driver we ship (not SQLAlchemy's psycopg2).
     url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)
     config["SQLALCHEMY_DATABASE_URI"] = url
-    config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    # A server's connections go stale (restarts, idle timeouts): test each one as it leaves the
+    # pool. A SQLite file's never do, and the test cost a query per message on the hot path.
+    config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": not url.startswith("sqlite")})
     # Rate-limit counters live in Redis when there is one, so every worker shares them.
     config.setdefault("RATELIMIT_STORAGE_URI", config.get("REDIS_URL") or "memory://")
     config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
