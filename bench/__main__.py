@@ -49,6 +49,11 @@ FULL = {
     "idle_2000": (2000, 0, 0, 5),
     "storm_1000": (1000, 0, 0, 0),
     "storm_5000": (5000, 0, 0, 0),
+    # Scaling with the Redis backplane: a fan-out heavier than one worker's share (5 senders x 20
+    # messages a second to 1,000 clients: 100,000 deliveries a second offered), on 1 worker
+    # and on 2.
+    "scale_1_worker": (1000, 5, 20, 10),
+    "scale_2_workers": (1000, 5, 20, 10),
 }
 SMOKE = {
     "burst": (5, 2, 20, 2),
@@ -58,6 +63,12 @@ SMOKE = {
     "idle_2000": (20, 0, 0, 1),
     "storm_1000": (20, 0, 0, 0),
     "storm_5000": (30, 0, 0, 0),
+    "scale_1_worker": (20, 2, 5, 2),
+    "scale_2_workers": (20, 2, 5, 2),
+}
+SERVER_OPTIONS = {
+    "scale_1_worker": {"workers": 1, "redis": True},
+    "scale_2_workers": {"workers": 2, "redis": True},
 }
 FANOUT_CURVE = (50, 200, 500, 1000)
 
@@ -111,15 +122,16 @@ def children(pid):
 
 
 class ChatServer:
-    """The chat under gunicorn (one gthread worker), on a throwaway database.
+    """The chat under gunicorn (gthread), on a throwaway database.
 
     SQLite in a temporary folder, or with ``BENCH_POSTGRES`` (a PostgreSQL URL) a schema of its
-    own there, dropped afterwards.
+    own there, dropped afterwards. With ``redis``, the Redis backplane (``BENCH_REDIS``, default
+    database 14 of the local Redis, under a prefix of its own) joins ``workers`` workers.
     """
 
     name = "chat"
 
-    def __init__(self, users):
+    def __init__(self, users, workers=1, redis=False):
         self.port = free_port()
         self.tmp = tempfile.TemporaryDirectory()
         self.schema = None
@@ -141,7 +153,11 @@ class ChatServer:
             "CHAT_LOGIN_LIMIT_PER_IP": "100000 per minute",
             "GUNICORN_THREADS": str(users + 100),
             "GUNICORN_BIND": f"127.0.0.1:{self.port}",
+            "GUNICORN_WORKERS": str(workers),
         }
+        if redis:
+            self.env["REDIS_URL"] = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/14")
+            self.env["CHAT_REDIS_PREFIX"] = f"bench-{os.getpid()}-{self.port}"
         self._create_users(users)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "app:create_app()"],
@@ -187,8 +203,19 @@ class ChatServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
         self.tmp.cleanup()
+        if "REDIS_URL" in self.env:
+            self._forget_redis_keys()
         if self.schema:
             self._postgres(f'DROP SCHEMA "{self.schema}" CASCADE')
+
+    def _forget_redis_keys(self):
+        """Delete the backplane's keys (presence, heartbeats) left under this run's prefix."""
+        import redis
+
+        client = redis.Redis.from_url(self.env["REDIS_URL"])
+        keys = list(client.scan_iter(f"{self.env['CHAT_REDIS_PREFIX']}:*"))
+        if keys:
+            client.delete(*keys)
 
     def _postgres(self, statement):
         import psycopg
@@ -354,8 +381,8 @@ def _round(value):
 
 
 @contextmanager
-def running(server_class, users):
-    server = server_class(users)
+def running(server_class, users, **options):
+    server = server_class(users, **options)
     try:
         yield server
     finally:
@@ -378,7 +405,8 @@ def run(args):
         clients_n, senders, rate, seconds = scenarios[name]
         for kind in kinds:
             # A fresh server per scenario: no scenario inherits another's memory or threads.
-            with running(kind, clients_n + 1) as server:
+            options = SERVER_OPTIONS.get(name, {}) if kind is ChatServer else {}
+            with running(kind, clients_n + 1, **options) as server:
                 if name.startswith("storm"):
                     outcome = attempt_storm(server, clients_n, args.procs)
                 else:
