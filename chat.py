@@ -1,8 +1,12 @@
 """The chat page, and the WebSocket ``/ws``: authenticate, greet (or resume), serve, say goodbye."""
 
+import contextlib
+import time
+
 from flask import Blueprint, current_app, g, make_response, render_template, request
 from flask_babel import gettext
 from flask_login import current_user, login_required
+from simple_websocket import ConnectionClosed
 from sqlalchemy.exc import SQLAlchemyError
 
 import handlers
@@ -12,8 +16,9 @@ import rooms
 from backplane import BackplaneError, RedisBackplane
 from errors import json_error
 from extensions import db, sock
-from hub import CLOSE_FLOOD, HUB_KEY, Connection, Hub, ReaderThread, current_hub
+from hub import CLOSE_FLOOD, HUB_KEY, Connection, Hub, current_hub
 from models import GENERAL, latest_message_id, messages_after
+from reader import CLOSE_TIMEOUT, InlineReader
 from throttle import TokenBucket
 from tokens import TokenError, issue_token, verify_token
 
@@ -206,9 +211,18 @@ def _serve(ws, hub, conn):
             if error.code == "rate_limited" and not strikes.take():
                 current_app.logger.warning("closing a flooding socket of user %s", conn.user_id)
                 conn.close_with(CLOSE_FLOOD, "Too many messages")
+                _discard_until_closed(ws)
                 return
         finally:
             db.session.remove()
+
+
+def _discard_until_closed(ws):
+    """Read and drop frames until the close handshake ends (this thread is the socket's reader)."""
+    deadline = time.monotonic() + 2 * CLOSE_TIMEOUT
+    with contextlib.suppress(ConnectionClosed):
+        while time.monotonic() < deadline:
+            ws.receive(timeout=CLOSE_TIMEOUT)
 
 
 def _say_goodbye(hub, conn):
@@ -258,7 +272,8 @@ def init_app(app):
     app.config["SOCK_SERVER_OPTIONS"] = {
         "ping_interval": app.config["CHAT_PING_INTERVAL"],
         "max_message_size": app.config["CHAT_MAX_FRAME_BYTES"],
-        "thread_class": ReaderThread,
+        # No reader thread per socket: the handler's thread reads its own socket (reader.py).
+        "thread_class": InlineReader,
     }
     backplane = _backplane(app.config, lambda gone: _bury(hub, gone))
     app.extensions[HUB_KEY] = hub = Hub(backplane, app.config["CHAT_PRESENCE_BATCH"])

@@ -22,6 +22,7 @@ from wsproto.utilities import LocalProtocolError
 
 from backplane import BackplaneError, MemoryBackplane
 from presence import PresenceBatcher
+from reader import CLOSE_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ def current_hub():
 CLOSE_REVOKED = 4001  # Logged out or password changed: go to the login page, do not reconnect.
 CLOSE_FLOOD = 4029  # Kept sending faster than the rate limit allows.
 CLOSE_GOING_AWAY = 1001  # The server is shutting down: reconnect.
-CLOSE_TIMEOUT = 2.0  # Seconds a peer has to answer our close frame.
 
 
 class _Close:
@@ -49,27 +49,6 @@ class _Close:
     def __init__(self, code, reason):
         self.code = code
         self.reason = reason
-
-
-class ReaderThread(threading.Thread):
-    """simple-websocket's reader thread, made to always wake the handler when it ends.
-
-    simple-websocket 1.1 can end its reader (after a frame over ``max_message_size``) while a
-    ``receive()`` is about to wait again, leaving the handler asleep forever. Marking the socket
-    closed and setting its event once the reader is done makes ``receive()`` raise instead.
-    """
-
-    def __init__(self, *args, target, **kwargs):
-        super().__init__(*args, target=target, **kwargs)
-        self._ws = target.__self__
-
-    def run(self):
-        """Run the reader, then wake whoever waits on the socket."""
-        try:
-            super().run()
-        finally:
-            self._ws.connected = False
-            self._ws.event.set()
 
 
 class SerializedSocket:
@@ -307,8 +286,7 @@ class Connection:
                 writer.join(timeout)
         if not self._ws.connected:
             # The closing handshake is over (or failed): the server closes TCP first (RFC 6455
-            # 7.1.1), instead of leaving the client to wait for its close timeout. The reader wakes
-            # us before it sends its close reply (1000, 1007...), so let it finish sending first.
+            # 7.1.1), instead of leaving the client to wait for its close timeout.
             self._ws.thread.join(CLOSE_TIMEOUT)
             self.abort()
 
