@@ -1,5 +1,6 @@
 """One handler per client frame type. Each checks that the user is in the room it names."""
 
+import itertools
 import threading
 
 from flask import current_app
@@ -138,17 +139,24 @@ def _store_and_publish(hub, batch):
     try:
         for post, result in zip(accepted, _store(accepted), strict=True):
             post.result = result
-            stored, created = result
-            if created:
-                payload = protocol.encode(protocol.message_frame(stored))
-                hub.broadcast(post.room_id, payload, message_id=stored["id"])
-            published += 1
+        # Runs of consecutive posts to one room go out as one event: one write per socket.
+        for room_id, run in itertools.groupby(accepted, lambda post: post.room_id):
+            run = list(run)
+            new = [_encoded(post.result[0]) for post in run if post.result[1]]
+            if new:
+                hub.broadcast_messages(room_id, new)
+            published += len(run)
     except (SQLAlchemyError, BackplaneError) as error:
         db.session.rollback()
         current_app.logger.exception("could not store or publish %d messages", len(accepted))
         for post in accepted[published:]:
             # Not stored, or stored and not published: a retry (same client_id) sorts it out.
             post.error = error
+
+
+def _encoded(stored):
+    """``(id, JSON text)`` of a stored message's frame."""
+    return stored["id"], protocol.encode(protocol.message_frame(stored))
 
 
 def _store(posts):

@@ -628,6 +628,21 @@ class Hub:
         event = {"kind": "room", "room": room_id, "exclude": exclude_user, "id": message_id}
         self._backplane.publish(event, payload)
 
+    def broadcast_messages(self, room_id, messages):
+        """Send several chat messages of one room (``[(id, payload)]``, in id order) as one event.
+
+        A group commit stores several messages at once: each socket of the room then gets them
+        as one write, queued once, instead of once per message (a socket that joined after some
+        of them, and so has them in its history, gets the others one by one).
+        """
+        event = {
+            "kind": "messages",
+            "room": room_id,
+            "ids": [message_id for message_id, _ in messages],
+        }
+        # Encoded JSON never holds a raw newline: it separates the messages on the backplane.
+        self._backplane.publish(event, "\n".join(payload for _, payload in messages))
+
     def send_to_user(self, user_id, payload):
         """Send ``payload`` to every socket of one user."""
         self._backplane.publish({"kind": "user", "user": user_id}, payload)
@@ -648,6 +663,9 @@ class Hub:
     def deliver(self, event, payload):
         """Carry out one published event on this worker's sockets; never waits on any of them."""
         kind = event["kind"]
+        if kind == "messages":
+            self._deliver_messages(event["room"], event["ids"], payload.split("\n"))
+            return
         if payload is not None:
             payload = encode_frame(payload)  # Framed once, whatever the number of recipients.
         if kind == "room":
@@ -672,6 +690,20 @@ class Hub:
             self._unsubscribe(event["user"], event["room"], event["key"], event["fallback"])
         else:
             raise KeyError(f"unknown event kind {kind!r}")
+
+    def _deliver_messages(self, room_id, ids, texts):
+        """Queue a batch of a room's messages to each of its sockets, in one piece if it can."""
+        if len(ids) != len(texts):
+            raise KeyError("a messages event needs one id per message")
+        frames = [encode_frame(text) for text in texts]
+        whole = b"".join(frames)
+        for conn in self._fanout.get(room_id, ()):
+            if conn.floor < ids[0]:
+                conn.send(whole)
+            else:  # It joined after some of them: only the ones it does not have.
+                for message_id, frame in zip(ids, frames, strict=True):
+                    if message_id > conn.floor:
+                        conn.send(frame)
 
     def _snapshot(self, user_id=None):
         """The sockets of one user, or of everyone, copied under the lock."""

@@ -129,6 +129,24 @@ def test_the_flusher_sends_a_batch_within_its_interval():
     assert watcher.decoded()[0]["online"] == [{"user_id": 2, "user": "bob"}]
 
 
+class RawRecorder(Recorder):
+    """Keeps the bytes it is handed, whole (a batch of messages is one piece)."""
+
+    def send(self, frame):
+        self.frames.append(frame)
+        return True
+
+
+def test_a_batch_of_messages_is_one_piece_per_socket_but_respects_floors():
+    hub = Hub()
+    early, late = RawRecorder(1), RawRecorder(2, floor=11)  # late joined after message 11
+    hub.attach(early, {7: "general"})
+    hub.attach(late, {7: "general"})
+    hub.broadcast_messages(7, [(10, "ten"), (11, "eleven"), (12, "twelve")])
+    assert early.frames == [b"".join(encode_frame(t) for t in ("ten", "eleven", "twelve"))]
+    assert late.frames == [encode_frame("twelve")]
+
+
 def test_frames_queued_together_go_out_in_one_write():
     rest = memoryview(b"half a frame")[5:]  # The rest of a half-written frame goes alone, first.
     assert _coalesce([rest, b"one", b"two"]) == [rest, b"onetwo"]
