@@ -109,8 +109,9 @@ def test_keyboard_only_log_in_send_and_change_rooms(open_page, make_user):
     make_user("kim@example.com")
     page = open_page()
     page.goto("/login")
-    # The email field has focus on arrival; everything below is keys only, no mouse.
-    assert focused(page).startswith("input#email")
+    # The email field has focus on arrival (autofocus is applied at the next rendering update,
+    # a moment after load: expect waits for it); everything below is keys only, no mouse.
+    expect(page.locator("#email")).to_be_focused()
     page.keyboard.type("kim@example.com")
     tab_to(page, r"^input#password")
     assert page.locator("#email").input_value() == "kim@example.com"
