@@ -102,8 +102,10 @@ def chat_socket(ws):
         if _greet(hub, conn, marks):
             _serve(ws, hub, conn)
     finally:
-        _say_goodbye(hub, conn)
-        conn.close()
+        try:
+            _say_goodbye(hub, conn)
+        finally:
+            conn.close()
 
 
 def _read_resume(ws, conn):
@@ -236,7 +238,7 @@ def _say_goodbye(hub, conn):
         # The lock or the backplane is down: still forget the socket here. Other workers learn
         # of it when their clients resume, or when this worker's presence expires.
         current_app.logger.warning("could not announce user %s leaving", conn.user_id)
-        hub.forget(conn)
+        _announce_departure(hub, conn.user_id, conn.name, hub.forget(conn))
 
 
 def _announce_departure(hub, user_id, name, rooms_left):

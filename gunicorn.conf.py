@@ -49,6 +49,17 @@ def post_worker_init(worker):
     signal.signal(signal.SIGTERM, handle_exit)
 
 
+def worker_exit(server, worker):
+    """Send the last presence batch: the departures of the sockets just closed (not on a crash)."""
+    hub = worker.wsgi.extensions.get("chat_hub") if hasattr(worker, "wsgi") else None
+    if hub is None:
+        return
+    try:
+        hub.presence.flush()
+    except Exception:  # The worker is exiting: the burial announces them later.
+        server.log.exception("could not send the last presence batch")
+
+
 def _join_backplane(app):
     """Subscribe before the first client arrives (the app would otherwise do it on demand)."""
     hub = app.extensions.get("chat_hub")

@@ -152,6 +152,11 @@ def _store_and_publish(hub, batch):
         for post in accepted[published:]:
             # Not stored, or stored and not published: a retry (same client_id) sorts it out.
             post.error = error
+    except Exception as error:
+        # A bug: the batch-mates waiting on this thread get "unavailable", not a crash of theirs.
+        for post in accepted[published:]:
+            post.error = error
+        raise
 
 
 def _encoded(stored):

@@ -40,6 +40,8 @@ def current_hub():
 # Application close codes (4000-4999 are ours to define, RFC 6455 7.4.2).
 CLOSE_REVOKED = 4001  # Logged out or password changed: go to the login page, do not reconnect.
 CLOSE_FLOOD = 4029  # Kept sending faster than the rate limit allows.
+# Seconds the reader waits for our writer before it gives the client up (a shut receive window).
+SEND_WAIT = 10.0
 CLOSE_GOING_AWAY = 1001  # The server is shutting down: reconnect.
 
 
@@ -80,11 +82,22 @@ class SerializedSocket:
             self._whole.notify_all()
 
     def send(self, data):
-        """Send all of ``data`` before anyone else may write (simple-websocket's writes)."""
-        with self.lock:
+        """Send all of ``data`` before anyone else may write (the reader's pings, pongs, closes).
+
+        Waits at most ``SEND_WAIT`` seconds for our writer: a client whose window stays shut
+        would otherwise hold the reader (its handler thread) forever; it is then treated as gone.
+        """
+        deadline = time.monotonic() + SEND_WAIT
+        if not self.lock.acquire(timeout=SEND_WAIT):
+            raise TimeoutError("the socket's writer has been stuck for too long")
+        try:
             while self.partial and not self.broken:
-                self._whole.wait(0.5)  # The timeout only re-checks ``broken``.
+                if time.monotonic() > deadline:
+                    raise TimeoutError("a frame has been half written for too long")
+                self._whole.wait(0.5)  # The timeout only re-checks ``broken`` and the deadline.
             self._sock.sendall(data)
+        finally:
+            self.lock.release()
         return len(data)
 
     def close(self):
@@ -143,6 +156,7 @@ class Connection:
         self._writing = False  # a sender or the writer is writing to the socket right now
         self._aborted = False
         self._closing = False  # a close was requested: nothing more is sent
+        self._closed = False  # close() ran: no writer may start any more
         self._wake = threading.Event()
         self._writer = None
 
@@ -236,6 +250,9 @@ class Connection:
     def _kick(self):
         """Wake the writer, starting it the first time; the caller holds the mutex."""
         if self._writer is None:
+            if self._closed:  # Nobody would ever stop it: drop what is left instead.
+                self._abort_locked()
+                return
             writer = threading.Thread(
                 target=self._write_loop, name=f"chat-writer-{self.user_id}", daemon=True
             )
@@ -274,6 +291,7 @@ class Connection:
         """Let the writer flush what is queued, then stop it."""
         with self._mutex:
             self._closing = True  # A broadcast still holding this socket queues nothing more.
+            self._closed = True
             if self._writer is not None and not self._aborted:
                 self._backlog.append(_STOP)
                 self._wake.set()
@@ -286,8 +304,9 @@ class Connection:
                 writer.join(timeout)
         if not self._ws.connected:
             # The closing handshake is over (or failed): the server closes TCP first (RFC 6455
-            # 7.1.1), instead of leaving the client to wait for its close timeout.
-            self._ws.thread.join(CLOSE_TIMEOUT)
+            # 7.1.1), instead of leaving the client to wait for its close timeout. This thread is
+            # the socket's reader: if our close frame is unanswered yet, read until it is.
+            self._ws.thread.linger(CLOSE_TIMEOUT)
             self.abort()
 
     def _write_loop(self):
@@ -433,10 +452,12 @@ class Hub:
         return last_here and not self._online_elsewhere(conn.user_id), rooms
 
     def forget(self, conn):
-        """Unregister ``conn`` while the backplane may be down: no announcement, best effort."""
-        self._remove(conn)
+        """Unregister ``conn`` while the backplane may be down; the rooms it left if it was its
+        user's last socket here (for the presence batch, which retries until Redis is back)."""
+        _known, last_here, rooms = self._remove(conn)
         with contextlib.suppress(BackplaneError):
             self._publish_presence(conn.user_id)
+        return rooms if last_here else {}
 
     def _remove(self, conn):
         """Drop ``conn`` from the registry: ``(was it there, was it its user's last, rooms)``."""
@@ -482,7 +503,11 @@ class Hub:
             self._rooms[user_id][room_id] = key
             self._members.setdefault(room_id, set()).add(user_id)
             self._refresh(room_id)
+            name = self._names[user_id]
         self._publish_presence(user_id)
+        # Every worker hosting the user announces it once its own presence is written: a batch
+        # built before another worker applied the change would state it wrongly for good.
+        self.presence.note(room_id, key, user_id, name)
 
     def _unsubscribe(self, user_id, room_id, key, fallback):
         with self._lock:
@@ -495,7 +520,9 @@ class Hub:
             for conn in self._sockets[user_id]:
                 if conn.current == key:
                     conn.current = fallback
+            name = self._names[user_id]
         self._publish_presence(user_id)
+        self.presence.note(room_id, key, user_id, name)  # As in _subscribe.
 
     def rename(self, user_id, name):
         """Give a user's sockets, on every worker, a new display name."""
@@ -508,7 +535,10 @@ class Hub:
             self._names[user_id] = name
             for conn in self._sockets[user_id]:
                 conn.name = name
+            rooms = dict(self._rooms[user_id])
         self._publish_presence(user_id)
+        for room_id, key in rooms.items():  # As in _subscribe; their own tabs need it too.
+            self.presence.note(room_id, key, user_id, name, echo=True)
 
     def rooms_of(self, user_id):
         """``{room id: key}`` of an online user's rooms (empty when they are offline)."""

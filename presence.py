@@ -79,7 +79,8 @@ class PresenceBatcher:
             for user_id, (name, _) in changes.items():
                 person = everyone.get(user_id)
                 if person is not None and room_id in person["rooms"]:
-                    online.append({"user_id": user_id, "user": person["name"]})
+                    # The noted name: another worker's copy of it may not be renamed yet.
+                    online.append({"user_id": user_id, "user": name})
                 else:
                     offline.append({"user_id": user_id, "user": name})
             frame = protocol.presence_frame(key, online, offline)
@@ -107,3 +108,6 @@ class PresenceBatcher:
                 # Redis or the order lock's database is away: try again after the next interval.
                 log.warning("could not send presence changes; retrying")
                 self._wake.set()
+            except Exception:
+                # Presence would stay silent for the rest of the worker's life: log, carry on.
+                log.exception("presence batch failed")

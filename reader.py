@@ -113,6 +113,8 @@ class InlineReader:
     def _ping(self, now):
         """Send a ping, or give up on a peer that did not answer the last one."""
         ws = self._ws
+        if not ws.pong_received and self._poll.poll(0):
+            self._read()  # The pong may be waiting unread: the handler was busy.
         try:
             if not ws.pong_received:
                 ws.close(reason=CloseReason.POLICY_VIOLATION, message="Ping/Pong timeout")

@@ -5,6 +5,9 @@ import socket
 import threading
 import time
 
+import pytest
+
+import hub as hub_module
 from hub import Hub, SerializedSocket, _coalesce, encode_frame
 
 
@@ -145,6 +148,31 @@ def test_a_batch_of_messages_is_one_piece_per_socket_but_respects_floors():
     hub.broadcast_messages(7, [(10, "ten"), (11, "eleven"), (12, "twelve")])
     assert early.frames == [b"".join(encode_frame(t) for t in ("ten", "eleven", "twelve"))]
     assert late.frames == [encode_frame("twelve")]
+
+
+def test_the_reader_gives_up_on_a_writer_stuck_too_long(monkeypatch):
+    # A client whose receive window stays shut holds our writer in sendall with the lock; the
+    # reader's pong must not wait for it forever (it would pin the handler thread).
+    monkeypatch.setattr(hub_module, "SEND_WAIT", 0.2)
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        sock = SerializedSocket(ours)
+        held, release = threading.Event(), threading.Event()
+
+        def stuck_writer():
+            with sock.lock:
+                held.set()
+                release.wait(5)
+
+        writer = threading.Thread(target=stuck_writer)
+        writer.start()
+        held.wait(5)
+        try:
+            with pytest.raises(TimeoutError):
+                sock.send(b"pong")
+        finally:
+            release.set()
+            writer.join(5)
 
 
 def test_frames_queued_together_go_out_in_one_write():
