@@ -43,6 +43,7 @@ CLOSE_FLOOD = 4029  # Kept sending faster than the rate limit allows.
 # Seconds the reader waits for our writer before it gives the client up (a shut receive window).
 SEND_WAIT = 10.0
 CLOSE_GOING_AWAY = 1001  # The server is shutting down: reconnect.
+CLOSE_TRY_AGAIN = 1013  # The handler ended on its own (the greeting failed): reconnect later.
 
 
 class _Close:
@@ -302,12 +303,17 @@ class Connection:
                 # The peer stopped reading while we flushed: stop waiting for it.
                 self.abort()
                 writer.join(timeout)
-        if not self._ws.connected:
-            # The closing handshake is over (or failed): the server closes TCP first (RFC 6455
-            # 7.1.1), instead of leaving the client to wait for its close timeout. This thread is
-            # the socket's reader: if our close frame is unanswered yet, read until it is.
-            self._ws.thread.linger(CLOSE_TIMEOUT)
-            self.abort()
+        if self._ws.connected and not self._aborted:
+            # The handler is ending on its own (a greeting that failed): say so ourselves, rather
+            # than leave Flask-Sock's close to gunicorn's graceful close on its main thread.
+            errors = (ConnectionClosed, OSError, LocalProtocolError)
+            with contextlib.suppress(*errors):
+                self._ws.close(CLOSE_TRY_AGAIN, "Try again later")
+        # The closing handshake is over (or failed): the server closes TCP first (RFC 6455
+        # 7.1.1), instead of leaving the client to wait for its close timeout. This thread is
+        # the socket's reader: if our close frame is unanswered yet, read until it is.
+        self._ws.thread.linger(CLOSE_TIMEOUT)
+        self.abort()
 
     def _write_loop(self):
         """Drain the backlog in order, blocking on the socket as long as it takes."""

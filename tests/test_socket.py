@@ -1,6 +1,7 @@
 """The WebSocket ``/ws`` against a live threaded server, with real WebSocket clients."""
 
 import base64
+import json
 import logging
 import os
 import socket
@@ -14,7 +15,7 @@ from websockets.sync.client import connect
 
 from conftest import token_issued_at
 from extensions import db
-from models import Message, User, save_message
+from models import Membership, Message, User, save_message
 
 
 def message_count(app):
@@ -333,6 +334,22 @@ def test_concurrent_senders_are_seen_by_everyone_in_id_order(ws_connect, alice, 
         streams[name] = [next_message(client, presence)["id"] for _ in range(2 * per_sender)]
     assert streams["alice"] == streams["bob"] == streams["carol"]
     assert streams["carol"] == sorted(set(streams["carol"]))
+
+
+def test_a_greeting_that_fails_says_unavailable_and_closes_with_1013(app, live_server, alice):
+    with app.app_context():
+        Membership.__table__.drop(db.engine)  # The greeting cannot read the user's rooms.
+    try:
+        url = f"ws://{live_server}/ws?token={token_issued_at(app, alice)}"
+        with connect(url, open_timeout=5) as ws:
+            error = json.loads(ws.recv(timeout=5))
+            assert (error["type"], error["code"]) == ("error", "unavailable")
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=5)
+        assert closed.value.rcvd.code == 1013  # Try again later: the page reconnects.
+    finally:
+        with app.app_context():
+            Membership.__table__.create(db.engine)
 
 
 def test_database_failure_gets_unavailable_and_recovers(app, ws_connect, alice, bob):
