@@ -57,9 +57,10 @@ class _Close:
 class SerializedSocket:
     """A socket whose writes take one lock, so that frames from two threads never interleave.
 
-    Our writer thread sends every frame we produce, but simple-websocket's reader thread also writes
-    (pings, pongs, close replies), and Linux may put one thread's bytes in the middle of another's
-    partly sent frame. Every write goes through ``send`` here; everything else is the real socket.
+    Senders and our writer thread send every frame we produce, but the reader (the handler's
+    thread, ``reader.py``) also writes: pings, pongs, close replies. Linux may put one thread's
+    bytes in the middle of another's partly sent frame. Every write goes through ``send`` here, or
+    holds ``lock``; everything else is the real socket.
     """
 
     def __init__(self, sock):
