@@ -11,9 +11,12 @@ import signal
 worker_class = "gthread"
 workers = int(os.environ.get("GUNICORN_WORKERS", "1"))  # More than 1 needs REDIS_URL.
 threads = int(os.environ.get("GUNICORN_THREADS", "100"))
-# gthread stops accepting at worker_connections (default 1,000) whatever ``threads`` says: every
-# socket needs a thread, plus some room for idle keep-alive HTTP connections.
-worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(threads + 100)))
+# gthread accepts up to worker_connections (default 1,000) whatever ``threads`` says, and a
+# connection accepted with every thread held by a socket waits for a thread that may never come
+# free. One connection per thread: a full worker stops accepting and another one takes it. So
+# no idle keep-alive connection may hold a slot either (the chat's HTTP requests are few).
+# (Set in on_starting, once the command line's --threads is known.)
+keepalive = 0
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "10"))
 # Addresses whose X-Forwarded-* headers gunicorn trusts: the proxy in front (nginx on this host).
@@ -24,11 +27,14 @@ access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%(a)s"'
 
 
 def on_starting(server):
-    """Refuse several workers without Redis: each would have its own hub, and rooms would split."""
+    """Refuse several workers without Redis (each would have its own hub, and rooms would split);
+    one connection per thread (above)."""
     if server.cfg.workers > 1 and not os.environ.get("REDIS_URL"):
         raise SystemExit(
             "Several workers share chat rooms through Redis: set REDIS_URL, or run one worker."
         )
+    connections = os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(server.cfg.threads))
+    server.cfg.set("worker_connections", int(connections))
 
 
 def post_worker_init(worker):
