@@ -294,17 +294,14 @@ def run_scenario(server, name, clients_n, senders, rate, seconds, procs=1):
         workers[-1].start()
     try:
         barrier.wait(timeout=180)  # Every client connected and greeted.
-        time.sleep(1)  # Let the storm of join frames settle before measuring.
+        time.sleep(1)  # Let the greetings' presence batches settle before measuring.
         rss_connected, cpu_before = proc_stats(server.pids())
         barrier.wait(timeout=30)  # Go.
         outcomes = [results.get(timeout=seconds + 120) for _ in workers]
     except (threading.BrokenBarrierError, queue.Empty) as error:
         raise TimeoutError(f"the clients did not finish: {type(error).__name__}") from None
     finally:
-        for worker in workers:
-            worker.join(30)
-            if worker.is_alive():
-                worker.kill()
+        _reap(workers)
     _, cpu_after = proc_stats(server.pids())
     failures = [outcome for outcome in outcomes if isinstance(outcome, str)]
     if failures:
@@ -351,10 +348,7 @@ def run_storm(server, clients_n, procs):
     except queue.Empty:
         raise TimeoutError("the storm's clients did not finish") from None
     finally:
-        for worker in workers:
-            worker.join(30)
-            if worker.is_alive():
-                worker.kill()
+        _reap(workers)
     _, cpu_after = proc_stats(server.pids())
     greeted = sum(outcome["greeted"] for outcome in outcomes)
     frames = sum(outcome["frames_after_hello"] for outcome in outcomes)
@@ -369,6 +363,14 @@ def run_storm(server, clients_n, procs):
         "server_cpu_s": round(cpu_after - cpu_before, 2),
         "p99_ms": None,
     }
+
+
+def _reap(workers):
+    """Wait for the client processes; kill any that outlived the scenario."""
+    for worker in workers:
+        worker.join(30)
+        if worker.is_alive():
+            worker.kill()
 
 
 def quantile(ordered, q):
