@@ -9,6 +9,7 @@ from flask_login import current_user, login_required
 from simple_websocket import ConnectionClosed
 from sqlalchemy.exc import SQLAlchemyError
 
+import commits
 import handlers
 import jscatalog
 import protocol
@@ -72,6 +73,7 @@ def authenticate_socket():
         return json_error(401, error.code, "Get a new token from /api/token.")
     hub = current_hub()
     hub.start()
+    current_app.extensions[commits.COMMITS_KEY].start()
     try:
         # A worker's first socket starts the backplane, which subscribes in a few milliseconds.
         if not hub.ready(wait=1.0):
@@ -103,6 +105,7 @@ def chat_socket(ws):
             _serve(ws, hub, conn)
     finally:
         try:
+            handlers.settle(conn)  # Its last messages go out before it is announced gone.
             _say_goodbye(hub, conn)
         finally:
             conn.close()
@@ -279,7 +282,7 @@ def init_app(app):
     }
     backplane = _backplane(app.config, lambda gone: _bury(hub, gone))
     app.extensions[HUB_KEY] = hub = Hub(backplane, app.config["CHAT_PRESENCE_BATCH"])
-    app.extensions[handlers.COMMITS_KEY] = handlers.GroupCommit()
+    app.extensions[commits.COMMITS_KEY] = commits.GroupCommit(app, hub)
     app.register_blueprint(bp)
     sock.init_app(app)
 

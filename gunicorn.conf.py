@@ -56,8 +56,11 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """Send the last presence batch: the departures of the sockets just closed (not on a crash)."""
-    hub = worker.wsgi.extensions.get("chat_hub") if hasattr(worker, "wsgi") else None
+    """Store the messages still queued, then send the last presence batch (not on a crash)."""
+    extensions = worker.wsgi.extensions if hasattr(worker, "wsgi") else {}
+    if "chat_commits" in extensions:
+        extensions["chat_commits"].stop()
+    hub = extensions.get("chat_hub")
     if hub is None:
         return
     try:

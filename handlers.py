@@ -1,21 +1,25 @@
 """One handler per client frame type. Each checks that the user is in the room it names."""
 
-import itertools
-import threading
-
 from flask import current_app
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
+import commits
 import protocol
 import rooms
 from backplane import BackplaneError
 from extensions import db
-from models import GENERAL, Room, messages_before, save_message, save_messages
+from models import GENERAL, Room, messages_before
 from throttle import message_wait
+
+# Seconds a handler waits for the committer: for room in its queue, or for this socket's
+# messages to be stored before its next command. Past it the database is as good as down.
+SETTLE_WAIT = 10.0
 
 
 def handle(hub, conn, command):
     """Run the handler for ``command``; refusals and database failures raise ``FrameError``."""
+    if not isinstance(command, protocol.ChatMessage):
+        settle(conn)
     try:
         _HANDLERS[type(command)](hub, conn, command)
     except rooms.RoomError as error:
@@ -53,7 +57,7 @@ def _entry(hub, room, user_id):
 
 
 def _post(hub, conn, command):
-    """Persist a message, then queue it to the room; a retried ``client_id`` gets the original."""
+    """Queue a message for the group committer (``commits.py``), which stores and publishes it."""
     key = command.room or conn.current
     config = current_app.config
     wait = message_wait(conn.user_id, config["CHAT_MESSAGE_RATE"], config["CHAT_MESSAGE_BURST"])
@@ -61,120 +65,22 @@ def _post(hub, conn, command):
         message = protocol.ERROR_MESSAGES["rate_limited"]
         raise protocol.FrameError("rate_limited", message, command.client_id, wait)
     current_app.logger.info("message from user %s (%d chars)", conn.user_id, len(command.text))
-    post = _Post(conn, key, command.text, command.client_id)
-    commits = current_app.extensions[COMMITS_KEY]
-    commits.add(post)
-    try:
-        with hub.ordered():
-            # Group commit: whoever holds the lock stores every post waiting for it in one
-            # transaction. Ours is done when we get the lock, by us or by the holder before us.
-            batch = commits.take()
-            if batch:
-                _store_and_publish(hub, batch)
-    except (SQLAlchemyError, BackplaneError):
-        # The lock itself failed (the database or Redis is down): answer "unavailable", and make
-        # sure nobody stores this post later behind the client's back.
-        commits.discard(post)
-        raise
-    if isinstance(post.error, protocol.FrameError):
-        raise post.error
-    if post.error is not None:  # Logged once, by whoever ran the batch.
+    post = commits.Post(conn, key, command.text, command.client_id)
+    if not current_app.extensions[commits.COMMITS_KEY].add(post, SETTLE_WAIT):
         message = protocol.ERROR_MESSAGES["unavailable"]
         raise protocol.FrameError("unavailable", message, command.client_id)
-    stored, created = post.result
-    if not created:
-        conn.send(protocol.encode(protocol.message_frame(stored)))
+    conn.last_post = post
 
 
-COMMITS_KEY = "chat_commits"
+def settle(conn):
+    """Wait until this socket's messages are stored and published (or refused).
 
-
-class _Post:
-    """A message waiting for the next group commit, and what became of it."""
-
-    __slots__ = ("client_id", "conn", "error", "key", "result", "room_id", "text")
-
-    def __init__(self, conn, key, text, client_id):
-        self.conn, self.key, self.text, self.client_id = conn, key, text, client_id
-        self.room_id = self.result = self.error = None
-
-
-class GroupCommit:
-    """Posts waiting for ``Hub.ordered()``: the next holder stores them all at once."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._waiting = []
-
-    def add(self, post):
-        """Queue a post for the next commit."""
-        with self._lock:
-            self._waiting.append(post)
-
-    def discard(self, post):
-        """Forget a post that will not be stored (its lock could not be taken)."""
-        with self._lock:
-            if post in self._waiting:
-                self._waiting.remove(post)
-
-    def take(self):
-        """Every post queued so far (the caller holds ``Hub.ordered()``)."""
-        with self._lock:
-            batch, self._waiting = self._waiting, []
-        return batch
-
-
-def _store_and_publish(hub, batch):
-    """Store a batch of posts in one transaction, then publish each, in id order."""
-    accepted = []
-    for post in batch:
-        # Checked under the lock that membership changes take: no post lands after a leave.
-        post.room_id = hub.room_id(post.conn.user_id, post.key)
-        if post.room_id is None:
-            message = protocol.ERROR_MESSAGES["forbidden"]
-            post.error = protocol.FrameError("forbidden", message, post.client_id)
-        else:
-            accepted.append(post)
-    published = 0
-    try:
-        for post, result in zip(accepted, _store(accepted), strict=True):
-            post.result = result
-        # Runs of consecutive posts to one room go out as one event: one write per socket.
-        for room_id, run in itertools.groupby(accepted, lambda post: post.room_id):
-            run = list(run)
-            new = [_encoded(post.result[0]) for post in run if post.result[1]]
-            if new:
-                hub.broadcast_messages(room_id, new)
-            published += len(run)
-    except (SQLAlchemyError, BackplaneError) as error:
-        db.session.rollback()
-        current_app.logger.exception("could not store or publish %d messages", len(accepted))
-        for post in accepted[published:]:
-            # Not stored, or stored and not published: a retry (same client_id) sorts it out.
-            post.error = error
-    except Exception as error:
-        # A bug: the batch-mates waiting on this thread get "unavailable", not a crash of theirs.
-        for post in accepted[published:]:
-            post.error = error
-        raise
-
-
-def _encoded(stored):
-    """``(id, JSON text)`` of a stored message's frame."""
-    return stored["id"], protocol.encode(protocol.message_frame(stored))
-
-
-def _store(posts):
-    """``[(stored, created)]`` for ``posts``: one INSERT and one commit for the whole batch."""
-    if not posts:
-        return []
-    rows = [(p.conn.user_id, p.room_id, p.text, p.client_id, p.key, p.conn.name) for p in posts]
-    try:
-        return [(stored, True) for stored in save_messages(rows)]
-    except IntegrityError:
-        # A retried client_id among them: one at a time, each retry finds its original.
-        db.session.rollback()
-        return [save_message(*row) for row in rows]
+    Whatever the client sends after a message is handled after it: a leave must not overtake the
+    message before it, nor a socket's departure its last words.
+    """
+    post = conn.last_post
+    if post is not None and not post.done.wait(SETTLE_WAIT):
+        current_app.logger.warning("messages of user %s still not stored", conn.user_id)
 
 
 def _switch(hub, conn, command):

@@ -151,6 +151,7 @@ class Connection:
         self.current = None  # Key of the room that plain-text frames go to.
         # Messages up to this id were in the database when the socket joined: it has them already.
         self.floor = 0
+        self.last_post = None  # The newest message it queued for the committer (handlers.py).
         self._limit = queue_size
         # Guards the backlog and the flags below; never held during I/O.
         self._mutex = threading.Lock()
