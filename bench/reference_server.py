@@ -1,16 +1,22 @@
 """The yardstick: a minimal asyncio broadcast server built on the ``websockets`` library.
 
-It does what the chat does minus the real work (no auth, no database): every text frame is
-re-broadcast to every connected client, encoded once. ``python -m bench.reference_server PORT``.
+It does what the chat does minus the real work (no auth, no database, no rate limits): every
+text frame is re-broadcast to every connected client, encoded once, as a frame of the chat's
+shape and size (``protocol.message_frame``), so that the clients, which share the machine with
+the server, spend the same time reading either server's frames.
+``python -m bench.reference_server PORT``.
 """
 
 import asyncio
+import datetime
+import itertools
 import json
 import sys
 
 from websockets.asyncio.server import broadcast, serve
 
 CLIENTS = set()
+IDS = itertools.count(1)
 
 
 async def handler(ws):
@@ -19,10 +25,25 @@ async def handler(ws):
     try:
         await ws.send(json.dumps({"type": "hello"}))
         async for data in ws:
-            text = json.loads(data)["text"]
-            broadcast(CLIENTS, json.dumps({"type": "message", "text": text}))
+            frame = json.loads(data)
+            broadcast(CLIENTS, _message(frame["text"], frame.get("client_id")))
     finally:
         CLIENTS.discard(ws)
+
+
+def _message(text, client_id):
+    """A frame like the chat's ``message`` frame, fields and all."""
+    frame = {
+        "type": "message",
+        "id": next(IDS),
+        "room": "general",
+        "user": "user0",
+        "user_id": 1,
+        "text": text,
+        "ts": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")[:-6] + "Z",
+        "client_id": client_id,
+    }
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
 async def main(port):
