@@ -13,6 +13,7 @@ import chat
 import errors
 import i18n
 import models
+import throttle
 from config import Config, finalize, load_environment
 from extensions import csrf, limiter
 
@@ -50,6 +51,7 @@ def create_app(test_config=None):
     i18n.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)
+    throttle.init_app(app)
     accounts.init_app(app)
     api.init_app(app)
     chat.init_app(app)

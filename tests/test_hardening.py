@@ -18,6 +18,7 @@ from conftest import PASSWORD, ChatClient, csrf_token, login, token_issued_at
 from extensions import db
 from models import User
 from test_socket import assert_refused, raw_socket_that_never_reads, rejected
+from throttle import UserBuckets
 
 
 def socket_url(app, server, user_id):
@@ -231,6 +232,34 @@ def test_a_flood_gets_rate_limited_and_others_are_unaffected(app, ws_connect, al
     b.assert_silent()
     b.send("bob is fine")
     assert a.recv()["text"] == "bob is fine"
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_message_buckets_allow_a_burst_then_the_rate_and_forget_idle_users():
+    clock = FakeClock()
+    buckets = UserBuckets(clock)
+    assert [buckets.wait(1, 2.0, 3) for _ in range(3)] == [0, 0, 0]
+    assert buckets.wait(1, 2.0, 3) == pytest.approx(0.5)  # The next token, at 2 a second.
+    assert buckets.wait(2, 2.0, 3) == 0  # Another user has a bucket of their own.
+    clock.now += 0.5
+    assert buckets.wait(1, 2.0, 3) == 0
+    assert buckets.wait(1, 2.0, 3) > 0
+    # Buckets that refilled are forgotten once there are many: memory follows active users.
+    for user in range(3, 1_001):
+        buckets.wait(user, 2.0, 3)
+    assert len(buckets) == 1_000
+    clock.now += 10
+    buckets.wait(5_000, 2.0, 3)
+    assert len(buckets) == 1
 
 
 def test_sustained_flood_closes_with_4029_and_spares_everyone_else(
