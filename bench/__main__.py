@@ -40,9 +40,12 @@ PASSWORD = "bench password 1"  # noqa: S105 - a throwaway account on a throwaway
 # senders x 200 messages a second to 50 clients (100,000 deliveries a second offered), which the
 # reference absorbs on this 2-core machine and the chat does not (yet); "burst_quarter" offers a
 # quarter of it, and "slow_consumer" is burst_quarter plus a client that never reads, so its p99
-# compares with burst_quarter's. Storms open every socket at once (see run_storm).
+# compares with burst_quarter's. "persist" offers 2,500 messages a second to few readers: what
+# the write path stores and broadcasts when fan-out is not the limit. Storms open every socket
+# at once (see run_storm).
 FULL = {
     "burst": (50, 10, 200, 10),
+    "persist": (10, 10, 250, 10),
     "burst_quarter": (50, 10, 50, 10),
     "slow_consumer": (50, 10, 50, 10),
     "fanout_1000": (1000, 1, 10, 10),
@@ -57,6 +60,7 @@ FULL = {
 }
 SMOKE = {
     "burst": (5, 2, 20, 2),
+    "persist": (3, 2, 10, 2),
     "burst_quarter": (5, 2, 5, 2),
     "slow_consumer": (5, 2, 20, 2),
     "fanout_1000": (20, 1, 5, 2),
@@ -168,6 +172,20 @@ class ChatServer:
         )
         wait_for_port(self.port, self.process)
         self.tokens = self._log_in(users)
+        self.database = database
+
+    def stored(self):
+        """How many messages the database holds: every one sent, if none was lost."""
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(
+            self.database.replace("postgresql:", "postgresql+psycopg:")
+        )
+        try:
+            with engine.connect() as connection:
+                return connection.execute(sqlalchemy.text("SELECT count(*) FROM messages")).scalar()
+        finally:
+            engine.dispose()
 
     def _create_users(self, count):
         subprocess.run(
@@ -260,6 +278,10 @@ class ReferenceServer:
     def url(self, _n):
         return f"ws://127.0.0.1:{self.port}/ws"
 
+    def stored(self):
+        """Nothing: the reference stores nothing."""
+        return None
+
     def pids(self):
         return [self.process.pid]
 
@@ -319,6 +341,8 @@ def run_scenario(server, name, clients_n, senders, rate, seconds, procs=1):
         "sent": sent,
         "deliveries": len(latencies),
         "deliveries_per_s": round(len(latencies) / elapsed, 1) if senders else None,
+        # Messages stored and broadcast a second: deliveries over readers, each gets every one.
+        "messages_per_s": round(len(latencies) / elapsed / clients_n) if senders else None,
         "delivery_ratio": round(len(latencies) / expected, 4) if expected else None,
         "p50_ms": _round(quantile(latencies, 0.50)),
         "p95_ms": _round(quantile(latencies, 0.95)),
@@ -413,6 +437,8 @@ def run(args):
                     outcome = attempt_storm(server, clients_n, args.procs)
                 else:
                     outcome = attempt(server, name, clients_n, senders, rate, seconds, args.procs)
+                    if "error" not in outcome:
+                        outcome["stored"] = server.stored()
             results.setdefault(name, {})[kind.name] = outcome
             print(f"{name:14} {kind.name:9} {json.dumps(outcome)}", flush=True)
     if args.plot:
@@ -451,12 +477,12 @@ def fanout_curve(kinds, smoke):
 def markdown(results):
     """The results as a table, with the chat's ratio to the reference where there is one."""
     columns = (
-        "scenario", "server", "clients", "deliveries/s", "delivery ratio", "p50 ms", "p95 ms",
-        "p99 ms", "max ms", "RSS/conn KB", "CPU s",
+        "scenario", "server", "clients", "deliveries/s", "delivery ratio", "messages/s", "stored",
+        "p50 ms", "p95 ms", "p99 ms", "max ms", "RSS/conn KB", "CPU s",
     )  # fmt: skip
     fields = (
-        "clients", "deliveries_per_s", "delivery_ratio", "p50_ms", "p95_ms", "p99_ms", "max_ms",
-        "rss_per_connection_kb", "server_cpu_s",
+        "clients", "deliveries_per_s", "delivery_ratio", "messages_per_s", "stored", "p50_ms",
+        "p95_ms", "p99_ms", "max_ms", "rss_per_connection_kb", "server_cpu_s",
     )  # fmt: skip
     lines = ["| " + " | ".join(columns) + " |", "| --- | --- |" + " ---: |" * len(fields)]
     for name, by_server in results.items():
@@ -464,7 +490,9 @@ def markdown(results):
             continue
         for server, r in by_server.items():
             cells = (
-                [r["error"]] + [""] * (len(fields) - 1) if "error" in r else [r[f] for f in fields]
+                [r["error"]] + [""] * (len(fields) - 1)
+                if "error" in r
+                else [r.get(f) for f in fields]
             )
             lines.append(f"| {name} | {server} | " + " | ".join(map(str, cells)) + " |")
         if {"chat", "reference"} <= by_server.keys() and not any(
@@ -481,7 +509,7 @@ def markdown(results):
             if ref["rss_per_connection_kb"] > 0:
                 ratio = chat["rss_per_connection_kb"] / ref["rss_per_connection_kb"]
                 ratios.append(f"RSS/conn {ratio:.2f}x")
-            lines.append(f"| {name} | chat ÷ reference | {' · '.join(ratios)} |" + " |" * 8)
+            lines.append(f"| {name} | chat ÷ reference | {' · '.join(ratios)} |" + " |" * 10)
     return "\n".join(lines) + "\n" + storm_markdown(results)
 
 
