@@ -7,6 +7,10 @@ one INSERT, one commit, one backplane event and one write per socket carry many 
 no handler thread queues up behind the order lock. With one message in flight it is stored at
 once. Whatever concerns the sender alone (an error, the original of a retried ``client_id``)
 goes to the sender's socket.
+
+A message that was stored but could not be published (Redis refused the PUBLISH) is not lost:
+it is published before anything newer from this worker, at the next batch or within
+``RETRY_PUBLISH`` seconds, and until then nothing new is stored here.
 """
 
 import collections
@@ -28,6 +32,7 @@ COMMITS_KEY = "chat_commits"
 # TCP) rather than let a flood grow the queue without bound.
 MAX_WAITING = 10_000
 MAX_BATCH = 1_000  # Posts per transaction: a long backlog is stored in several.
+RETRY_PUBLISH = 1.0  # Seconds between attempts to publish messages stored but not yet published.
 
 
 class Post:
@@ -51,6 +56,8 @@ class GroupCommit:
         self._waiting = collections.deque()
         self._stopping = False
         self._thread = None
+        # [(room id, [(message id, encoded frame)])]: stored, not yet published, oldest first.
+        self._unpublished = []
 
     def start(self):
         """Start the committer thread (once; the first socket calls this)."""
@@ -81,11 +88,15 @@ class GroupCommit:
         return True
 
     def _take(self):
-        """The next batch, waiting for one; None once stopped with nothing left."""
+        """The next batch, waiting for one; None once stopped with nothing left.
+
+        An empty batch when stored messages wait to be published: they are retried alone.
+        """
         with self._changed:
-            self._changed.wait_for(lambda: self._waiting or self._stopping)
+            retry = RETRY_PUBLISH if self._unpublished else None
+            self._changed.wait_for(lambda: self._waiting or self._stopping, retry)
             if not self._waiting:
-                return None
+                return [] if self._unpublished and not self._stopping else None
             count = min(len(self._waiting), MAX_BATCH)
             batch = [self._waiting.popleft() for _ in range(count)]
             self._changed.notify_all()  # Handlers waiting for room.
@@ -105,9 +116,12 @@ class GroupCommit:
         """Store and publish ``batch`` under the order lock, then answer whoever needs an answer."""
         try:
             with self._hub.ordered():
-                _store_and_publish(self._hub, batch)
+                # What was stored before and not published goes first: ids stay in order.
+                _publish(self._hub, self._unpublished)
+                _store_and_publish(self._hub, batch, self._unpublished)
         except (SQLAlchemyError, BackplaneError) as error:
-            # The database, Redis or the order lock failed: no post of the batch may land later.
+            # Posts not stored are refused ("unavailable"): the client may send them again.
+            # Stored ones wait in ``_unpublished``: their senders get them when they go out.
             db.session.rollback()
             log.exception("could not store or publish %d messages", len(batch))
             for post in batch:
@@ -137,8 +151,12 @@ def _answer(post):
         post.conn.send(protocol.encode(protocol.message_frame(stored)))
 
 
-def _store_and_publish(hub, batch):
-    """Store a batch of posts in one transaction, then publish each, in id order."""
+def _store_and_publish(hub, batch, unpublished):
+    """Store a batch of posts in one transaction, then publish them, in id order.
+
+    What is stored is queued in ``unpublished`` before publishing, and leaves it once published:
+    if the backplane fails midway, the rest is still there to be published later.
+    """
     accepted = []
     for post in batch:
         # Checked under the lock that membership changes take: no post lands after a leave.
@@ -148,22 +166,22 @@ def _store_and_publish(hub, batch):
             post.error = protocol.FrameError("forbidden", message, post.client_id)
         else:
             accepted.append(post)
-    published = 0
-    try:
-        for post, result in zip(accepted, _store(accepted), strict=True):
-            post.result = result
-        # Runs of consecutive posts to one room go out as one event: one write per socket.
-        for room_id, run in itertools.groupby(accepted, lambda post: post.room_id):
-            run = list(run)
-            new = [_encoded(post.result[0]) for post in run if post.result[1]]
-            if new:
-                hub.broadcast_messages(room_id, new)
-            published += len(run)
-    except Exception as error:
-        # Not stored, or stored and not published: a retry (same client_id) sorts it out.
-        for post in accepted[published:]:
-            post.result, post.error = None, error
-        raise
+    for post, result in zip(accepted, _store(accepted), strict=True):
+        post.result = result
+    # Runs of consecutive posts to one room go out as one event: one write per socket.
+    for room_id, run in itertools.groupby(accepted, lambda post: post.room_id):
+        new = [_encoded(post.result[0]) for post in run if post.result[1]]
+        if new:
+            unpublished.append((room_id, new))
+    _publish(hub, unpublished)
+
+
+def _publish(hub, unpublished):
+    """Publish stored messages, oldest first; each leaves the list once it is out."""
+    while unpublished:
+        room_id, messages = unpublished[0]
+        hub.broadcast_messages(room_id, messages)
+        del unpublished[0]
 
 
 def _encoded(stored):

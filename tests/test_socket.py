@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
+from backplane import BackplaneError
 from conftest import token_issued_at
 from extensions import db
 from models import Membership, Message, User, save_message
@@ -367,6 +368,34 @@ def test_database_failure_gets_unavailable_and_recovers(app, ws_connect, alice, 
     a.send({"type": "message", "text": "back", "client_id": "u1"})
     assert a.recv()["text"] == "back"
     assert b.recv()["text"] == "back"
+
+
+def test_a_message_stored_but_not_published_goes_out_later_in_order(
+    app, monkeypatch, ws_connect, alice, bob
+):
+    a, b = ws_connect(alice), ws_connect(bob)
+    a.await_presence(online=[bob])
+    b.await_presence(online=[bob])
+    backplane = app.extensions["chat_hub"]._backplane
+    publish, failures = backplane.publish, []
+
+    def publish_failing_once(event, payload=None):
+        if event["kind"] == "messages" and not failures:
+            failures.append(event)
+            raise BackplaneError("Redis refused the PUBLISH")
+        publish(event, payload)
+
+    monkeypatch.setattr(backplane, "publish", publish_failing_once)
+    a.send({"type": "message", "text": "stored first", "client_id": "s1"})
+    # No error for the sender: the message is stored, and everyone gets it at the next attempt.
+    for client in (a, b):
+        assert client.recv()["text"] == "stored first"
+    a.send({"type": "message", "text": "then this", "client_id": "s2"})
+    for client in (a, b):
+        assert client.recv()["text"] == "then this"
+    assert failures, "the first publish did not fail"
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Message)) == 2
 
 
 def test_history_meets_the_live_stream_without_gap_or_duplicate(ws_connect, alice, bob):
