@@ -107,12 +107,12 @@ class GroupCommit:
         with self._app.app_context():
             while (batch := self._take()) is not None:
                 try:
-                    self.commit(batch)
+                    self._commit(batch)
                 except Exception:
                     # A bug: its posts were answered "unavailable"; the next batch may fare better.
                     log.exception("a batch of %d messages failed", len(batch))
 
-    def commit(self, batch):
+    def _commit(self, batch):
         """Store and publish ``batch`` under the order lock, then answer whoever needs an answer."""
         try:
             with self._hub.ordered():
@@ -123,7 +123,10 @@ class GroupCommit:
             # Posts not stored are refused ("unavailable"): the client may send them again.
             # Stored ones wait in ``_unpublished``: their senders get them when they go out.
             db.session.rollback()
-            log.exception("could not store or publish %d messages", len(batch))
+            if batch:
+                log.exception("could not store or publish %d messages", len(batch))
+            else:
+                log.warning("%d stored messages still not published", len(self._unpublished))
             for post in batch:
                 if post.result is None and post.error is None:
                     post.error = error
