@@ -93,6 +93,23 @@ def test_create_join_post_and_leave_a_public_room(ws_connect, people):
     assert last(bob, "error")["code"] == "forbidden"
 
 
+def test_a_message_sent_just_before_leaving_still_reaches_the_room(ws_connect, people):
+    alice, bob = ws_connect(people["alice"]), ws_connect(people["bob"])
+    alice.send({"type": "create_room", "name": "Dev"})
+    last(alice, "room")
+    bob.send({"type": "join_room", "room": "dev"})
+    last(bob, "room")
+    assert presence_of(alice, people["bob"], "dev") == "online"
+    # Back to back: the leave is handled only once the message before it is stored.
+    bob.send({"type": "message", "room": "dev", "text": "bye all", "client_id": "b1"})
+    bob.send({"type": "leave_room", "room": "dev"})
+    frames = until(bob, "room_left")
+    assert [f["text"] for f in frames if f["type"] == "message"] == ["bye all"]
+    assert not [f for f in frames if f["type"] == "error"]
+    assert last(alice, "message", "dev")["text"] == "bye all"
+    assert presence_of(alice, people["bob"], "dev") == "offline"
+
+
 @pytest.mark.parametrize(
     ("frame", "code"),
     [
