@@ -4,6 +4,7 @@
     python -m bench --smoke         # every scenario, tiny (seconds; what CI runs, no thresholds)
     python -m bench --only burst    # one scenario
     python -m bench --no-reference  # the chat alone
+    python -m bench --only burst --repeat 5   # five rounds each, medians reported
 
 Both servers run side by side in one invocation, on 127.0.0.1 only, each scenario bounded in
 clients, messages and seconds. Results go to bench/results/latest.json and latest.md (and a plot
@@ -429,21 +430,56 @@ def run(args):
     results = {}
     for name in names:
         clients_n, senders, rate, seconds = scenarios[name]
-        for kind in kinds:
-            # A fresh server per scenario: no scenario inherits another's memory or threads.
-            options = SERVER_OPTIONS.get(name, {}) if kind is ChatServer else {}
-            with running(kind, clients_n + 1, **options) as server:
-                if name.startswith("storm"):
-                    outcome = attempt_storm(server, clients_n, args.procs)
-                else:
-                    outcome = attempt(server, name, clients_n, senders, rate, seconds, args.procs)
-                    if "error" not in outcome:
-                        outcome["stored"] = server.stored()
-            results.setdefault(name, {})[kind.name] = outcome
-            print(f"{name:14} {kind.name:9} {json.dumps(outcome)}", flush=True)
+        rounds = {}
+        # Rounds alternate between the servers, so that a busy moment hits both alike.
+        for _ in range(1 if name.startswith("storm") else args.repeat):
+            for kind in kinds:
+                # A fresh server per scenario: no scenario inherits another's memory or threads.
+                options = SERVER_OPTIONS.get(name, {}) if kind is ChatServer else {}
+                with running(kind, clients_n + 1, **options) as server:
+                    if name.startswith("storm"):
+                        outcome = attempt_storm(server, clients_n, args.procs)
+                    else:
+                        scenario = (name, clients_n, senders, rate, seconds, args.procs)
+                        outcome = attempt(server, *scenario)
+                        if "error" not in outcome:
+                            outcome["stored"] = server.stored()
+                rounds.setdefault(kind.name, []).append(outcome)
+                print(f"{name:14} {kind.name:9} {json.dumps(outcome)}", flush=True)
+        results[name] = {server: median_of(outcomes) for server, outcomes in rounds.items()}
     if args.plot:
         results["fanout_curve"] = fanout_curve(kinds, args.smoke)
     return results
+
+
+def median_of(outcomes):
+    """One result from several rounds: each number is the median of the rounds that completed.
+
+    p99 latency at saturation moves by a factor of several from run to run, for both servers;
+    the median of a few rounds is what to compare. Each round's throughput and p99 are kept.
+    """
+    if len(outcomes) == 1:
+        return outcomes[0]
+    completed = [outcome for outcome in outcomes if "error" not in outcome]
+    if not completed:
+        return outcomes[0]
+    merged = {}
+    for key, value in completed[0].items():
+        values = [outcome[key] for outcome in completed]
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        if not numbers:
+            merged[key] = value
+        elif all(isinstance(v, int) for v in values):
+            merged[key] = round(statistics.median(values))
+        else:
+            merged[key] = _round(statistics.median(values))
+    merged["rounds"] = [
+        {"deliveries_per_s": o.get("deliveries_per_s"), "p99_ms": o.get("p99_ms")}
+        if "error" not in o
+        else {"error": o["error"]}
+        for o in outcomes
+    ]
+    return merged
 
 
 def attempt(*scenario):
@@ -562,7 +598,12 @@ def main():
     parser.add_argument(
         "--procs", type=int, default=2, help="client processes sharing the load (default 2)"
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds per scenario, reported as medians"
+    )
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat takes 1 or more")
     raise_file_limit()
     results = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
