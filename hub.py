@@ -657,13 +657,12 @@ class Hub:
 
     # ---- Fan-out: publish an event; every worker's hub delivers it ------------------------------
 
-    def broadcast(self, room_id, payload, exclude_user=None, message_id=None):
+    def broadcast(self, room_id, payload, exclude_user=None):
         """Send ``payload`` (already encoded) to every socket in a room, but ``exclude_user``'s.
 
-        ``message_id`` marks a chat message: a socket that joined after it was stored (and so got
-        it in its history) skips it.
+        Not for chat messages: ``broadcast_messages`` skips those a socket has in its history.
         """
-        event = {"kind": "room", "room": room_id, "exclude": exclude_user, "id": message_id}
+        event = {"kind": "room", "room": room_id, "exclude": exclude_user}
         self._backplane.publish(event, payload)
 
     def broadcast_messages(self, room_id, messages):
@@ -707,9 +706,9 @@ class Hub:
         if payload is not None:
             payload = encode_frame(payload)  # Framed once, whatever the number of recipients.
         if kind == "room":
-            exclude, message_id = event["exclude"], event["id"]
+            exclude = event["exclude"]
             for conn in self._fanout.get(event["room"], ()):
-                if conn.user_id != exclude and (message_id is None or message_id > conn.floor):
+                if conn.user_id != exclude:
                     conn.send(payload)
         elif kind == "user":
             for conn in self._snapshot(event["user"]):

@@ -35,8 +35,8 @@ def test_a_socket_skips_messages_it_got_in_its_history():
     hub = Hub()
     conn = Recorder(1, floor=10)
     hub.attach(conn, {7: "general"})
-    hub.broadcast(7, "old", message_id=10)  # Stored before the socket joined: in its history.
-    hub.broadcast(7, "new", message_id=11)
+    hub.broadcast_messages(7, [(10, "old")])  # Stored before the socket joined: in its history.
+    hub.broadcast_messages(7, [(11, "new")])
     hub.broadcast(7, "presence")  # Not a message: always delivered.
     assert conn.frames == ["new", "presence"]
 
