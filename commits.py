@@ -14,10 +14,12 @@ it is published before anything newer from this worker, at the next batch or wit
 """
 
 import collections
+import contextlib
 import itertools
 import logging
 import threading
 
+from flask_babel import force_locale
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 import protocol
@@ -38,10 +40,13 @@ RETRY_PUBLISH = 1.0  # Seconds between attempts to publish messages stored but n
 class Post:
     """A message waiting for the committer, and what became of it."""
 
-    __slots__ = ("client_id", "conn", "done", "error", "key", "result", "room_id", "text")
+    __slots__ = (
+        "client_id", "conn", "done", "error", "key", "locale", "result", "room_id", "text",
+    )  # fmt: skip
 
-    def __init__(self, conn, key, text, client_id):
+    def __init__(self, conn, key, text, client_id, locale=None):
         self.conn, self.key, self.text, self.client_id = conn, key, text, client_id
+        self.locale = locale  # The sender's language, for an error told from another thread.
         self.room_id = self.result = self.error = None
         self.done = threading.Event()  # Stored and published, or refused: the sender was told.
 
@@ -106,11 +111,17 @@ class GroupCommit:
         """Store and publish batch after batch, until stopped with nothing left."""
         with self._app.app_context():
             while (batch := self._take()) is not None:
-                try:
-                    self._commit(batch)
-                except Exception:
-                    # A bug: its posts were answered "unavailable"; the next batch may fare better.
-                    log.exception("a batch of %d messages failed", len(batch))
+                self._commit_safely(batch)
+            if self._unpublished:  # Stopping: one last try, rather than none.
+                self._commit_safely([])
+
+    def _commit_safely(self, batch):
+        """``_commit``, logging a bug instead of ending the thread."""
+        try:
+            self._commit(batch)
+        except Exception:
+            # A bug: its posts were answered "unavailable"; the next batch may fare better.
+            log.exception("a batch of %d messages failed", len(batch))
 
     def _commit(self, batch):
         """Store and publish ``batch`` under the order lock, then answer whoever needs an answer."""
@@ -131,10 +142,22 @@ class GroupCommit:
                 if post.result is None and post.error is None:
                     post.error = error
         finally:
-            db.session.remove()
-            for post in batch:
-                _answer(post)
-                post.done.set()
+            try:
+                db.session.remove()
+            finally:
+                for post in batch:
+                    _answer_safely(post)
+
+
+def _answer_safely(post):
+    """Answer the sender, and in any case let its handler go on (``handlers.settle``)."""
+    try:
+        with force_locale(post.locale) if post.locale else contextlib.nullcontext():
+            _answer(post)
+    except Exception:
+        log.exception("could not answer a message of user %s", post.conn.user_id)
+    finally:
+        post.done.set()
 
 
 def _answer(post):
@@ -169,13 +192,17 @@ def _store_and_publish(hub, batch, unpublished):
             post.error = protocol.FrameError("forbidden", message, post.client_id)
         else:
             accepted.append(post)
-    for post, result in zip(accepted, _store(accepted), strict=True):
-        post.result = result
-    # Runs of consecutive posts to one room go out as one event: one write per socket.
-    for room_id, run in itertools.groupby(accepted, lambda post: post.room_id):
-        new = [_encoded(post.result[0]) for post in run if post.result[1]]
-        if new:
-            unpublished.append((room_id, new))
+    try:
+        _store(accepted)
+    finally:
+        # What was stored, all of the batch or the first posts of a one-by-one fallback that
+        # failed midway, is published; the rest is refused and may be sent again.
+        stored = [post for post in accepted if post.result is not None]
+        # Runs of consecutive posts to one room go out as one event: one write per socket.
+        for room_id, run in itertools.groupby(stored, lambda post: post.room_id):
+            new = [_encoded(post.result[0]) for post in run if post.result[1]]
+            if new:
+                unpublished.append((room_id, new))
     _publish(hub, unpublished)
 
 
@@ -193,13 +220,18 @@ def _encoded(stored):
 
 
 def _store(posts):
-    """``[(stored, created)]`` for ``posts``: one INSERT and one commit for the whole batch."""
+    """Set each post's ``result`` to ``(stored, created)``: one INSERT and one commit for all."""
     if not posts:
-        return []
+        return
     rows = [(p.conn.user_id, p.room_id, p.text, p.client_id, p.key, p.conn.name) for p in posts]
     try:
-        return [(stored, True) for stored in save_messages(rows)]
+        results = [(stored, True) for stored in save_messages(rows)]
     except IntegrityError:
-        # A retried client_id among them: one at a time, each retry finds its original.
+        # A retried client_id among them: one at a time (a commit each), so that each retry
+        # finds its original; if one fails, those before it are stored and keep their result.
         db.session.rollback()
-        return [save_message(*row) for row in rows]
+        for post, row in zip(posts, rows, strict=True):
+            post.result = save_message(*row)
+        return
+    for post, result in zip(posts, results, strict=True):
+        post.result = result

@@ -1,6 +1,7 @@
 """One handler per client frame type. Each checks that the user is in the room it names."""
 
 from flask import current_app
+from flask_babel import get_locale
 from sqlalchemy.exc import SQLAlchemyError
 
 import commits
@@ -18,8 +19,10 @@ SETTLE_WAIT = 10.0
 
 def handle(hub, conn, command):
     """Run the handler for ``command``; refusals and database failures raise ``FrameError``."""
-    if not isinstance(command, protocol.ChatMessage):
-        settle(conn)
+    if not isinstance(command, protocol.ChatMessage) and not settle(conn):
+        # Its earlier messages are still not stored: running this first could reorder them.
+        message = protocol.ERROR_MESSAGES["unavailable"]
+        raise protocol.FrameError("unavailable", message, command.client_id)
     try:
         _HANDLERS[type(command)](hub, conn, command)
     except rooms.RoomError as error:
@@ -65,7 +68,7 @@ def _post(hub, conn, command):
         message = protocol.ERROR_MESSAGES["rate_limited"]
         raise protocol.FrameError("rate_limited", message, command.client_id, wait)
     current_app.logger.info("message from user %s (%d chars)", conn.user_id, len(command.text))
-    post = commits.Post(conn, key, command.text, command.client_id)
+    post = commits.Post(conn, key, command.text, command.client_id, str(get_locale()))
     if not current_app.extensions[commits.COMMITS_KEY].add(post, SETTLE_WAIT):
         message = protocol.ERROR_MESSAGES["unavailable"]
         raise protocol.FrameError("unavailable", message, command.client_id)
@@ -73,7 +76,7 @@ def _post(hub, conn, command):
 
 
 def settle(conn):
-    """Wait until this socket's messages are stored and published (or refused).
+    """Wait until this socket's messages are stored and published (or refused); False if not yet.
 
     Whatever the client sends after a message is handled after it: a leave must not overtake the
     message before it, nor a socket's departure its last words.
@@ -81,6 +84,8 @@ def settle(conn):
     post = conn.last_post
     if post is not None and not post.done.wait(SETTLE_WAIT):
         current_app.logger.warning("messages of user %s still not stored", conn.user_id)
+        return False
+    return True
 
 
 def _switch(hub, conn, command):

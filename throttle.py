@@ -72,7 +72,8 @@ class UserBuckets:
                 if len(self._buckets) >= self._prune_at:
                     self._prune()
                 bucket = self._buckets[user_id] = TokenBucket(rate, burst, self._clock)
-        return 0 if bucket.take() else max(0.1, bucket.wait_time())
+            # Under the lock: a prune cannot forget the bucket between these two lines.
+            return 0 if bucket.take() else max(0.1, bucket.wait_time())
 
     def _prune(self):
         """Forget the users whose bucket has refilled; the caller holds the lock."""

@@ -86,8 +86,13 @@ def test_error_frames_speak_the_users_language(app, live_server, alice):
         assert json.loads(ws.recv(timeout=5))["type"] == "hello"
         ws.send(json.dumps({"type": "message", "text": "   "}))
         error = json.loads(ws.recv(timeout=5))
+        # Refused by the committer thread, not the socket's own: in French all the same.
+        ws.send(json.dumps({"type": "message", "room": "nowhere", "text": "hi", "client_id": "x"}))
+        refused = json.loads(ws.recv(timeout=5))
     assert error["code"] == "empty"  # Codes stay the same in every language...
     assert error["message"] == "Le message est vide."  # ...the human text does not.
+    assert (refused["code"], refused["client_id"]) == ("forbidden", "x")
+    assert refused["message"] == "Vous n'êtes pas dans ce salon."
 
 
 def test_the_french_catalog_covers_every_string_in_the_code(tmp_path):
