@@ -1,5 +1,6 @@
 """Flood control: token buckets for one socket's frames, a shared limit for a user's messages."""
 
+import collections
 import logging
 import threading
 import time
@@ -12,7 +13,7 @@ from redis import RedisError
 
 from extensions import limiter
 
-BUCKETS_KEY = "chat_message_buckets"
+WINDOWS_KEY = "chat_message_windows"
 
 log = logging.getLogger(__name__)
 
@@ -44,60 +45,64 @@ class TokenBucket:
         with self._lock:
             return max(0.0, (1 - self._tokens) / self.rate) if self.rate else float("inf")
 
-    def full(self):
-        """True if the bucket has refilled: forgetting it changes nothing."""
-        with self._lock:
-            return self._tokens + (self._clock() - self._stamp) * self.rate >= self.burst
 
+class MessageWindows:
+    """Each user's recent messages, in this process: the limit when there is no Redis to share.
 
-class UserBuckets:
-    """A message bucket per user, in this process: the limit when there is no Redis to share.
-
-    A moving window in ``limits``' memory storage would do the same, but it keeps a timestamp per
-    message and starts a timer thread every 10 ms to expire them: at a few thousand messages a
-    second, that was a tenth of the worker's time.
+    The same rule as the moving window ``limits`` keeps in Redis (at most ``burst`` messages in
+    any ``burst / rate`` seconds, so a deployment behaves alike with or without Redis), without
+    ``limits``' memory storage, which starts a timer thread every 10 ms to expire timestamps: at
+    a few thousand messages a second, that was a tenth of the worker's time.
     """
 
     def __init__(self, clock=time.monotonic):
         self._clock = clock
         self._lock = threading.Lock()
-        self._buckets = {}
+        self._sent = {}  # user id -> deque of send times within the window, oldest first
         self._prune_at = 1_000
 
     def wait(self, user_id, rate, burst):
         """Count one message of ``user_id``: 0 if allowed, else seconds until one would be."""
+        window = max(1, round(burst / rate))  # As ``message_wait`` asks of ``limits``.
+        now = self._clock()
         with self._lock:
-            bucket = self._buckets.get(user_id)
-            if bucket is None or (bucket.rate, bucket.burst) != (rate, burst):
-                if len(self._buckets) >= self._prune_at:
-                    self._prune()
-                bucket = self._buckets[user_id] = TokenBucket(rate, burst, self._clock)
-            # Under the lock: a prune cannot forget the bucket between these two lines.
-            return 0 if bucket.take() else max(0.1, bucket.wait_time())
+            sent = self._sent.get(user_id)
+            if sent is None:
+                if len(self._sent) >= self._prune_at:
+                    self._prune(now - window)
+                sent = self._sent[user_id] = collections.deque()
+            while sent and sent[0] <= now - window:
+                sent.popleft()
+            if len(sent) < burst:
+                sent.append(now)
+                return 0
+            return max(0.1, sent[0] + window - now)
 
-    def _prune(self):
-        """Forget the users whose bucket has refilled; the caller holds the lock."""
-        self._buckets = {user: b for user, b in self._buckets.items() if not b.full()}
-        self._prune_at = max(1_000, 2 * len(self._buckets))
+    def _prune(self, horizon):
+        """Forget users with nothing sent since ``horizon``; the caller holds the lock."""
+        self._sent = {
+            user: sent for user, sent in self._sent.items() if sent and sent[-1] > horizon
+        }
+        self._prune_at = max(1_000, 2 * len(self._sent))
 
     def __len__(self):
-        return len(self._buckets)
+        return len(self._sent)
 
 
 def init_app(app):
-    """Give the app its in-process message buckets (used when the limiter's storage is memory)."""
-    app.extensions[BUCKETS_KEY] = UserBuckets()
+    """Give the app its in-process message windows (used when the limiter's storage is memory)."""
+    app.extensions[WINDOWS_KEY] = MessageWindows()
 
 
 def message_wait(user_id, rate, burst):
     """Count one message of ``user_id``; 0 if allowed, else the seconds until one would be.
 
-    ``burst`` messages at once, then ``rate`` a second. With Redis (``REDIS_URL``) the count
-    lives there, so that a user's tabs on every worker share it: at most ``burst`` messages in
-    any ``burst / rate`` seconds (a moving window). Without it, in a bucket in this process.
+    At most ``burst`` messages in any ``burst / rate`` seconds (a moving window). With Redis
+    (``REDIS_URL``) the count lives there, so that a user's tabs on every worker share it;
+    without it, in this process.
     """
     if isinstance(limiter.storage, MemoryStorage):
-        return current_app.extensions[BUCKETS_KEY].wait(user_id, rate, burst)
+        return current_app.extensions[WINDOWS_KEY].wait(user_id, rate, burst)
     item = RateLimitItemPerSecond(burst, max(1, round(burst / rate)))
     strategy = MovingWindowRateLimiter(limiter.storage)
     try:

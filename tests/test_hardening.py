@@ -18,7 +18,7 @@ from conftest import PASSWORD, ChatClient, csrf_token, login, token_issued_at
 from extensions import db
 from models import User
 from test_socket import assert_refused, raw_socket_that_never_reads, rejected
-from throttle import UserBuckets
+from throttle import MessageWindows
 
 
 def socket_url(app, server, user_id):
@@ -244,22 +244,25 @@ class FakeClock:
         return self.now
 
 
-def test_message_buckets_allow_a_burst_then_the_rate_and_forget_idle_users():
+def test_message_windows_allow_a_burst_per_window_and_forget_idle_users():
     clock = FakeClock()
-    buckets = UserBuckets(clock)
-    assert [buckets.wait(1, 2.0, 3) for _ in range(3)] == [0, 0, 0]
-    assert buckets.wait(1, 2.0, 3) == pytest.approx(0.5)  # The next token, at 2 a second.
-    assert buckets.wait(2, 2.0, 3) == 0  # Another user has a bucket of their own.
+    windows = MessageWindows(clock)
+    # Burst 3 at 2 a second: at most 3 messages in any 2 seconds (3 / 2, rounded).
+    assert [windows.wait(1, 2.0, 3) for _ in range(3)] == [0, 0, 0]
+    assert windows.wait(1, 2.0, 3) == pytest.approx(2.0)  # When the oldest leaves the window.
+    assert windows.wait(2, 2.0, 3) == 0  # Another user has a window of their own.
+    clock.now += 1.5
+    assert windows.wait(1, 2.0, 3) == pytest.approx(0.5)  # Refusals are not counted.
     clock.now += 0.5
-    assert buckets.wait(1, 2.0, 3) == 0
-    assert buckets.wait(1, 2.0, 3) > 0
-    # Buckets that refilled are forgotten once there are many: memory follows active users.
+    assert [windows.wait(1, 2.0, 3) for _ in range(4)] == [0, 0, 0, pytest.approx(2.0)]
+    # Users with nothing in their window are forgotten once there are many: memory follows
+    # active users.
     for user in range(3, 1_001):
-        buckets.wait(user, 2.0, 3)
-    assert len(buckets) == 1_000
+        windows.wait(user, 2.0, 3)
+    assert len(windows) == 1_000
     clock.now += 10
-    buckets.wait(5_000, 2.0, 3)
-    assert len(buckets) == 1
+    windows.wait(5_000, 2.0, 3)
+    assert len(windows) == 1
 
 
 def test_sustained_flood_closes_with_4029_and_spares_everyone_else(
