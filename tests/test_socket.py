@@ -482,7 +482,10 @@ def test_concurrent_senders_are_stored_and_delivered_once_in_id_order(app, ws_co
     # Posts that arrive while another is being stored are committed together (group commit):
     # each must still reach everyone once, in id order, and each sender its own echo.
     senders = [ws_connect(make_user(f"s{n}@example.com")[0]) for n in range(4)]
-    reader = ws_connect(make_user("reader@example.com")[0])
+    reader_id = make_user("reader@example.com")[0]
+    reader = ws_connect(reader_id)
+    # Presence settled first: the reader's last frame below must be a message, not a late batch.
+    senders[0].await_presence(online=[reader_id])
 
     def flood(n, chat):
         for k in range(25):
@@ -505,3 +508,7 @@ def test_concurrent_senders_are_stored_and_delivered_once_in_id_order(app, ws_co
     echoes = [senders[0].recv_type("message") for _ in range(101)]
     assert echoes[-1]["id"] == next(f["id"] for f in received if f["client_id"] == "0-3")
     reader.assert_silent()
+    # Every sender gets all 100 too (and, having read them, closes at once: a client with
+    # unread frames waits its close timeout for our close frame behind them).
+    for sender in senders[1:]:
+        assert [sender.recv_type("message")["id"] for _ in range(100)] == ids
