@@ -68,7 +68,8 @@ def _post(hub, conn, command):
         message = protocol.ERROR_MESSAGES["rate_limited"]
         raise protocol.FrameError("rate_limited", message, command.client_id, wait)
     current_app.logger.info("message from user %s (%d chars)", conn.user_id, len(command.text))
-    post = commits.Post(conn, key, command.text, command.client_id, str(get_locale()))
+    locale = get_locale()  # The committer thread has no request to tell it the user's language.
+    post = commits.Post(conn, key, command.text, command.client_id, locale and str(locale))
     if not current_app.extensions[commits.COMMITS_KEY].add(post, SETTLE_WAIT):
         message = protocol.ERROR_MESSAGES["unavailable"]
         raise protocol.FrameError("unavailable", message, command.client_id)
