@@ -394,8 +394,7 @@ def test_a_message_stored_but_not_published_goes_out_later_in_order(
     for client in (a, b):
         assert client.recv()["text"] == "then this"
     assert failures, "the first publish did not fail"
-    with app.app_context():
-        assert db.session.scalar(select(func.count()).select_from(Message)) == 2
+    assert message_count(app) == 2
 
 
 def test_history_meets_the_live_stream_without_gap_or_duplicate(ws_connect, alice, bob):
