@@ -61,9 +61,9 @@ class MessageWindows:
         self._sent = {}  # user id -> deque of send times within the window, oldest first
         self._prune_at = 1_000
 
-    def wait(self, user_id, rate, burst):
-        """Count one message of ``user_id``: 0 if allowed, else seconds until one would be."""
-        window = max(1, round(burst / rate))  # As ``message_wait`` asks of ``limits``.
+    def wait(self, user_id, burst, window):
+        """Count one message of ``user_id`` (at most ``burst`` in any ``window`` seconds): 0 if
+        allowed, else seconds until one would be."""
         now = self._clock()
         with self._lock:
             sent = self._sent.get(user_id)
@@ -101,9 +101,10 @@ def message_wait(user_id, rate, burst):
     (``REDIS_URL``) the count lives there, so that a user's tabs on every worker share it;
     without it, in this process.
     """
+    window = max(1, round(burst / rate))  # Whole seconds: what ``limits`` takes.
     if isinstance(limiter.storage, MemoryStorage):
-        return current_app.extensions[WINDOWS_KEY].wait(user_id, rate, burst)
-    item = RateLimitItemPerSecond(burst, max(1, round(burst / rate)))
+        return current_app.extensions[WINDOWS_KEY].wait(user_id, burst, window)
+    item = RateLimitItemPerSecond(burst, window)
     strategy = MovingWindowRateLimiter(limiter.storage)
     try:
         if strategy.hit(item, "chat-message", str(user_id)):

@@ -247,21 +247,21 @@ class FakeClock:
 def test_message_windows_allow_a_burst_per_window_and_forget_idle_users():
     clock = FakeClock()
     windows = MessageWindows(clock)
-    # Burst 3 at 2 a second: at most 3 messages in any 2 seconds (3 / 2, rounded).
-    assert [windows.wait(1, 2.0, 3) for _ in range(3)] == [0, 0, 0]
-    assert windows.wait(1, 2.0, 3) == pytest.approx(2.0)  # When the oldest leaves the window.
-    assert windows.wait(2, 2.0, 3) == 0  # Another user has a window of their own.
+    # Burst 3 in a 2-second window (3 at 2 a second, rounded): at most 3 in any 2 seconds.
+    assert [windows.wait(1, 3, 2) for _ in range(3)] == [0, 0, 0]
+    assert windows.wait(1, 3, 2) == pytest.approx(2.0)  # When the oldest leaves the window.
+    assert windows.wait(2, 3, 2) == 0  # Another user has a window of their own.
     clock.now += 1.5
-    assert windows.wait(1, 2.0, 3) == pytest.approx(0.5)  # Refusals are not counted.
+    assert windows.wait(1, 3, 2) == pytest.approx(0.5)  # Refusals are not counted.
     clock.now += 0.5
-    assert [windows.wait(1, 2.0, 3) for _ in range(4)] == [0, 0, 0, pytest.approx(2.0)]
+    assert [windows.wait(1, 3, 2) for _ in range(4)] == [0, 0, 0, pytest.approx(2.0)]
     # Users with nothing in their window are forgotten once there are many: memory follows
     # active users.
     for user in range(3, 1_001):
-        windows.wait(user, 2.0, 3)
+        windows.wait(user, 3, 2)
     assert len(windows) == 1_000
     clock.now += 10
-    windows.wait(5_000, 2.0, 3)
+    windows.wait(5_000, 3, 2)
     assert len(windows) == 1
 
 
