@@ -1,10 +1,9 @@
 """The chat page, and the WebSocket ``/ws``: authenticate, greet (or resume), serve, say goodbye."""
 
-import contextlib
-import time
+import threading
 
 from flask import Blueprint, current_app, g, make_response, render_template, request
-from flask_babel import gettext
+from flask_babel import get_locale, gettext
 from flask_login import current_user, login_required
 from simple_websocket import ConnectionClosed
 from sqlalchemy.exc import SQLAlchemyError
@@ -19,7 +18,8 @@ from errors import json_error
 from extensions import db, sock
 from hub import CLOSE_FLOOD, HUB_KEY, Connection, Hub, current_hub
 from models import GENERAL, latest_message_id, messages_after
-from reader import CLOSE_TIMEOUT, InlineReader
+from poller import BATCH, POLLER_KEY, Poller
+from reader import InlineReader
 from throttle import TokenBucket
 from tokens import TokenError, issue_token, verify_token
 
@@ -74,6 +74,10 @@ def authenticate_socket():
     hub = current_hub()
     hub.start()
     current_app.extensions[commits.COMMITS_KEY].start()
+    poller = current_app.extensions[POLLER_KEY]
+    poller.start()
+    if len(poller) >= current_app.config["CHAT_MAX_SOCKETS"]:
+        return json_error(503, "server_full", "This server is full; please reconnect later.")
     try:
         # A worker's first socket starts the backplane, which subscribes in a few milliseconds.
         if not hub.ready(wait=1.0):
@@ -95,20 +99,140 @@ def authenticate_socket():
 
 @sock.route("/ws", bp=bp)
 def chat_socket(ws):
-    """Serve one client: greet it, then handle each frame it sends until it goes away."""
+    """Greet the client, then hand its socket to the poller, which serves it from then on."""
     user_id, name = g.chat_user
     hub = current_hub()
     conn = Connection(ws, user_id, name, current_app.config["CHAT_SEND_QUEUE_SIZE"])
+    greeted = False
     try:
         marks = _read_resume(ws, conn) if g.chat_resuming else {}
-        if _greet(hub, conn, marks):
-            _serve(ws, hub, conn)
+        greeted = _greet(hub, conn, marks)
     finally:
+        if not greeted:
+            _end(hub, conn)
+    if not greeted:
+        return
+    locale = str(get_locale() or "")  # Chosen now, while the request can tell it.
+    session = Session(current_app._get_current_object(), hub, conn, ws, locale)
+    session.start()
+    if not ws.thread.owns_socket:
+        # Werkzeug (flask run, the tests) hangs up when the route returns: this thread waits.
+        session.ended.wait()
+
+
+def _end(hub, conn):
+    """The socket is over: its last messages go out, then it is announced gone and closed."""
+    try:
+        handlers.settle(conn)  # Its last messages go out before it is announced gone.
+        _say_goodbye(hub, conn)
+    finally:
+        conn.close()
+
+
+class Session:
+    """A greeted socket, served frame by frame by the poller's threads (``poller.py``)."""
+
+    def __init__(self, app, hub, conn, ws, locale):
+        config = app.config
+        self._app = app
+        self._hub = hub
+        self._conn = conn
+        self._ws = ws
+        self._locale = locale  # Error frames speak the user's language: no request tells it.
+        self._poller = app.extensions[POLLER_KEY]
+        self._frames = TokenBucket(config["CHAT_FRAME_RATE"], config["CHAT_FRAME_BURST"])
+        # Refusals a socket may collect before it counts as abuse; they come back at one a second.
+        self._strikes = TokenBucket(1, config["CHAT_FLOOD_STRIKES"])
+        self._discarding = False  # Closed for flooding: what it still sends is dropped.
+        self._fd = None
+        self._mutex = threading.Lock()  # Guards the two flags below.
+        self._running = False  # A pool thread is serving it.
+        self._again = False  # It was woken while running: look again before handing it back.
+        self.ended = threading.Event()
+
+    def start(self):
+        """Hand the socket to the poller; the request that opened it may end now."""
+        self._fd = self._ws.thread.hand_off(detach=self._ws.mode == "gunicorn")
+        self._running = True  # Until the first run arms the socket, nothing else may run it.
+        self._poller.adopt(self, self._fd)
+
+    def next_due(self):
+        """When it must be served even without frames (a ping due, a close timeout), or None."""
+        return self._ws.thread.next_due()
+
+    def wake(self):
+        """Frames arrived or a ping is due: queue a run, or have the running one look again."""
+        with self._mutex:
+            if self._running:
+                self._again = True
+                return
+            self._running = True
+        self._poller.queue(self)
+
+    def run(self):
+        """Handle what has arrived (a pool thread); at the end, clean up after the socket."""
+        with self._app.app_context():
+            g.chat_locale = self._locale
+            try:
+                more = self._serve(BATCH)
+            except ConnectionClosed:
+                self._finish()
+                return
+            except Exception:
+                # A bug: the socket must still end properly, not linger unserved forever.
+                current_app.logger.exception("serving a socket of user %s", self._conn.user_id)
+                self._conn.abort()
+                self._finish()
+                return
+        with self._mutex:
+            self._running = False
+            again, self._again = self._again, False
+        if more or again:
+            self.wake()  # At the back of the queue: others get their turn first.
+        else:
+            self._poller.arm(self._fd)
+
+    def _serve(self, budget):
+        """Handle up to ``budget`` frames readable without waiting; True if more may wait."""
+        for _ in range(budget):
+            data = self._ws.thread.receive_nowait()
+            if data is None:
+                return False
+            if not self._discarding:
+                try:
+                    self._handle(data)
+                finally:
+                    db.session.remove()
+        return True
+
+    def _handle(self, data):
+        """Check the frame rate, parse the frame and run its handler; refusals become errors."""
+        config = current_app.config
+        conn = self._conn
         try:
-            handlers.settle(conn)  # Its last messages go out before it is announced gone.
-            _say_goodbye(hub, conn)
+            if not self._frames.take():
+                message = protocol.ERROR_MESSAGES["rate_limited"]
+                raise protocol.FrameError("rate_limited", message, None, self._frames.wait_time())
+            command = protocol.parse_frame(data, config["CHAT_MAX_MESSAGE_CHARS"])
+            handlers.handle(self._hub, conn, command)
+        except protocol.FrameError as error:
+            _send_error(conn, error.code, error.message, error.client_id, error.retry_after)
+            if error.code == "rate_limited" and not self._strikes.take():
+                current_app.logger.warning("closing a flooding socket of user %s", conn.user_id)
+                # Our close frame goes out after what is queued; its writer hangs up if the
+                # client does not answer it in time. Until then its frames are read and dropped.
+                conn.close_with(CLOSE_FLOOD, "Too many messages")
+                self._discarding = True
+
+    def _finish(self):
+        """Announce the socket gone, close it, and let go of it."""
+        try:
+            _end(self._hub, self._conn)
         finally:
-            conn.close()
+            self._poller.forget(self._fd)
+            if self._ws.thread.owns_socket:
+                self._ws.sock.close()
+            self.ended.set()
 
 
 def _read_resume(ws, conn):
@@ -197,39 +321,6 @@ def _catch_up(mine, resume):
     return frames
 
 
-def _serve(ws, hub, conn):
-    """Read frames until the socket closes (``ConnectionClosed`` ends the loop)."""
-    config = current_app.config
-    frames = TokenBucket(config["CHAT_FRAME_RATE"], config["CHAT_FRAME_BURST"])
-    # Refusals a socket may collect before it counts as abuse; they come back at one a second.
-    strikes = TokenBucket(1, config["CHAT_FLOOD_STRIKES"])
-    while True:
-        data = ws.receive()
-        try:
-            if not frames.take():
-                message = protocol.ERROR_MESSAGES["rate_limited"]
-                raise protocol.FrameError("rate_limited", message, None, frames.wait_time())
-            command = protocol.parse_frame(data, config["CHAT_MAX_MESSAGE_CHARS"])
-            handlers.handle(hub, conn, command)
-        except protocol.FrameError as error:
-            _send_error(conn, error.code, error.message, error.client_id, error.retry_after)
-            if error.code == "rate_limited" and not strikes.take():
-                current_app.logger.warning("closing a flooding socket of user %s", conn.user_id)
-                conn.close_with(CLOSE_FLOOD, "Too many messages")
-                _discard_until_closed(ws)
-                return
-        finally:
-            db.session.remove()
-
-
-def _discard_until_closed(ws):
-    """Read and drop frames until the close handshake ends (this thread is the socket's reader)."""
-    deadline = time.monotonic() + 2 * CLOSE_TIMEOUT
-    with contextlib.suppress(ConnectionClosed):
-        while time.monotonic() < deadline:
-            ws.receive(timeout=CLOSE_TIMEOUT)
-
-
 def _say_goodbye(hub, conn):
     """Unregister ``conn``; if it was its user's last socket anywhere, tell each of their rooms."""
     try:
@@ -283,6 +374,7 @@ def init_app(app):
     backplane = _backplane(app.config, lambda gone: _bury(hub, gone))
     app.extensions[HUB_KEY] = hub = Hub(backplane, app.config["CHAT_PRESENCE_BATCH"])
     app.extensions[commits.COMMITS_KEY] = commits.GroupCommit(app, hub)
+    app.extensions[POLLER_KEY] = Poller(app.config["CHAT_SERVE_THREADS"])
     app.register_blueprint(bp)
     sock.init_app(app)
 

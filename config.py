@@ -58,6 +58,12 @@ class Config:
     CHAT_FRAME_RATE = 20.0  # frames per second, sustained
     CHAT_FLOOD_STRIKES = 20  # refused frames in a burst before the socket is closed with 4029
     CHAT_MAX_SOCKETS_PER_USER = 20
+    # Sockets one worker serves at once; past it the upgrade gets 503 (each needs a file
+    # descriptor: keep it under ``ulimit -n``, see docs/deploy.md).
+    CHAT_MAX_SOCKETS = 10_000
+    # Threads per worker that handle frames for all its sockets (poller.py); a frame waiting on
+    # the database holds one, so this bounds how many such frames run at once.
+    CHAT_SERVE_THREADS = 16
     # With REDIS_URL: the prefix of every Redis key and channel, so that several chats can share
     # one Redis; how often a worker proves it is alive, and after how long without a beat its
     # users count as offline.

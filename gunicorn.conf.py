@@ -1,8 +1,9 @@
 """Gunicorn settings, read automatically when gunicorn starts in this folder.
 
-Each open WebSocket holds one gthread thread for its lifetime, so ``threads`` bounds the sockets
-a worker can serve at once. The access log leaves out query strings: browsers pass the socket
-token as ``?token=``.
+A WebSocket holds a gthread thread only while it is authenticated and greeted; then its handler
+hands it to the worker's poller (poller.py) and returns, so ``threads`` bounds the requests and
+greetings in progress, not the open sockets (``CHAT_MAX_SOCKETS`` does). The access log leaves
+out query strings: browsers pass the socket token as ``?token=``.
 """
 
 import os
@@ -12,10 +13,10 @@ worker_class = "gthread"
 workers = int(os.environ.get("GUNICORN_WORKERS", "1"))  # More than 1 needs REDIS_URL.
 threads = int(os.environ.get("GUNICORN_THREADS", "100"))
 # gthread accepts up to worker_connections (default 1,000) whatever ``threads`` says, and a
-# connection accepted with every thread held by a socket waits for a thread that may never come
-# free. One connection per thread: a full worker stops accepting and another one takes it. So
-# no idle keep-alive connection may hold a slot either (the chat's HTTP requests are few).
-# (Set in on_starting, once the command line's --threads is known.)
+# connection accepted with every thread busy waits for one. One connection per thread: a busy
+# worker stops accepting and another one takes it. So no idle keep-alive connection may hold a
+# slot either (the chat's HTTP requests are few). (Set in on_starting, once the command line's
+# --threads is known.) A socket handed to the poller no longer counts.
 keepalive = 0
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "10"))
@@ -56,8 +57,14 @@ def post_worker_init(worker):
 
 
 def worker_exit(server, worker):
-    """Store the messages still queued, then send the last presence batch (not on a crash)."""
+    """Let the sockets finish closing, store the messages still queued, then send the last
+    presence batch (not on a crash)."""
     extensions = worker.wsgi.extensions if hasattr(worker, "wsgi") else {}
+    if "chat_poller" in extensions:
+        # No request holds them, so gunicorn did not wait: their close frames are on the way.
+        if not extensions["chat_poller"].wait_empty(server.cfg.graceful_timeout):
+            server.log.warning("sockets still open after the graceful timeout")
+        extensions["chat_poller"].stop()
     if "chat_commits" in extensions:
         extensions["chat_commits"].stop()
     hub = extensions.get("chat_hub")

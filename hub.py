@@ -77,6 +77,10 @@ class SerializedSocket:
         """The real socket, for writers that already hold ``lock``."""
         return self._sock
 
+    def replace(self, sock):
+        """Use ``sock`` (a duplicate of the socket) from now on; the caller holds ``lock``."""
+        self._sock = sock
+
     def set_partial(self, partial):
         """Record whether a frame is half written; the caller holds ``lock``."""
         self.partial = partial

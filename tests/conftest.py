@@ -99,6 +99,7 @@ def make_app():
 
     yield make
     for made in apps:
+        made.extensions["chat_poller"].stop()
         made.extensions["chat_commits"].stop()
         made.extensions["chat_hub"].stop()  # The Redis backplane's threads, when there is one.
         with made.app_context():
