@@ -1,9 +1,10 @@
 """The chat page, and the WebSocket ``/ws``: authenticate, greet (or resume), serve, say goodbye."""
 
+import contextlib
 import threading
 
 from flask import Blueprint, current_app, g, make_response, render_template, request
-from flask_babel import get_locale, gettext
+from flask_babel import force_locale, get_locale, gettext
 from flask_login import current_user, login_required
 from simple_websocket import ConnectionClosed
 from sqlalchemy.exc import SQLAlchemyError
@@ -102,7 +103,10 @@ def chat_socket(ws):
     """Greet the client, then hand its socket to the poller, which serves it from then on."""
     user_id, name = g.chat_user
     hub = current_hub()
-    conn = Connection(ws, user_id, name, current_app.config["CHAT_SEND_QUEUE_SIZE"])
+    config = current_app.config
+    # The language is chosen now, while the request can tell it (the user's, or the browser's).
+    locale = str(get_locale() or "") or None
+    conn = Connection(ws, user_id, name, config["CHAT_SEND_QUEUE_SIZE"], locale)
     greeted = False
     try:
         marks = _read_resume(ws, conn) if g.chat_resuming else {}
@@ -112,8 +116,7 @@ def chat_socket(ws):
             _end(hub, conn)
     if not greeted:
         return
-    locale = str(get_locale() or "")  # Chosen now, while the request can tell it.
-    session = Session(current_app._get_current_object(), hub, conn, ws, locale)
+    session = Session(current_app._get_current_object(), hub, conn, ws)
     session.start()
     if not ws.thread.owns_socket:
         # Werkzeug (flask run, the tests) hangs up when the route returns: this thread waits.
@@ -132,13 +135,11 @@ def _end(hub, conn):
 class Session:
     """A greeted socket, served frame by frame by the poller's threads (``poller.py``)."""
 
-    def __init__(self, app, hub, conn, ws, locale):
+    def __init__(self, app, hub, conn, ws):
         config = app.config
-        self._app = app
         self._hub = hub
         self._conn = conn
         self._ws = ws
-        self._locale = locale  # Error frames speak the user's language: no request tells it.
         self._poller = app.extensions[POLLER_KEY]
         self._frames = TokenBucket(config["CHAT_FRAME_RATE"], config["CHAT_FRAME_BURST"])
         # Refusals a socket may collect before it counts as abuse; they come back at one a second.
@@ -146,35 +147,35 @@ class Session:
         self._discarding = False  # Closed for flooding: what it still sends is dropped.
         self._fd = None
         self._mutex = threading.Lock()  # Guards the two flags below.
-        self._running = False  # A pool thread is serving it.
-        self._again = False  # It was woken while running: look again before handing it back.
+        self._running = False  # A thread is serving it.
+        self._again = False  # It was woken while served: look again before arming the socket.
         self.ended = threading.Event()
 
     def start(self):
-        """Hand the socket to the poller; the request that opened it may end now."""
+        """Hand the socket to the poller, and serve what arrived meanwhile; the request that
+        opened it may end now."""
         self._fd = self._ws.thread.hand_off(detach=self._ws.mode == "gunicorn")
-        self._running = True  # Until the first run arms the socket, nothing else may run it.
         self._poller.adopt(self, self._fd)
+        self.wake()  # Frames that came with the greeting's may be read already: none may wait.
 
     def next_due(self):
         """When it must be served even without frames (a ping due, a close timeout), or None."""
         return self._ws.thread.next_due()
 
     def wake(self):
-        """Frames arrived or a ping is due: queue a run, or have the running one look again."""
+        """Serve it in this thread, unless another is serving it (which then looks again)."""
         with self._mutex:
             if self._running:
                 self._again = True
                 return
             self._running = True
-        self._poller.queue(self)
+        self._run()
 
-    def run(self):
-        """Handle what has arrived (a pool thread); at the end, clean up after the socket."""
-        with self._app.app_context():
-            g.chat_locale = self._locale
+    def _run(self):
+        """Handle what has arrived, then arm the socket again; at the end, clean up after it."""
+        while True:
             try:
-                more = self._serve(BATCH)
+                self._serve(BATCH)
             except ConnectionClosed:
                 self._finish()
                 return
@@ -184,26 +185,24 @@ class Session:
                 self._conn.abort()
                 self._finish()
                 return
-        with self._mutex:
-            self._running = False
-            again, self._again = self._again, False
-        if more or again:
-            self.wake()  # At the back of the queue: others get their turn first.
-        else:
-            self._poller.arm(self._fd)
+            with self._mutex:
+                if not self._again:
+                    self._running = False
+                    break
+                self._again = False
+        # What is still unread waits for the socket's next turn, behind the others ready now.
+        self._poller.arm(self._fd)
 
     def _serve(self, budget):
-        """Handle up to ``budget`` frames readable without waiting; True if more may wait."""
-        for _ in range(budget):
-            data = self._ws.thread.receive_nowait()
-            if data is None:
-                return False
+        """Handle the frames readable without waiting, reading at most ``budget`` of them."""
+        handled = 0
+        while (data := self._ws.thread.receive_nowait(read=handled < budget)) is not None:
+            handled += 1
             if not self._discarding:
                 try:
                     self._handle(data)
                 finally:
                     db.session.remove()
-        return True
 
     def _handle(self, data):
         """Check the frame rate, parse the frame and run its handler; refusals become errors."""
@@ -216,7 +215,9 @@ class Session:
             command = protocol.parse_frame(data, config["CHAT_MAX_MESSAGE_CHARS"])
             handlers.handle(self._hub, conn, command)
         except protocol.FrameError as error:
-            _send_error(conn, error.code, error.message, error.client_id, error.retry_after)
+            # No request here to tell the user's language: the socket's own is forced.
+            with force_locale(conn.locale) if conn.locale else contextlib.nullcontext():
+                _send_error(conn, error.code, error.message, error.client_id, error.retry_after)
             if error.code == "rate_limited" and not self._strikes.take():
                 current_app.logger.warning("closing a flooding socket of user %s", conn.user_id)
                 # Our close frame goes out after what is queued; its writer hangs up if the
@@ -374,7 +375,7 @@ def init_app(app):
     backplane = _backplane(app.config, lambda gone: _bury(hub, gone))
     app.extensions[HUB_KEY] = hub = Hub(backplane, app.config["CHAT_PRESENCE_BATCH"])
     app.extensions[commits.COMMITS_KEY] = commits.GroupCommit(app, hub)
-    app.extensions[POLLER_KEY] = Poller(app.config["CHAT_SERVE_THREADS"])
+    app.extensions[POLLER_KEY] = Poller(app.config["CHAT_SERVE_THREADS"], app.app_context)
     app.register_blueprint(bp)
     sock.init_app(app)
 

@@ -1,7 +1,6 @@
 """One handler per client frame type. Each checks that the user is in the room it names."""
 
 from flask import current_app
-from flask_babel import get_locale
 from sqlalchemy.exc import SQLAlchemyError
 
 import commits
@@ -68,8 +67,7 @@ def _post(hub, conn, command):
         message = protocol.ERROR_MESSAGES["rate_limited"]
         raise protocol.FrameError("rate_limited", message, command.client_id, wait)
     current_app.logger.info("message from user %s (%d chars)", conn.user_id, len(command.text))
-    locale = get_locale()  # The committer thread has no request to tell it the user's language.
-    post = commits.Post(conn, key, command.text, command.client_id, locale and str(locale))
+    post = commits.Post(conn, key, command.text, command.client_id, conn.locale)
     if not current_app.extensions[commits.COMMITS_KEY].add(post, SETTLE_WAIT):
         message = protocol.ERROR_MESSAGES["unavailable"]
         raise protocol.FrameError("unavailable", message, command.client_id)

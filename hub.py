@@ -147,9 +147,11 @@ class Connection:
     overflows is cut off and recovers by reconnecting.
     """
 
-    def __init__(self, ws, user_id, name, queue_size):
+    def __init__(self, ws, user_id, name, queue_size, locale=None):
         self.user_id = user_id
         self.name = name
+        # The user's language, for errors told outside the socket's request (poller, committer).
+        self.locale = locale
         ws.sock = SerializedSocket(ws.sock)
         self._ws = ws
         self.current = None  # Key of the room that plain-text frames go to.

@@ -13,11 +13,11 @@ DEFAULT_LANGUAGE = "en"
 
 def select_locale():
     """The user's saved choice, else the browser's preference (Accept-Language), else English."""
-    # A socket's language, chosen when it opened: its frames are served outside any request.
-    if g and g.get("chat_locale") in LANGUAGES:
-        return g.chat_locale
     if not has_request_context():
         return DEFAULT_LANGUAGE  # CLI commands speak English.
+    # A socket authenticated by token (no session) sets its user's choice here.
+    if g.get("chat_locale") in LANGUAGES:
+        return g.chat_locale
     if current_user and current_user.is_authenticated and current_user.locale in LANGUAGES:
         return current_user.locale
     return request.accept_languages.best_match(LANGUAGES, default=DEFAULT_LANGUAGE)

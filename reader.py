@@ -113,8 +113,11 @@ class InlineReader:
             if self._poll.poll(wait_ms):
                 self._read()
 
-    def receive_nowait(self):
+    def receive_nowait(self, read=True):
         """The next message if one can be had without waiting, else None; pings when due.
+
+        With ``read=False`` only what is already read and parsed is returned: the socket is not
+        read.
 
         Raises ``ConnectionClosed`` once the connection is over. After our close frame it reads
         (and drops) what arrives until the peer's answer: the writer that sent the frame hangs
@@ -133,7 +136,7 @@ class InlineReader:
             if self._next_ping is not None and now >= self._next_ping:
                 self._ping(now)
                 continue
-            if not self._read(wait=False):
+            if not read or not self._read(wait=False):
                 return None
 
     def _closing(self, now):

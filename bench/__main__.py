@@ -158,7 +158,6 @@ class ChatServer:
             "CHAT_FRAME_BURST": "1000000",
             "CHAT_MAX_SOCKETS_PER_USER": "100000",
             "CHAT_LOGIN_LIMIT_PER_IP": "100000 per minute",
-            "GUNICORN_THREADS": str(users + 100),
             "GUNICORN_BIND": f"127.0.0.1:{self.port}",
             "GUNICORN_WORKERS": str(workers),
         }
