@@ -1,5 +1,6 @@
 """Security and fault behaviour: origins, revocation, throttling, floods, heartbeats, shutdown."""
 
+import contextlib
 import json
 import logging
 import os
@@ -7,6 +8,7 @@ import signal
 import threading
 import time
 
+import psutil
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
@@ -297,6 +299,38 @@ def test_sockets_per_user_are_capped(app, live_server, ws_connect, alice):
     response = rejected(live_server, f"?token={token_issued_at(app, alice)}")
     assert response.status_code == 429
     assert json.loads(response.body)["error"] == "too_many_sockets"
+
+
+def test_a_full_server_refuses_sockets_until_one_closes(app, live_server, ws_connect, make_user):
+    app.config["CHAT_MAX_SOCKETS"] = 2
+    alice, bob, carol = (make_user(f"{name}@example.com")[0] for name in ("alice", "bob", "carol"))
+    ws_connect(alice)
+    leaving = ws_connect(bob)
+    response = rejected(live_server, f"?token={token_issued_at(app, carol)}")
+    assert response.status_code == 503
+    assert json.loads(response.body)["error"] == "server_full"
+    leaving.ws.close()
+    deadline = time.monotonic() + 5
+    while len(app.extensions["chat_poller"]) > 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ws_connect(carol).hello["type"] == "hello"
+
+
+def test_idle_sockets_under_gunicorn_hold_no_thread_each(app, gunicorn_server, make_user):
+    # gunicorn runs 20 threads here: before the poller, the 21st socket waited for a thread.
+    users = [make_user(f"user{n}@example.com")[0] for n in range(60)]
+    host = gunicorn_server.url.removeprefix("http://")
+    with contextlib.ExitStack() as stack:
+        clients = []
+        for user in users:
+            ws = stack.enter_context(connect(socket_url(app, host, user), open_timeout=5))
+            clients.append(ChatClient(ws))
+            assert clients[-1].recv()["type"] == "hello"
+        worker = psutil.Process(gunicorn_server.worker_of(clients[0].ws))
+        assert worker.num_threads() < len(users)
+        clients[0].send("to all sixty")
+        for client in clients:
+            assert client.recv_type("message")["text"] == "to all sixty"
 
 
 # ---- Faults ------------------------------------------------------------------------------------
