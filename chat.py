@@ -2,6 +2,7 @@
 
 import contextlib
 import threading
+import time
 
 from flask import Blueprint, current_app, g, make_response, render_template, request
 from flask_babel import force_locale, get_locale, gettext
@@ -20,7 +21,7 @@ from extensions import db, sock
 from hub import CLOSE_FLOOD, HUB_KEY, Connection, Hub, current_hub
 from models import GENERAL, latest_message_id, messages_after
 from poller import BATCH, POLLER_KEY, Poller
-from reader import InlineReader
+from reader import CLOSE_TIMEOUT, InlineReader
 from throttle import TokenBucket
 from tokens import TokenError, issue_token, verify_token
 
@@ -144,7 +145,8 @@ class Session:
         self._frames = TokenBucket(config["CHAT_FRAME_RATE"], config["CHAT_FRAME_BURST"])
         # Refusals a socket may collect before it counts as abuse; they come back at one a second.
         self._strikes = TokenBucket(1, config["CHAT_FLOOD_STRIKES"])
-        self._discarding = False  # Closed for flooding: what it still sends is dropped.
+        # Closed for flooding: what it still sends is dropped until then, when it is cut off.
+        self._discard_until = None
         self._fd = None
         self._mutex = threading.Lock()  # Guards the two flags below.
         self._running = False  # A thread is serving it.
@@ -155,12 +157,21 @@ class Session:
         """Hand the socket to the poller, and serve what arrived meanwhile; the request that
         opened it may end now."""
         self._fd = self._ws.thread.hand_off(detach=self._ws.mode == "gunicorn")
-        self._poller.adopt(self, self._fd)
+        self._conn.serve_without_waiting()
+        self._running = True
+        try:
+            self._poller.adopt(self, self._fd)
+        except (OSError, ValueError):  # The poller stopped: the worker is exiting.
+            self._conn.abort()
+            self._finish()
+            return
+        self._running = False
         self.wake()  # Frames that came with the greeting's may be read already: none may wait.
 
     def next_due(self):
-        """When it must be served even without frames (a ping due, a close timeout), or None."""
-        return self._ws.thread.next_due()
+        """When it must be served even without frames (a ping, a close or a flooder's timeout)."""
+        times = [t for t in (self._ws.thread.next_due(), self._discard_until) if t is not None]
+        return min(times, default=None)
 
     def wake(self):
         """Serve it in this thread, unless another is serving it (which then looks again)."""
@@ -177,13 +188,15 @@ class Session:
             try:
                 self._serve(BATCH)
             except ConnectionClosed:
-                self._finish()
+                # Saying goodbye may wait (for its last messages, for its writer): not here,
+                # where the thread serves every socket. Nothing runs the session any more.
+                self._poller.retire(self._finish)
                 return
             except Exception:
                 # A bug: the socket must still end properly, not linger unserved forever.
                 current_app.logger.exception("serving a socket of user %s", self._conn.user_id)
                 self._conn.abort()
-                self._finish()
+                self._poller.retire(self._finish)
                 return
             with self._mutex:
                 if not self._again:
@@ -194,11 +207,14 @@ class Session:
         self._poller.arm(self._fd)
 
     def _serve(self, budget):
-        """Handle the frames readable without waiting, reading at most ``budget`` of them."""
-        handled = 0
-        while (data := self._ws.thread.receive_nowait(read=handled < budget)) is not None:
-            handled += 1
-            if not self._discarding:
+        """Handle the frames readable without waiting, in at most ``budget`` reads of the
+        socket (which count pings and pieces of frames too, not just messages)."""
+        reader = self._ws.thread
+        first = reader.reads
+        if self._discard_until is not None and time.monotonic() >= self._discard_until:
+            self._conn.abort()  # The flooder did not answer our close in time.
+        while (data := reader.receive_nowait(read=reader.reads - first < budget)) is not None:
+            if self._discard_until is None:
                 try:
                     self._handle(data)
                 finally:
@@ -206,6 +222,13 @@ class Session:
 
     def _handle(self, data):
         """Check the frame rate, parse the frame and run its handler; refusals become errors."""
+        # No request here to tell the user's language: the socket's own is forced.
+        locale = self._conn.locale
+        with force_locale(locale) if locale else contextlib.nullcontext():
+            self._handle_in_locale(data)
+
+    def _handle_in_locale(self, data):
+        """The body of ``_handle``."""
         config = current_app.config
         conn = self._conn
         try:
@@ -215,15 +238,14 @@ class Session:
             command = protocol.parse_frame(data, config["CHAT_MAX_MESSAGE_CHARS"])
             handlers.handle(self._hub, conn, command)
         except protocol.FrameError as error:
-            # No request here to tell the user's language: the socket's own is forced.
-            with force_locale(conn.locale) if conn.locale else contextlib.nullcontext():
-                _send_error(conn, error.code, error.message, error.client_id, error.retry_after)
+            _send_error(conn, error.code, error.message, error.client_id, error.retry_after)
             if error.code == "rate_limited" and not self._strikes.take():
                 current_app.logger.warning("closing a flooding socket of user %s", conn.user_id)
                 # Our close frame goes out after what is queued; its writer hangs up if the
-                # client does not answer it in time. Until then its frames are read and dropped.
+                # client does not answer it in time. Until then its frames are read and dropped,
+                # and if its writer is stuck behind a client that does not read, we hang up.
                 conn.close_with(CLOSE_FLOOD, "Too many messages")
-                self._discarding = True
+                self._discard_until = time.monotonic() + 2 * CLOSE_TIMEOUT
 
     def _finish(self):
         """Announce the socket gone, close it, and let go of it."""

@@ -28,12 +28,15 @@ access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%(a)s"'
 
 
 def on_starting(server):
-    """Refuse several workers without Redis (each would have its own hub, and rooms would split);
-    one connection per thread (above)."""
+    """Refuse several workers without Redis (each would have its own hub, and rooms would split)
+    and TLS in gunicorn; one connection per thread (above)."""
     if server.cfg.workers > 1 and not os.environ.get("REDIS_URL"):
         raise SystemExit(
             "Several workers share chat rooms through Redis: set REDIS_URL, or run one worker."
         )
+    if server.cfg.is_ssl:
+        # The poller reads sockets it owns with plain recv(): TLS ends at the proxy (nginx).
+        raise SystemExit("Terminate TLS at the proxy (docs/deploy.md), not in gunicorn.")
     connections = os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(server.cfg.threads))
     server.cfg.set("worker_connections", int(connections))
 

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 _STOP = object()
 # Per thread, while it holds Hub.ordered(): the connections it queued frames to, to flush after.
 _deferred = threading.local()
+# Set in each connection's writer thread, the one reader-side writes may wait for.
+_writer = threading.local()
 HUB_KEY = "chat_hub"
 
 
@@ -54,6 +56,11 @@ class _Close:
         self.reason = reason
 
 
+class _ControlBytes(bytes):
+    """A frame of the reader's (a pong, a ping, a close reply): sent whatever the connection's
+    state, unlike our messages, which are dropped once a close frame has gone."""
+
+
 class SerializedSocket:
     """A socket whose writes take one lock, so that frames from two threads never interleave.
 
@@ -71,6 +78,9 @@ class SerializedSocket:
         # goes, nobody else may write, or a pong would land inside it.
         self.partial = False
         self.broken = False  # Aborted: nothing will finish a half-written frame.
+        # Set once the poller serves the socket (``Connection.serve_without_waiting``): the
+        # reader's writes then go through the connection like ours, and never wait.
+        self.defer = None
 
     @property
     def raw(self):
@@ -80,6 +90,9 @@ class SerializedSocket:
     def replace(self, sock):
         """Use ``sock`` (a duplicate of the socket) from now on; the caller holds ``lock``."""
         self._sock = sock
+        if self.broken:  # Aborted while the old one was being replaced.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def set_partial(self, partial):
         """Record whether a frame is half written; the caller holds ``lock``."""
@@ -90,9 +103,15 @@ class SerializedSocket:
     def send(self, data):
         """Send all of ``data`` before anyone else may write (the reader's pings, pongs, closes).
 
-        Waits at most ``SEND_WAIT`` seconds for our writer: a client whose window stays shut
-        would otherwise hold the reader (its handler thread) forever; it is then treated as gone.
+        Once the poller serves the socket, this never waits (its threads serve every socket):
+        the frame goes out like one of ours, now if the socket takes it, else through the
+        connection's backlog and writer thread. Before that (the greeting), and in the writer
+        thread itself, it waits at most ``SEND_WAIT`` seconds for our writer: a client whose
+        window stays shut would otherwise hold the thread forever; it is then treated as gone.
         """
+        if self.defer is not None and not getattr(_writer, "active", False):
+            self.defer(data)
+            return len(data)
         deadline = time.monotonic() + SEND_WAIT
         if not self.lock.acquire(timeout=SEND_WAIT):
             raise TimeoutError("the socket's writer has been stuck for too long")
@@ -126,14 +145,20 @@ def encode_frame(text):
     return bytes(FrameProtocol(client=False, extensions=[]).send_data(text, fin=True))
 
 
+def _always_sent(frame):
+    """The rest of a half-written frame (or the stream would be corrupt), or a reader's frame."""
+    return isinstance(frame, memoryview | _ControlBytes)
+
+
 def _coalesce(frames):
     """Whole frames joined into one buffer: one write (one system call) for all of them.
 
     A group commit queues several messages to each socket at once. The rest of a half-written
-    frame (a memoryview) stays first and alone: it must go out whatever the connection's state.
+    frame (a memoryview) stays first and alone: it must go out whatever the connection's state;
+    so must a reader's frame, and a batch holding one is left as it is (pongs are rare).
     """
     head = 1 if frames and isinstance(frames[0], memoryview) else 0
-    if len(frames) - head < 2:
+    if len(frames) - head < 2 or any(isinstance(frame, _ControlBytes) for frame in frames):
         return frames
     return [*frames[:head], b"".join(frames[head:])]
 
@@ -189,6 +214,26 @@ class Connection:
         self._pump([frame])
         return not self._aborted
 
+    def serve_without_waiting(self):
+        """From now on the reader (a poller thread) never waits to write: see ``_send_control``."""
+        self._ws.sock.defer = self._send_control
+
+    def _send_control(self, data):
+        """Send a frame of the reader's like one of ours: now, or through the backlog.
+
+        Even while closing (a close reply must go). A client that never reads and keeps sending
+        pings fills its backlog with pongs and is cut off like any client too far behind.
+        """
+        frame = _ControlBytes(data)
+        with self._mutex:
+            if self._aborted:
+                return
+            if self._writing or self._backlog:
+                self._enqueue(frame)
+                return
+            self._writing = True
+        self._pump([frame])
+
     def flush(self):
         """Write what is queued, as far as the socket takes it without waiting."""
         with self._mutex:
@@ -232,7 +277,7 @@ class Connection:
         sock = self._ws.sock
         try:
             remainder = isinstance(frame, memoryview)  # The rest of a half-written frame.
-            if not remainder and self._ws.ws.state is not ConnectionState.OPEN:
+            if not _always_sent(frame) and self._ws.ws.state is not ConnectionState.OPEN:
                 return len(frame)  # Closing: frames after the close frame are dropped.
             sent = sock.raw.send(frame, socket.MSG_DONTWAIT)
             sock.set_partial(sent < len(frame) and (sent > 0 or remainder))
@@ -325,6 +370,7 @@ class Connection:
 
     def _write_loop(self):
         """Drain the backlog in order, blocking on the socket as long as it takes."""
+        _writer.active = True  # This thread may wait on the socket (SerializedSocket.send).
         while True:
             self._wake.wait()
             self._wake.clear()  # Before looking: a frame queued from now on sets it again.
@@ -354,7 +400,7 @@ class Connection:
             # Held across the write: a pong or close frame from the reader cannot cut in. The rest
             # of a half-written frame goes whatever the state, or the stream would be corrupt.
             with sock.lock:
-                if isinstance(frame, memoryview) or self._ws.ws.state is ConnectionState.OPEN:
+                if _always_sent(frame) or self._ws.ws.state is ConnectionState.OPEN:
                     sock.raw.sendall(frame)
                 sock.set_partial(False)
         except (OSError, ValueError):

@@ -16,6 +16,7 @@ with a ping or a close timeout due.
 import contextlib
 import logging
 import os
+import queue
 import select
 import threading
 import time
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 
 POLLER_KEY = "chat_poller"
 TICK = 0.5  # Seconds between looks at which sessions have a ping or a close timeout due.
-BATCH = 64  # Frames a session handles before others get a turn.
+BATCH = 64  # Reads of a socket before others get a turn.
+CLOSING_THREADS = 2  # Threads for goodbyes, which may wait (a writer, the last messages).
 _WATCH = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT
 
 
@@ -42,6 +44,7 @@ class Poller:
         self._stop_pipe = None  # Written to once, to wake every thread when we stop.
         self._running = []
         self._stopping = False
+        self._retiring = queue.SimpleQueue()  # Goodbyes for the closing threads.
 
     def start(self):
         """Start the threads (once; the first socket calls this)."""
@@ -51,9 +54,10 @@ class Poller:
             self._epoll = select.epoll()
             self._stop_pipe = os.pipe()
             self._epoll.register(self._stop_pipe[0], select.EPOLLIN)  # Level: wakes them all.
-            for number in range(self._threads):
-                thread = threading.Thread(target=self._serve, name=f"chat-poll-{number}")
-                thread.daemon = True
+            targets = [(self._serve, f"chat-poll-{n}") for n in range(self._threads)]
+            targets += [(self._retire, f"chat-close-{n}") for n in range(CLOSING_THREADS)]
+            for target, name in targets:
+                thread = threading.Thread(target=target, name=name, daemon=True)
                 thread.start()
                 self._running.append(thread)
 
@@ -65,6 +69,8 @@ class Poller:
         if not threads:
             return
         os.write(self._stop_pipe[1], b"x")
+        for _ in range(CLOSING_THREADS):
+            self._retiring.put(None)
         for thread in threads:
             thread.join(timeout)
         self._epoll.close()
@@ -82,10 +88,19 @@ class Poller:
             return self._idle.wait_for(lambda: not self._sessions, timeout)
 
     def adopt(self, session, fd):
-        """Watch ``session``'s socket (file descriptor ``fd``); it is armed by its first run."""
+        """Watch ``session``'s socket (file descriptor ``fd``); it is armed by its first run.
+
+        Raises ``ValueError`` (or ``OSError``) once the poller has stopped.
+        """
+        if self._epoll is None:
+            raise ValueError("the poller is not running")
+        self._epoll.register(fd, 0)
         with self._lock:
             self._sessions[fd] = session
-        self._epoll.register(fd, 0)
+
+    def retire(self, finish):
+        """Have a closing thread call ``finish`` (a session's goodbye, which may wait)."""
+        self._retiring.put(finish)
 
     def arm(self, fd):
         """Watch ``fd`` again: one event per arming, so one thread per session at a time."""
@@ -117,9 +132,18 @@ class Poller:
                     with self._lock:
                         session = self._sessions.get(fd)
                     if session is not None:
-                        session.wake()
+                        _wake(session)
                 for session in self._due():
-                    session.wake()
+                    _wake(session)
+
+    def _retire(self):
+        """A closing thread: run goodbyes one at a time, until stopped."""
+        with self._context():
+            while (finish := self._retiring.get()) is not None:
+                try:
+                    finish()
+                except Exception:  # A bug: log it, and keep closing the others.
+                    log.exception("a socket's goodbye failed")
 
     def _due(self):
         """Once per ``TICK`` (to one thread): the sessions with a ping or close timeout due."""
@@ -130,3 +154,11 @@ class Poller:
             self._next_tick = now + TICK
             sessions = list(self._sessions.values())
         return [s for s in sessions if (when := s.next_due()) is not None and when <= now]
+
+
+def _wake(session):
+    """Serve ``session``; a bug is logged, and must not cost the worker one of its threads."""
+    try:
+        session.wake()
+    except Exception:
+        log.exception("serving a socket failed")

@@ -9,6 +9,7 @@ option): ``start()`` starts nothing; ``receive()`` (blocking, for the greeting) 
 caller's thread, with simple-websocket's own event handling.
 """
 
+import os
 import select
 import socket
 import threading
@@ -37,6 +38,7 @@ class InlineReader:
         self._close_deadline = None  # Set once we wait for the answer to our close frame.
         self._handler = None  # The thread that handed the socket to the poller.
         self.owns_socket = False  # The server no longer closes the socket: we do.
+        self.reads = 0  # Reads that returned bytes: the poller's measure of a socket's turn.
 
     def start(self):
         """Called once the handshake is done: nothing runs until ``receive()``."""
@@ -48,15 +50,23 @@ class InlineReader:
     def hand_off(self, detach):
         """The poller serves the socket from now on; returns its file descriptor, to watch.
 
-        With ``detach`` (gunicorn, whose request ends when the handler returns), the server's
-        socket object lets go of the connection: gunicorn's close then finds nothing to half-close
-        or close, and ours is the only one left (``owns_socket``). Werkzeug hangs up when the
-        handler returns, so its handler waits for the end instead, and Werkzeug closes the socket.
+        With ``detach`` (gunicorn, whose request ends when the handler returns) the connection
+        moves to a file descriptor of our own (``owns_socket``), and the request's descriptor is
+        pointed at an unconnected stand-in: gunicorn's graceful close (a half-close, then a
+        close) and its connection count then go on as for any request, without touching the
+        chat's connection. Werkzeug hangs up when the handler returns, so its handler waits for
+        the end instead, and Werkzeug closes the socket.
         """
         ws = self._ws
         if detach:
             with ws.sock.lock:
-                ws.sock.replace(socket.socket(fileno=ws.sock.raw.detach()))
+                request_fd = ws.sock.raw.fileno()
+                ours = socket.socket(fileno=os.dup(request_fd))
+                with socket.socket() as stand_in:
+                    os.dup2(stand_in.fileno(), request_fd, inheritable=False)
+                ws.sock.replace(ours)
+            self._poll = select.poll()
+            self._poll.register(ours.fileno(), select.POLLIN)
             self.owns_socket = True
             ws.environ = None  # The request's objects are the server's to free now.
         ws.event = _NoEvent  # Only simple-websocket's reader thread waited on it: we have none.
@@ -195,6 +205,7 @@ class InlineReader:
             data = ws.sock.recv(ws.receive_bytes, 0 if wait else socket.MSG_DONTWAIT)
             if not data:
                 raise ConnectionResetError("the peer closed the connection")
+            self.reads += 1
             ws.ws.receive_data(data)
             ws.connected = ws._handle_events()  # simple-websocket's own frame handling
         except BlockingIOError:

@@ -364,6 +364,40 @@ def test_a_peer_that_stops_answering_pings_is_dropped_and_leaves(
         server.server_close()
 
 
+def send_until_refused(sock, data, times):
+    """Send ``data`` up to ``times`` times (a TimeoutError: nobody reads the socket any more)."""
+    for _ in range(times):
+        sock.sendall(data)
+
+
+def test_a_peer_that_pings_and_never_reads_is_cut_off_and_blocks_nobody(
+    app, app_config, make_app, make_user
+):
+    # One serving thread: had a pong write waited on the pinger, Bob would wait with it.
+    one = make_app({**app_config, "CHAT_SERVE_THREADS": 1})
+    alice_id, bob_id = make_user("alice@example.com")[0], make_user("bob@example.com")[0]
+    server = make_server("127.0.0.1", 0, one, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"127.0.0.1:{server.port}"
+    mask = os.urandom(4)
+    payload = bytes(b ^ mask[n % 4] for n, b in enumerate(b"p" * 125))
+    pings = (bytes([0x89, 0x80 | 125]) + mask + payload) * 100  # Masked, as from a client.
+    try:
+        with connect(socket_url(one, host, bob_id), open_timeout=5) as raw:
+            bob = ChatClient(raw)
+            bob.recv_type("hello")
+            pinger = raw_socket_that_never_reads(host, token_issued_at(one, alice_id))
+            pinger.settimeout(10)
+            with pytest.raises(ConnectionError):  # Cut off: reset or broken pipe.
+                send_until_refused(pinger, pings, 2_000)  # At most 26 MB; a few hundred KB do.
+            pinger.close()
+            bob.send({"type": "message", "text": "still served", "client_id": "b1"})
+            assert bob.recv_type("message")["text"] == "still served"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_sigterm_closes_every_socket_with_1001(app, gunicorn_server, alice):
     host = gunicorn_server.url.removeprefix("http://")
     with connect(socket_url(app, host, alice), open_timeout=5) as ws:
