@@ -12,11 +12,13 @@ import signal
 worker_class = "gthread"
 workers = int(os.environ.get("GUNICORN_WORKERS", "1"))  # More than 1 needs REDIS_URL.
 threads = int(os.environ.get("GUNICORN_THREADS", "100"))
-# gthread accepts up to worker_connections (default 1,000) whatever ``threads`` says, and a
-# connection accepted with every thread busy waits for one. One connection per thread: a busy
-# worker stops accepting and another one takes it. So no idle keep-alive connection may hold a
-# slot either (the chat's HTTP requests are few). (Set in on_starting, once the command line's
-# --threads is known.) A socket handed to the poller no longer counts.
+# gthread accepts up to worker_connections connections in progress, whatever ``threads`` says;
+# one accepted with every thread busy waits in the worker for a thread. A socket handed to the
+# poller no longer counts, and a greeting ends, so a queued connection always gets its turn: the
+# cap is gunicorn's 1,000 (or ``threads``, if more), and a storm of sockets waits in the worker
+# rather than in the kernel's accept queue. (Capped at ``threads``, a storm of 5,000 connections
+# left clients unanswered.) No idle keep-alive connection holds a slot: the chat's HTTP requests
+# are few. (Set in on_starting, once the command line's --threads is known.)
 keepalive = 0
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "10"))
@@ -29,7 +31,7 @@ access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%(a)s"'
 
 def on_starting(server):
     """Refuse several workers without Redis (each would have its own hub, and rooms would split)
-    and TLS in gunicorn; one connection per thread (above)."""
+    and TLS in gunicorn; how many connections may be in progress (above)."""
     if server.cfg.workers > 1 and not os.environ.get("REDIS_URL"):
         raise SystemExit(
             "Several workers share chat rooms through Redis: set REDIS_URL, or run one worker."
@@ -37,7 +39,8 @@ def on_starting(server):
     if server.cfg.is_ssl:
         # The poller reads sockets it owns with plain recv(): TLS ends at the proxy (nginx).
         raise SystemExit("Terminate TLS at the proxy (docs/deploy.md), not in gunicorn.")
-    connections = os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(server.cfg.threads))
+    default = max(1000, server.cfg.threads)
+    connections = os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(default))
     server.cfg.set("worker_connections", int(connections))
 
 

@@ -88,13 +88,15 @@ class Poller:
             return self._idle.wait_for(lambda: not self._sessions, timeout)
 
     def adopt(self, session, fd):
-        """Watch ``session``'s socket (file descriptor ``fd``); it is armed by its first run.
+        """Watch ``session``'s socket (file descriptor ``fd``), armed once.
 
         Raises ``ValueError`` (or ``OSError``) once the poller has stopped.
         """
         if self._epoll is None:
             raise ValueError("the poller is not running")
-        self._epoll.register(fd, 0)
+        # Armed at once, one-shot: registered without events, a hang-up (always reported) would
+        # wake every thread again and again until the session was forgotten.
+        self._epoll.register(fd, _WATCH)
         with self._lock:
             self._sessions[fd] = session
 
