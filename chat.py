@@ -4,6 +4,7 @@ import contextlib
 import threading
 import time
 
+from babel import Locale
 from flask import Blueprint, current_app, g, make_response, render_template, request
 from flask_babel import force_locale, get_locale, gettext
 from flask_login import current_user, login_required
@@ -141,6 +142,8 @@ class Session:
         self._hub = hub
         self._conn = conn
         self._ws = ws
+        # Parsed once: forcing a locale given as a string parses it again on every frame.
+        self._locale = Locale.parse(conn.locale) if conn.locale else None
         self._poller = app.extensions[POLLER_KEY]
         self._frames = TokenBucket(config["CHAT_FRAME_RATE"], config["CHAT_FRAME_BURST"])
         # Refusals a socket may collect before it counts as abuse; they come back at one a second.
@@ -223,7 +226,7 @@ class Session:
     def _handle(self, data):
         """Check the frame rate, parse the frame and run its handler; refusals become errors."""
         # No request here to tell the user's language: the socket's own is forced.
-        locale = self._conn.locale
+        locale = self._locale
         with force_locale(locale) if locale else contextlib.nullcontext():
             self._handle_in_locale(data)
 
