@@ -135,7 +135,8 @@ def _end(hub, conn):
 
 
 class Session:
-    """A greeted socket, served frame by frame by the poller's threads (``poller.py``)."""
+    """A greeted socket, served frame by frame by the poller (``poller.py``): chat messages in
+    its epoll thread, commands (which may wait) in its pool."""
 
     def __init__(self, app, hub, conn, ws):
         config = app.config
@@ -150,6 +151,7 @@ class Session:
         self._strikes = TokenBucket(1, config["CHAT_FLOOD_STRIKES"])
         # Closed for flooding: what it still sends is dropped until then, when it is cut off.
         self._discard_until = None
+        self._pending = None  # A command handed to a pool thread with the session.
         self._fd = None
         self._mutex = threading.Lock()  # Guards the two flags below.
         self._running = False  # A thread is serving it.
@@ -177,22 +179,28 @@ class Session:
         return min(times, default=None)
 
     def wake(self):
-        """Serve it in this thread, unless another is serving it (which then looks again)."""
+        """Serve it in this thread (the epoll thread), unless it is being served elsewhere
+        (which then looks again)."""
         with self._mutex:
             if self._running:
                 self._again = True
                 return
             self._running = True
-        self._run()
+        self._run(inline=True)
 
-    def _run(self):
+    def resume(self):
+        """Serve it in a pool thread: the frame that may wait first, then the rest of its turn."""
+        self._run(inline=False)
+
+    def _run(self, inline):
         """Handle what has arrived, then arm the socket again; at the end, clean up after it."""
         while True:
             try:
-                self._serve(BATCH)
+                if self._serve(BATCH, inline):
+                    return  # Handed to a pool thread, which goes on from here.
             except ConnectionClosed:
-                # Saying goodbye may wait (for its last messages, for its writer): not here,
-                # where the thread serves every socket. Nothing runs the session any more.
+                # Saying goodbye may wait (for its last messages, for its writer): not on the
+                # poller's threads. Nothing runs the session any more.
                 self._poller.retire(self._finish)
                 return
             except Exception:
@@ -209,46 +217,72 @@ class Session:
         # What is still unread waits for the socket's next turn, behind the others ready now.
         self._poller.arm(self._fd)
 
-    def _serve(self, budget):
+    def _serve(self, budget, inline):
         """Handle the frames readable without waiting, in at most ``budget`` reads of the
-        socket (which count pings and pieces of frames too, not just messages)."""
+        socket (which count pings and pieces of frames too, not just messages).
+
+        ``inline`` (the epoll thread): a frame that may wait is not handled here; the session
+        goes to a pool thread with it, and True is returned.
+        """
         reader = self._ws.thread
         first = reader.reads
         if self._discard_until is not None and time.monotonic() >= self._discard_until:
             self._conn.abort()  # The flooder did not answer our close in time.
+        if self._pending is not None:
+            command, self._pending = self._pending, None
+            self._in_locale(self._dispatch, command)
         while (data := reader.receive_nowait(read=reader.reads - first < budget)) is not None:
-            if self._discard_until is None:
-                try:
-                    self._handle(data)
-                finally:
-                    db.session.remove()
+            if self._discard_until is not None:
+                continue
+            command = self._in_locale(self._parse, data)
+            if command is None:
+                continue
+            if inline and not isinstance(command, protocol.ChatMessage):
+                # Commands read or write the database, or wait for this socket's messages.
+                self._pending = command
+                self._poller.hand_over(self)
+                return True
+            self._in_locale(self._dispatch, command)
+        return False
 
-    def _handle(self, data):
-        """Check the frame rate, parse the frame and run its handler; refusals become errors."""
-        # No request here to tell the user's language: the socket's own is forced.
-        locale = self._locale
-        with force_locale(locale) if locale else contextlib.nullcontext():
-            self._handle_in_locale(data)
+    def _in_locale(self, step, argument):
+        """``step(argument)`` in the user's language (no request here to tell it), and with the
+        database session given back after it."""
+        try:
+            with force_locale(self._locale) if self._locale else contextlib.nullcontext():
+                return step(argument)
+        finally:
+            db.session.remove()
 
-    def _handle_in_locale(self, data):
-        """The body of ``_handle``."""
-        config = current_app.config
-        conn = self._conn
+    def _parse(self, data):
+        """The command in a frame, once the frame rate allows it; None (and an error) if not."""
         try:
             if not self._frames.take():
                 message = protocol.ERROR_MESSAGES["rate_limited"]
                 raise protocol.FrameError("rate_limited", message, None, self._frames.wait_time())
-            command = protocol.parse_frame(data, config["CHAT_MAX_MESSAGE_CHARS"])
-            handlers.handle(self._hub, conn, command)
+            return protocol.parse_frame(data, current_app.config["CHAT_MAX_MESSAGE_CHARS"])
         except protocol.FrameError as error:
-            _send_error(conn, error.code, error.message, error.client_id, error.retry_after)
-            if error.code == "rate_limited" and not self._strikes.take():
-                current_app.logger.warning("closing a flooding socket of user %s", conn.user_id)
-                # Our close frame goes out after what is queued; its writer hangs up if the
-                # client does not answer it in time. Until then its frames are read and dropped,
-                # and if its writer is stuck behind a client that does not read, we hang up.
-                conn.close_with(CLOSE_FLOOD, "Too many messages")
-                self._discard_until = time.monotonic() + 2 * CLOSE_TIMEOUT
+            self._refuse(error)
+            return None
+
+    def _dispatch(self, command):
+        """Run the command's handler; a refusal becomes an error frame."""
+        try:
+            handlers.handle(self._hub, self._conn, command)
+        except protocol.FrameError as error:
+            self._refuse(error)
+
+    def _refuse(self, error):
+        """Send the error; past ``CHAT_FLOOD_STRIKES`` rate-limit refusals, close the socket."""
+        conn = self._conn
+        _send_error(conn, error.code, error.message, error.client_id, error.retry_after)
+        if error.code == "rate_limited" and not self._strikes.take():
+            current_app.logger.warning("closing a flooding socket of user %s", conn.user_id)
+            # Our close frame goes out after what is queued; its writer hangs up if the client
+            # does not answer it in time. Until then its frames are read and dropped, and if
+            # its writer is stuck behind a client that does not read, we hang up.
+            conn.close_with(CLOSE_FLOOD, "Too many messages")
+            self._discard_until = time.monotonic() + 2 * CLOSE_TIMEOUT
 
     def _finish(self):
         """Announce the socket gone, close it, and let go of it."""

@@ -61,8 +61,8 @@ class Config:
     # Sockets one worker serves at once; past it the upgrade gets 503 (each needs a file
     # descriptor: keep it under ``ulimit -n``, see docs/deploy.md).
     CHAT_MAX_SOCKETS = 10_000
-    # Threads per worker that handle frames for all its sockets (poller.py); a frame waiting on
-    # the database holds one, so this bounds how many such frames run at once.
+    # Threads per worker for the commands of all its sockets (history, rooms, read markers: they
+    # wait on the database); chat messages are handled by the worker's epoll thread (poller.py).
     CHAT_SERVE_THREADS = 16
     # With REDIS_URL: the prefix of every Redis key and channel, so that several chats can share
     # one Redis; how often a worker proves it is alive, and after how long without a beat its

@@ -126,8 +126,9 @@ class InlineReader:
     def receive_nowait(self, read=True):
         """The next message if one can be had without waiting, else None; pings when due.
 
-        With ``read=False`` only what is already read and parsed is returned: the socket is not
-        read.
+        It reads the socket at most once (``reads`` counts them: a caller sharing its thread with
+        other sockets budgets them, pings included), and not at all with ``read=False``: only
+        what is already read and parsed is returned then.
 
         Raises ``ConnectionClosed`` once the connection is over. After our close frame it reads
         (and drops) what arrives until the peer's answer: the writer that sent the frame hangs
@@ -148,6 +149,7 @@ class InlineReader:
                 continue
             if not read or not self._read(wait=False):
                 return None
+            read = False  # Once: a read that brought no whole message ends the call.
 
     def _closing(self, now):
         """True while we wait for the answer to our close frame, at most ``CLOSE_TIMEOUT``."""

@@ -364,6 +364,18 @@ def test_a_peer_that_stops_answering_pings_is_dropped_and_leaves(
         server.server_close()
 
 
+def upgraded_raw_socket(host, token):
+    """``raw_socket_that_never_reads``, once its 101 has come: frames sent before it are not
+    allowed (RFC 6455), and Werkzeug would swallow them."""
+    sock = raw_socket_that_never_reads(host, token)
+    sock.settimeout(10)
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1024)
+    assert response.startswith(b"HTTP/1.1 101")
+    return sock
+
+
 def send_until_refused(sock, data, times):
     """Send ``data`` up to ``times`` times (a TimeoutError: nobody reads the socket any more)."""
     for _ in range(times):
@@ -373,7 +385,7 @@ def send_until_refused(sock, data, times):
 def test_a_peer_that_pings_and_never_reads_is_cut_off_and_blocks_nobody(
     app, app_config, make_app, make_user
 ):
-    # One serving thread: had a pong write waited on the pinger, Bob would wait with it.
+    # One pool thread: had a pong write waited on the pinger, Bob would wait with it.
     one = make_app({**app_config, "CHAT_SERVE_THREADS": 1})
     alice_id, bob_id = make_user("alice@example.com")[0], make_user("bob@example.com")[0]
     server = make_server("127.0.0.1", 0, one, threaded=True)
@@ -386,15 +398,11 @@ def test_a_peer_that_pings_and_never_reads_is_cut_off_and_blocks_nobody(
         with connect(socket_url(one, host, bob_id), open_timeout=5) as raw:
             bob = ChatClient(raw)
             bob.recv_type("hello")
-            with raw_socket_that_never_reads(host, token_issued_at(one, alice_id)) as pinger:
-                pinger.settimeout(10)
-                # Frames only after the 101, as RFC 6455 says: Werkzeug would swallow earlier ones.
-                response = b""
-                while b"\r\n\r\n" not in response:
-                    response += pinger.recv(1024)
-                assert response.startswith(b"HTTP/1.1 101")
-                with pytest.raises(ConnectionError):  # Cut off: reset or broken pipe.
-                    send_until_refused(pinger, pings, 2_000)  # At most 26 MB; 1 MB does.
+            with (
+                upgraded_raw_socket(host, token_issued_at(one, alice_id)) as pinger,
+                pytest.raises(ConnectionError),  # Cut off: reset or broken pipe.
+            ):
+                send_until_refused(pinger, pings, 2_000)  # At most 26 MB; 1 MB does.
             bob.send({"type": "message", "text": "still served", "client_id": "b1"})
             assert bob.recv_type("message")["text"] == "still served"
     finally:
