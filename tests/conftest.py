@@ -238,6 +238,19 @@ class ChatClient:
                 shown.update({person["user_id"]: False for person in frame["offline"]})
         return frames
 
+    def settle_presence(self, quiet=0.3):
+        """Read ``presence`` frames until none comes for ``quiet`` seconds.
+
+        For a user's own socket after their arrival: that arrival is news to everyone but them,
+        so their socket sees it only if it shared a batch with someone else's (timing).
+        """
+        while True:
+            try:
+                frame = json.loads(self.ws.recv(timeout=quiet))
+            except TimeoutError:
+                return
+            assert frame["type"] == "presence", f"expected presence, got {frame}"
+
     def assert_silent(self, wait=0.3):
         """Assert that no frame arrives within ``wait`` seconds."""
         try:

@@ -63,7 +63,7 @@ def pair(ws_connect, make_user):
     alice, bob = make_user("alice@example.com")[0], make_user("bob@example.com")[0]
     a, b = ws_connect(alice), ws_connect(bob)
     a.await_presence(online=[bob])
-    b.await_presence(online=[bob])
+    b.settle_presence()
     return a, b, alice
 
 

@@ -222,7 +222,7 @@ def test_a_flood_gets_rate_limited_and_others_are_unaffected(app, ws_connect, al
     app.config.update(CHAT_MESSAGE_BURST=3, CHAT_MESSAGE_RATE=1)
     a, b = ws_connect(alice), ws_connect(bob)
     a.await_presence(online=[bob])
-    b.await_presence(online=[bob])
+    b.settle_presence()
     for n in range(6):
         a.send({"type": "message", "text": f"m{n}", "client_id": f"c{n}"})
     answers = [a.recv() for _ in range(6)]

@@ -163,7 +163,7 @@ def test_the_profile_needs_a_login(client):
 def test_a_new_name_reaches_open_sockets_and_new_messages(app, client, ws_connect, alice, bob):
     a, b = ws_connect(alice), ws_connect(bob)
     a.await_presence(online=[bob])
-    b.await_presence(online=[bob])
+    b.settle_presence()
     login(client)  # alice, in the browser
     save_profile(client, display_name="Queen Alice")
     renamed = b.recv_type("presence")

@@ -38,7 +38,7 @@ def test_hello_names_the_user_and_who_is_online(ws_connect, alice, bob):
 def test_message_reaches_everyone_exactly_once_with_client_id(app, ws_connect, alice, bob):
     a, b = ws_connect(alice), ws_connect(bob)
     a.await_presence(online=[bob])
-    b.await_presence(online=[bob])
+    b.settle_presence()
     a.send({"type": "message", "text": "  hello bob  ", "client_id": "c-1"})
     for client in (a, b):
         frame = client.recv()
@@ -92,7 +92,7 @@ def test_join_and_leave_follow_a_users_first_and_last_socket(ws_connect, alice, 
 def test_retry_with_same_client_id_posts_once(app, ws_connect, alice, bob):
     a, b = ws_connect(alice), ws_connect(bob)
     a.await_presence(online=[bob])
-    b.await_presence(online=[bob])
+    b.settle_presence()
     confirmations = []
     for _ in range(3):
         a.send({"type": "message", "text": "once", "client_id": "retry-1"})
@@ -125,7 +125,7 @@ def test_bad_frame_gets_its_error_and_the_socket_still_works(
 ):
     a, b = ws_connect(alice), ws_connect(bob)
     a.await_presence(online=[bob])
-    b.await_presence(online=[bob])
+    b.settle_presence()
     a.send(frame)
     error = a.recv()
     assert error["type"] == "error"
@@ -147,7 +147,7 @@ def test_message_of_exactly_the_limit_is_accepted(ws_connect, alice):
 def test_frame_over_the_transport_limit_closes_with_1009(app, ws_connect, alice, bob):
     a, b = ws_connect(alice, max_size=None), ws_connect(bob)
     a.await_presence(online=[bob])
-    b.await_presence(online=[bob])
+    b.settle_presence()
     a.send("x" * (64 * 1024 + 1))
     with pytest.raises(ConnectionClosed) as closed:
         a.recv()
@@ -277,7 +277,7 @@ def test_a_client_that_never_reads_is_cut_off_without_delaying_others(
     carol = make_user("carol@example.com")[0]
     a, b = ws_connect(alice), ws_connect(bob)
     a.await_presence(online=[bob])
-    b.await_presence(online=[bob])
+    b.settle_presence()
     stuck = raw_socket_that_never_reads(live_server, token_issued_at(app, carol))
     a.await_presence(online=[carol])
     b.await_presence(online=[carol])
@@ -357,7 +357,7 @@ def test_a_greeting_that_fails_says_unavailable_and_closes_with_1013(app, live_s
 def test_database_failure_gets_unavailable_and_recovers(app, ws_connect, alice, bob):
     a, b = ws_connect(alice), ws_connect(bob)
     a.await_presence(online=[bob])
-    b.await_presence(online=[bob])
+    b.settle_presence()
     with app.app_context():
         Message.__table__.drop(db.engine)
     a.send({"type": "message", "text": "lost?", "client_id": "u1"})
@@ -376,7 +376,7 @@ def test_a_message_stored_but_not_published_goes_out_later_in_order(
 ):
     a, b = ws_connect(alice), ws_connect(bob)
     a.await_presence(online=[bob])
-    b.await_presence(online=[bob])
+    b.settle_presence()
     backplane = app.extensions["chat_hub"]._backplane
     publish, failures = backplane.publish, []
 
