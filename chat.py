@@ -232,27 +232,31 @@ class Session:
             command, self._pending = self._pending, None
             self._in_locale(self._dispatch, command)
         while (data := reader.receive_nowait(read=reader.reads - first < budget)) is not None:
-            if self._discard_until is not None:
-                continue
-            command = self._in_locale(self._parse, data)
-            if command is None:
-                continue
-            if inline and not isinstance(command, protocol.ChatMessage):
-                # Commands read or write the database, or wait for this socket's messages.
-                self._pending = command
-                self._poller.hand_over(self)
+            if self._discard_until is None and self._in_locale(self._handle, data, inline):
                 return True
-            self._in_locale(self._dispatch, command)
         return False
 
-    def _in_locale(self, step, argument):
-        """``step(argument)`` in the user's language (no request here to tell it), and with the
+    def _in_locale(self, step, *arguments):
+        """``step(*arguments)`` in the user's language (no request here to tell it), and with the
         database session given back after it."""
         try:
             with force_locale(self._locale) if self._locale else contextlib.nullcontext():
-                return step(argument)
+                return step(*arguments)
         finally:
             db.session.remove()
+
+    def _handle(self, data, inline):
+        """Parse one frame and run its command; True if it went to a pool thread instead."""
+        command = self._parse(data)
+        if command is None:
+            return False
+        if inline and not isinstance(command, protocol.ChatMessage):
+            # Commands read or write the database, or wait for this socket's messages.
+            self._pending = command
+            self._poller.hand_over(self)
+            return True
+        self._dispatch(command)
+        return False
 
     def _parse(self, data):
         """The command in a frame, once the frame rate allows it; None (and an error) if not."""
