@@ -246,7 +246,7 @@ class ChatClient:
         """
         while True:
             try:
-                frame = json.loads(self.ws.recv(timeout=quiet))
+                frame = self.recv(quiet)
             except TimeoutError:
                 return
             assert frame["type"] == "presence", f"expected presence, got {frame}"
