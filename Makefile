@@ -68,7 +68,7 @@ bench: $(VENV)/.bench
 	$(BIN)/python -m bench --plot
 
 # The same scenarios, tiny: checks the benchmark still runs (CI does this; no thresholds).
-bench-smoke: $(VENV)/.dev
+bench-smoke: $(VENV)/.bench
 	$(BIN)/python -m bench --smoke --out artifacts/bench
 
 clean:

@@ -1,5 +1,11 @@
 """The load generator's client side: runs in its own processes, one asyncio loop each.
 
+Clients are ``picows`` connections: frames are parsed in C and handed to a callback, with no
+task, future or timer per frame. The generator shares two cores with the server it measures, so
+every microsecond it spends per frame is one the server does not get (the ``websockets`` client
+cost about three times as much CPU per delivery, which hid the second worker of the scaling
+scenario behind the clients' own work).
+
 Spawned by ``python -m bench`` (``run_scenario``); importable so that ``multiprocessing`` can start
 it in a fresh interpreter.
 """
@@ -10,29 +16,11 @@ import os
 import threading
 import time
 
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from picows import WSError, WSListener, WSMsgType, ws_connect
 
-
-async def open_clients(urls, latencies, stop, last):
-    """``count`` clients, each reading from the moment it connects (as a real client does).
-
-    Returns the sockets and their reader tasks; readers record latencies only once
-    ``latencies`` is switched on (``latencies.on = True``).
-    """
-
-    async def one(url):
-        # No client pings: a loaded server's late pong must not end the measurement.
-        ws = await connect(
-            url, max_size=None, compression=None, open_timeout=120, ping_interval=None
-        )
-        await ws.recv()
-        return ws, asyncio.create_task(receive(ws, latencies, stop, last))
-
-    opened = []
-    for start in range(0, len(urls), 100):  # Batches keep the accept queue from overflowing.
-        opened += await asyncio.gather(*(one(url) for url in urls[start : start + 100]))
-    return [ws for ws, _ in opened], [task for _, task in opened]
+# Two quiet seconds after the last send end the reading: a lagging server still counts.
+QUIET = 2.0
+CONNECT_TIMEOUT = 120
 
 
 class Latencies(list):
@@ -41,26 +29,84 @@ class Latencies(list):
     on = False
 
 
-async def receive(ws, latencies, stop, last):
-    """Record every message's latency until ``stop`` is set and the stream is quiet."""
-    while True:
-        try:
-            # Two quiet seconds after the last send end the reading: a lagging server still counts.
-            data = await asyncio.wait_for(ws.recv(), timeout=2.0)
-        except TimeoutError:
-            if stop.is_set():
-                return
-            continue
-        except ConnectionClosed:
+class Activity:
+    """When any client of this process last received a frame (to tell when the stream is over)."""
+
+    def __init__(self):
+        self.last = time.monotonic()
+
+    async def quiet(self, seconds):
+        """Return once no client has received anything for ``seconds``."""
+        while (idle := time.monotonic() - self.last) < seconds:
+            await asyncio.sleep(seconds - idle)
+
+
+class Client(WSListener):
+    """One client: greeted once, then every chat message's latency recorded as it arrives."""
+
+    def __init__(self, activity, latencies=None, last=None):
+        self.activity, self.latencies, self.last = activity, latencies, last
+        self.greeted = asyncio.get_running_loop().create_future()
+        self.frames_after_hello = 0
+
+    def on_ws_frame(self, transport, frame):
+        """A frame: the greeting, a chat message (timed) or anything else (counted)."""
+        if frame.msg_type == WSMsgType.CLOSE:
+            transport.send_close(frame.get_close_code(), frame.get_close_reason())
+            transport.disconnect()
             return
+        if frame.msg_type != WSMsgType.TEXT:
+            return  # Pings are answered by picows itself.
         now = time.time_ns()
-        frame = json.loads(data)
-        if latencies.on and frame.get("type") == "message":
-            latencies.append((now - int(frame["text"].split(":", 2)[1])) / 1e6)
-            last[0] = max(last[0], time.monotonic())
+        self.activity.last = time.monotonic()
+        if not self.greeted.done():
+            self.greeted.set_result(None)
+            return
+        self.frames_after_hello += 1
+        if self.latencies is None or not self.latencies.on:
+            return
+        message = json.loads(frame.get_payload_as_bytes())
+        if message.get("type") == "message":
+            self.latencies.append((now - int(message["text"].split(":", 2)[1])) / 1e6)
+            self.last[0] = self.activity.last
+
+    def on_ws_disconnected(self, transport):
+        """A socket closed before its greeting fails its connect."""
+        if not self.greeted.done():
+            self.greeted.set_exception(ConnectionError("closed before the greeting"))
 
 
-async def send(ws, sender, rate, seconds):
+class Deaf(WSListener):
+    """A client that stops reading once connected: its server-side queue fills, then TCP's."""
+
+    def on_ws_connected(self, transport):
+        """Stop reading for good."""
+        transport.underlying_transport.pause_reading()
+
+
+async def connect(url, listener):
+    """Open ``url`` and wait for its greeting; the transport."""
+    transport, client = await ws_connect(
+        lambda: listener,
+        url,
+        websocket_handshake_timeout=CONNECT_TIMEOUT,
+        max_frame_size=2**24,
+    )
+    await asyncio.wait_for(client.greeted, CONNECT_TIMEOUT)
+    return transport
+
+
+async def open_clients(urls, latencies, last, activity):
+    """A client per url, each reading from the moment it connects (as a real client does)."""
+    transports = []
+    for start in range(0, len(urls), 100):  # Batches keep the accept queue from overflowing.
+        transports += await asyncio.gather(
+            *(connect(url, Client(activity, latencies, last)) for url in urls[start : start + 100])
+        )
+    return transports
+
+
+async def send(transport, sender, rate, seconds):
     """Send ``rate`` messages a second for ``seconds``, each stamped with its send time."""
     count = int(rate * seconds)
     start = time.monotonic()
@@ -68,49 +114,49 @@ async def send(ws, sender, rate, seconds):
         delay = start + n / rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        text = f"{sender}:{time.time_ns()}:{n}"
-        try:
-            await ws.send(
-                json.dumps({"type": "message", "text": text, "client_id": f"{sender}-{n}"})
-            )
-        except ConnectionClosed:
+        if transport.is_disconnected:
             return n  # Counted as sent so far; the delivery ratio shows the loss.
+        text = f"{sender}:{time.time_ns()}:{n}"
+        frame = {"type": "message", "text": text, "client_id": f"{sender}-{n}"}
+        transport.send(WSMsgType.TEXT, json.dumps(frame).encode())
     return count
+
+
+async def close_all(transports):
+    """Close every socket politely and wait (a little) for the server to hang up."""
+    for transport in transports:
+        transport.send_close()
+    await asyncio.gather(
+        *(asyncio.wait_for(t.wait_disconnected(), 10) for t in transports),
+        return_exceptions=True,  # One that lingers is disconnected below.
+    )
+    for transport in transports:
+        transport.disconnect()
 
 
 async def _storm(urls, quiet):
     """Open every socket at once; when each was greeted, and how many frames followed."""
-    greeted, frames = [], [0]
+    activity, greeted, clients = Activity(), [], []
 
     async def one(url):
+        client = Client(activity)
         try:
-            ws = await connect(
-                url, max_size=None, compression=None, open_timeout=120, ping_interval=None
-            )
-            await asyncio.wait_for(ws.recv(), 120)  # hello
-        except (TimeoutError, OSError, ConnectionClosed):
+            transport = await connect(url, client)
+        except (TimeoutError, OSError, WSError):
             return None
         greeted.append(time.monotonic())
-        return ws
-
-    async def count(ws):
-        """Frames after hello (presence, for the chat) until ``quiet`` seconds of silence."""
-        while True:
-            try:
-                await asyncio.wait_for(ws.recv(), quiet)
-            except (TimeoutError, ConnectionClosed):
-                return
-            frames[0] += 1
+        clients.append(client)
+        return transport
 
     started = time.monotonic()
-    sockets = [ws for ws in await asyncio.gather(*(one(url) for url in urls)) if ws is not None]
-    await asyncio.gather(*(count(ws) for ws in sockets))
-    await asyncio.gather(*(ws.close() for ws in sockets))
+    transports = [t for t in await asyncio.gather(*(one(url) for url in urls)) if t is not None]
+    await activity.quiet(quiet)  # Presence after the greetings, until the stream falls silent.
+    await close_all(transports)
     return {
         "started": started,
         "greeted": len(greeted),
         "last_greeted": max(greeted, default=started),
-        "frames_after_hello": frames[0],
+        "frames_after_hello": sum(client.frames_after_hello for client in clients),
     }
 
 
@@ -123,29 +169,37 @@ def client_process(job, barrier, results):
     """One client process: its share of the clients, and of the senders among them."""
     try:
         results.put(asyncio.run(_clients(*job, barrier)))
-    except (TimeoutError, OSError, ConnectionClosed, threading.BrokenBarrierError) as error:
+    except (TimeoutError, OSError, WSError, threading.BrokenBarrierError) as error:
         barrier.abort()
         results.put(f"{type(error).__name__}: {error}")
 
 
 async def _clients(urls, sender_indexes, rate, seconds, slow_url, barrier):
     """Connect, wait for the other processes, send and read; what was sent and measured."""
-    latencies, stop, last = Latencies(), asyncio.Event(), [0.0]
-    clients, readers = await open_clients(urls, latencies, stop, last)
+    latencies, last, activity = Latencies(), [0.0], Activity()
+    clients = await open_clients(urls, latencies, last, activity)
     await asyncio.to_thread(barrier.wait, 180)
-    await asyncio.to_thread(barrier.wait, 30)
-    # Recording starts before anything else: the other processes' senders start now too.
+    # Every process is connected and nobody sends before the next barrier: recording starts now,
+    # so that no process can miss another's first messages while it wakes from the barrier.
     latencies.on = True
-    slow = None
-    if slow_url:  # One more client that never reads: its queue fills, then TCP.
-        slow = await connect(slow_url, max_queue=1, compression=None, ping_interval=None)
+    await asyncio.to_thread(barrier.wait, 30)
+    cpu_before = time.process_time()
+    slow = []
+    if slow_url:  # One more client that never reads.
+        slow.append((await ws_connect(Deaf, slow_url, websocket_handshake_timeout=30))[0])
     started = time.monotonic()  # CLOCK_MONOTONIC is system-wide: comparable across processes.
     sent = sum(
         await asyncio.gather(
             *(send(clients[i], f"{os.getpid()}.{i}", rate, seconds) for i in sender_indexes)
         )
     )
-    stop.set()
-    await asyncio.gather(*readers)
-    await asyncio.gather(*(ws.close() for ws in clients + ([slow] if slow else [])))
-    return {"sent": sent, "latencies": list(latencies), "started": started, "last": last[0]}
+    await activity.quiet(QUIET)
+    cpu = time.process_time() - cpu_before
+    await close_all(clients + slow)
+    return {
+        "sent": sent,
+        "latencies": list(latencies),
+        "started": started,
+        "last": last[0],
+        "cpu_s": cpu,
+    }
