@@ -96,8 +96,8 @@ class SerializedSocket:
 
     def set_partial(self, partial):
         """Record whether a frame is half written; the caller holds ``lock``."""
-        self.partial = partial
-        if not partial:
+        was, self.partial = self.partial, partial
+        if was and not partial:  # Only then can anyone be waiting (``send`` waits on it).
             self._whole.notify_all()
 
     def send(self, data):
@@ -239,13 +239,25 @@ class Connection:
         with self._mutex:
             if self._writing or not self._backlog:
                 return
+            frames = self._take_frames()
+            if not frames:
+                self._kick()  # A close request: the writer thread handles it.
+                return
             self._writing = True
-        self._pump([])
+        self._pump(frames)
+
+    def _take_frames(self):
+        """Pop the frames at the head of the backlog, up to a close request; we hold the mutex."""
+        frames = []
+        while self._backlog and isinstance(self._backlog[0], bytes | memoryview):
+            frames.append(self._backlog.popleft())
+        return frames
 
     def _pump(self, frames):
         """Write ``frames``, then the backlog, without blocking; we hold ``_writing``."""
         while True:
-            frames = _coalesce(frames)
+            if len(frames) > 1:
+                frames = _coalesce(frames)
             for position, frame in enumerate(frames):
                 if self._aborted:
                     break
@@ -260,9 +272,7 @@ class Connection:
                             self._kick()
                     return
             with self._mutex:
-                frames = []
-                while self._backlog and isinstance(self._backlog[0], bytes | memoryview):
-                    frames.append(self._backlog.popleft())
+                frames = self._take_frames()
                 if not frames:
                     self._writing = False
                     if self._backlog:
@@ -270,17 +280,24 @@ class Connection:
                     return
 
     def _write_now(self, frame):
-        """Write what the socket takes without waiting; return how many bytes went."""
-        lock = self._ws.sock.lock
+        """Write what the socket takes without waiting; return how many bytes went.
+
+        The fan-out's inner loop (once per socket per message): kept to one lock, one state
+        check and one system call.
+        """
+        sock = self._ws.sock
+        lock = sock.lock
         if not lock.acquire(blocking=False):
             return 0  # The reader is answering a ping: the writer sends this right after.
-        sock = self._ws.sock
         try:
-            remainder = isinstance(frame, memoryview)  # The rest of a half-written frame.
-            if not _always_sent(frame) and self._ws.ws.state is not ConnectionState.OPEN:
-                return len(frame)  # Closing: frames after the close frame are dropped.
+            # Plain bytes are one of our frames (not a reader's, not the rest of a half-written
+            # one): dropped once closing, as frames after the close frame must be.
+            if type(frame) is bytes and self._ws.ws.state is not ConnectionState.OPEN:
+                return len(frame)
             sent = sock.raw.send(frame, socket.MSG_DONTWAIT)
-            sock.set_partial(sent < len(frame) and (sent > 0 or remainder))
+            if sent != len(frame) or sock.partial:
+                # The rest of a half-written frame (a memoryview) is partial until all of it went.
+                sock.set_partial(sent < len(frame) and (sent > 0 or type(frame) is memoryview))
             return sent
         except BlockingIOError:
             return 0
