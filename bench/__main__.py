@@ -52,6 +52,9 @@ FULL = {
     "slow_consumer": (50, 10, 50, 10),
     "fanout_1000": (1000, 1, 10, 10),
     "idle_2000": (2000, 0, 0, 5),
+    # 5,000 sockets held open on one worker, connected 100 at a time (storm_5000 opens them all
+    # at once): do they all get in and stay, and what does each cost?
+    "idle_5000": (5000, 0, 0, 5),
     "storm_1000": (1000, 0, 0, 0),
     "storm_5000": (5000, 0, 0, 0),
     # Scaling with the Redis backplane: a fan-out heavier than one worker's share (5 senders x 20
@@ -68,6 +71,7 @@ SMOKE = {
     "slow_consumer": (5, 2, 20, 2),
     "fanout_1000": (20, 1, 5, 2),
     "idle_2000": (20, 0, 0, 1),
+    "idle_5000": (30, 0, 0, 1),
     "storm_1000": (20, 0, 0, 0),
     "storm_5000": (30, 0, 0, 0),
     "scale_1_worker": (20, 2, 5, 2),
@@ -355,6 +359,8 @@ def run_scenario(server, name, clients_n, senders, rate, seconds, procs=1):
         "server_cpu_s": round(cpu_after - cpu_before, 2),
         # The load generator's own CPU over the same span: it shares the machine's two cores.
         "client_cpu_s": round(sum(outcome["cpu_s"] for outcome in outcomes), 2),
+        # Clients the server hung up on before the end (the never-reading one is not counted).
+        "dropped": sum(outcome["dropped"] for outcome in outcomes),
     }
 
 
@@ -517,11 +523,12 @@ def markdown(results):
     """The results as a table, with the chat's ratio to the reference where there is one."""
     columns = (
         "scenario", "server", "clients", "deliveries/s", "delivery ratio", "messages/s", "stored",
-        "p50 ms", "p95 ms", "p99 ms", "max ms", "RSS/conn KB", "CPU s", "client CPU s",
+        "p50 ms", "p95 ms", "p99 ms", "max ms", "RSS/conn KB", "CPU s", "client CPU s", "dropped",
     )  # fmt: skip
     fields = (
         "clients", "deliveries_per_s", "delivery_ratio", "messages_per_s", "stored", "p50_ms",
         "p95_ms", "p99_ms", "max_ms", "rss_per_connection_kb", "server_cpu_s", "client_cpu_s",
+        "dropped",
     )  # fmt: skip
     lines = ["| " + " | ".join(columns) + " |", "| --- | --- |" + " ---: |" * len(fields)]
     for name, by_server in results.items():
@@ -548,7 +555,7 @@ def markdown(results):
             if ref["rss_per_connection_kb"] > 0:
                 ratio = chat["rss_per_connection_kb"] / ref["rss_per_connection_kb"]
                 ratios.append(f"RSS/conn {ratio:.2f}x")
-            lines.append(f"| {name} | chat ÷ reference | {' · '.join(ratios)} |" + " |" * 11)
+            lines.append(f"| {name} | chat ÷ reference | {' · '.join(ratios)} |" + " |" * 12)
     return "\n".join(lines) + "\n" + storm_markdown(results)
 
 

@@ -35,9 +35,10 @@ class Activity:
     def __init__(self):
         self.last = time.monotonic()
 
-    async def quiet(self, seconds):
-        """Return once no client has received anything for ``seconds``."""
-        while (idle := time.monotonic() - self.last) < seconds:
+    async def quiet(self, seconds, since=0.0):
+        """Return once no client has received anything for ``seconds``, counted from ``since``
+        at the earliest (a process without senders must not stop before the others' messages)."""
+        while (idle := time.monotonic() - max(self.last, since)) < seconds:
             await asyncio.sleep(seconds - idle)
 
 
@@ -92,6 +93,8 @@ async def connect(url, listener):
         websocket_handshake_timeout=CONNECT_TIMEOUT,
         max_frame_size=2**24,
     )
+    if client is None:  # picows: the server hung up before its handshake's answer.
+        raise ConnectionError("closed during the handshake")
     await asyncio.wait_for(client.greeted, CONNECT_TIMEOUT)
     return transport
 
@@ -193,8 +196,10 @@ async def _clients(urls, sender_indexes, rate, seconds, slow_url, barrier):
             *(send(clients[i], f"{os.getpid()}.{i}", rate, seconds) for i in sender_indexes)
         )
     )
-    await activity.quiet(QUIET)
+    # Every process's senders stop at about ``started + seconds``; a lagging server still counts.
+    await activity.quiet(QUIET, since=started + seconds)
     cpu = time.process_time() - cpu_before
+    dropped = sum(transport.is_disconnected for transport in clients)
     await close_all(clients + slow)
     return {
         "sent": sent,
@@ -202,4 +207,5 @@ async def _clients(urls, sender_indexes, rate, seconds, slow_url, barrier):
         "started": started,
         "last": last[0],
         "cpu_s": cpu,
+        "dropped": dropped,
     }
