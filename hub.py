@@ -44,6 +44,9 @@ CLOSE_REVOKED = 4001  # Logged out or password changed: go to the login page, do
 CLOSE_FLOOD = 4029  # Kept sending faster than the rate limit allows.
 # Seconds the reader waits for our writer before it gives the client up (a shut receive window).
 SEND_WAIT = 10.0
+# Seconds a writer thread waits for more work before it ends: a big hello outgrows the socket's
+# buffer once, and its socket must not keep a thread for the rest of its life.
+WRITER_IDLE = 5.0
 CLOSE_GOING_AWAY = 1001  # The server is shutting down: reconnect.
 CLOSE_TRY_AGAIN = 1013  # The handler ended on its own (the greeting failed): reconnect later.
 
@@ -168,8 +171,8 @@ class Connection:
 
     A sender first tries a non-blocking write from its own thread (the common case: the socket's
     buffer has room, no thread wakes up). Whatever would block goes to a bounded backlog that one
-    writer thread, started the first time it is needed, drains in order. A client whose backlog
-    overflows is cut off and recovers by reconnecting.
+    writer thread, started when it is needed and ended after ``WRITER_IDLE`` seconds without
+    work, drains in order. A client whose backlog overflows is cut off and recovers by reconnecting.
     """
 
     def __init__(self, ws, user_id, name, queue_size, locale=None):
@@ -319,7 +322,7 @@ class Connection:
         return True
 
     def _kick(self):
-        """Wake the writer, starting it the first time; the caller holds the mutex."""
+        """Wake the writer, starting one if there is none; the caller holds the mutex."""
         if self._writer is None:
             if self._closed:  # Nobody would ever stop it: drop what is left instead.
                 self._abort_locked()
@@ -389,8 +392,13 @@ class Connection:
         """Drain the backlog in order, blocking on the socket as long as it takes."""
         _writer.active = True  # This thread may wait on the socket (SerializedSocket.send).
         while True:
-            self._wake.wait()
+            woken = self._wake.wait(WRITER_IDLE)
             self._wake.clear()  # Before looking: a frame queued from now on sets it again.
+            if not woken:
+                with self._mutex:
+                    if not self._backlog and not self._aborted:
+                        self._writer = None  # The next backlog starts another (_kick).
+                        return
             while True:
                 with self._mutex:
                     if self._aborted:

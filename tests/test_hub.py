@@ -4,11 +4,13 @@ import json
 import socket
 import threading
 import time
+import types
 
 import pytest
+from wsproto.connection import ConnectionState
 
 import hub as hub_module
-from hub import Hub, SerializedSocket, _coalesce, encode_frame
+from hub import Connection, Hub, SerializedSocket, _coalesce, encode_frame
 
 
 class Recorder:
@@ -217,3 +219,42 @@ def test_an_aborted_socket_does_not_hold_other_writers_forever():
         sock.send(b"close")  # Returns instead of waiting.
         peer.settimeout(5)
         assert peer.recv(64) == b"close"
+
+
+def _writers(user_id):
+    """The live writer threads of ``user_id``'s connections."""
+    return [t for t in threading.enumerate() if t.name == f"chat-writer-{user_id}"]
+
+
+def _read_exactly(peer, size):
+    """Read ``size`` bytes from ``peer``."""
+    received = bytearray()
+    while len(received) < size:
+        chunk = peer.recv(1 << 20)
+        assert chunk, "the connection closed early"
+        received += chunk
+    return bytes(received)
+
+
+def test_a_writer_thread_ends_when_idle_and_the_next_backlog_starts_another(monkeypatch):
+    # A frame bigger than the socket's buffer needs a writer thread; once the backlog is drained
+    # and nothing comes for WRITER_IDLE seconds, the thread ends instead of living as long as
+    # the socket, and the next frame that would block starts a new one.
+    monkeypatch.setattr(hub_module, "WRITER_IDLE", 0.2)
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        ws = types.SimpleNamespace(sock=ours, ws=types.SimpleNamespace(state=ConnectionState.OPEN))
+        conn = Connection(ws, user_id=7, name="seven", queue_size=8)
+        peer.settimeout(5)
+        big = b"x" * 2_000_000
+        try:
+            for _ in range(2):
+                assert conn.send(big)
+                assert len(_writers(7)) == 1  # The peer has not read: the rest waits on a thread.
+                assert _read_exactly(peer, len(big)) == big
+                deadline = time.monotonic() + 5
+                while _writers(7) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert _writers(7) == []
+        finally:
+            conn.abort()
