@@ -15,10 +15,12 @@ threads = int(os.environ.get("GUNICORN_THREADS", "100"))
 # gthread accepts up to worker_connections connections in progress, whatever ``threads`` says;
 # one accepted with every thread busy waits in the worker for a thread. A socket handed to the
 # poller no longer counts, and a greeting ends, so a queued connection always gets its turn: the
-# cap is gunicorn's 1,000 (or ``threads``, if more), and a storm of sockets waits in the worker
-# rather than in the kernel's accept queue. (Capped at ``threads``, a storm of 5,000 connections
-# left clients unanswered.) No idle keep-alive connection holds a slot: the chat's HTTP requests
-# are few. (Set in on_starting, once the command line's --threads is known.)
+# cap is 10,000 (CHAT_MAX_SOCKETS' default; or ``threads``, if more), so that a storm of sockets
+# (every client reconnecting after a restart) waits in the worker, in order, rather than in the
+# kernel's accept queue. Past that queue (2,048) a SYN is dropped and its client retries after
+# 1, 3, 7, ... 63 s: with gunicorn's 1,000, a storm of 5,000 left some clients unanswered for
+# two minutes. No idle keep-alive connection holds a slot: the chat's HTTP requests are few.
+# (Set in on_starting, once the command line's --threads is known.)
 keepalive = 0
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "10"))
@@ -39,7 +41,7 @@ def on_starting(server):
     if server.cfg.is_ssl:
         # The poller reads sockets it owns with plain recv(): TLS ends at the proxy (nginx).
         raise SystemExit("Terminate TLS at the proxy (docs/deploy.md), not in gunicorn.")
-    default = max(1000, server.cfg.threads)
+    default = max(10_000, server.cfg.threads)
     connections = os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(default))
     server.cfg.set("worker_connections", int(connections))
 

@@ -7,6 +7,7 @@ recovers by reconnecting. Fan-out goes through a backplane (``backplane.py``): i
 process, Redis pub/sub for several.
 """
 
+import bisect
 import collections
 import contextlib
 import logging
@@ -466,9 +467,14 @@ class Hub:
         self.presence_lock = threading.Lock()
         self._sockets = {}  # user id -> set of Connection
         self._names = {}  # user id -> display name
+        self._people = {}  # user id -> {"id", "name"} for online lists (replaced, not changed)
         self._rooms = {}  # user id -> {room id: room key}, for users online here
         self._members = {}  # room id -> set of user ids online here in it
-        # room id -> tuple of Connection, rebuilt on change so deliveries read it without the lock.
+        # room id -> [(casefolded name, user id)] of those members, kept sorted as they come and
+        # go: a greeting lists a room's people without sorting them (a storm greets thousands).
+        self._rosters = {}
+        # room id -> tuple of Connection, so deliveries read it without the lock; dropped on
+        # change and rebuilt by the next delivery (``_fanout_of``), not once per arrival.
         self._fanout = {}
         self._typing = {}  # (user id, room id) -> when their last typing frame was relayed
 
@@ -520,10 +526,10 @@ class Hub:
             sockets = self._sockets.setdefault(user_id, set())
             first = not sockets
             sockets.add(conn)
-            self._names[user_id] = conn.name
+            self._set_name(user_id, conn.name)
             self._rooms[user_id] = dict(rooms)
             for room_id in rooms:
-                self._members.setdefault(room_id, set()).add(user_id)
+                self._add_member(room_id, user_id)
                 self._refresh(room_id)
         self._publish_presence(user_id)
         return first and not self._online_elsewhere(user_id)
@@ -554,10 +560,11 @@ class Hub:
             sockets.discard(conn)
             rooms = self._rooms[user_id]
             if not sockets:
-                del self._sockets[user_id], self._names[user_id], self._rooms[user_id]
                 for room_id in rooms:
-                    self._members[room_id].discard(user_id)
+                    self._drop_member(room_id, user_id)
                     self._typing.pop((user_id, room_id), None)
+                del self._sockets[user_id], self._rooms[user_id]
+                del self._names[user_id], self._people[user_id]
             for room_id in rooms:
                 self._refresh(room_id)
         return True, not sockets, rooms
@@ -586,7 +593,7 @@ class Hub:
             if user_id not in self._sockets:
                 return
             self._rooms[user_id][room_id] = key
-            self._members.setdefault(room_id, set()).add(user_id)
+            self._add_member(room_id, user_id)
             self._refresh(room_id)
             name = self._names[user_id]
         self._publish_presence(user_id)
@@ -599,7 +606,7 @@ class Hub:
             if user_id not in self._sockets:
                 return
             self._rooms[user_id].pop(room_id, None)
-            self._members.get(room_id, set()).discard(user_id)
+            self._drop_member(room_id, user_id)
             self._typing.pop((user_id, room_id), None)
             self._refresh(room_id)
             for conn in self._sockets[user_id]:
@@ -617,7 +624,7 @@ class Hub:
         with self._lock:
             if user_id not in self._sockets:
                 return
-            self._names[user_id] = name
+            self._set_name(user_id, name)
             for conn in self._sockets[user_id]:
                 conn.name = name
             rooms = dict(self._rooms[user_id])
@@ -630,12 +637,54 @@ class Hub:
         return dict(self.everyone().get(user_id, {}).get("rooms", {}))
 
     def _refresh(self, room_id):
-        """Rebuild a room's fan-out tuple; the caller holds the lock."""
-        members = self._members.get(room_id, set())
-        self._fanout[room_id] = tuple(c for uid in members for c in self._sockets[uid])
-        if not members:
+        """A room's sockets changed: drop its fan-out tuple; the caller holds the lock."""
+        self._fanout.pop(room_id, None)
+        if not self._members.get(room_id):
             self._members.pop(room_id, None)
-            self._fanout.pop(room_id, None)
+            self._rosters.pop(room_id, None)
+
+    def _fanout_of(self, room_id):
+        """The sockets in a room, as a tuple that stays valid once the registry changes."""
+        fanout = self._fanout.get(room_id)
+        if fanout is None:
+            with self._lock:
+                fanout = self._fanout.get(room_id)
+                if fanout is None:
+                    members = self._members.get(room_id, ())
+                    fanout = tuple(c for uid in members for c in self._sockets[uid])
+                    if members:  # An empty room keeps no entry (rooms come and go).
+                        self._fanout[room_id] = fanout
+        return fanout
+
+    def _add_member(self, room_id, user_id):
+        """Count a user as online in a room, in its sorted roster too; the caller holds the lock."""
+        members = self._members.setdefault(room_id, set())
+        if user_id not in members:
+            members.add(user_id)
+            key = (self._names[user_id].casefold(), user_id)
+            bisect.insort(self._rosters.setdefault(room_id, []), key)
+
+    def _drop_member(self, room_id, user_id):
+        """Undo ``_add_member`` (nothing if the user was not there); the caller holds the lock."""
+        members = self._members.get(room_id, set())
+        if user_id in members:
+            members.discard(user_id)
+            roster = self._rosters[room_id]
+            del roster[bisect.bisect_left(roster, (self._names[user_id].casefold(), user_id))]
+
+    def _set_name(self, user_id, name):
+        """Record a user's display name, moving them in their rooms' rosters; we hold the lock."""
+        old = self._names.get(user_id)
+        if old == name:
+            return
+        if old is not None:
+            for room_id in self._rooms[user_id]:
+                if user_id in self._members.get(room_id, ()):
+                    roster = self._rosters[room_id]
+                    del roster[bisect.bisect_left(roster, (old.casefold(), user_id))]
+                    bisect.insort(roster, (name.casefold(), user_id))
+        self._names[user_id] = name
+        self._people[user_id] = {"id": user_id, "name": name}
 
     def room_id(self, user_id, key):
         """The id of the room ``key`` if the user is in it, else None."""
@@ -682,24 +731,24 @@ class Hub:
             }
 
     def online_in(self, room_ids):
-        """``{room id: [{"id", "name"}]}``: who is online in each room, sorted by name."""
-        if self._backplane.shared:
-            wanted = {room_id: [] for room_id in room_ids}
-            for uid, person in self.everyone().items():
-                for room_id in person["rooms"]:
-                    if room_id in wanted:
-                        wanted[room_id].append({"id": uid, "name": person["name"]})
-        else:
-            # The room's members directly: a greeting must not copy everyone's presence (with
-            # 2,000 people online that made each greeting O(n) dicts, and a storm O(n²)).
+        """``{room id: [{"id", "name"}]}``: who is online in each room, sorted by name.
+
+        The dicts may be shared with other callers: read them, do not change them.
+        """
+        if not self._backplane.shared:
+            # The rooms' sorted rosters directly: a greeting must not copy everyone's presence,
+            # nor build and sort a dict per person (a storm of 5,000 greets each against
+            # thousands).
             with self._lock:
-                wanted = {
-                    room_id: [
-                        {"id": uid, "name": self._names[uid]}
-                        for uid in self._members.get(room_id, ())
-                    ]
+                return {
+                    room_id: [self._people[uid] for _, uid in self._rosters.get(room_id, ())]
                     for room_id in room_ids
                 }
+        wanted = {room_id: [] for room_id in room_ids}
+        for uid, person in self.everyone().items():
+            for room_id in person["rooms"]:
+                if room_id in wanted:
+                    wanted[room_id].append({"id": uid, "name": person["name"]})
         for people in wanted.values():
             people.sort(key=lambda person: (person["name"].casefold(), person["id"]))
         return wanted
@@ -784,7 +833,7 @@ class Hub:
             payload = encode_frame(payload)  # Framed once, whatever the number of recipients.
         if kind == "room":
             exclude = event["exclude"]
-            for conn in self._fanout.get(event["room"], ()):
+            for conn in self._fanout_of(event["room"]):
                 if conn.user_id != exclude:
                     conn.send(payload)
         elif kind == "user":
@@ -811,7 +860,7 @@ class Hub:
             raise KeyError("a messages event needs one id per message")
         frames = [encode_frame(text) for text in texts]
         whole = b"".join(frames)
-        for conn in self._fanout.get(room_id, ()):
+        for conn in self._fanout_of(room_id):
             if conn.floor < ids[0]:
                 conn.send(whole)
             else:  # It joined after some of them: only the ones it does not have.

@@ -12,6 +12,7 @@ with --plot). Numbers are from this machine; compare ratios, not absolutes.
 """
 
 import argparse
+import collections
 import json
 import multiprocessing
 import os
@@ -386,6 +387,9 @@ def run_storm(server, clients_n, procs):
     _, cpu_after = proc_stats(server.pids())
     greeted = sum(outcome["greeted"] for outcome in outcomes)
     frames = sum(outcome["frames_after_hello"] for outcome in outcomes)
+    errors = collections.Counter()
+    for outcome in outcomes:
+        errors.update(outcome["errors"])
     started = min(outcome["started"] for outcome in outcomes)
     last = max(outcome["last_greeted"] for outcome in outcomes)
     return {
@@ -394,6 +398,8 @@ def run_storm(server, clients_n, procs):
         "all_greeted_s": round(last - started, 2),
         "frames_after_hello": frames,
         "frames_per_client": round(frames / max(greeted, 1), 1),
+        # Clients not admitted, by the error they got (a timeout: the server was too slow).
+        "errors": dict(errors),
         "server_cpu_s": round(cpu_after - cpu_before, 2),
         "p99_ms": None,
     }
@@ -562,7 +568,7 @@ def markdown(results):
 def storm_markdown(results):
     """The connection storms' own table (they measure admission, not latency)."""
     fields = ("clients", "admitted", "all_greeted_s", "frames_after_hello", "frames_per_client",
-              "server_cpu_s")  # fmt: skip
+              "server_cpu_s", "errors")  # fmt: skip
     lines = []
     for name, by_server in results.items():
         if not name.startswith("storm"):
@@ -571,9 +577,11 @@ def storm_markdown(results):
             lines = ["", "| scenario | server | " + " | ".join(fields) + " |",
                      "| --- | --- |" + " ---: |" * len(fields)]  # fmt: skip
         for server, r in by_server.items():
-            cells = (
-                [r["error"]] + [""] * (len(fields) - 1) if "error" in r else [r[f] for f in fields]
-            )
+            if "error" in r:
+                cells = [r["error"]] + [""] * (len(fields) - 1)
+            else:
+                errors = ", ".join(f"{n} {kind}" for kind, n in r.get("errors", {}).items())
+                cells = [r[f] for f in fields[:-1]] + [errors or "none"]
             lines.append(f"| {name} | {server} | " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines) + ("\n" if lines else "")
 

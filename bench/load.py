@@ -11,6 +11,7 @@ it in a fresh interpreter.
 """
 
 import asyncio
+import collections
 import json
 import os
 import threading
@@ -139,13 +140,14 @@ async def close_all(transports):
 
 async def _storm(urls, quiet):
     """Open every socket at once; when each was greeted, and how many frames followed."""
-    activity, greeted, clients = Activity(), [], []
+    activity, greeted, clients, errors = Activity(), [], [], collections.Counter()
 
     async def one(url):
         client = Client(activity)
         try:
             transport = await connect(url, client)
-        except (TimeoutError, OSError, WSError):
+        except (TimeoutError, OSError, WSError) as error:
+            errors[type(error).__name__] += 1  # Told in the results: refused, or too slow?
             return None
         greeted.append(time.monotonic())
         clients.append(client)
@@ -160,6 +162,7 @@ async def _storm(urls, quiet):
         "greeted": len(greeted),
         "last_greeted": max(greeted, default=started),
         "frames_after_hello": sum(client.frames_after_hello for client in clients),
+        "errors": dict(errors),
     }
 
 

@@ -80,6 +80,31 @@ def test_presence_is_per_user_not_per_socket():
     assert hub.online(7) == []
 
 
+def test_online_lists_stay_sorted_by_name_through_arrivals_renames_and_departures():
+    hub = Hub()
+    zoe, bob, amy = Recorder(1, "zoe"), Recorder(2, "Bob"), Recorder(3, "amy")
+    for conn in (zoe, bob, amy):
+        hub.attach(conn, {7: "general", 8: "dev"} if conn is not amy else {7: "general"})
+
+    def names(room_id):
+        return [person["name"] for person in hub.online(room_id)]
+
+    assert names(7) == ["amy", "Bob", "zoe"]  # Case does not count.
+    hub.rename(1, "Adam")
+    assert (names(7), names(8)) == (["Adam", "amy", "Bob"], ["Adam", "Bob"])
+    second_tab = Recorder(2, "Bob")
+    hub.attach(second_tab, {7: "general", 8: "dev"})
+    assert names(7) == ["Adam", "amy", "Bob"]  # A second tab is not a second person.
+    hub.detach(bob)
+    assert names(7) == ["Adam", "amy", "Bob"]
+    hub.detach(second_tab)
+    hub.unsubscribe(1, 8, "dev", "general")
+    assert (names(7), names(8)) == (["Adam", "amy"], [])
+    hub.broadcast(7, "still here")
+    assert zoe.frames[-1] == amy.frames[-1] == "still here"
+    assert (bob.frames, second_tab.frames) == ([], [])
+
+
 def test_a_storm_of_arrivals_is_one_presence_frame_per_room():
     hub = Hub()
     watcher = Recorder(1, "watcher")
