@@ -2,9 +2,10 @@
 
 Clients are ``picows`` connections: frames are parsed in C and handed to a callback, with no
 task, future or timer per frame. The generator shares two cores with the server it measures, so
-every microsecond it spends per frame is one the server does not get (the ``websockets`` client
-cost about three times as much CPU per delivery, which hid the second worker of the scaling
-scenario behind the clients' own work).
+every microsecond it spends per frame is one the server does not get. The ``websockets`` client
+it replaced spent two to three times as much CPU per delivery (37 µs against 11 to 17 µs at 25,000
+frames/s, against the same reference server; bench/results/part11-generator-*), and at the
+burst's 100,000 frames/s it, not the server, was the limit.
 
 Spawned by ``python -m bench`` (``run_scenario``); importable so that ``multiprocessing`` can start
 it in a fresh interpreter.
