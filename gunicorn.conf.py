@@ -18,9 +18,10 @@ threads = int(os.environ.get("GUNICORN_THREADS", "100"))
 # cap is 10,000 (CHAT_MAX_SOCKETS' default; or ``threads``, if more), so that a storm of sockets
 # (every client reconnecting after a restart) waits in the worker, in order, rather than in the
 # kernel's accept queue. Past that queue (2,048) a SYN is dropped and its client retries after
-# 1, 3, 7, ... 63 s: with gunicorn's 1,000, a storm of 5,000 left some clients unanswered for
-# two minutes. No idle keep-alive connection holds a slot: the chat's HTTP requests are few.
-# (Set in on_starting, once the command line's --threads is known.)
+# 1, 3, 7, ... 63 s (with gunicorn's 1,000 and slower greetings, a storm of 5,000 once left
+# about 100 clients unadmitted after two minutes). No idle keep-alive connection holds a slot:
+# the chat's HTTP requests are few. (Set in on_starting, once the command line's --threads is
+# known.)
 keepalive = 0
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "10"))
