@@ -445,6 +445,17 @@ class Connection:
         self.abort()
 
 
+def _unlist(roster, name, user_id):
+    """Remove ``user_id`` from a sorted roster, where ``name`` should have placed them."""
+    position = bisect.bisect_left(roster, (name.casefold(), user_id))
+    if position < len(roster) and roster[position][1] == user_id:
+        del roster[position]
+        return
+    # Listed under another name (a bug elsewhere): never remove someone else instead.
+    log.error("user %s was not in a roster under %r", user_id, name)
+    roster[:] = [entry for entry in roster if entry[1] != user_id]
+
+
 class Hub:
     """A thread-safe registry of this worker's connections, and fan-out through a backplane.
 
@@ -527,7 +538,10 @@ class Hub:
             first = not sockets
             sockets.add(conn)
             self._set_name(user_id, conn.name)
-            self._rooms[user_id] = dict(rooms)
+            # Merged, not replaced: a room this greeting did not read (a join or leave still on
+            # its way from another worker) stays listed until its own event, so that the user's
+            # rooms, the members and the rosters always agree.
+            self._rooms.setdefault(user_id, {}).update(rooms)
             for room_id in rooms:
                 self._add_member(room_id, user_id)
                 self._refresh(room_id)
@@ -669,8 +683,7 @@ class Hub:
         members = self._members.get(room_id, set())
         if user_id in members:
             members.discard(user_id)
-            roster = self._rosters[room_id]
-            del roster[bisect.bisect_left(roster, (self._names[user_id].casefold(), user_id))]
+            _unlist(self._rosters[room_id], self._names[user_id], user_id)
 
     def _set_name(self, user_id, name):
         """Record a user's display name, moving them in their rooms' rosters; we hold the lock."""
@@ -681,7 +694,7 @@ class Hub:
             for room_id in self._rooms[user_id]:
                 if user_id in self._members.get(room_id, ()):
                     roster = self._rosters[room_id]
-                    del roster[bisect.bisect_left(roster, (old.casefold(), user_id))]
+                    _unlist(roster, old, user_id)
                     bisect.insort(roster, (name.casefold(), user_id))
         self._names[user_id] = name
         self._people[user_id] = {"id": user_id, "name": name}

@@ -105,6 +105,25 @@ def test_online_lists_stay_sorted_by_name_through_arrivals_renames_and_departure
     assert (bob.frames, second_tab.frames) == ([], [])
 
 
+def test_a_tab_greeted_before_a_leave_arrives_keeps_the_rosters_consistent():
+    # Another worker's "left dev" event is still on its way when a new tab of the same user,
+    # which read the user's rooms after the leave, attaches here without dev. A rename in that
+    # window, then the late event, must take that user (and nobody else) off dev's list.
+    hub = Hub()
+    aaa, mid, zzz = Recorder(1, "aaa"), Recorder(2, "mid"), Recorder(3, "zzz")
+    for conn in (aaa, mid, zzz):
+        hub.attach(conn, {7: "general", 8: "dev"})
+    hub.attach(Recorder(2, "mid"), {7: "general"})
+    hub.rename(2, "a")
+    assert [p["name"] for p in hub.online(8)] == ["a", "aaa", "zzz"]
+    hub.unsubscribe(2, 8, "dev", "general")
+    assert [p["name"] for p in hub.online(8)] == ["aaa", "zzz"]
+    assert [p["name"] for p in hub.online(7)] == ["a", "aaa", "zzz"]
+    hub.broadcast(8, "dev only")
+    assert (aaa.frames[-1], zzz.frames[-1]) == ("dev only", "dev only")
+    assert "dev only" not in mid.frames
+
+
 def test_a_storm_of_arrivals_is_one_presence_frame_per_room():
     hub = Hub()
     watcher = Recorder(1, "watcher")
