@@ -174,6 +174,12 @@ class RedisBackplane:
             except (redis.RedisError, OSError, BackplaneError) as error:
                 # BackplaneError: a presence write made while delivering an event failed.
                 log.warning("lost the Redis backplane (%s); retrying in %.1fs", error, delay)
+            except Exception:
+                # A bug while delivering an event. This thread is the worker's only ear on the
+                # channel: dying would leave the worker deaf with every socket still open. Events
+                # may have been missed, so do as for a lost Redis: close the sockets (their
+                # clients resume) and subscribe again.
+                log.exception("the backplane listener failed; resubscribing in %.1fs", delay)
             finally:
                 with contextlib.suppress(redis.RedisError, OSError):
                     pubsub.close()
