@@ -28,8 +28,18 @@ from reader import CLOSE_TIMEOUT
 log = logging.getLogger(__name__)
 
 _STOP = object()
-# Per thread, while it holds Hub.ordered(): the connections it queued frames to, to flush after.
-_deferred = threading.local()
+_OPEN = ConnectionState.OPEN
+_DONTWAIT = socket.MSG_DONTWAIT
+_FRAME_TYPES = (bytes, memoryview)  # What the backlog holds besides close and stop requests.
+
+
+class _Deferred(threading.local):
+    """Per thread, while it holds ``Hub.ordered()``: the connections it queued frames to."""
+
+    connections = None
+
+
+_deferred = _Deferred()
 # Set in each connection's writer thread, the one reader-side writes may wait for.
 _writer = threading.local()
 HUB_KEY = "chat_hub"
@@ -75,7 +85,7 @@ class SerializedSocket:
     """
 
     def __init__(self, sock):
-        self._sock = sock
+        self.raw = sock  # The real socket, for writers that already hold ``lock``.
         self.lock = threading.RLock()
         self._whole = threading.Condition(self.lock)
         # A frame of ours is half written (a non-blocking write took part of it): until the rest
@@ -86,14 +96,9 @@ class SerializedSocket:
         # reader's writes then go through the connection like ours, and never wait.
         self.defer = None
 
-    @property
-    def raw(self):
-        """The real socket, for writers that already hold ``lock``."""
-        return self._sock
-
     def replace(self, sock):
         """Use ``sock`` (a duplicate of the socket) from now on; the caller holds ``lock``."""
-        self._sock = sock
+        self.raw = sock
         if self.broken:  # Aborted while the old one was being replaced.
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -124,7 +129,7 @@ class SerializedSocket:
                 if time.monotonic() > deadline:
                     raise TimeoutError("a frame has been half written for too long")
                 self._whole.wait(0.5)  # The timeout only re-checks ``broken`` and the deadline.
-            self._sock.sendall(data)
+            self.raw.sendall(data)
         finally:
             self.lock.release()
         return len(data)
@@ -132,12 +137,12 @@ class SerializedSocket:
     def close(self):
         """Wake a writer blocked on the socket, then close it when nobody is writing."""
         with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
+            self.raw.shutdown(socket.SHUT_RDWR)
         with self.lock:
-            self._sock.close()
+            self.raw.close()
 
     def __getattr__(self, name):
-        return getattr(self._sock, name)
+        return getattr(self.raw, name)
 
 
 def encode_frame(text):
@@ -181,8 +186,9 @@ class Connection:
         self.name = name
         # The user's language, for errors told outside the socket's request (poller, committer).
         self.locale = locale
-        ws.sock = SerializedSocket(ws.sock)
+        ws.sock = self._sock = SerializedSocket(ws.sock)
         self._ws = ws
+        self._protocol = ws.ws  # wsproto's connection: its state says whether a close went.
         self.current = None  # Key of the room that plain-text frames go to.
         # Messages up to this id were in the database when the socket joined: it has them already.
         self.floor = 0
@@ -191,7 +197,7 @@ class Connection:
         # Guards the backlog and the flags below; never held during I/O.
         self._mutex = threading.Lock()
         self._backlog = collections.deque()  # frames (and _Close/_STOP) waiting for the writer
-        self._writing = False  # a sender or the writer is writing to the socket right now
+        self._writing = False  # the writer thread is writing to the socket right now
         self._aborted = False
         self._closing = False  # a close was requested: nothing more is sent
         self._closed = False  # close() ran: no writer may start any more
@@ -205,18 +211,21 @@ class Connection:
         let go of the lock (no socket I/O under a shared lock, not even a non-blocking one).
         """
         frame = payload if isinstance(payload, bytes) else encode_frame(payload)
-        later = getattr(_deferred, "connections", None)
+        later = _deferred.connections
         with self._mutex:
             if self._aborted or self._closing:
                 return False
             if later is not None:
-                later[self] = None
+                # An empty backlog is nobody's to write yet: ours, once the lock is free. A full
+                # one already has a writer (a section's flush, or the writer thread) that will
+                # take this frame with the rest.
+                if not self._backlog and not self._writing:
+                    later.append(self)
                 return self._enqueue(frame, wake=False)
             if self._writing or self._backlog:
                 return self._enqueue(frame)
-            self._writing = True
-        self._pump([frame])
-        return not self._aborted
+            self._write_locked([frame])
+            return not self._aborted
 
     def serve_without_waiting(self):
         """From now on the reader (a poller thread) never waits to write: see ``_send_control``."""
@@ -235,70 +244,55 @@ class Connection:
             if self._writing or self._backlog:
                 self._enqueue(frame)
                 return
-            self._writing = True
-        self._pump([frame])
+            self._write_locked([frame])
 
     def flush(self):
         """Write what is queued, as far as the socket takes it without waiting."""
         with self._mutex:
             if self._writing or not self._backlog:
-                return
-            frames = self._take_frames()
-            if not frames:
-                self._kick()  # A close request: the writer thread handles it.
-                return
-            self._writing = True
-        self._pump(frames)
+                return  # The writer thread has it, or there is nothing to write.
+            frames = []
+            while self._backlog and isinstance(self._backlog[0], _FRAME_TYPES):
+                frames.append(self._backlog.popleft())
+            if frames:
+                self._write_locked(frames)
+            if self._backlog:
+                self._kick()  # What the socket did not take, or a close request.
 
-    def _take_frames(self):
-        """Pop the frames at the head of the backlog, up to a close request; we hold the mutex."""
-        frames = []
-        while self._backlog and isinstance(self._backlog[0], bytes | memoryview):
-            frames.append(self._backlog.popleft())
-        return frames
+    def _write_locked(self, frames):
+        """Write ``frames`` as far as the socket takes them; the rest goes back to the backlog.
 
-    def _pump(self, frames):
-        """Write ``frames``, then the backlog, without blocking; we hold ``_writing``."""
-        while True:
-            if len(frames) > 1:
-                frames = _coalesce(frames)
-            for position, frame in enumerate(frames):
-                if self._aborted:
-                    break
-                sent = self._write_now(frame)
-                if sent < len(frame):
-                    rest = [memoryview(frame)[sent:], *frames[position + 1 :]]
-                    with self._mutex:
-                        self._writing = False
-                        if not self._aborted:
-                            # Ahead of anything queued meanwhile: frames keep their order.
-                            self._backlog.extendleft(reversed(rest))
-                            self._kick()
-                    return
-            with self._mutex:
-                frames = self._take_frames()
-                if not frames:
-                    self._writing = False
-                    if self._backlog:
-                        self._kick()  # A close request: the writer thread handles it.
-                    return
+        We hold the mutex: it is this connection's alone, and a write that would block is not
+        made (the writer thread finishes it), so holding it costs nobody else a wait. One lock
+        and one system call per frame: this is the fan-out's inner loop.
+        """
+        if len(frames) > 1:
+            frames = _coalesce(frames)
+        for position, frame in enumerate(frames):
+            sent = self._write_now(frame)
+            if self._aborted:
+                return
+            if sent < len(frame):
+                # The rest of a half-written frame must go whatever the state (a memoryview);
+                # an unwritten frame of ours stays bytes, dropped if a close frame goes first.
+                head = frame if sent == 0 else memoryview(frame)[sent:]
+                # Ahead of anything queued meanwhile: frames keep their order.
+                self._backlog.extendleft(reversed([head, *frames[position + 1 :]]))
+                self._kick()
+                return
 
     def _write_now(self, frame):
-        """Write what the socket takes without waiting; return how many bytes went.
-
-        The fan-out's inner loop (once per socket per message): kept to one lock, one state
-        check and one system call.
-        """
-        sock = self._ws.sock
+        """Write what the socket takes without waiting; return how many bytes went."""
+        sock = self._sock
         lock = sock.lock
         if not lock.acquire(blocking=False):
             return 0  # The reader is answering a ping: the writer sends this right after.
         try:
             # Plain bytes are one of our frames (not a reader's, not the rest of a half-written
             # one): dropped once closing, as frames after the close frame must be.
-            if type(frame) is bytes and self._ws.ws.state is not ConnectionState.OPEN:
+            if type(frame) is bytes and self._protocol.state is not _OPEN:
                 return len(frame)
-            sent = sock.raw.send(frame, socket.MSG_DONTWAIT)
+            sent = sock.raw.send(frame, _DONTWAIT)
             if sent != len(frame) or sock.partial:
                 # The rest of a half-written frame (a memoryview) is partial until all of it went.
                 sock.set_partial(sent < len(frame) and (sent > 0 or type(frame) is memoryview))
@@ -306,7 +300,7 @@ class Connection:
         except BlockingIOError:
             return 0
         except (OSError, ValueError):  # ValueError: a TLS socket refuses flags.
-            self.abort()
+            self._abort_locked()
             return len(frame)
         finally:
             lock.release()
@@ -404,8 +398,8 @@ class Connection:
                 with self._mutex:
                     if self._aborted:
                         return
-                    if not self._backlog or self._writing:
-                        break  # A sender writing directly kicks us if it leaves anything.
+                    if not self._backlog:
+                        break  # Whoever queues more kicks us, or flushes it itself.
                     item = self._backlog.popleft()
                     self._writing = True
                 if item is _STOP:
@@ -426,7 +420,7 @@ class Connection:
             # Held across the write: a pong or close frame from the reader cannot cut in. The rest
             # of a half-written frame goes whatever the state, or the stream would be corrupt.
             with sock.lock:
-                if _always_sent(frame) or self._ws.ws.state is ConnectionState.OPEN:
+                if _always_sent(frame) or self._protocol.state is _OPEN:
                     sock.raw.sendall(frame)
                 sock.set_partial(False)
         except (OSError, ValueError):
@@ -515,10 +509,10 @@ class Hub:
 
         With several workers this also holds the backplane's cross-process lock.
         """
-        if getattr(_deferred, "connections", None) is not None:
+        if _deferred.connections is not None:
             yield  # Already inside (a handler that calls another): one lock, one flush.
             return
-        _deferred.connections = touched = {}
+        _deferred.connections = touched = []
         try:
             with self._order, self._backplane.exclusive():
                 yield

@@ -41,7 +41,7 @@ def fan_out(mode, pairs, conns, frame):
         for conn in conns:
             conn.send(frame)
     else:
-        hub._deferred.connections = touched = {}
+        hub._deferred.connections = touched = []
         for conn in conns:
             conn.send(frame)
         hub._deferred.connections = None
