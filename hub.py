@@ -188,7 +188,9 @@ class Connection:
         self.locale = locale
         ws.sock = self._sock = SerializedSocket(ws.sock)
         self._ws = ws
-        self._protocol = ws.ws  # wsproto's connection: its state says whether a close went.
+        # wsproto's connection, which the handshake created: its state says whether a close
+        # frame went (read once per frame, so not through ``ws.ws.state``'s extra property).
+        self._protocol = ws.ws.connection
         self.current = None  # Key of the room that plain-text frames go to.
         # Messages up to this id were in the database when the socket joined: it has them already.
         self.floor = 0

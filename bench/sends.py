@@ -27,7 +27,10 @@ def connections(count):
     conns = []
     for ours, _ in pairs:
         ours.setblocking(False)
-        ws = types.SimpleNamespace(sock=ours, ws=types.SimpleNamespace(state=ConnectionState.OPEN))
+        ws = types.SimpleNamespace(
+            sock=ours,
+            ws=types.SimpleNamespace(connection=types.SimpleNamespace(state=ConnectionState.OPEN)),
+        )
         conns.append(hub.Connection(ws, 1, "user", queue_size=1000))
     return pairs, conns
 

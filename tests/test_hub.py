@@ -287,7 +287,10 @@ def test_a_writer_thread_ends_when_idle_and_the_next_backlog_starts_another(monk
     monkeypatch.setattr(hub_module, "WRITER_IDLE", 0.2)
     ours, peer = socket.socketpair()
     with ours, peer:
-        ws = types.SimpleNamespace(sock=ours, ws=types.SimpleNamespace(state=ConnectionState.OPEN))
+        ws = types.SimpleNamespace(
+            sock=ours,
+            ws=types.SimpleNamespace(connection=types.SimpleNamespace(state=ConnectionState.OPEN)),
+        )
         conn = Connection(ws, user_id=7, name="seven", queue_size=8)
         peer.settimeout(5)
         big = b"x" * 2_000_000
