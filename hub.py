@@ -196,7 +196,8 @@ class Connection:
         self.floor = 0
         self.last_post = None  # The newest message it queued for the committer (handlers.py).
         self._limit = queue_size
-        # Guards the backlog and the flags below; never held during I/O.
+        # Guards the backlog and the flags below. Held during non-blocking writes (they never
+        # wait, and the lock is this socket's alone), never during one that may block.
         self._mutex = threading.Lock()
         self._backlog = collections.deque()  # frames (and _Close/_STOP) waiting for the writer
         self._writing = False  # the writer thread is writing to the socket right now
@@ -231,7 +232,7 @@ class Connection:
 
     def serve_without_waiting(self):
         """From now on the reader (a poller thread) never waits to write: see ``_send_control``."""
-        self._ws.sock.defer = self._send_control
+        self._sock.defer = self._send_control
 
     def _send_control(self, data):
         """Send a frame of the reader's like one of ours: now, or through the backlog.
@@ -343,11 +344,11 @@ class Connection:
 
     def _abort_locked(self):
         self._aborted = True
-        self._ws.sock.broken = True
+        self._sock.broken = True
         self._backlog.clear()  # Release the memory at once: nobody will read it.
         self._wake.set()
         with contextlib.suppress(OSError):  # Already closed: nothing left to wake.
-            self._ws.sock.raw.shutdown(socket.SHUT_RDWR)
+            self._sock.raw.shutdown(socket.SHUT_RDWR)
 
     def close_with(self, code, reason):
         """Send what is queued, then a close frame with ``code``, then hang up."""
@@ -417,7 +418,7 @@ class Connection:
 
     def _write_blocking(self, frame):
         """Write all of ``frame``; False if the socket failed (it is then aborted)."""
-        sock = self._ws.sock
+        sock = self._sock
         try:
             # Held across the write: a pong or close frame from the reader cannot cut in. The rest
             # of a half-written frame goes whatever the state, or the stream would be corrupt.
@@ -433,7 +434,7 @@ class Connection:
     def _send_close(self, request):
         """Send a close frame, give the peer a moment to answer it, then hang up."""
         errors = (ConnectionClosed, OSError, LocalProtocolError)
-        with contextlib.suppress(*errors), self._ws.sock.lock:
+        with contextlib.suppress(*errors), self._sock.lock:
             self._ws.close(request.code, request.reason)
         # Hanging up at once would reset a peer that is still sending, and a reset makes it drop
         # the close frame unread; the reader ends when the peer's close frame arrives.

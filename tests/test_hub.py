@@ -305,3 +305,42 @@ def test_a_writer_thread_ends_when_idle_and_the_next_backlog_starts_another(monk
                 assert _writers(7) == []
         finally:
             conn.abort()
+
+
+def test_a_frame_left_for_the_writer_is_dropped_when_a_close_frame_goes_first(monkeypatch):
+    # The reader holds the socket's lock to answer the peer's close: our frame cannot be written
+    # now and goes to the writer. By the time the writer gets the lock, a close frame has gone,
+    # and nothing may follow it (RFC 6455 5.5.1): the frame is dropped, not sent after it.
+    monkeypatch.setattr(hub_module, "WRITER_IDLE", 0.2)
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        protocol = types.SimpleNamespace(state=ConnectionState.OPEN)
+        ws = types.SimpleNamespace(sock=ours, ws=types.SimpleNamespace(connection=protocol))
+        conn = Connection(ws, user_id=8, name="eight", queue_size=8)
+        holding, answered = threading.Event(), threading.Event()
+
+        def answer_the_close():
+            with ws.sock.lock:  # The SerializedSocket the connection put in its place.
+                holding.set()
+                answered.wait(5)
+                ours.sendall(b"close reply")
+                protocol.state = ConnectionState.CLOSED
+
+        reader = threading.Thread(target=answer_the_close)
+        reader.start()
+        try:
+            assert holding.wait(5)
+            assert conn.send(b"a message")  # Queued: the reader holds the lock.
+            answered.set()
+            reader.join(5)
+            deadline = time.monotonic() + 5
+            while _writers(8) and time.monotonic() < deadline:
+                time.sleep(0.05)  # The writer ends once it has nothing left.
+            assert _writers(8) == []
+            peer.settimeout(0.2)
+            assert _read_exactly(peer, len(b"close reply")) == b"close reply"
+            with pytest.raises(TimeoutError):
+                peer.recv(64)
+        finally:
+            answered.set()
+            conn.abort()
