@@ -1,0 +1,198 @@
+// Frames from the server, one handler per type.
+
+import { markGreeted, sendFrame } from "./connection.js";
+import { isVisible } from "./dom.js";
+import { tellAboutMessage } from "./notify.js";
+import { isQueued, markFailed, resendAll, retryLater } from "./outbox.js";
+import { ClientFrame, ERROR_UNAVAILABLE, GENERAL, ServerFrame } from "./protocol.js";
+import {
+  contentHeight,
+  isNearEnd,
+  keepInView,
+  renderOnline,
+  renderRoomLists,
+  scrollToEnd,
+  showNotice,
+  updateLoadOlder,
+} from "./render.js";
+import {
+  addMessage,
+  clearTyping,
+  dropRoom,
+  markRead,
+  resetRoom,
+  retitleRoom,
+  showRoom,
+  showTyping,
+  upsertRoom,
+} from "./rooms.js";
+import { state } from "./state.js";
+
+export function dispatch(frame) {
+  switch (frame.type) {
+    case ServerFrame.HELLO:
+      onHello(frame);
+      break;
+    case ServerFrame.MESSAGE:
+      onChatMessage(frame);
+      break;
+    case ServerFrame.HISTORY:
+      onHistory(frame);
+      break;
+    case ServerFrame.ROOM:
+      onRoom(frame);
+      break;
+    case ServerFrame.ROOM_LEFT:
+      onRoomLeft(frame);
+      break;
+    case ServerFrame.ROOM_CREATED:
+      onRoomCreated(frame);
+      break;
+    case ServerFrame.PRESENCE:
+      onPresence(frame);
+      break;
+    case ServerFrame.TYPING:
+      onTyping(frame);
+      break;
+    case ServerFrame.READ:
+      onRead(frame);
+      break;
+    case ServerFrame.ERROR:
+      onError(frame);
+      break;
+    case ServerFrame.SWITCHED:
+      state.replaying = false; // See onHello.
+      break;
+    default:
+      console.warn("ignoring a frame of unknown type", frame.type);
+  }
+}
+
+function onHello(frame) {
+  markGreeted();
+  state.me.name = frame.user.name; // Renamed while away, perhaps.
+  state.replaying = state.resumed.size > 0;
+  // The server queues all of the replay before it reads a frame, so the answer to this no-op
+  // switch (the socket's current room is already general) comes right after the last of it.
+  if (state.replaying) sendFrame({ type: ClientFrame.SWITCH, room: GENERAL });
+  syncRooms(frame.rooms);
+  showGeneralHistory(frame);
+  state.publicRooms = frame.public_rooms;
+  if (!state.rooms.has(state.current)) state.current = GENERAL;
+  showRoom(state.current);
+  resendAll();
+}
+
+// The rooms in hello are the ones we are in now: others are dropped, the rest updated.
+function syncRooms(entries) {
+  const keys = new Set(entries.map((entry) => entry.room));
+  for (const key of state.rooms.keys()) if (!keys.has(key)) dropRoom(key);
+  for (const entry of entries) {
+    const room = upsertRoom(entry);
+    room.loading = false; // A page asked for before the disconnect will never come.
+    if (!state.resumed.has(room.key)) {
+      resetRoom(room); // Not resumed: loaded afresh when opened.
+      room.loaded = false;
+    }
+  }
+}
+
+// general's latest page comes in hello itself (empty when resuming): shown unless general is
+// already loaded and nothing came.
+function showGeneralHistory(frame) {
+  const general = state.rooms.get(GENERAL);
+  if (!frame.history.length && general.loaded) return;
+  for (const message of frame.history) addMessage(general, message);
+  general.loaded = true;
+  general.hasMore = frame.history_has_more;
+}
+
+function onChatMessage(frame) {
+  const room = state.rooms.get(frame.room);
+  if (!room) return;
+  const added = addMessage(room, frame);
+  clearTyping(room, frame.user_id);
+  if (added && frame.user_id !== state.me.id) {
+    if (!(room.key === state.current && isVisible())) room.unread += 1;
+    tellAboutMessage(room, frame);
+  }
+  if (room.key === state.current) markRead(room);
+  renderRoomLists();
+}
+
+function onHistory(frame) {
+  const room = state.rooms.get(frame.room);
+  if (!room) return;
+  room.loading = false;
+  if (frame.reset) resetRoom(room);
+  const stuck = room.key === state.current && isNearEnd();
+  const before = contentHeight();
+  for (const message of frame.messages) addMessage(room, message);
+  room.loaded = true;
+  room.hasMore = frame.has_more;
+  if (room.key !== state.current) return;
+  if (frame.reset || stuck) scrollToEnd();
+  else keepInView(before);
+  updateLoadOlder();
+  markRead(room);
+}
+
+function onRoom(entry) {
+  upsertRoom(entry);
+  if (state.wantRoom === entry.room) {
+    state.wantRoom = null;
+    showRoom(entry.room);
+  } else {
+    renderRoomLists();
+  }
+}
+
+function onRoomLeft(frame) {
+  dropRoom(frame.room);
+  if (state.current === frame.room) showRoom(GENERAL);
+  else renderRoomLists();
+}
+
+function onRoomCreated(frame) {
+  if (state.publicRooms.some((item) => item.room === frame.room)) return;
+  state.publicRooms.push({ room: frame.room, title: frame.title, members: 1 });
+  renderRoomLists();
+}
+
+// One frame per room and batch: who is online now, and who is not. Applying it twice is harmless.
+function onPresence(frame) {
+  const room = state.rooms.get(frame.room);
+  if (!room) return;
+  for (const person of frame.offline) room.online.delete(person.user_id);
+  for (const person of frame.online) {
+    if (room.online.get(person.user_id) !== person.user) onOnlineOrRenamed(room, person);
+  }
+  if (room.key === state.current) renderOnline();
+}
+
+// A rename comes as "online" with the new name: the lists, and a direct room's title, follow.
+function onOnlineOrRenamed(room, person) {
+  room.online.set(person.user_id, person.user);
+  if (person.user_id === state.me.id) state.me.name = person.user;
+  else if (room.kind === "direct" && room.title !== person.user) retitleRoom(room, person.user);
+}
+
+function onTyping(frame) {
+  const room = state.rooms.get(frame.room);
+  if (room) showTyping(room, frame.user_id, frame.user, frame.expires_in);
+}
+
+function onRead(frame) {
+  const room = state.rooms.get(frame.room);
+  if (!room) return;
+  room.lastReadId = Math.max(room.lastReadId, frame.id);
+  if (room.lastReadId >= room.lastId) room.unread = 0;
+  renderRoomLists();
+}
+
+function onError(frame) {
+  showNotice(frame.message);
+  if (!isQueued(frame.client_id)) return;
+  if (frame.code === ERROR_UNAVAILABLE) retryLater(frame.client_id);
+  else markFailed(frame.client_id, frame.message);
+}

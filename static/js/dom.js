@@ -1,0 +1,32 @@
+// The page's fixed elements, looked up once. Module scripts run after the document is parsed.
+
+export const root = document.getElementById("chat");
+
+export const ui = {
+  status: document.getElementById("status"),
+  roomTitle: document.getElementById("room-title"),
+  leaveRoom: document.getElementById("leave-room"),
+  roomList: document.getElementById("room-list"),
+  dmList: document.getElementById("dm-list"),
+  dmHint: document.getElementById("dm-hint"),
+  publicList: document.getElementById("public-list"),
+  publicHint: document.getElementById("public-hint"),
+  createRoom: document.getElementById("create-room"),
+  roomName: document.getElementById("room-name"),
+  scroller: document.getElementById("scroller"),
+  loadOlder: document.getElementById("load-older"),
+  lists: document.getElementById("message-lists"),
+  typing: document.getElementById("typing"),
+  notice: document.getElementById("notice"),
+  composer: document.getElementById("composer"),
+  input: document.getElementById("message-input"),
+  online: document.getElementById("online"),
+  onlineCount: document.getElementById("online-count"),
+  panelsToggle: document.getElementById("panels-toggle"),
+  notify: document.getElementById("notify"),
+  announcer: document.getElementById("announcer"),
+};
+
+export function isVisible() {
+  return document.visibilityState === "visible";
+}

@@ -1,0 +1,136 @@
+// What the user does: write and send, create, pick and join rooms, open direct messages, scroll
+// back, come back to the tab, open and close the panels (on a narrow screen, rooms and people
+// are behind a button). chat.js attaches these handlers.
+
+import { sendFrame } from "./connection.js";
+import { isVisible, root, ui } from "./dom.js";
+import { t } from "./i18n.js";
+import { resetHiddenUnread } from "./notify.js";
+import { queueMessage } from "./outbox.js";
+import { ClientFrame } from "./protocol.js";
+import { hideNotice, renderRoomLists, showNotice } from "./render.js";
+import { markRead, openDirect, requestHistory, showRoom } from "./rooms.js";
+import { state } from "./state.js";
+
+const TYPING_EVERY_MS = 3000;
+const LOAD_OLDER_PX = 40; // Scrolled this close to the top: fetch the page before.
+
+// ---- Writing ------------------------------------------------------------------------------
+
+export function onSubmit(event) {
+  event.preventDefault();
+  const text = ui.input.value.trim();
+  if (!text) return;
+  if (queueMessage(text)) {
+    ui.input.value = "";
+    hideNotice();
+  } else {
+    showNotice(t("still_connecting"));
+  }
+  ui.input.focus();
+}
+
+export function onKeyDown(event) {
+  // Enter sends; Shift+Enter is a new line; never interrupt an IME composition.
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    ui.composer.requestSubmit();
+  }
+}
+
+// "Typing" goes out at most every TYPING_EVERY_MS per room, and never for blank input.
+export function onInput() {
+  const now = Date.now();
+  const last = state.lastTypingSent.get(state.current) || 0;
+  if (!ui.input.value.trim() || now - last < TYPING_EVERY_MS) return;
+  if (sendFrame({ type: ClientFrame.TYPING, room: state.current })) {
+    state.lastTypingSent.set(state.current, now);
+  }
+}
+
+// ---- Rooms --------------------------------------------------------------------------------
+
+// The room shows when its room frame arrives (room keys are names in lower case).
+export function onCreateRoom(event) {
+  event.preventDefault();
+  const name = ui.roomName.value.trim();
+  if (!name) return;
+  state.wantRoom = name.toLowerCase();
+  if (sendFrame({ type: ClientFrame.CREATE_ROOM, name })) ui.roomName.value = "";
+}
+
+// The room and direct-message lists are rebuilt often: one listener on each list, not per button.
+export function onRoomButtonClick(event) {
+  const button = event.target.closest(".room-button");
+  if (!button) return;
+  showRoom(button.dataset.room);
+  closePanels();
+}
+
+export function onJoinClick(event) {
+  const button = event.target.closest("button[data-join]");
+  if (!button) return;
+  state.wantRoom = button.dataset.join;
+  sendFrame({ type: ClientFrame.JOIN_ROOM, room: button.dataset.join });
+  closePanels();
+}
+
+export function onDirectClick(event) {
+  const button = event.target.closest(".dm-button");
+  if (!button) return;
+  openDirect(Number(button.dataset.userId));
+  closePanels();
+}
+
+export function onLeaveRoomClick() {
+  sendFrame({ type: ClientFrame.LEAVE_ROOM, room: state.current });
+}
+
+export function onLoadOlderClick() {
+  requestHistory(state.rooms.get(state.current));
+}
+
+export function onScroll() {
+  const room = state.rooms.get(state.current);
+  if (room && room.loaded && room.hasMore && ui.scroller.scrollTop < LOAD_OLDER_PX) {
+    requestHistory(room);
+  }
+}
+
+// Back to the tab: what is on screen has now been read.
+export function onVisibilityChange() {
+  if (isVisible()) resetHiddenUnread();
+  const room = state.rooms.get(state.current);
+  if (room && isVisible()) {
+    markRead(room);
+    renderRoomLists();
+  }
+}
+
+// ---- Panels -------------------------------------------------------------------------------
+
+function setPanels(open) {
+  root.classList.toggle("show-panels", open);
+  ui.panelsToggle.setAttribute("aria-expanded", String(open));
+}
+
+function panelsOpen() {
+  return root.classList.contains("show-panels");
+}
+
+export function onPanelsToggleClick() {
+  setPanels(!panelsOpen());
+}
+
+// A room was picked from the panels: on a phone they cover the conversation, so get out of the way.
+function closePanels() {
+  if (!panelsOpen()) return;
+  setPanels(false);
+  ui.input.focus();
+}
+
+export function onPanelsKeyDown(event) {
+  if (event.key !== "Escape" || !panelsOpen()) return;
+  setPanels(false);
+  ui.panelsToggle.focus();
+}

@@ -1,0 +1,78 @@
+// Telling about a new message from someone else: in the tab title while hidden, to screen
+// readers through #announcer, and as a notification if the user allowed them.
+
+import { ui } from "./dom.js";
+import { t } from "./i18n.js";
+import { showRoom } from "./rooms.js";
+import { state } from "./state.js";
+
+const ANNOUNCED_KEPT = 5;
+const NOTIFICATION_CHARS = 120;
+const pageTitle = document.title;
+
+export function tellAboutMessage(room, frame) {
+  if (document.hidden) countHiddenUnread();
+  if (state.replaying) return; // Missed while disconnected: shown and counted, not announced as news.
+  const who = room.key === state.current ? frame.user : fromWhere(room, frame);
+  announce(t("announce", { name: who, text: frame.text }));
+  if (document.hidden) notify(room, frame);
+}
+
+// Where a message was written, for a notification or an announcement made from another room.
+function fromWhere(room, frame) {
+  if (room.kind === "direct") return t("from_direct", { name: frame.user });
+  return t("from_room", { name: frame.user, room: room.title });
+}
+
+// A role=log region reads what is appended; the last few lines are plenty to keep.
+function announce(text) {
+  const line = document.createElement("p");
+  line.textContent = text;
+  ui.announcer.append(line);
+  while (ui.announcer.childElementCount > ANNOUNCED_KEPT) ui.announcer.firstElementChild.remove();
+}
+
+function countHiddenUnread() {
+  state.hiddenUnread += 1;
+  document.title = `(${state.hiddenUnread}) ${pageTitle}`;
+}
+
+export function resetHiddenUnread() {
+  state.hiddenUnread = 0;
+  document.title = pageTitle;
+}
+
+// Permission is only ever asked for from the button's click, never on page load.
+export function setUpNotifyButton() {
+  ui.notify.hidden = !("Notification" in window && Notification.permission === "default");
+}
+
+export async function onNotifyClick() {
+  await Notification.requestPermission();
+  ui.notify.hidden = true;
+}
+
+// Counted in code points, so that an emoji is never cut in half.
+function truncate(text, limit) {
+  const chars = Array.from(text);
+  return chars.length > limit ? `${chars.slice(0, limit - 1).join("")}…` : text;
+}
+
+function notify(room, frame) {
+  if (!("Notification" in window) || Notification.permission !== "granted") return;
+  const body = truncate(frame.text, NOTIFICATION_CHARS);
+  let notification;
+  try {
+    notification = new Notification(fromWhere(room, frame), { body, tag: room.key });
+  } catch (error) {
+    // Chrome on Android only shows notifications from a service worker, which this page has not.
+    if (!(error instanceof TypeError)) throw error;
+    console.warn("notifications are not available here", error.message);
+    return;
+  }
+  notification.addEventListener("click", () => {
+    window.focus();
+    showRoom(room.key);
+    notification.close();
+  });
+}

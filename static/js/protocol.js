@@ -1,0 +1,57 @@
+// The wire protocol as the page sees it: every frame type it sends or receives, the error code it
+// acts on, and every close code, named in one place. The server names the same in Python
+// (hub.py, backplane.py, protocol.py); the README's protocol reference lists them all.
+
+// Frames the page sends.
+export const ClientFrame = Object.freeze({
+  RESUME: "resume", // The first frame of a socket opened with resume=1.
+  MESSAGE: "message",
+  SWITCH: "switch",
+  CREATE_ROOM: "create_room",
+  JOIN_ROOM: "join_room",
+  LEAVE_ROOM: "leave_room",
+  OPEN_DM: "open_dm",
+  HISTORY: "history",
+  TYPING: "typing",
+  READ: "read",
+});
+
+// Frames the server sends.
+export const ServerFrame = Object.freeze({
+  HELLO: "hello",
+  MESSAGE: "message",
+  HISTORY: "history",
+  ROOM: "room",
+  ROOM_LEFT: "room_left",
+  ROOM_CREATED: "room_created",
+  PRESENCE: "presence",
+  TYPING: "typing",
+  READ: "read",
+  ERROR: "error",
+  SWITCHED: "switched",
+});
+
+// The one error code the page treats specially: nothing was saved, the same frame may be re-sent.
+export const ERROR_UNAVAILABLE = "unavailable";
+
+// Close codes. Only 4001 and 4029 change what the page does (connection.js); on any other it
+// reconnects with backoff and resumes. The rest are named so that the list is complete.
+export const CLOSE_NORMAL = 1000;
+export const CLOSE_GOING_AWAY = 1001; // The server is shutting down (SIGTERM).
+export const CLOSE_ABNORMAL = 1006; // No close frame (a dropped connection): set by the browser.
+export const CLOSE_BAD_DATA = 1007; // A text frame that is not valid UTF-8.
+export const CLOSE_POLICY = 1008; // No pong within a ping interval.
+export const CLOSE_TOO_BIG = 1009; // A frame over CHAT_MAX_FRAME_BYTES.
+export const CLOSE_RESTART = 1012; // The worker lost the backplane and may have missed events.
+export const CLOSE_TRY_AGAIN = 1013; // The greeting failed (the database is down, say).
+export const CLOSE_REVOKED = 4001; // Signed out or password changed: go to the login page.
+export const CLOSE_FLOOD = 4029; // Kept flooding after rate_limited errors: wait longer.
+
+export const GENERAL = "general"; // The room everyone is in, from the start.
+export const MAX_RESUME_ROOMS = 200; // The most rooms one resume frame may name.
+export const HISTORY_PAGE = 50; // Messages asked for per history frame.
+
+// The key of the direct room between two people: "dm:<lower id>:<higher id>".
+export function directRoomKey(userId, otherId) {
+  return `dm:${Math.min(userId, otherId)}:${Math.max(userId, otherId)}`;
+}

@@ -1,0 +1,239 @@
+// Drawing the page from state. User text is only ever set with textContent, never as markup.
+// Buttons carry data attributes and no listeners: input.js listens on their lists.
+
+import { root, ui } from "./dom.js";
+import { formats, t, tCount } from "./i18n.js";
+import { GENERAL } from "./protocol.js";
+import { state } from "./state.js";
+
+const NEAR_END_PX = 80; // Closer than this to the bottom counts as reading the latest messages.
+
+// ---- Status and notices -------------------------------------------------------------------
+
+export function setStatus(stateName, text) {
+  ui.status.dataset.state = stateName;
+  ui.status.textContent = text;
+}
+
+export function showNotice(text) {
+  ui.notice.textContent = text;
+  ui.notice.hidden = false;
+}
+
+export function hideNotice() {
+  ui.notice.hidden = true;
+}
+
+// ---- A room's message list ----------------------------------------------------------------
+
+export function newMessageList(key) {
+  const list = document.createElement("ol");
+  list.className = "messages";
+  list.dataset.room = key;
+  // Not a live region: history and replays would be read out; #announcer says what is new.
+  list.hidden = true;
+  ui.lists.append(list);
+  return list;
+}
+
+export function labelList(room) {
+  const label =
+    room.kind === "direct"
+      ? t("messages_with", { name: room.title })
+      : t("messages_in", { room: room.title });
+  room.list.setAttribute("aria-label", label);
+}
+
+function roomLabel(room) {
+  return room.kind === "direct" ? `@${room.title}` : `#${room.title}`;
+}
+
+// Only the current room's list is shown; the header names it.
+export function renderCurrentRoom(room) {
+  for (const other of state.rooms.values()) other.list.hidden = other !== room;
+  renderRoomTitle(room);
+  ui.leaveRoom.hidden = room.kind !== "public" || room.key === GENERAL;
+}
+
+export function renderRoomTitle(room) {
+  ui.roomTitle.textContent = roomLabel(room);
+}
+
+// Pending messages (sent, not yet confirmed) stay: they are re-sent and confirmed later.
+export function clearConfirmedMessages(room) {
+  for (const item of [...room.list.children]) if (!item.classList.contains("pending")) item.remove();
+}
+
+// ---- Messages -----------------------------------------------------------------------------
+
+// Messages are kept in id order: history pages arrive older, live ones newer; pending stay last.
+export function placeMessage(room, element, id) {
+  room.list.insertBefore(element, nextMessageAfter(room, id));
+}
+
+function nextMessageAfter(room, id) {
+  for (const item of room.list.children) {
+    if (item.classList.contains("pending") || Number(item.dataset.id) > id) return item;
+  }
+  return null;
+}
+
+export function messageElement(frame, own) {
+  const item = document.createElement("li");
+  item.className = own ? "message own" : "message";
+  if (frame.id) item.dataset.id = frame.id;
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  const author = document.createElement("span");
+  author.className = "author";
+  author.textContent = frame.user;
+  meta.append(author);
+  if (frame.ts) meta.append(" ", timeElement(frame.ts));
+  const text = document.createElement("p");
+  text.className = "text";
+  text.dir = "auto"; // Right-to-left messages read right to left, in their own isolate.
+  text.textContent = frame.text;
+  item.append(meta, text);
+  return item;
+}
+
+// Today's messages show the time only; older ones the date too. The tooltip has it all.
+function timeElement(ts) {
+  const moment = new Date(ts);
+  const time = document.createElement("time");
+  time.dateTime = ts;
+  const today = moment.toDateString() === new Date().toDateString();
+  time.textContent = (today ? formats.time : formats.dateTime).format(moment);
+  time.title = formats.full.format(moment);
+  return time;
+}
+
+// A message of ours not confirmed yet, at the end of its room's list.
+export function appendPending(room, text) {
+  const element = messageElement({ user: state.me.name, text, ts: null }, true);
+  element.classList.add("pending");
+  element.title = t("not_sent");
+  room.list.append(element);
+  return element;
+}
+
+export function showFailed(element, reason) {
+  element.classList.remove("pending");
+  element.classList.add("failed");
+  element.title = reason;
+}
+
+// ---- Room lists ---------------------------------------------------------------------------
+
+export function renderRoomLists() {
+  // The buttons are rebuilt: a keyboard user must not lose their place (focus falling to <body>).
+  const focusedRoom = document.activeElement?.closest?.(".room-button")?.dataset.room;
+  const mine = [...state.rooms.values()].sort((a, b) => a.title.localeCompare(b.title));
+  ui.roomList.replaceChildren(...mine.filter((r) => r.kind === "public").map(roomButton));
+  const direct = mine.filter((r) => r.kind === "direct");
+  ui.dmList.replaceChildren(...direct.map(roomButton));
+  ui.dmHint.hidden = direct.length > 0;
+  const others = state.publicRooms.filter((item) => !state.rooms.has(item.room));
+  ui.publicList.replaceChildren(...others.map(joinButton));
+  ui.publicHint.hidden = others.length > 0;
+  if (focusedRoom !== undefined) {
+    root.querySelector(`.room-button[data-room="${CSS.escape(focusedRoom)}"]`)?.focus();
+  }
+}
+
+function roomButton(room) {
+  const item = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "room-button";
+  button.dataset.room = room.key;
+  button.textContent = roomLabel(room);
+  if (room.key === state.current) button.setAttribute("aria-current", "true");
+  if (room.unread > 0) button.append(" ", ...unreadBadge(room.unread));
+  item.append(button);
+  return item;
+}
+
+// The number is for the eye; screen readers get "3 unread" instead (a span has no label).
+function unreadBadge(count) {
+  const badge = document.createElement("span");
+  badge.className = "badge";
+  badge.textContent = String(count);
+  badge.setAttribute("aria-hidden", "true");
+  const spoken = document.createElement("span");
+  spoken.className = "visually-hidden";
+  spoken.textContent = tCount("unread", count);
+  return [badge, spoken];
+}
+
+function joinButton(entry) {
+  const item = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "link-button";
+  button.dataset.join = entry.room;
+  button.textContent = t("join_room", { room: entry.title });
+  item.append(button);
+  return item;
+}
+
+// ---- Who is online, who is typing ---------------------------------------------------------
+
+export function renderOnline() {
+  const room = state.rooms.get(state.current);
+  const people = room ? [...room.online].sort((a, b) => a[1].localeCompare(b[1])) : [];
+  ui.online.replaceChildren(...people.map(([id, name]) => personItem(id, name)));
+  ui.onlineCount.textContent = `(${people.length})`;
+}
+
+function personItem(id, name) {
+  const item = document.createElement("li");
+  const label = document.createElement("span");
+  label.textContent = name;
+  item.append(label);
+  if (id === state.me.id) {
+    item.className = "me";
+    return item;
+  }
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "link-button dm-button";
+  button.dataset.userId = id;
+  button.textContent = t("message_button");
+  button.setAttribute("aria-label", t("message_label", { name }));
+  item.append(" ", button);
+  return item;
+}
+
+export function renderTyping() {
+  const room = state.rooms.get(state.current);
+  const names = room ? [...room.typing.values()].map((entry) => entry.name) : [];
+  if (!names.length) ui.typing.textContent = "";
+  else if (names.length === 1) ui.typing.textContent = t("typing_one", { name: names[0] });
+  else ui.typing.textContent = t("typing_other", { names: formats.list.format(names) });
+}
+
+// ---- Scrolling ----------------------------------------------------------------------------
+
+export function updateLoadOlder() {
+  const room = state.rooms.get(state.current);
+  ui.loadOlder.hidden = !(room && room.loaded && room.hasMore);
+}
+
+export function isNearEnd() {
+  const box = ui.scroller;
+  return box.scrollHeight - box.scrollTop - box.clientHeight < NEAR_END_PX;
+}
+
+export function scrollToEnd() {
+  ui.scroller.scrollTop = ui.scroller.scrollHeight;
+}
+
+export function contentHeight() {
+  return ui.scroller.scrollHeight;
+}
+
+// Older messages were added above: keep what was on screen where it was.
+export function keepInView(heightBefore) {
+  ui.scroller.scrollTop += ui.scroller.scrollHeight - heightBefore;
+}

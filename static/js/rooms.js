@@ -1,0 +1,155 @@
+// The rooms this page knows: a record per room (its list element, the ids it shows, who is
+// online and typing there, unread counts), and moving between them.
+
+import { sendFrame } from "./connection.js";
+import { isVisible } from "./dom.js";
+import { confirmQueued } from "./outbox.js";
+import { ClientFrame, HISTORY_PAGE, directRoomKey } from "./protocol.js";
+import {
+  clearConfirmedMessages,
+  isNearEnd,
+  labelList,
+  messageElement,
+  newMessageList,
+  placeMessage,
+  renderCurrentRoom,
+  renderOnline,
+  renderRoomLists,
+  renderRoomTitle,
+  renderTyping,
+  scrollToEnd,
+  updateLoadOlder,
+} from "./render.js";
+import { state } from "./state.js";
+
+const READ_DELAY_MS = 500;
+
+function newRoom(entry) {
+  return {
+    key: entry.room,
+    list: newMessageList(entry.room),
+    lastId: 0,
+    lastReadId: 0,
+    unread: 0,
+    loaded: false, // Its latest page (or a replay) has been shown.
+    loading: false, // A history frame is on its way.
+    hasMore: true,
+    ids: new Set(),
+    online: new Map(), // user id -> name
+    typing: new Map(), // user id -> { name, timer }
+  };
+}
+
+// A room from hello or a room frame: new, or updated from what the server says now.
+export function upsertRoom(entry) {
+  let room = state.rooms.get(entry.room);
+  if (!room) {
+    room = newRoom(entry);
+    state.rooms.set(entry.room, room);
+  }
+  Object.assign(room, { title: entry.title, kind: entry.kind, unread: entry.unread });
+  room.lastReadId = Math.max(room.lastReadId, entry.last_read_id);
+  room.online = new Map(entry.online.map((person) => [person.id, person.name]));
+  labelList(room);
+  return room;
+}
+
+export function retitleRoom(room, title) {
+  room.title = title;
+  labelList(room);
+  if (room.key === state.current) renderRoomTitle(room);
+  renderRoomLists();
+}
+
+export function dropRoom(key) {
+  const room = state.rooms.get(key);
+  if (!room) return;
+  room.list.remove();
+  for (const { timer } of room.typing.values()) clearTimeout(timer);
+  state.rooms.delete(key);
+}
+
+export function resetRoom(room) {
+  clearConfirmedMessages(room);
+  room.ids.clear();
+  room.lastId = 0;
+}
+
+export function showRoom(key) {
+  const room = state.rooms.get(key);
+  if (!room) return;
+  state.current = key;
+  renderCurrentRoom(room);
+  room.unread = 0;
+  if (!room.loaded) requestHistory(room);
+  markRead(room);
+  renderRoomLists();
+  renderOnline();
+  renderTyping();
+  updateLoadOlder();
+  scrollToEnd();
+}
+
+// The latest page of a room not loaded yet, or the page before the oldest message shown.
+export function requestHistory(room) {
+  if (room.loading) return;
+  const frame = { type: ClientFrame.HISTORY, room: room.key, limit: HISTORY_PAGE };
+  const oldest = room.list.querySelector(".message[data-id]");
+  if (room.loaded && oldest) frame.before = Number(oldest.dataset.id);
+  room.loading = sendFrame(frame);
+}
+
+// A direct room already known is shown at once; otherwise the server's room frame will be.
+export function openDirect(userId) {
+  const key = directRoomKey(userId, state.me.id);
+  if (state.rooms.has(key)) {
+    showRoom(key);
+    return;
+  }
+  state.wantRoom = key;
+  sendFrame({ type: ClientFrame.OPEN_DM, user_id: userId });
+}
+
+// Read markers go out at most every READ_DELAY_MS, not once per message.
+export function markRead(room) {
+  if (room.key !== state.current || !isVisible()) return;
+  room.unread = 0;
+  if (state.readTimer === null) state.readTimer = setTimeout(sendReadMarker, READ_DELAY_MS);
+}
+
+function sendReadMarker() {
+  state.readTimer = null;
+  const room = state.rooms.get(state.current);
+  if (!room || room.lastId <= room.lastReadId) return;
+  const frame = { type: ClientFrame.READ, room: room.key, id: room.lastId };
+  if (sendFrame(frame)) room.lastReadId = room.lastId;
+}
+
+// Whether the message was new to this page (a resent or replayed one may already be here).
+export function addMessage(room, frame) {
+  if (room.ids.has(frame.id)) return false;
+  room.ids.add(frame.id);
+  room.lastId = Math.max(room.lastId, frame.id);
+  const own = frame.user_id === state.me.id;
+  const stuck = room.key === state.current && isNearEnd();
+  if (own) confirmQueued(frame.client_id);
+  placeMessage(room, messageElement(frame, own), frame.id);
+  if (room.key === state.current && (stuck || own)) scrollToEnd();
+  return true;
+}
+
+// The indicator ends by itself: nobody sends "stopped typing".
+export function showTyping(room, userId, name, seconds) {
+  clearTyping(room, userId);
+  const timer = setTimeout(() => clearTyping(room, userId), seconds * 1000);
+  room.typing.set(userId, { name, timer });
+  renderTyping();
+}
+
+export function clearTyping(room, userId) {
+  const entry = room.typing.get(userId);
+  if (!entry) return;
+  clearTimeout(entry.timer);
+  room.typing.delete(userId);
+  if (room.key === state.current) renderTyping();
+}

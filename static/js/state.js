@@ -1,0 +1,23 @@
+// All of the page's mutable state, in one object. Modules read and change it here; nothing else
+// keeps state of its own (the DOM aside).
+
+import { root } from "./dom.js";
+import { GENERAL } from "./protocol.js";
+
+export const state = {
+  me: { id: Number(root.dataset.userId), name: root.dataset.userName }, // name: renames follow
+  token: root.dataset.token, // for the next socket; a fresh one is fetched before each reconnect
+  socket: null,
+  greeted: false, // Nothing but the resume frame may be sent before the server's hello.
+  resumed: new Set(), // Rooms this connection asked to resume.
+  attempt: 0, // Reconnection attempts since the last hello: the backoff's exponent.
+  current: GENERAL, // The room on screen.
+  wantRoom: null, // A room this tab asked for (created, joined, DM): show it when it arrives.
+  rooms: new Map(), // room key -> room record, see newRoom() in rooms.js
+  outbox: new Map(), // client_id -> { room, text, element }: sent or typed, not yet confirmed
+  publicRooms: [], // Public rooms from hello and room_created: { room, title, members }
+  replaying: false, // Between a resuming hello and the end of the replay of what was missed.
+  hiddenUnread: 0, // Messages from others that arrived while the tab was hidden.
+  readTimer: null, // The pending read marker's timeout, if one is due.
+  lastTypingSent: new Map(), // room key -> when this tab last said it was typing there
+};
