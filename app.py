@@ -9,13 +9,13 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import accounts
 import api
-import chat
-import errors
 import i18n
 import models
-import throttle
+import realtime
 from config import Config, finalize, load_environment
+from core import throttle
 from extensions import csrf, limiter
+from web import errors, pages
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -54,7 +54,8 @@ def create_app(test_config=None):
     throttle.init_app(app)
     accounts.init_app(app)
     api.init_app(app)
-    chat.init_app(app)
+    pages.init_app(app)
+    realtime.init_app(app)
     errors.init_app(app)
     app.after_request(_set_security_headers)
     hops = app.config["CHAT_PROXY_HOPS"]

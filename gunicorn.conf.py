@@ -57,9 +57,9 @@ def post_worker_init(worker):
     graceful_stop = worker.handle_exit
 
     def handle_exit(sig, frame):
-        hub = worker.wsgi.extensions.get("chat_hub")
-        if hub is not None:
-            hub.close_all(1001, "Server restarting")  # Only queues close frames: never blocks.
+        runtime = worker.wsgi.extensions.get("chat_runtime")
+        if runtime is not None:
+            runtime.close_sockets()  # 1001: only queues close frames, never blocks.
         graceful_stop(sig, frame)
 
     signal.signal(signal.SIGTERM, handle_exit)
@@ -69,25 +69,15 @@ def worker_exit(server, worker):
     """Let the sockets finish closing, store the messages still queued, then send the last
     presence batch (not on a crash)."""
     extensions = worker.wsgi.extensions if hasattr(worker, "wsgi") else {}
-    if "chat_poller" in extensions:
-        # No request holds them, so gunicorn did not wait: their close frames are on the way.
-        if not extensions["chat_poller"].wait_empty(server.cfg.graceful_timeout):
-            server.log.warning("sockets still open after the graceful timeout")
-        extensions["chat_poller"].stop()
-    if "chat_commits" in extensions:
-        extensions["chat_commits"].stop()
-    hub = extensions.get("chat_hub")
-    if hub is None:
-        return
-    try:
-        hub.presence.flush()
-    except Exception:  # The worker is exiting: the burial announces them later.
-        server.log.exception("could not send the last presence batch")
+    runtime = extensions.get("chat_runtime")
+    if runtime is not None:
+        # No request holds the sockets, so gunicorn did not wait: their close frames are on the way.
+        runtime.shutdown(server.cfg.graceful_timeout)
 
 
 def _join_backplane(app):
     """Subscribe before the first client arrives (the app would otherwise do it on demand)."""
-    hub = app.extensions.get("chat_hub")
-    if hub is not None:
+    runtime = app.extensions.get("chat_runtime")
+    if runtime is not None:
         with app.app_context():
-            hub.start()
+            runtime.start()

@@ -18,6 +18,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from realtime.runtime import runtime_of
+
 SNAPSHOTS = Path(tempfile.gettempdir()) / "chat-tracemem"
 SOCKETS = int(os.environ.get("TRACEMEM_SOCKETS", "2000"))
 
@@ -26,7 +28,7 @@ def _watch(app):
     """Snapshot now, then again one second after ``SOCKETS`` sockets are connected."""
     SNAPSHOTS.mkdir(exist_ok=True)
     tracemalloc.take_snapshot().dump(SNAPSHOTS / "before")
-    hub = app.extensions["chat_hub"]
+    hub = runtime_of(app).hub
     while len(hub._snapshot()) < SOCKETS:
         time.sleep(0.2)
     time.sleep(1)

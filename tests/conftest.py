@@ -24,6 +24,7 @@ from werkzeug.serving import make_server
 from app import create_app
 from extensions import db
 from models import User, ensure_general
+from realtime.runtime import runtime_of
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery"
@@ -99,9 +100,7 @@ def make_app():
 
     yield make
     for made in apps:
-        made.extensions["chat_poller"].stop()
-        made.extensions["chat_commits"].stop()
-        made.extensions["chat_hub"].stop()  # The Redis backplane's threads, when there is one.
+        runtime_of(made).stop()  # Every thread of its socket stack (the backplane's too).
         with made.app_context():
             db.engine.dispose()
 

@@ -5,10 +5,10 @@ import re
 import pytest
 from sqlalchemy import select
 
+from accounts.tokens import TokenError, verify_token
 from conftest import PASSWORD, csrf_token, login, submit_form
 from extensions import db
 from models import User
-from tokens import TokenError, verify_token
 
 
 def register(client, email="alice@example.com", password=PASSWORD, confirm=None):

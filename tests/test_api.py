@@ -2,8 +2,8 @@
 
 import pytest
 
+from accounts.tokens import verify_token
 from conftest import PASSWORD, login
-from tokens import verify_token
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@ from itsdangerous import URLSafeTimedSerializer
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-import protocol
 from conftest import token_issued_at
+from core import text as text_rules
+from realtime import protocol
 from test_socket import rejected
 
 MAX = 2000
@@ -206,6 +207,6 @@ def test_parse_frame_never_raises_and_never_passes_invalid_text(data):
         text = command.text
         assert 0 < len(text) <= MAX
         assert text == text.strip()
-        assert protocol.is_unicode(text)
-        assert not protocol._CONTROL.search(text)
+        assert text_rules.is_unicode(text)
+        assert not text_rules.has_control_characters(text)
         protocol.encode({"text": text, "client_id": command.client_id})  # Always encodable.

@@ -4,6 +4,7 @@ import pytest
 
 from app import create_app
 from config import Config, _development_secret, load_environment
+from realtime.runtime import runtime_of
 
 
 def make(tmp_path, **overrides):
@@ -98,4 +99,4 @@ def test_default_database_is_sqlite_in_the_instance_folder(tmp_path):
 
 def test_apps_do_not_share_a_hub(tmp_path):
     first, second = make(tmp_path, SECRET_KEY="s" * 40), make(tmp_path, SECRET_KEY="s" * 40)
-    assert first.extensions["chat_hub"] is not second.extensions["chat_hub"]
+    assert runtime_of(first).hub is not runtime_of(second).hub

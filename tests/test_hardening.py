@@ -14,13 +14,14 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from werkzeug.serving import make_server
 
-import accounts
+from accounts import views as accounts
 from config import Config
 from conftest import PASSWORD, ChatClient, csrf_token, login, token_issued_at
+from core.throttle import MessageWindows
 from extensions import db
 from models import User
+from realtime.runtime import runtime_of
 from test_socket import assert_refused, raw_socket_that_never_reads, rejected
-from throttle import MessageWindows
 
 
 def socket_url(app, server, user_id):
@@ -311,7 +312,7 @@ def test_a_full_server_refuses_sockets_until_one_closes(app, live_server, ws_con
     assert json.loads(response.body)["error"] == "server_full"
     leaving.ws.close()
     deadline = time.monotonic() + 5
-    while len(app.extensions["chat_poller"]) > 1 and time.monotonic() < deadline:
+    while len(runtime_of(app).poller) > 1 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert ws_connect(carol).hello["type"] == "hello"
 

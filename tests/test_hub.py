@@ -1,16 +1,10 @@
 """The hub's delivery rules, on the in-memory backplane (sockets are tested in test_socket)."""
 
 import json
-import socket
-import threading
 import time
-import types
 
-import pytest
-from wsproto.connection import ConnectionState
-
-import hub as hub_module
-from hub import Connection, Hub, SerializedSocket, _coalesce, encode_frame
+from realtime.hub import Hub
+from realtime.transport.frames import Kind, Outgoing, encode_text
 
 
 class Recorder:
@@ -22,11 +16,18 @@ class Recorder:
         self.frames = []
 
     def send(self, frame):
+        assert isinstance(frame, Outgoing)
+        assert frame.kind is Kind.MESSAGE
+        data = bytes(frame.data)
         # A 2-byte header (FIN + text opcode, length), 4 bytes past 125 bytes, then the text as is.
-        header = 2 if frame[1] < 126 else 4
-        assert frame == encode_frame(frame[header:].decode())
-        self.frames.append(frame[header:].decode())
+        header = 2 if data[1] < 126 else 4
+        assert data == encode_text(data[header:].decode())
+        self.frames.append(data[header:].decode())
         return True
+
+    def queue(self, frame):
+        """Under ``Hub.ordered()``: recorded the same; nothing left to flush."""
+        return self.send(frame) and False
 
     def decoded(self):
         """The frames received, as JSON."""
@@ -182,7 +183,7 @@ class RawRecorder(Recorder):
     """Keeps the bytes it is handed, whole (a batch of messages is one piece)."""
 
     def send(self, frame):
-        self.frames.append(frame)
+        self.frames.append(bytes(frame.data))
         return True
 
 
@@ -192,155 +193,5 @@ def test_a_batch_of_messages_is_one_piece_per_socket_but_respects_floors():
     hub.attach(early, {7: "general"})
     hub.attach(late, {7: "general"})
     hub.broadcast_messages(7, [(10, "ten"), (11, "eleven"), (12, "twelve")])
-    assert early.frames == [b"".join(encode_frame(t) for t in ("ten", "eleven", "twelve"))]
-    assert late.frames == [encode_frame("twelve")]
-
-
-def test_the_reader_gives_up_on_a_writer_stuck_too_long(monkeypatch):
-    # A client whose receive window stays shut holds our writer in sendall with the lock; the
-    # reader's pong must not wait for it forever (it would pin the handler thread).
-    monkeypatch.setattr(hub_module, "SEND_WAIT", 0.2)
-    ours, peer = socket.socketpair()
-    with ours, peer:
-        sock = SerializedSocket(ours)
-        held, release = threading.Event(), threading.Event()
-
-        def stuck_writer():
-            with sock.lock:
-                held.set()
-                release.wait(5)
-
-        writer = threading.Thread(target=stuck_writer)
-        writer.start()
-        held.wait(5)
-        try:
-            with pytest.raises(TimeoutError):
-                sock.send(b"pong")
-        finally:
-            release.set()
-            writer.join(5)
-
-
-def test_frames_queued_together_go_out_in_one_write():
-    rest = memoryview(b"half a frame")[5:]  # The rest of a half-written frame goes alone, first.
-    assert _coalesce([rest, b"one", b"two"]) == [rest, b"onetwo"]
-    assert _coalesce([b"one", b"two", b"three"]) == [b"onetwothree"]
-    assert _coalesce([b"one"]) == [b"one"]
-    assert _coalesce([]) == []
-
-
-def test_a_half_written_frame_keeps_other_writers_out():
-    # A non-blocking write that took part of a frame leaves the socket "partial": the reader
-    # thread's pong must wait for the rest, or it would land inside the frame.
-    ours, peer = socket.socketpair()
-    with ours, peer:
-        sock = SerializedSocket(ours)
-        with sock.lock:
-            sock.set_partial(True)
-        sent = threading.Event()
-        pong = threading.Thread(target=lambda: (sock.send(b"pong"), sent.set()))
-        pong.start()
-        assert not sent.wait(0.3)
-        with sock.lock:
-            ours.sendall(b"rest of the frame")
-            sock.set_partial(False)
-        assert sent.wait(5)
-        pong.join(5)
-        peer.settimeout(5)
-        received = b""
-        while len(received) < len(b"rest of the framepong"):
-            received += peer.recv(64)
-        assert received == b"rest of the framepong"
-
-
-def test_an_aborted_socket_does_not_hold_other_writers_forever():
-    ours, peer = socket.socketpair()
-    with ours, peer:
-        sock = SerializedSocket(ours)
-        with sock.lock:
-            sock.set_partial(True)
-        sock.broken = True  # What abort() sets: nobody will finish the frame.
-        sock.send(b"close")  # Returns instead of waiting.
-        peer.settimeout(5)
-        assert peer.recv(64) == b"close"
-
-
-def _writers(user_id):
-    """The live writer threads of ``user_id``'s connections."""
-    return [t for t in threading.enumerate() if t.name == f"chat-writer-{user_id}"]
-
-
-def _read_exactly(peer, size):
-    """Read ``size`` bytes from ``peer``."""
-    received = bytearray()
-    while len(received) < size:
-        chunk = peer.recv(1 << 20)
-        assert chunk, "the connection closed early"
-        received += chunk
-    return bytes(received)
-
-
-def test_a_writer_thread_ends_when_idle_and_the_next_backlog_starts_another(monkeypatch):
-    # A frame bigger than the socket's buffer needs a writer thread; once the backlog is drained
-    # and nothing comes for WRITER_IDLE seconds, the thread ends instead of living as long as
-    # the socket, and the next frame that would block starts a new one.
-    monkeypatch.setattr(hub_module, "WRITER_IDLE", 0.2)
-    ours, peer = socket.socketpair()
-    with ours, peer:
-        ws = types.SimpleNamespace(
-            sock=ours,
-            ws=types.SimpleNamespace(connection=types.SimpleNamespace(state=ConnectionState.OPEN)),
-        )
-        conn = Connection(ws, user_id=7, name="seven", queue_size=8)
-        peer.settimeout(5)
-        big = b"x" * 2_000_000
-        try:
-            for _ in range(2):
-                assert conn.send(big)
-                assert len(_writers(7)) == 1  # The peer has not read: the rest waits on a thread.
-                assert _read_exactly(peer, len(big)) == big
-                deadline = time.monotonic() + 5
-                while _writers(7) and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                assert _writers(7) == []
-        finally:
-            conn.abort()
-
-
-def test_a_frame_left_for_the_writer_is_dropped_when_a_close_frame_goes_first(monkeypatch):
-    # The reader holds the socket's lock to answer the peer's close: our frame cannot be written
-    # now and goes to the writer. By the time the writer gets the lock, a close frame has gone,
-    # and nothing may follow it (RFC 6455 5.5.1): the frame is dropped, not sent after it.
-    monkeypatch.setattr(hub_module, "WRITER_IDLE", 0.2)
-    ours, peer = socket.socketpair()
-    with ours, peer:
-        protocol = types.SimpleNamespace(state=ConnectionState.OPEN)
-        ws = types.SimpleNamespace(sock=ours, ws=types.SimpleNamespace(connection=protocol))
-        conn = Connection(ws, user_id=8, name="eight", queue_size=8)
-        holding, answered = threading.Event(), threading.Event()
-
-        def answer_the_close():
-            with ws.sock.lock:  # The SerializedSocket the connection put in its place.
-                holding.set()
-                answered.wait(5)
-                ours.sendall(b"close reply")
-                protocol.state = ConnectionState.CLOSED
-
-        reader = threading.Thread(target=answer_the_close)
-        reader.start()
-        try:
-            assert holding.wait(5)
-            assert conn.send(b"a message")  # Queued: the reader holds the lock.
-            answered.set()
-            reader.join(5)
-            deadline = time.monotonic() + 5
-            while _writers(8) and time.monotonic() < deadline:
-                time.sleep(0.05)  # The writer ends once it has nothing left.
-            assert _writers(8) == []
-            peer.settimeout(0.2)
-            assert _read_exactly(peer, len(b"close reply")) == b"close reply"
-            with pytest.raises(TimeoutError):
-                peer.recv(64)
-        finally:
-            answered.set()
-            conn.abort()
+    assert early.frames == [b"".join(encode_text(t) for t in ("ten", "eleven", "twelve"))]
+    assert late.frames == [encode_text("twelve")]

@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-import protocol
-from protocol import ChatMessage, FrameError, parse_frame
+from realtime import protocol
+from realtime.protocol import ChatMessage, FrameError, parse_frame
 
 MAX = 20
 

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import select
 from websockets.sync.client import connect
 
-import rooms
 from conftest import token_issued_at
+from core import rooms
 from extensions import db
 from models import Message, save_message
 

@@ -24,10 +24,12 @@ from sqlalchemy import select
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from backplane import BackplaneError
 from conftest import PASSWORD, GunicornServer, csrf_token, free_port, missing, token_issued_at
 from extensions import db
 from models import Message
+from realtime import events
+from realtime.backplane import BackplaneError
+from realtime.runtime import runtime_of
 
 SETTLE = 30  # seconds for every client to catch up: generous, only reached on failure
 
@@ -461,7 +463,7 @@ def test_with_redis_no_message_lands_in_a_room_just_left(redis_backplane, ws_con
 def test_the_listener_survives_a_failed_delivery(redis_backplane, app, ws_connect, alice, bob,
                                                  monkeypatch, part, method, error):  # fmt: skip
     b = ws_connect(bob)
-    hub = app.extensions["chat_hub"]
+    hub = runtime_of(app).hub
     backplane = hub._backplane
 
     def fail(*_args):
@@ -471,7 +473,7 @@ def test_the_listener_survives_a_failed_delivery(redis_backplane, app, ws_connec
     # write, or a bug, which the listener does not expect): the event is lost for this worker,
     # so it must close its sockets (1012) and come back, not die and leave the worker deaf.
     monkeypatch.setattr({"hub": hub, "backplane": backplane}[part], method, fail)
-    backplane.publish({"kind": "rename", "user": bob, "name": "bobby"})
+    backplane.publish(events.Rename(bob, "bobby"))
     wait_until(lambda: _closed(b.ws), "the socket to close", timeout=5)
     assert b.ws.close_code == 1012
     monkeypatch.undo()

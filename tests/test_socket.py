@@ -14,10 +14,12 @@ from sqlalchemy import func, select
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from backplane import BackplaneError
 from conftest import token_issued_at
 from extensions import db
 from models import Membership, Message, User, save_message
+from realtime import events
+from realtime.backplane import BackplaneError
+from realtime.runtime import runtime_of
 
 
 def message_count(app):
@@ -377,11 +379,11 @@ def test_a_message_stored_but_not_published_goes_out_later_in_order(
     a, b = ws_connect(alice), ws_connect(bob)
     a.await_presence(online=[bob])
     b.settle_presence()
-    backplane = app.extensions["chat_hub"]._backplane
+    backplane = runtime_of(app).hub._backplane
     publish, failures = backplane.publish, []
 
     def publish_failing_once(event, payload=None):
-        if event["kind"] == "messages" and not failures:
+        if isinstance(event, events.Messages) and not failures:
             failures.append(event)
             raise BackplaneError("Redis refused the PUBLISH")
         publish(event, payload)

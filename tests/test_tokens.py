@@ -4,10 +4,10 @@ import string
 
 import pytest
 
+from accounts.tokens import TokenError, issue_token, verify_token
 from conftest import token_issued_at
 from extensions import db
 from models import User
-from tokens import TokenError, issue_token, verify_token
 
 
 @pytest.fixture

@@ -22,14 +22,13 @@ import threading
 from flask_babel import force_locale
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-import protocol
-from backplane import BackplaneError
 from extensions import db
 from models import save_message, save_messages
+from realtime import protocol
+from realtime.backplane import BackplaneError
 
 log = logging.getLogger(__name__)
 
-COMMITS_KEY = "chat_commits"
 # Posts waiting at most: past it, handlers wait for room (their clients' sends then back up in
 # TCP) rather than let a flood grow the queue without bound.
 MAX_WAITING = 10_000
@@ -146,21 +145,21 @@ class GroupCommit:
                 db.session.remove()
             finally:
                 for post in batch:
-                    _answer_safely(post)
+                    _answer_safely(self._hub, post)
 
 
-def _answer_safely(post):
+def _answer_safely(hub, post):
     """Answer the sender, and in any case let its handler go on (``handlers.settle``)."""
     try:
         with force_locale(post.locale) if post.locale else contextlib.nullcontext():
-            _answer(post)
+            _answer(hub, post)
     except Exception:
         log.exception("could not answer a message of user %s", post.conn.user_id)
     finally:
         post.done.set()
 
 
-def _answer(post):
+def _answer(hub, post):
     """Tell the sender what it needs to hear: an error, or the original of a retried message."""
     error = post.error
     if error is None and post.result is None:  # The batch failed on a bug before this post.
@@ -170,11 +169,11 @@ def _answer(post):
         error = protocol.FrameError("unavailable", message, post.client_id)
     if error is not None:
         frame = protocol.error_frame(error.code, error.message, error.client_id, error.retry_after)
-        post.conn.send(protocol.encode(frame))
+        hub.send(post.conn, protocol.encode(frame))
         return
     stored, created = post.result
     if not created:
-        post.conn.send(protocol.encode(protocol.message_frame(stored)))
+        hub.send(post.conn, protocol.encode(protocol.message_frame(stored)))
 
 
 def _store_and_publish(hub, batch, unpublished):

@@ -10,9 +10,9 @@ from wtforms import BooleanField, EmailField, PasswordField, SelectField, String
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import EqualTo, InputRequired, Length, ValidationError
 
+from core.text import has_control_characters, is_invisible
 from i18n import LANGUAGES
 from models import MAX_DISPLAY_NAME_CHARS, User
-from protocol import has_control_characters, is_invisible
 
 MAX_EMAIL_CHARS = 254
 PASSWORDS_DIFFER = _l("The passwords do not match.")

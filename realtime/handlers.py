@@ -3,13 +3,13 @@
 from flask import current_app
 from sqlalchemy.exc import SQLAlchemyError
 
-import commits
-import protocol
-import rooms
-from backplane import BackplaneError
+from core import rooms
+from core.throttle import message_wait
 from extensions import db
 from models import GENERAL, Room, messages_before
-from throttle import message_wait
+from realtime import commits, protocol
+from realtime.backplane import BackplaneError
+from realtime.runtime import current_runtime
 
 # Seconds a handler waits for the committer: for room in its queue, or for this socket's
 # messages to be stored before its next command. Past it the database is as good as down.
@@ -48,8 +48,9 @@ def _member_room(hub, conn, key, client_id):
     return room_id
 
 
-def _send(conn, frame):
-    conn.send(protocol.encode(frame))
+def _send(hub, conn, frame):
+    """Send one frame to the socket that asked."""
+    hub.send(conn, protocol.encode(frame))
 
 
 def _entry(hub, room, user_id):
@@ -68,7 +69,7 @@ def _post(hub, conn, command):
         raise protocol.FrameError("rate_limited", message, command.client_id, wait)
     current_app.logger.info("message from user %s (%d chars)", conn.user_id, len(command.text))
     post = commits.Post(conn, key, command.text, command.client_id, conn.locale)
-    if not current_app.extensions[commits.COMMITS_KEY].add(post, SETTLE_WAIT):
+    if not current_runtime().commits.add(post, SETTLE_WAIT):
         message = protocol.ERROR_MESSAGES["unavailable"]
         raise protocol.FrameError("unavailable", message, command.client_id)
     conn.last_post = post
@@ -91,7 +92,7 @@ def _switch(hub, conn, command):
     """Send this socket's plain-text frames to another of the user's rooms."""
     _member_room(hub, conn, command.room, command.client_id)
     conn.current = command.room
-    _send(conn, {"type": "switched", "room": command.room, "client_id": command.client_id})
+    _send(hub, conn, {"type": "switched", "room": command.room, "client_id": command.client_id})
 
 
 def _create_room(hub, conn, command):
@@ -109,7 +110,7 @@ def _join_room(hub, conn, command):
     with hub.ordered():
         room, joined = rooms.join_public(command.room, conn.user_id)
         if not joined:
-            _send(conn, _entry(hub, room, conn.user_id))
+            _send(hub, conn, _entry(hub, room, conn.user_id))
             return
         hub.subscribe(conn.user_id, room.id, room.key)
         hub.send_to_user(conn.user_id, protocol.encode(_entry(hub, room, conn.user_id)))
@@ -137,7 +138,7 @@ def _open_direct(hub, conn, command):
             raise protocol.FrameError("not_found", message, command.client_id)
         room, created = rooms.open_direct(conn.user_id, command.user_id)
         if not created:
-            _send(conn, _entry(hub, room, conn.user_id))
+            _send(hub, conn, _entry(hub, room, conn.user_id))
             return
         for user_id in (conn.user_id, command.user_id):
             hub.subscribe(user_id, room.id, room.key)
@@ -149,7 +150,7 @@ def _history(hub, conn, command):
     """A page of older messages, for a member of the room only."""
     room_id = _member_room(hub, conn, command.room, command.client_id)
     messages, has_more = page(room_id, command.before, command.limit)
-    _send(conn, protocol.history_frame(command.room, messages, has_more))
+    _send(hub, conn, protocol.history_frame(command.room, messages, has_more))
 
 
 def _typing(hub, conn, command):

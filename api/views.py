@@ -3,12 +3,12 @@
 from flask import Blueprint, current_app, jsonify, request
 from flask_login import current_user
 
-from accounts import authenticate, limit_logins
-from errors import json_error
+from accounts.forms import MAX_EMAIL_CHARS, MAX_PASSWORD_CHARS
+from accounts.tokens import issue_token
+from accounts.views import authenticate, limit_logins
+from core.text import is_unicode
 from extensions import csrf
-from forms import MAX_EMAIL_CHARS, MAX_PASSWORD_CHARS
-from protocol import is_unicode
-from tokens import issue_token
+from web.errors import json_error
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 

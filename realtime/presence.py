@@ -13,8 +13,8 @@ import threading
 
 from sqlalchemy.exc import SQLAlchemyError
 
-import protocol
-from backplane import BackplaneError
+from realtime import protocol
+from realtime.backplane import BackplaneError
 
 log = logging.getLogger(__name__)
 

@@ -29,10 +29,12 @@ from redis.retry import Retry
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from realtime import events
+from realtime.protocol import CLOSE_RESTART
+
 log = logging.getLogger(__name__)
 
 # Application close code 1012 (Service Restart, IANA registry): reconnect and resume.
-CLOSE_RESTART = 1012
 MAX_BACKOFF = 5.0  # seconds between attempts to resubscribe after Redis went away
 # Any constant works; it names the one lock all workers take around "commit, then publish".
 ORDER_LOCK_KEY = 0x63686174  # "chat"
@@ -143,9 +145,9 @@ class RedisBackplane:
     # ---- Events --------------------------------------------------------------------------------
 
     def publish(self, event, payload=None):
-        """Send ``event`` (a small dict) and its encoded frame to every worker, this one too."""
+        """Send ``event`` (``events.py``) and its frame's JSON to every worker, this one too."""
         self.start()
-        message = json.dumps(event, separators=(",", ":"))
+        message = events.encode(event)
         if payload is not None:
             message += "\n" + payload  # The frame travels as is, not re-encoded inside JSON.
         try:
@@ -191,9 +193,8 @@ class RedisBackplane:
         """Hand one published event to the hub; a malformed one is logged and dropped."""
         header, _, payload = message.partition("\n")
         try:
-            event = json.loads(header)
-            self._hub.deliver(event, payload or None)
-        except (ValueError, KeyError, TypeError, AttributeError):
+            self._hub.deliver(events.decode(header), payload or None)
+        except ValueError:
             # Someone else's message on our channel, or a newer worker's event: not ours to die of.
             log.exception("dropped a malformed backplane event: %.200r", message)
 

@@ -1,12 +1,30 @@
 """Rooms and memberships in the database: public rooms, direct messages, unread counts."""
 
+import re
+import unicodedata
+
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 
 from extensions import db
 from models import DIRECT, GENERAL, PUBLIC, Membership, Message, Room, User, ensure_general
-from protocol import ERROR_MESSAGES, room_key
+
+# 1 to 32 Latin letters (accents welcome), digits, "-" or "_", starting with a letter or digit.
+# One script only, so that no room can pass for another with look-alike letters ("general" with
+# a Cyrillic U+0435 for its "e"); keys are NFKC-normalized and case-folded ("Straße" = "STRASSE").
+_LATIN = "A-Za-z0-9\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u017f"
+ROOM_NAME = re.compile(f"[{_LATIN}][{_LATIN}_-]{{0,31}}")
+
+
+def room_key(name):
+    """The key a room name is known by: NFKC-normalized and case-folded."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
+# Lazy: translated when an error frame is built, in the language of that socket's user.
+FORBIDDEN = _l("You are not in this room.")
+NO_SUCH_USER = _l("No such user is online in any of your rooms.")
 
 
 class RoomError(Exception):
@@ -76,7 +94,7 @@ def join_public(key, user_id):
     if room is None or room.kind != PUBLIC:
         # A direct room's key gets the same answer whether it exists or not: nothing leaks.
         if key.startswith("dm:"):
-            raise RoomError("forbidden", ERROR_MESSAGES["forbidden"])
+            raise RoomError("forbidden", FORBIDDEN)
         raise RoomError("not_found", _l("There is no room named “%(name)s”.", name=key))
     return room, _add_member(room.id, user_id)
 
@@ -96,7 +114,7 @@ def open_direct(user_id, other_id):
     if other_id == user_id:
         raise RoomError("bad_request", _l("You cannot open a direct conversation with yourself."))
     if db.session.get(User, other_id) is None:
-        raise RoomError("not_found", ERROR_MESSAGES["no_such_user"])
+        raise RoomError("not_found", NO_SUCH_USER)
     key = direct_key(user_id, other_id)
     room = find_room(key)
     if room is not None:
@@ -119,7 +137,7 @@ def mark_read(room_id, user_id, message_id):
     """Move the user's read marker forward, never past the room's last message; return it."""
     membership = db.session.get(Membership, (room_id, user_id))
     if membership is None:
-        raise RoomError("forbidden", ERROR_MESSAGES["forbidden"])
+        raise RoomError("forbidden", FORBIDDEN)
     last = db.session.scalar(select(func.max(Message.id)).where(Message.room_id == room_id)) or 0
     target = min(message_id, last)
     if target > membership.last_read_id:

@@ -4,29 +4,27 @@ Every frame is a JSON object with a ``type``. See the protocol reference in READ
 """
 
 import json
-import re
 import unicodedata
 from dataclasses import dataclass
 
 from flask_babel import lazy_gettext as _l
+
+from core.rooms import FORBIDDEN, NO_SUCH_USER, ROOM_NAME, room_key
+from core.text import has_control_characters, is_invisible, is_unicode
+
+# Close codes the server sends (RFC 6455 7.4; 4000-4999 are ours to define). The page has the
+# same list in static/js/protocol.js; README.md describes each.
+CLOSE_GOING_AWAY = 1001  # The server is shutting down: reconnect.
+CLOSE_RESTART = 1012  # The backplane was lost: reconnect (and resume).
+CLOSE_TRY_AGAIN = 1013  # The greeting failed: reconnect later.
+CLOSE_REVOKED = 4001  # Logged out or password changed: go to the login page, do not reconnect.
+CLOSE_FLOOD = 4029  # Kept sending faster than the rate limit allows.
 
 MAX_CLIENT_ID_CHARS = 64
 MAX_ROOM_KEY_CHARS = 80
 MAX_PAGE = 100
 DEFAULT_PAGE = 50
 MAX_ID = 2**53  # Larger ids would lose precision in JavaScript.
-# 1 to 32 Latin letters (accents welcome), digits, "-" or "_", starting with a letter or digit.
-# One script only, so that no room can pass for another with look-alike letters ("general" with
-# a Cyrillic U+0435 for its "e"); keys are NFKC-normalized and case-folded ("Straße" = "STRASSE").
-_LATIN = "A-Za-z0-9\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u017f"
-ROOM_NAME = re.compile(f"[{_LATIN}][{_LATIN}_-]{{0,31}}")
-
-
-def room_key(name):
-    """The key a room name is known by: NFKC-normalized and case-folded."""
-    return unicodedata.normalize("NFKC", name).casefold()
-
-
 # Lazy: each is translated when a frame is built, into the language of that socket's user.
 ERROR_MESSAGES = {
     "unsupported": _l("Binary frames are not supported; send text or a JSON object."),
@@ -34,9 +32,9 @@ ERROR_MESSAGES = {
     "empty": _l("The message is empty."),
     "too_long": _l("The message is longer than {max_chars} characters."),
     "unavailable": _l("The message could not be saved; please send it again."),
-    "forbidden": _l("You are not in this room."),
+    "forbidden": FORBIDDEN,
     "rate_limited": _l("You are sending too fast; wait a moment."),
-    "no_such_user": _l("No such user is online in any of your rooms."),
+    "no_such_user": NO_SUCH_USER,
     "bad_text": _l("The message contains control characters (such as NUL or terminal escapes)."),
     "bad_room_name": _l(
         "Room names are 1 to 32 letters, digits, '-' or '_', starting with a letter or a digit."
@@ -260,15 +258,6 @@ def _load_object(data):
     return frame
 
 
-def is_unicode(value):
-    """False for strings JSON can carry but UTF-8 cannot: lone surrogates such as ``\\ud800``."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _reject_constant(name):
     """Refuse NaN and Infinity, which are not JSON."""
     raise ValueError(f"{name} is not valid JSON")
@@ -294,36 +283,17 @@ def _client_id(frame):
     return client_id
 
 
-# C0 and C1 control characters but tab and newline: NUL, terminal escapes (ESC), backspace…
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
 def _validate_text(text, client_id, max_chars):
     """Return ``text`` trimmed, checked neither empty, too long nor holding control characters."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").strip()
-    if _CONTROL.search(text):
+    if has_control_characters(text):
         raise FrameError("bad_text", ERROR_MESSAGES["bad_text"], client_id)
-    if not any(_is_visible(char) for char in text):
+    if is_invisible(text):
         raise FrameError("empty", ERROR_MESSAGES["empty"], client_id)
     if len(text) > max_chars:
         message = ERROR_MESSAGES["too_long"].format(max_chars=max_chars)
         raise FrameError("too_long", message, client_id)
     return text
-
-
-def has_control_characters(text):
-    """True if ``text`` holds a control character other than tab and newline."""
-    return _CONTROL.search(text) is not None
-
-
-def is_invisible(text):
-    """True if nothing in ``text`` would show: only spaces and invisible format characters."""
-    return not any(_is_visible(char) for char in text)
-
-
-def _is_visible(char):
-    """Whitespace and invisible format characters (zero-width space, BOM…) show nothing."""
-    return not char.isspace() and unicodedata.category(char) != "Cf"
 
 
 def encode(frame):

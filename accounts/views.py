@@ -1,11 +1,10 @@
-"""Accounts: register, log in, log out, the session user loader and ``flask create-user``."""
+"""Accounts: register, log in, log out, profile, password, and the session user loader."""
 
 import secrets
 from datetime import timedelta
 from functools import cache
 from urllib.parse import urlsplit
 
-import click
 from flask import (
     Blueprint,
     current_app,
@@ -16,7 +15,6 @@ from flask import (
     session,
     url_for,
 )
-from flask.cli import with_appcontext
 from flask_babel import format_date, refresh
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -27,19 +25,17 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from chat import rename_everywhere
-from extensions import db, limiter, login_manager
-from forms import (
+from accounts.forms import (
     DUPLICATE_EMAIL,
     LoginForm,
     PasswordForm,
     ProfileForm,
     RegisterForm,
-    normalize_email,
-    password_problem,
 )
+from accounts.signals import password_changed, user_renamed, user_signed_out
+from accounts.tokens import revoke
+from extensions import db, limiter, login_manager
 from models import Login, User, utcnow
-from tokens import revoke
 
 bp = Blueprint("accounts", __name__)
 
@@ -214,6 +210,7 @@ def logout():
         _end_login()
         # A token copied from the page must not open sockets after its owner logged out.
         revoke(current_user)
+        _announce(user_signed_out, current_user.id, everywhere=False)
     return _sign_out(_("You have been logged out."))
 
 
@@ -235,6 +232,7 @@ def change_password():
         user = current_user._get_current_object()
         user.set_password(form.password.data)
         revoke(user, end_sessions=True)
+        _announce(password_changed, user.id)
         _start_session(user)  # This browser stays signed in, with a new session.
         flash(_("Your password was changed; you were signed out everywhere else."), "success")
         return redirect(url_for("chat.index"))
@@ -257,7 +255,7 @@ def profile():
         user.locale = form.locale.data or None
         db.session.commit()
         if user.name != old_name:
-            rename_everywhere(user.id, user.name)
+            _announce(user_renamed, user.id, name=user.name)
         # Flashed after the commit, so it is already in the language just chosen.
         refresh()
         flash(_("Your profile was saved."), "success")
@@ -274,37 +272,20 @@ def profile():
 def logout_everywhere():
     """End every session and socket of this user, on every device."""
     revoke(current_user, end_sessions=True)
+    _announce(user_signed_out, current_user.id, everywhere=True)
     return _sign_out(_("You have been logged out on every device."))
 
 
-@click.command("create-user")
-@click.argument("email")
-@click.password_option(help="Prompted for (hidden, twice) when not given.")
-@with_appcontext
-def create_user_command(email, password):
-    """Create an account for EMAIL."""
-    try:
-        email = normalize_email(email)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="EMAIL") from None
-    problem = password_problem(password, email)
-    if problem:
-        raise click.BadParameter(problem, param_hint="--password")
-    if User.by_email(email) is not None:
-        raise click.ClickException(DUPLICATE_EMAIL)
-    user = User(email=email)
-    user.set_password(password)
-    db.session.add(user)
-    db.session.commit()
-    click.echo(f"Created user {user.name} <{email}>.")
+def _announce(signal, user_id, **details):
+    """Tell the listeners (the socket stack) what happened to ``user_id``'s account."""
+    signal.send(current_app._get_current_object(), user_id=user_id, **details)
 
 
 def init_app(app):
-    """Register the blueprint, the session loader and the CLI command."""
+    """Register the blueprint and the session loader."""
     app.register_blueprint(bp)
     login_manager.init_app(app)
     login_manager.user_loader(load_user)
     login_manager.login_view = "accounts.login"
     login_manager.login_message = _l("Please log in to chat.")
     login_manager.login_message_category = "info"
-    app.cli.add_command(create_user_command)

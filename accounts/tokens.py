@@ -5,7 +5,6 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import delete
 
 from extensions import db
-from hub import CLOSE_REVOKED, current_hub
 from models import Login, User
 
 
@@ -31,13 +30,15 @@ def issue_token(user):
 
 
 def revoke(user, end_sessions=False):
-    """Invalidate the user's tokens (and sessions), and close their open sockets with 4001."""
+    """Invalidate the user's tokens (and with ``end_sessions`` their sessions).
+
+    Open sockets are the socket stack's: the caller announces why (``accounts.signals``).
+    """
     user.token_version += 1
     if end_sessions:
         user.session_version += 1
         db.session.execute(delete(Login).where(Login.user_id == user.id))
     db.session.commit()
-    current_hub().close_user(user.id, CLOSE_REVOKED, "Signed out")
 
 
 def verify_token(token):

@@ -1,0 +1,1 @@
+"""The chat's rules, shared by the pages and the socket: rooms, text, rate limits."""

@@ -1,0 +1,131 @@
+"""Hello and goodbye: a socket's greeting (or resume) and its departure, in the hub's order."""
+
+from flask import current_app
+from flask_babel import gettext
+from sqlalchemy.exc import SQLAlchemyError
+
+from core import rooms
+from extensions import db
+from models import GENERAL, latest_message_id, messages_after
+from realtime import handlers, protocol
+from realtime.backplane import BackplaneError
+
+
+def end(hub, conn):
+    """The socket is over: its last messages go out, then it is announced gone and closed."""
+    try:
+        handlers.settle(conn)  # Its last messages go out before it is announced gone.
+        _say_goodbye(hub, conn)
+    finally:
+        conn.close()
+
+
+def read_resume(hub, conn):
+    """The client's last seen ids, from its first frame; a bad or late frame means none."""
+    data = conn.reader.receive(timeout=current_app.config["CHAT_RESUME_WAIT"])
+    if data is None:
+        return {}
+    try:
+        return protocol.parse_resume(data)
+    except protocol.FrameError as error:
+        send_error(hub, conn, error.code, error.message)
+        return {}
+
+
+def greet(hub, conn, resume):
+    """Send ``hello``, replay what the client missed, and announce it; False if that failed."""
+    try:
+        with hub.ordered():
+            _greet_in_order(hub, conn, resume)
+    except (SQLAlchemyError, BackplaneError):
+        current_app.logger.exception("could not greet user %s", conn.user_id)
+        send_error(
+            hub, conn, "unavailable", gettext("The chat is unavailable; please reconnect later.")
+        )
+        return False
+    finally:
+        db.session.remove()
+    return True
+
+
+def _greet_in_order(hub, conn, resume):
+    """The body of ``_greet``, under ``hub.ordered()``.
+
+    Every message is stored and published under that lock, so reading what to send, hello and
+    registration form one step: nothing falls between the history and the live stream. Messages
+    published before it but still in flight from the backplane are at most ``conn.floor``, and
+    the hub skips them for this socket: nothing lands in both either.
+    """
+    generation = hub.generation()
+    if not hub.ready():
+        raise BackplaneError("the backplane was lost")
+    rooms.join_general(conn.user_id)
+    mine = rooms.summaries(conn.user_id)
+    public = rooms.public_rooms()
+    general = next(room for room in mine if room["room"] == GENERAL)
+    history, has_more = ([], False) if GENERAL in resume else handlers.page(general["id"], None)
+    replay = _catch_up(mine, resume)
+    conn.floor = latest_message_id()
+    db.session.remove()
+    conn.current = GENERAL
+    first = hub.attach(conn, {room["id"]: room["room"] for room in mine})
+    if hub.generation() != generation:
+        # The backplane was lost while we read: its "close everyone" may have missed this socket.
+        raise BackplaneError("the backplane was lost during the greeting")
+    online = hub.online_in([room["id"] for room in mine])
+    entries = [protocol.room_entry(room, online[room["id"]]) for room in mine]
+    me = {"id": conn.user_id, "name": conn.name}
+    hello = protocol.hello_frame(me, GENERAL, entries, public, history, has_more)
+    hub.send(conn, protocol.encode(hello))
+    for frame in replay:
+        hub.send(conn, protocol.encode(frame))
+    if first:
+        for room in mine:
+            hub.presence.note(room["id"], room["room"], conn.user_id, conn.name)
+
+
+def _catch_up(mine, resume):
+    """Frames that bring a resuming client from its last seen ids to now, room by room, in order.
+
+    At most ``CHAT_RESUME_LIMIT`` messages are replayed in all; a room that would go past the
+    budget gets its latest page with ``reset: true`` instead, so a long absence cannot flood the
+    socket's queue.
+    """
+    budget = current_app.config["CHAT_RESUME_LIMIT"]
+    frames = []
+    for room in mine:
+        if room["room"] not in resume:
+            continue
+        missed = messages_after(room["id"], resume[room["room"]], budget + 1)
+        if len(missed) <= budget:
+            budget -= len(missed)
+            frames.extend(protocol.message_frame(message) for message in missed)
+        else:
+            messages, has_more = handlers.page(room["id"], None)
+            frames.append(protocol.history_frame(room["room"], messages, has_more, reset=True))
+    return frames
+
+
+def _say_goodbye(hub, conn):
+    """Unregister ``conn``; if it was its user's last socket anywhere, tell each of their rooms."""
+    try:
+        with hub.ordered():  # Presence frames keep one order with hello and with each other.
+            last, where = hub.detach(conn)
+            if last:
+                _announce_departure(hub, conn.user_id, conn.name, where)
+    except (SQLAlchemyError, BackplaneError):
+        # The lock or the backplane is down: still forget the socket here. Other workers learn
+        # of it when their clients resume, or when this worker's presence expires.
+        current_app.logger.warning("could not announce user %s leaving", conn.user_id)
+        _announce_departure(hub, conn.user_id, conn.name, hub.forget(conn))
+
+
+def _announce_departure(hub, user_id, name, rooms_left):
+    """Tell each of ``rooms_left`` ({id: key}), in the next presence batch, that a user left."""
+    for room_id, key in rooms_left.items():
+        hub.presence.note(room_id, key, user_id, name)
+
+
+def send_error(hub, conn, code, message, client_id=None, retry_after=None):
+    """Send an ``error`` frame to this client only."""
+    hub.send(conn, protocol.encode(protocol.error_frame(code, message, client_id, retry_after)))

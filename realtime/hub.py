@@ -1,0 +1,499 @@
+"""The hub: who is connected, and fan-out of frames to them.
+
+A broadcast is framed once (``frames.message``) and handed to each ``Connection``
+(``transport/connection.py``), which writes it without blocking. Fan-out goes through a
+backplane (``backplane.py``): in memory for one process, Redis pub/sub for several.
+"""
+
+import bisect
+import contextlib
+import logging
+import threading
+import time
+
+from realtime import events
+from realtime.backplane import BackplaneError, MemoryBackplane
+from realtime.presence import PresenceBatcher
+from realtime.transport import frames
+from realtime.transport.frames import Outgoing
+
+log = logging.getLogger(__name__)
+
+
+def _unlist(roster, name, user_id):
+    """Remove ``user_id`` from a sorted roster, where ``name`` should have placed them."""
+    position = bisect.bisect_left(roster, (name.casefold(), user_id))
+    if position < len(roster) and roster[position][1] == user_id:
+        del roster[position]
+        return
+    # Listed under another name (a bug elsewhere): never remove someone else instead.
+    log.error("user %s was not in a roster under %r", user_id, name)
+    roster[:] = [entry for entry in roster if entry[1] != user_id]
+
+
+class Hub:
+    """A thread-safe registry of this worker's connections, and fan-out through a backplane.
+
+    Room membership lives in the database; the hub mirrors it for users who are online here, so
+    that a broadcast reaches exactly the sockets of a room's members. Every fan-out is an *event*
+    published on the backplane, which delivers it to the hub of every worker (``deliver``).
+    """
+
+    def __init__(self, backplane=None, presence_interval=0.25):
+        self._backplane = backplane or MemoryBackplane()
+        self._backplane.bind(self)
+        # Arrivals and departures, announced in batches (``presence.py``).
+        self.presence = PresenceBatcher(self, presence_interval)
+        # Guards the registry only; nothing under it does I/O.
+        self._lock = threading.Lock()
+        # Makes "persist, then publish" one step, so every client receives messages in id order
+        # and a joining client's history meets its live frames with no gap and no duplicate.
+        self._order = threading.Lock()
+        # Held by the thread inside ``ordered()``: its writes wait until it lets go of the lock.
+        self._order_holder = None
+        self._touched = []  # The connections it queued frames to, to flush after the lock.
+        # Serializes presence writes, so that an older snapshot never overwrites a newer one.
+        self.presence_lock = threading.Lock()
+        self._sockets = {}  # user id -> set of Connection
+        self._names = {}  # user id -> display name
+        self._people = {}  # user id -> {"id", "name"} for online lists (replaced, not changed)
+        self._rooms = {}  # user id -> {room id: room key}, for users online here
+        self._members = {}  # room id -> set of user ids online here in it
+        # room id -> [(casefolded name, user id)] of those members, kept sorted as they come and
+        # go: a greeting lists a room's people without sorting them (a storm greets thousands).
+        self._rosters = {}
+        # room id -> tuple of Connection, so deliveries read it without the lock; dropped on
+        # change and rebuilt by the next delivery (``_fanout_of``), not once per arrival.
+        self._fanout = {}
+        self._typing = {}  # (user id, room id) -> when their last typing frame was relayed
+
+    # ---- Backplane -----------------------------------------------------------------------------
+
+    def start(self):
+        """Start the backplane and the presence batcher (once; the first socket calls this)."""
+        self._backplane.start()
+        self.presence.start()
+
+    def stop(self):
+        """Stop the backplane's and the batcher's threads (tests make many apps in one process)."""
+        self.presence.stop()
+        self._backplane.stop()
+
+    def generation(self):
+        """Changes whenever the backplane was lost: events may have been missed since."""
+        return self._backplane.generation
+
+    def ready(self, wait=0):
+        """True when sockets may join: the backplane delivers events to this worker."""
+        return self._backplane.ready(wait)
+
+    @contextlib.contextmanager
+    def ordered(self):
+        """A context in which to persist and publish, or to read history and attach.
+
+        With several workers this also holds the backplane's cross-process lock.
+        """
+        me = threading.get_ident()
+        if self._order_holder == me:
+            yield  # Already inside (a handler that calls another): one lock, one flush.
+            return
+        touched = []
+        try:
+            with self._order, self._backplane.exclusive():
+                self._order_holder, self._touched = me, touched
+                try:
+                    yield
+                finally:
+                    self._order_holder = None
+        finally:
+            # The lock is free: now write what was queued under it, each socket in order.
+            for conn in touched:
+                conn.flush()
+
+    def send(self, conn, payload):
+        """Send ``payload`` (a frame's JSON, or an ``Outgoing``) to one socket, never blocking.
+
+        Inside ``ordered()`` it is only queued, and written once the lock is free: no socket
+        I/O under a shared lock, not even a non-blocking write.
+        """
+        frame = payload if isinstance(payload, Outgoing) else frames.message(payload)
+        if self._order_holder == threading.get_ident():
+            if conn.queue(frame):
+                self._touched.append(conn)
+            return
+        conn.send(frame)
+
+    # ---- Registry ------------------------------------------------------------------------------
+
+    def attach(self, conn, rooms):
+        """Register ``conn`` in ``rooms`` ({id: key}); True if its user was online nowhere."""
+        user_id = conn.user_id
+        with self._lock:
+            sockets = self._sockets.setdefault(user_id, set())
+            first = not sockets
+            sockets.add(conn)
+            self._set_name(user_id, conn.name)
+            # Merged, not replaced: a room this greeting did not read (a join or leave still on
+            # its way from another worker) stays listed until its own event, so that the user's
+            # rooms, the members and the rosters always agree.
+            self._rooms.setdefault(user_id, {}).update(rooms)
+            for room_id in rooms:
+                self._add_member(room_id, user_id)
+                self._refresh(room_id)
+        self._publish_presence(user_id)
+        return first and not self._online_elsewhere(user_id)
+
+    def detach(self, conn):
+        """Unregister ``conn``; return ``(last, rooms)``: its user's last socket anywhere? rooms?"""
+        known, last_here, rooms = self._remove(conn)
+        if not known:
+            return False, {}
+        self._publish_presence(conn.user_id)
+        return last_here and not self._online_elsewhere(conn.user_id), rooms
+
+    def forget(self, conn):
+        """Unregister ``conn`` while the backplane may be down; the rooms it left if it was its
+        user's last socket here (for the presence batch, which retries until Redis is back)."""
+        _known, last_here, rooms = self._remove(conn)
+        with contextlib.suppress(BackplaneError):
+            self._publish_presence(conn.user_id)
+        return rooms if last_here else {}
+
+    def _remove(self, conn):
+        """Drop ``conn`` from the registry: ``(was it there, was it its user's last, rooms)``."""
+        user_id = conn.user_id
+        with self._lock:
+            sockets = self._sockets.get(user_id, set())
+            if conn not in sockets:
+                return False, False, {}
+            sockets.discard(conn)
+            rooms = self._rooms[user_id]
+            if not sockets:
+                for room_id in rooms:
+                    self._drop_member(room_id, user_id)
+                    self._typing.pop((user_id, room_id), None)
+                del self._sockets[user_id], self._rooms[user_id]
+                del self._names[user_id], self._people[user_id]
+            for room_id in rooms:
+                self._refresh(room_id)
+        return True, not sockets, rooms
+
+    # Membership and name changes apply here at once, then go to every worker (here again, a
+    # no-op): the caller's next check already sees them (no post lands after a leave).
+
+    def subscribe(self, user_id, room_id, key):
+        """Add a user's sockets, on every worker, to a room they joined."""
+        self._publish_and_apply(events.Subscribe(user_id, room_id, key))
+
+    def unsubscribe(self, user_id, room_id, key, fallback):
+        """Take a user's sockets out of a room they left; those typing in it go to ``fallback``."""
+        self._publish_and_apply(events.Unsubscribe(user_id, room_id, key, fallback))
+
+    def _publish_and_apply(self, event):
+        """Apply ``event`` on this worker now, then publish it to every worker."""
+        if self._backplane.shared:
+            self.deliver(event, None)
+        self._backplane.publish(event)
+
+    def _subscribe(self, user_id, room_id, key):
+        with self._lock:
+            if user_id not in self._sockets:
+                return
+            self._rooms[user_id][room_id] = key
+            self._add_member(room_id, user_id)
+            self._refresh(room_id)
+            name = self._names[user_id]
+        self._publish_presence(user_id)
+        # Every worker hosting the user announces it once its own presence is written: a batch
+        # built before another worker applied the change would state it wrongly for good.
+        self.presence.note(room_id, key, user_id, name)
+
+    def _unsubscribe(self, user_id, room_id, key, fallback):
+        with self._lock:
+            if user_id not in self._sockets:
+                return
+            self._rooms[user_id].pop(room_id, None)
+            self._drop_member(room_id, user_id)
+            self._typing.pop((user_id, room_id), None)
+            self._refresh(room_id)
+            for conn in self._sockets[user_id]:
+                if conn.current == key:
+                    conn.current = fallback
+            name = self._names[user_id]
+        self._publish_presence(user_id)
+        self.presence.note(room_id, key, user_id, name)  # As in _subscribe.
+
+    def rename(self, user_id, name):
+        """Give a user's sockets, on every worker, a new display name."""
+        self._publish_and_apply(events.Rename(user_id, name))
+
+    def _rename(self, user_id, name):
+        with self._lock:
+            if user_id not in self._sockets:
+                return
+            self._set_name(user_id, name)
+            for conn in self._sockets[user_id]:
+                conn.name = name
+            rooms = dict(self._rooms[user_id])
+        self._publish_presence(user_id)
+        for room_id, key in rooms.items():  # As in _subscribe; their own tabs need it too.
+            self.presence.note(room_id, key, user_id, name, echo=True)
+
+    def rooms_of(self, user_id):
+        """``{room id: key}`` of an online user's rooms (empty when they are offline)."""
+        return dict(self.everyone().get(user_id, {}).get("rooms", {}))
+
+    def _refresh(self, room_id):
+        """A room's sockets changed: drop its fan-out tuple; the caller holds the lock."""
+        self._fanout.pop(room_id, None)
+        if not self._members.get(room_id):
+            self._members.pop(room_id, None)
+            self._rosters.pop(room_id, None)
+
+    def _fanout_of(self, room_id):
+        """The sockets in a room, as a tuple that stays valid once the registry changes."""
+        fanout = self._fanout.get(room_id)
+        if fanout is None:
+            with self._lock:
+                fanout = self._fanout.get(room_id)
+                if fanout is None:
+                    members = self._members.get(room_id, ())
+                    fanout = tuple(c for uid in members for c in self._sockets[uid])
+                    if members:  # An empty room keeps no entry (rooms come and go).
+                        self._fanout[room_id] = fanout
+        return fanout
+
+    def _add_member(self, room_id, user_id):
+        """Count a user as online in a room, in its sorted roster too; the caller holds the lock."""
+        members = self._members.setdefault(room_id, set())
+        if user_id not in members:
+            members.add(user_id)
+            key = (self._names[user_id].casefold(), user_id)
+            bisect.insort(self._rosters.setdefault(room_id, []), key)
+
+    def _drop_member(self, room_id, user_id):
+        """Undo ``_add_member`` (nothing if the user was not there); the caller holds the lock."""
+        members = self._members.get(room_id, set())
+        if user_id in members:
+            members.discard(user_id)
+            _unlist(self._rosters[room_id], self._names[user_id], user_id)
+
+    def _set_name(self, user_id, name):
+        """Record a user's display name, moving them in their rooms' rosters; we hold the lock."""
+        old = self._names.get(user_id)
+        if old == name:
+            return
+        if old is not None:
+            for room_id in self._rooms[user_id]:
+                if user_id in self._members.get(room_id, ()):
+                    roster = self._rosters[room_id]
+                    _unlist(roster, old, user_id)
+                    bisect.insort(roster, (name.casefold(), user_id))
+        self._names[user_id] = name
+        self._people[user_id] = {"id": user_id, "name": name}
+
+    def room_id(self, user_id, key):
+        """The id of the room ``key`` if the user is in it, else None."""
+        with self._lock:
+            rooms = self._rooms.get(user_id, {})
+            return next((room_id for room_id, k in rooms.items() if k == key), None)
+
+    # ---- Presence ------------------------------------------------------------------------------
+
+    def local_presence(self):
+        """``{user id: {"name", "rooms", "sockets"}}`` for the users online on this worker."""
+        with self._lock:
+            return {uid: self._entry(uid) for uid in self._sockets}
+
+    def _entry(self, user_id):
+        """One user's presence entry; the caller holds the lock."""
+        rooms = {str(room_id): key for room_id, key in self._rooms[user_id].items()}
+        sockets = len(self._sockets[user_id])
+        return {"name": self._names[user_id], "rooms": rooms, "sockets": sockets}
+
+    def _publish_presence(self, user_id):
+        """Tell the backplane where a user is online now (a no-op in one process)."""
+        if not self._backplane.shared:
+            return
+        with self.presence_lock:
+            with self._lock:
+                entry = self._entry(user_id) if user_id in self._sockets else None
+            self._backplane.set_presence(user_id, entry)
+
+    def _online_elsewhere(self, user_id):
+        """True if another worker has a socket of this user."""
+        if not self._backplane.shared:
+            return False
+        return user_id in self._backplane.everyone(exclude_self=True)
+
+    def everyone(self):
+        """``{user id: {"name", "rooms": {room id: key}, "sockets"}}`` for every worker."""
+        if self._backplane.shared:
+            return self._backplane.everyone()
+        with self._lock:
+            return {
+                uid: {"name": self._names[uid], "rooms": dict(self._rooms[uid]), "sockets": len(s)}
+                for uid, s in self._sockets.items()
+            }
+
+    def online_in(self, room_ids):
+        """``{room id: [{"id", "name"}]}``: who is online in each room, sorted by name.
+
+        The dicts may be shared with other callers: read them, do not change them.
+        """
+        if not self._backplane.shared:
+            # The rooms' sorted rosters directly: a greeting must not copy everyone's presence,
+            # nor build and sort a dict per person (a storm of 5,000 greets each against
+            # thousands).
+            with self._lock:
+                return {
+                    room_id: [self._people[uid] for _, uid in self._rosters.get(room_id, ())]
+                    for room_id in room_ids
+                }
+        wanted = {room_id: [] for room_id in room_ids}
+        for uid, person in self.everyone().items():
+            for room_id in person["rooms"]:
+                if room_id in wanted:
+                    wanted[room_id].append({"id": uid, "name": person["name"]})
+        for people in wanted.values():
+            people.sort(key=lambda person: (person["name"].casefold(), person["id"]))
+        return wanted
+
+    def online(self, room_id):
+        """``[{"id", "name"}]`` of the users online in one room, sorted by name."""
+        return self.online_in([room_id])[room_id]
+
+    def share_a_room(self, user_id, other_id):
+        """True if both users are online and in at least one common room."""
+        with self._lock:
+            mine = set(self._rooms.get(user_id, {}))
+        theirs = self.everyone().get(other_id, {"rooms": {}})["rooms"]
+        return not mine.isdisjoint(theirs)
+
+    def sockets_of(self, user_id):
+        """How many sockets a user has open, on every worker."""
+        if self._backplane.shared:
+            return self._backplane.everyone().get(user_id, {"sockets": 0})["sockets"]
+        with self._lock:
+            return len(self._sockets.get(user_id, ()))
+
+    def allow_typing(self, user_id, room_id, interval):
+        """True at most once per ``interval`` seconds per user and room: typing is throttled."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._typing.get((user_id, room_id))
+            if last is not None and now - last < interval:
+                return False
+            self._typing[(user_id, room_id)] = now
+        return True
+
+    # ---- Fan-out: publish an event; every worker's hub delivers it ------------------------------
+
+    def broadcast(self, room_id, payload, exclude_user=None):
+        """Send ``payload`` (already encoded) to every socket in a room, but ``exclude_user``'s.
+
+        Not for chat messages: ``broadcast_messages`` skips those a socket has in its history.
+        """
+        self._backplane.publish(events.ToRoom(room_id, exclude_user), payload)
+
+    def broadcast_messages(self, room_id, messages):
+        """Send several chat messages of one room (``[(id, payload)]``, in id order) as one event.
+
+        A group commit stores several messages at once: each socket of the room then gets them
+        as one write, queued once, instead of once per message (a socket that joined after some
+        of them, and so has them in its history, gets the others one by one).
+        """
+        event = events.Messages(room_id, tuple(message_id for message_id, _ in messages))
+        # Encoded JSON never holds a raw newline: it separates the messages on the backplane.
+        self._backplane.publish(event, "\n".join(payload for _, payload in messages))
+
+    def send_to_user(self, user_id, payload):
+        """Send ``payload`` to every socket of one user."""
+        self._backplane.publish(events.ToUser(user_id), payload)
+
+    def send_to_all(self, payload):
+        """Send ``payload`` to every socket."""
+        self._backplane.publish(events.ToAll(), payload)
+
+    def close_user(self, user_id, code, reason):
+        """Close every socket of one user, on every worker, with an application close code."""
+        self._backplane.publish(events.CloseUser(user_id, code, reason))
+
+    def close_all(self, code, reason):
+        """Close every socket of *this worker* (shutdown, or a lost backplane)."""
+        for conn in self._snapshot():
+            conn.close_with(code, reason)
+
+    def deliver(self, event, payload):
+        """Carry out one published event on this worker's sockets; never waits on any of them.
+
+        Raises ``ValueError`` for an event that cannot be carried out (a frame missing).
+        """
+        handler = _DELIVERIES[type(event)]
+        handler(self, event, payload)
+
+    def _frame_for(self, payload):
+        """The frame of an event that carries one: framed once, whatever the recipients."""
+        if payload is None:
+            raise ValueError("this event carries a frame")
+        return frames.message(payload)
+
+    def _to_room(self, event, payload):
+        frame = self._frame_for(payload)
+        for conn in self._fanout_of(event.room):
+            if conn.user_id != event.exclude:
+                self.send(conn, frame)
+
+    def _to_user(self, event, payload):
+        frame = self._frame_for(payload)
+        for conn in self._snapshot(event.user):
+            self.send(conn, frame)
+
+    def _to_all(self, _event, payload):
+        frame = self._frame_for(payload)
+        for conn in self._snapshot():
+            self.send(conn, frame)
+
+    def _close_user(self, event, _payload):
+        for conn in self._snapshot(event.user):
+            conn.close_with(event.code, event.reason)
+
+    def _deliver_messages(self, event, payload):
+        """Queue a batch of a room's messages to each of its sockets, in one piece if it can."""
+        texts = [] if payload is None else payload.split("\n")
+        if len(event.ids) != len(texts):
+            raise ValueError("a messages event needs one frame per message")
+        ids = event.ids
+        each = [frames.encode_text(text) for text in texts]
+        whole = frames.messages(each)
+        singles = None
+        for conn in self._fanout_of(event.room):
+            if conn.floor < ids[0]:
+                self.send(conn, whole)
+                continue
+            # It joined after some of them: only the ones it does not have.
+            if singles is None:
+                singles = [frames.Outgoing(frames.Kind.MESSAGE, frame) for frame in each]
+            for message_id, frame in zip(ids, singles, strict=True):
+                if message_id > conn.floor:
+                    self.send(conn, frame)
+
+    def _snapshot(self, user_id=None):
+        """The sockets of one user, or of everyone, copied under the lock."""
+        with self._lock:
+            if user_id is not None:
+                return tuple(self._sockets.get(user_id, ()))
+            return [conn for group in self._sockets.values() for conn in group]
+
+
+# How each event is carried out (``Hub.deliver``).
+_DELIVERIES = {
+    events.ToRoom: Hub._to_room,
+    events.Messages: Hub._deliver_messages,
+    events.ToUser: Hub._to_user,
+    events.ToAll: Hub._to_all,
+    events.CloseUser: Hub._close_user,
+    events.Subscribe: lambda hub, e, _p: hub._subscribe(e.user, e.room, e.key),
+    events.Unsubscribe: lambda hub, e, _p: hub._unsubscribe(e.user, e.room, e.key, e.fallback),
+    events.Rename: lambda hub, e, _p: hub._rename(e.user, e.name),
+}

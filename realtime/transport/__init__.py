@@ -1,0 +1,1 @@
+"""Sockets: the handshake adapter, the reader, the writer (Connection), the epoll poller."""
