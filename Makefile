@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run test lint format db clean bench bench-smoke i18n catalogs
+.PHONY: run test lint typecheck format db clean bench bench-smoke i18n catalogs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# mypy over the app's packages (the files are listed in pyproject.toml).
+typecheck: $(VENV)/.dev
+	$(BIN)/mypy
+
 format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
@@ -55,7 +59,7 @@ node_modules/axe-core/axe.min.js: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: lint catalogs node_modules/axe-core/axe.min.js
+test: lint typecheck catalogs node_modules/axe-core/axe.min.js
 	$(BIN)/pytest
 	CHAT_TEST_DATABASE=postgresql $(BIN)/pytest
 
