@@ -21,12 +21,16 @@ import random
 import secrets
 import socket
 import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import ClassVar, Literal, Protocol, TypedDict, cast
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
-from sqlalchemy import text
+from redis.typing import EncodableT, FieldT
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from realtime import events
@@ -44,31 +48,71 @@ class BackplaneError(Exception):
     """The backplane could not be reached: the caller answers ``unavailable``."""
 
 
+class PresenceEntry(TypedDict):
+    """One user on one worker, as that worker's Redis hash holds it (JSON: room ids as text)."""
+
+    name: str
+    rooms: dict[str, str]  # room id -> room key
+    sockets: int
+
+
+class OnlineUser(TypedDict):
+    """One user over every worker: their name, rooms ({room id: key}) and open sockets."""
+
+    name: str
+    rooms: dict[int, str]
+    sockets: int
+
+
+# A dead worker's user, announced gone: (user id, name, {room id: key}).
+Departed = tuple[int, str, dict[int, str]]
+
+
+class Receiver(Protocol):
+    """What a backplane delivers to: the hub (``hub.py``, which imports this module)."""
+
+    @property
+    def presence_lock(self) -> threading.Lock:
+        """Held while the hub's presence is written or read as a whole."""
+
+    def deliver(self, event: events.Event, payload: str | None) -> None:
+        """Carry out one published event on this worker's sockets."""
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every socket of this worker."""
+
+    def local_presence(self) -> dict[int, PresenceEntry]:
+        """The users online on this worker."""
+
+    def ordered(self) -> AbstractContextManager[None]:
+        """The context in which ordered events are published."""
+
+
 class MemoryBackplane:
     """One process: events are delivered at once, presence is the hub's own registry."""
 
-    shared = False
+    shared: ClassVar[Literal[False]] = False
     generation = 0  # Never lost.
 
-    def bind(self, hub):
+    def bind(self, hub: Receiver) -> None:
         """Deliver events to ``hub``."""
         self._hub = hub
 
-    def start(self):
+    def start(self) -> None:
         """Nothing to start."""
 
-    def ready(self, wait=0):
+    def ready(self, wait: float = 0) -> bool:
         """Always ready."""
         return True
 
-    def stop(self):
+    def stop(self) -> None:
         """Nothing to stop."""
 
-    def exclusive(self):
+    def exclusive(self) -> AbstractContextManager[None]:
         """No other process to exclude: the hub's own lock is enough."""
         return contextlib.nullcontext()
 
-    def publish(self, event, payload=None):
+    def publish(self, event: events.Event, payload: str | None = None) -> None:
         """Deliver ``event`` (and its encoded frame) to this process's sockets now."""
         self._hub.deliver(event, payload)
 
@@ -76,9 +120,17 @@ class MemoryBackplane:
 class RedisBackplane:
     """Workers joined by Redis pub/sub, with presence in Redis hashes that expire with a worker."""
 
-    shared = True
+    shared: ClassVar[Literal[True]] = True
 
-    def __init__(self, url, prefix, heartbeat, ttl, on_departed, engine):
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        heartbeat: int,  # Seconds, whole: Redis counts its expiries (and health checks) so.
+        ttl: int,
+        on_departed: Callable[[Iterable[Departed]], None],
+        engine: Callable[[], Engine],
+    ) -> None:
         self._engine = engine  # () -> the SQLAlchemy engine, for the order lock
         self._url = url
         self._prefix = prefix
@@ -86,20 +138,20 @@ class RedisBackplane:
         self._ttl = ttl
         self._on_departed = on_departed  # called with [(user id, name, {room id: key})]
         self._start_lock = threading.Lock()
-        self._pid = None
+        self._pid: int | None = None
         self._ready = threading.Event()
         self._stopping = threading.Event()
         # Bumped each time the subscription is lost: a greeting that saw it change closes itself.
         self.generation = 0
-        self.worker = None
+        self.worker: str | None = None  # Named by ``start``, in the process that uses it.
 
-    def bind(self, hub):
+    def bind(self, hub: Receiver) -> None:
         """Deliver events to ``hub``; read presence from it when re-registering."""
         self._hub = hub
 
     # ---- Life cycle ----------------------------------------------------------------------------
 
-    def start(self):
+    def start(self) -> None:
         """Connect and start the listener and heartbeat threads, once per process.
 
         Started on first use rather than in ``create_app``: CLI commands never join the chat, and
@@ -127,16 +179,16 @@ class RedisBackplane:
                 thread.start()
             self._pid = os.getpid()  # Last: other threads wait on the lock until all is set.
 
-    def stop(self):
+    def stop(self) -> None:
         """Stop the threads (tests); the worker's presence expires on its own."""
         self._stopping.set()
 
-    def ready(self, wait=0):
+    def ready(self, wait: float = 0) -> bool:
         """True while this worker is subscribed (waiting up to ``wait`` seconds for it)."""
         return self._ready.wait(wait) if wait else self._ready.is_set()
 
     @contextlib.contextmanager
-    def exclusive(self):
+    def exclusive(self) -> Iterator[None]:
         """Hold the lock every worker takes to publish ordered events."""
         self.start()
         with self._exclusive():
@@ -144,7 +196,7 @@ class RedisBackplane:
 
     # ---- Events --------------------------------------------------------------------------------
 
-    def publish(self, event, payload=None):
+    def publish(self, event: events.Event, payload: str | None = None) -> None:
         """Send ``event`` (``events.py``) and its frame's JSON to every worker, this one too."""
         self.start()
         message = events.encode(event)
@@ -155,7 +207,7 @@ class RedisBackplane:
         except redis.RedisError as error:
             raise BackplaneError(f"publish failed: {error}") from error
 
-    def _listen(self):
+    def _listen(self) -> None:
         """Deliver what arrives on the channel; resubscribe with capped, jittered backoff."""
         delay = 0.1
         while not self._stopping.is_set():
@@ -189,7 +241,7 @@ class RedisBackplane:
             self._stopping.wait(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not crypto
             delay = min(delay * 2, MAX_BACKOFF)
 
-    def _deliver(self, message):
+    def _deliver(self, message: str) -> None:
         """Hand one published event to the hub; a malformed one is logged and dropped."""
         header, _, payload = message.partition("\n")
         try:
@@ -198,7 +250,7 @@ class RedisBackplane:
             # Someone else's message on our channel, or a newer worker's event: not ours to die of.
             log.exception("dropped a malformed backplane event: %.200r", message)
 
-    def _lost(self):
+    def _lost(self) -> None:
         """Events may have been missed: close this worker's sockets so their clients resume."""
         if self._ready.is_set():
             self._ready.clear()
@@ -207,9 +259,9 @@ class RedisBackplane:
 
     # ---- Presence ------------------------------------------------------------------------------
 
-    def set_presence(self, user_id, entry):
+    def set_presence(self, user_id: int, entry: PresenceEntry | None) -> None:
         """Record (or with ``entry=None`` forget) one of this worker's users."""
-        key = self._key("presence", self.worker)
+        key = self._key("presence", self._me())
         try:
             if entry is None:
                 self._redis.hdel(key, user_id)
@@ -219,7 +271,7 @@ class RedisBackplane:
         except redis.RedisError as error:
             raise BackplaneError(f"presence update failed: {error}") from error
 
-    def everyone(self, exclude_self=False):
+    def everyone(self, exclude_self: bool = False) -> dict[int, OnlineUser]:
         """``{user id: {"name", "rooms": {room id: key}, "sockets"}}`` over every live worker."""
         try:
             workers = self._live_workers()
@@ -231,38 +283,52 @@ class RedisBackplane:
             tables = pipe.execute()
         except redis.RedisError as error:
             raise BackplaneError(f"presence read failed: {error}") from error
-        people = {}
+        people: dict[int, OnlineUser] = {}
         for table in tables:
             for user_id, raw in table.items():
                 entry = json.loads(raw)
                 rooms = {int(room_id): key for room_id, key in entry["rooms"].items()}
-                person = people.setdefault(int(user_id), {"name": entry["name"], "rooms": {}})
+                person = people.setdefault(
+                    int(user_id), {"name": entry["name"], "rooms": {}, "sockets": 0}
+                )
                 person["rooms"].update(rooms)
-                person["sockets"] = person.get("sockets", 0) + entry["sockets"]
+                person["sockets"] += entry["sockets"]
         return people
 
-    def _live_workers(self):
+    def _live_workers(self) -> list[str]:
         """Workers that beat within the last ``ttl`` seconds (this one always counts)."""
         now = self._now()
-        live = self._redis.zrangebyscore(self._key("workers"), now - self._ttl, "+inf")
-        return sorted({*live, self.worker})
+        live = self._members(self._key("workers"), now - self._ttl, "+inf")
+        return sorted({*live, self._me()})
 
-    def _register(self):
+    def _members(self, key: str, low: float | str, high: float | str) -> list[str]:
+        """The members of sorted set ``key`` scored in ``[low, high]``."""
+        # Without scores and with decode_responses, redis-py gives a list of str.
+        return cast(list[str], self._redis.zrangebyscore(key, low, high))
+
+    def _me(self) -> str:
+        """This worker's name, which ``start`` chose (every Redis call comes after it)."""
+        assert self.worker is not None, "the backplane is used before start()"
+        return self.worker
+
+    def _register(self) -> None:
         """(Re)announce this worker and its users: after a Redis restart, nothing of it is left."""
-        key = self._key("presence", self.worker)
+        key = self._key("presence", self._me())
         # Under the hub's presence lock: a detach cannot slip between our snapshot and our write.
         with self._hub.presence_lock:
             presence = self._hub.local_presence()
-            table = {str(uid): json.dumps(entry) for uid, entry in presence.items()}
+            table: dict[FieldT, EncodableT] = {
+                str(uid): json.dumps(entry) for uid, entry in presence.items()
+            }
             pipe = self._redis.pipeline()
-            pipe.zadd(self._key("workers"), {self.worker: self._now()})
+            pipe.zadd(self._key("workers"), {self._me(): self._now()})
             pipe.delete(key)
             if table:
                 pipe.hset(key, mapping=table)
                 pipe.expire(key, self._ttl * 4)
             pipe.execute()
 
-    def _beat(self):
+    def _beat(self) -> None:
         """Every ``heartbeat`` seconds: prove this worker alive, bury workers that are not."""
         while not self._stopping.wait(self._heartbeat):
             if not self._ready.is_set():
@@ -277,16 +343,16 @@ class RedisBackplane:
                 # while its users are still here, so log whatever it was and keep beating.
                 log.exception("presence heartbeat failed")
 
-    def _beat_once(self):
+    def _beat_once(self) -> None:
         """One heartbeat: refresh this worker, then bury the dead."""
         now = self._now()
-        if self._redis.zadd(self._key("workers"), {self.worker: now}):
+        if self._redis.zadd(self._key("workers"), {self._me(): now}):
             # We had been buried (stalled past the TTL): our users were announced as gone.
             log.warning("worker %s was taken for dead; its sockets reconnect", self.worker)
             self._register()
             self._hub.close_all(CLOSE_RESTART, "Chat service restarting")
-        self._redis.expire(self._key("presence", self.worker), self._ttl * 4)
-        for dead in self._redis.zrangebyscore(self._key("workers"), "-inf", now - self._ttl):
+        self._redis.expire(self._key("presence", self._me()), self._ttl * 4)
+        for dead in self._members(self._key("workers"), "-inf", now - self._ttl):
             if self._redis.zrem(self._key("workers"), dead):  # Only one worker wins each burial.
                 try:
                     self._bury(dead)
@@ -297,7 +363,7 @@ class RedisBackplane:
                         self._redis.renamenx(self._key("tomb", dead), self._key("presence", dead))
                     raise
 
-    def _bury(self, dead):
+    def _bury(self, dead: str) -> None:
         """Drop a dead worker's presence and announce its users gone unless online elsewhere."""
         log.warning("worker %s stopped beating; its users go offline", dead)
         key, tomb = self._key("presence", dead), self._key("tomb", dead)
@@ -309,7 +375,7 @@ class RedisBackplane:
         with self._hub.ordered():
             table = self._redis.hgetall(tomb)
             still_here = self.everyone()
-            gone = []
+            gone: list[Departed] = []
             for user_id, raw in table.items():
                 if int(user_id) not in still_here:
                     entry = json.loads(raw)
@@ -318,29 +384,30 @@ class RedisBackplane:
             self._on_departed(gone)
             self._redis.delete(tomb)  # Only once announced: a failure above retries the burial.
 
-    def _now(self):
+    def _now(self) -> float:
         """Seconds on the Redis server's clock, which every host shares."""
         seconds, micros = self._redis.time()
         return seconds + micros / 1e6
 
-    def _key(self, *parts):
+    def _key(self, *parts: str) -> str:
         return ":".join((self._prefix, *parts))
 
 
-def _order_lock(engine):
+def _order_lock(engine: Engine) -> Callable[[], AbstractContextManager[None]]:
     """A context manager that holds the cross-process order lock for this database."""
     if engine.dialect.name == "postgresql":
         return _postgres_lock(engine)
-    if engine.dialect.name == "sqlite" and engine.url.database not in {None, "", ":memory:"}:
-        return _file_lock(Path(engine.url.database).with_suffix(".order-lock"))
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        return _file_lock(Path(database).with_suffix(".order-lock"))
     raise RuntimeError(f"the Redis backplane needs PostgreSQL or a SQLite file, not {engine.url}")
 
 
-def _postgres_lock(engine):
+def _postgres_lock(engine: Engine) -> Callable[[], AbstractContextManager[None]]:
     """A session-level advisory lock: held across commit and publish, gone if the worker dies."""
 
     @contextlib.contextmanager
-    def hold():
+    def hold() -> Iterator[None]:
         # Autocommit: the connection must not sit "idle in transaction" while it holds the lock
         # (idle_in_transaction_session_timeout would end the session, and the lock with it).
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
@@ -353,11 +420,11 @@ def _postgres_lock(engine):
     return hold
 
 
-def _file_lock(path):
+def _file_lock(path: Path) -> Callable[[], AbstractContextManager[None]]:
     """An exclusive ``flock`` on a file beside the SQLite database: every worker on one host."""
 
     @contextlib.contextmanager
-    def hold():
+    def hold() -> Iterator[None]:
         with open(path, "a") as file:
             fcntl.flock(file, fcntl.LOCK_EX)
             try:

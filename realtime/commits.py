@@ -19,6 +19,7 @@ import itertools
 import logging
 import threading
 
+from flask import Flask
 from flask_babel import force_locale
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -26,6 +27,9 @@ from extensions import db
 from models import save_message, save_messages
 from realtime import protocol
 from realtime.backplane import BackplaneError
+from realtime.hub import Hub
+from realtime.protocol import StoredMessage
+from realtime.transport.connection import Connection
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,9 @@ MAX_WAITING = 10_000
 MAX_BATCH = 1_000  # Posts per transaction: a long backlog is stored in several.
 RETRY_PUBLISH = 1.0  # Seconds between attempts to publish messages stored but not yet published.
 
+# [(room id, [(message id, encoded frame)])]: stored, not yet published, oldest first.
+Unpublished = list[tuple[int, list[tuple[int, str]]]]
+
 
 class Post:
     """A message waiting for the committer, and what became of it."""
@@ -43,34 +50,44 @@ class Post:
         "client_id", "conn", "done", "error", "key", "locale", "result", "room_id", "text",
     )  # fmt: skip
 
-    def __init__(self, conn, key, text, client_id, locale=None):
+    def __init__(
+        self,
+        conn: Connection,
+        key: str | None,
+        text: str,
+        client_id: str | None,
+        locale: str | None = None,
+    ) -> None:
+        # ``key`` None: the socket has no current room (it is refused as ``forbidden``).
         self.conn, self.key, self.text, self.client_id = conn, key, text, client_id
         self.locale = locale  # The sender's language, for an error told from another thread.
-        self.room_id = self.result = self.error = None
+        self.room_id: int | None = None
+        self.result: tuple[StoredMessage, bool] | None = None  # (stored, created)
+        self.error: Exception | None = None
         self.done = threading.Event()  # Stored and published, or refused: the sender was told.
 
 
 class GroupCommit:
     """Posts queued by the handlers, and the thread that stores and publishes them."""
 
-    def __init__(self, app, hub):
+    def __init__(self, app: Flask, hub: Hub) -> None:
         self._app = app
         self._hub = hub
         self._changed = threading.Condition()
-        self._waiting = collections.deque()
+        self._waiting: collections.deque[Post] = collections.deque()
         self._stopping = False
-        self._thread = None
+        self._thread: threading.Thread | None = None
         # [(room id, [(message id, encoded frame)])]: stored, not yet published, oldest first.
-        self._unpublished = []
+        self._unpublished: Unpublished = []
 
-    def start(self):
+    def start(self) -> None:
         """Start the committer thread (once; the first socket calls this)."""
         with self._changed:
             if self._thread is None and not self._stopping:
                 self._thread = threading.Thread(target=self._run, name="chat-commit", daemon=True)
                 self._thread.start()
 
-    def stop(self, timeout=5.0):
+    def stop(self, timeout: float = 5.0) -> None:
         """Store what is queued, then stop the thread (a worker exiting, a test's teardown)."""
         with self._changed:
             self._stopping = True
@@ -79,7 +96,7 @@ class GroupCommit:
         if thread is not None:
             thread.join(timeout)
 
-    def add(self, post, timeout):
+    def add(self, post: Post, timeout: float | None) -> bool:
         """Queue ``post``; False if the queue stayed full for ``timeout`` seconds, or we stop."""
         with self._changed:
             room = self._changed.wait_for(
@@ -91,7 +108,7 @@ class GroupCommit:
             self._changed.notify_all()
         return True
 
-    def _take(self):
+    def _take(self) -> list[Post] | None:
         """The next batch, waiting for one; None once stopped with nothing left.
 
         An empty batch when stored messages wait to be published: they are retried alone.
@@ -106,7 +123,7 @@ class GroupCommit:
             self._changed.notify_all()  # Handlers waiting for room.
         return batch
 
-    def _run(self):
+    def _run(self) -> None:
         """Store and publish batch after batch, until stopped with nothing left."""
         with self._app.app_context():
             while (batch := self._take()) is not None:
@@ -114,7 +131,7 @@ class GroupCommit:
             if self._unpublished:  # Stopping: one last try, rather than none.
                 self._commit_safely([])
 
-    def _commit_safely(self, batch):
+    def _commit_safely(self, batch: list[Post]) -> None:
         """``_commit``, logging a bug instead of ending the thread."""
         try:
             self._commit(batch)
@@ -122,7 +139,7 @@ class GroupCommit:
             # A bug: its posts were answered "unavailable"; the next batch may fare better.
             log.exception("a batch of %d messages failed", len(batch))
 
-    def _commit(self, batch):
+    def _commit(self, batch: list[Post]) -> None:
         """Store and publish ``batch`` under the order lock, then answer whoever needs an answer."""
         try:
             with self._hub.ordered():
@@ -148,7 +165,7 @@ class GroupCommit:
                     _answer_safely(self._hub, post)
 
 
-def _answer_safely(hub, post):
+def _answer_safely(hub: Hub, post: Post) -> None:
     """Answer the sender, and in any case let its handler go on (``handlers.settle``)."""
     try:
         with force_locale(post.locale) if post.locale else contextlib.nullcontext():
@@ -159,30 +176,30 @@ def _answer_safely(hub, post):
         post.done.set()
 
 
-def _answer(hub, post):
+def _answer(hub: Hub, post: Post) -> None:
     """Tell the sender what it needs to hear: an error, or the original of a retried message."""
-    error = post.error
-    if error is None and post.result is None:  # The batch failed on a bug before this post.
-        error = RuntimeError("not stored")
-    if error is not None and not isinstance(error, protocol.FrameError):
+    error, result = post.error, post.result
+    if error is None and result is not None:
+        stored, created = result
+        if not created:
+            hub.send(post.conn, protocol.encode(protocol.message_frame(stored)))
+        return
+    # Refused, or not stored: a database or backplane failure, or a bug in the batch before
+    # this post (neither a result nor an error).
+    if not isinstance(error, protocol.FrameError):
         message = protocol.ERROR_MESSAGES["unavailable"]
         error = protocol.FrameError("unavailable", message, post.client_id)
-    if error is not None:
-        frame = protocol.error_frame(error.code, error.message, error.client_id, error.retry_after)
-        hub.send(post.conn, protocol.encode(frame))
-        return
-    stored, created = post.result
-    if not created:
-        hub.send(post.conn, protocol.encode(protocol.message_frame(stored)))
+    frame = protocol.error_frame(error.code, error.message, error.client_id, error.retry_after)
+    hub.send(post.conn, protocol.encode(frame))
 
 
-def _store_and_publish(hub, batch, unpublished):
+def _store_and_publish(hub: Hub, batch: list[Post], unpublished: Unpublished) -> None:
     """Store a batch of posts in one transaction, then publish them, in id order.
 
     What is stored is queued in ``unpublished`` before publishing, and leaves it once published:
     if the backplane fails midway, the rest is still there to be published later.
     """
-    accepted = []
+    accepted: list[Post] = []
     for post in batch:
         # Checked under the lock that membership changes take: no post lands after a leave.
         post.room_id = hub.room_id(post.conn.user_id, post.key)
@@ -195,17 +212,22 @@ def _store_and_publish(hub, batch, unpublished):
         _store(accepted)
     finally:
         # What was stored, all of the batch or the first posts of a one-by-one fallback that
-        # failed midway, is published; the rest is refused and may be sent again.
-        stored = [post for post in accepted if post.result is not None]
+        # failed midway, is published; the rest is refused and may be sent again. (Every post
+        # accepted has a room id: the test only tells the type checker so.)
+        stored = [
+            (post.room_id, post.result)
+            for post in accepted
+            if post.room_id is not None and post.result is not None
+        ]
         # Runs of consecutive posts to one room go out as one event: one write per socket.
-        for room_id, run in itertools.groupby(stored, lambda post: post.room_id):
-            new = [_encoded(post.result[0]) for post in run if post.result[1]]
+        for room_id, run in itertools.groupby(stored, lambda item: item[0]):
+            new = [_encoded(message) for _, (message, created) in run if created]
             if new:
                 unpublished.append((room_id, new))
     _publish(hub, unpublished)
 
 
-def _publish(hub, unpublished):
+def _publish(hub: Hub, unpublished: Unpublished) -> None:
     """Publish stored messages, oldest first; each leaves the list once it is out."""
     while unpublished:
         room_id, messages = unpublished[0]
@@ -213,12 +235,12 @@ def _publish(hub, unpublished):
         del unpublished[0]
 
 
-def _encoded(stored):
+def _encoded(stored: StoredMessage) -> tuple[int, str]:
     """``(id, JSON text)`` of a stored message's frame."""
     return stored["id"], protocol.encode(protocol.message_frame(stored))
 
 
-def _store(posts):
+def _store(posts: list[Post]) -> None:
     """Set each post's ``result`` to ``(stored, created)``: one INSERT and one commit for all."""
     if not posts:
         return

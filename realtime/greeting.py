@@ -1,5 +1,7 @@
 """Hello and goodbye: a socket's greeting (or resume) and its departure, in the hub's order."""
 
+from collections.abc import Mapping, Sequence
+
 from flask import current_app
 from flask_babel import gettext
 from sqlalchemy.exc import SQLAlchemyError
@@ -9,9 +11,11 @@ from extensions import db
 from models import GENERAL, latest_message_id, messages_after
 from realtime import handlers, protocol
 from realtime.backplane import BackplaneError
+from realtime.hub import Hub
+from realtime.transport.connection import Connection
 
 
-def end(hub, conn):
+def end(hub: Hub, conn: Connection) -> None:
     """The socket is over: its last messages go out, then it is announced gone and closed."""
     try:
         handlers.settle(conn)  # Its last messages go out before it is announced gone.
@@ -20,7 +24,7 @@ def end(hub, conn):
         conn.close()
 
 
-def read_resume(hub, conn):
+def read_resume(hub: Hub, conn: Connection) -> dict[str, int]:
     """The client's last seen ids, from its first frame; a bad or late frame means none."""
     data = conn.reader.receive(timeout=current_app.config["CHAT_RESUME_WAIT"])
     if data is None:
@@ -32,7 +36,7 @@ def read_resume(hub, conn):
         return {}
 
 
-def greet(hub, conn, resume):
+def greet(hub: Hub, conn: Connection, resume: Mapping[str, int]) -> bool:
     """Send ``hello``, replay what the client missed, and announce it; False if that failed."""
     try:
         with hub.ordered():
@@ -48,7 +52,7 @@ def greet(hub, conn, resume):
     return True
 
 
-def _greet_in_order(hub, conn, resume):
+def _greet_in_order(hub: Hub, conn: Connection, resume: Mapping[str, int]) -> None:
     """The body of ``_greet``, under ``hub.ordered()``.
 
     Every message is stored and published under that lock, so reading what to send, hello and
@@ -74,7 +78,7 @@ def _greet_in_order(hub, conn, resume):
         raise BackplaneError("the backplane was lost during the greeting")
     online = hub.online_in([room["id"] for room in mine])
     entries = [protocol.room_entry(room, online[room["id"]]) for room in mine]
-    me = {"id": conn.user_id, "name": conn.name}
+    me: protocol.Person = {"id": conn.user_id, "name": conn.name}
     hello = protocol.hello_frame(me, GENERAL, entries, public, history, has_more)
     hub.send(conn, protocol.encode(hello))
     for frame in replay:
@@ -84,7 +88,9 @@ def _greet_in_order(hub, conn, resume):
             hub.presence.note(room["id"], room["room"], conn.user_id, conn.name)
 
 
-def _catch_up(mine, resume):
+def _catch_up(
+    mine: Sequence[protocol.RoomSummary], resume: Mapping[str, int]
+) -> list[protocol.MessageFrame | protocol.HistoryFrame]:
     """Frames that bring a resuming client from its last seen ids to now, room by room, in order.
 
     At most ``CHAT_RESUME_LIMIT`` messages are replayed in all; a room that would go past the
@@ -92,7 +98,7 @@ def _catch_up(mine, resume):
     socket's queue.
     """
     budget = current_app.config["CHAT_RESUME_LIMIT"]
-    frames = []
+    frames: list[protocol.MessageFrame | protocol.HistoryFrame] = []
     for room in mine:
         if room["room"] not in resume:
             continue
@@ -106,7 +112,7 @@ def _catch_up(mine, resume):
     return frames
 
 
-def _say_goodbye(hub, conn):
+def _say_goodbye(hub: Hub, conn: Connection) -> None:
     """Unregister ``conn``; if it was its user's last socket anywhere, tell each of their rooms."""
     try:
         with hub.ordered():  # Presence frames keep one order with hello and with each other.
@@ -120,12 +126,19 @@ def _say_goodbye(hub, conn):
         _announce_departure(hub, conn.user_id, conn.name, hub.forget(conn))
 
 
-def _announce_departure(hub, user_id, name, rooms_left):
+def _announce_departure(hub: Hub, user_id: int, name: str, rooms_left: Mapping[int, str]) -> None:
     """Tell each of ``rooms_left`` ({id: key}), in the next presence batch, that a user left."""
     for room_id, key in rooms_left.items():
         hub.presence.note(room_id, key, user_id, name)
 
 
-def send_error(hub, conn, code, message, client_id=None, retry_after=None):
+def send_error(
+    hub: Hub,
+    conn: Connection,
+    code: str,
+    message: protocol.Translatable,
+    client_id: str | None = None,
+    retry_after: float | None = None,
+) -> None:
     """Send an ``error`` frame to this client only."""
     hub.send(conn, protocol.encode(protocol.error_frame(code, message, client_id, retry_after)))

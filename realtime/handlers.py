@@ -1,5 +1,8 @@
 """One handler per client frame type. Each checks that the user is in the room it names."""
 
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
 from flask import current_app
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -9,14 +12,17 @@ from extensions import db
 from models import GENERAL, Room, messages_before
 from realtime import commits, protocol
 from realtime.backplane import BackplaneError
+from realtime.hub import Hub
+from realtime.protocol import StoredMessage
 from realtime.runtime import current_runtime
+from realtime.transport.connection import Connection
 
 # Seconds a handler waits for the committer: for room in its queue, or for this socket's
 # messages to be stored before its next command. Past it the database is as good as down.
 SETTLE_WAIT = 10.0
 
 
-def handle(hub, conn, command):
+def handle(hub: Hub, conn: Connection, command: protocol.Command) -> None:
     """Run the handler for ``command``; refusals and database failures raise ``FrameError``."""
     if not isinstance(command, protocol.ChatMessage) and not settle(conn):
         # Its earlier messages are still not stored: running this first could reorder them.
@@ -33,14 +39,16 @@ def handle(hub, conn, command):
         raise protocol.FrameError("unavailable", message, command.client_id) from None
 
 
-def page(room_id, before, limit=None):
+def page(
+    room_id: int, before: int | None, limit: int | None = None
+) -> tuple[Sequence[StoredMessage], bool]:
     """A page of a room's messages older than ``before``, oldest first, and whether more exist."""
     limit = limit or current_app.config["CHAT_HISTORY_SIZE"]
     messages = messages_before(room_id, before, limit + 1)
     return messages[-limit:], len(messages) > limit
 
 
-def _member_room(hub, conn, key, client_id):
+def _member_room(hub: Hub, conn: Connection, key: str, client_id: str | None) -> int:
     """The id of room ``key`` if the user is in it; ``forbidden`` otherwise, whatever the room."""
     room_id = hub.room_id(conn.user_id, key)
     if room_id is None:
@@ -48,18 +56,18 @@ def _member_room(hub, conn, key, client_id):
     return room_id
 
 
-def _send(hub, conn, frame):
+def _send(hub: Hub, conn: Connection, frame: Mapping[str, object]) -> None:
     """Send one frame to the socket that asked."""
     hub.send(conn, protocol.encode(frame))
 
 
-def _entry(hub, room, user_id):
+def _entry(hub: Hub, room: Room, user_id: int) -> dict[str, object]:
     """The ``room`` frame describing ``room`` to ``user_id``."""
     summary = rooms.summary(room, user_id)
     return {"type": "room", **protocol.room_entry(summary, hub.online(room.id))}
 
 
-def _post(hub, conn, command):
+def _post(hub: Hub, conn: Connection, command: protocol.ChatMessage) -> None:
     """Queue a message for the group committer (``commits.py``), which stores and publishes it."""
     key = command.room or conn.current
     config = current_app.config
@@ -75,27 +83,27 @@ def _post(hub, conn, command):
     conn.last_post = post
 
 
-def settle(conn):
+def settle(conn: Connection) -> bool:
     """Wait until this socket's messages are stored and published (or refused); False if not yet.
 
     Whatever the client sends after a message is handled after it: a leave must not overtake the
     message before it, nor a socket's departure its last words.
     """
-    post = conn.last_post
-    if post is not None and not post.done.wait(SETTLE_WAIT):
+    post = conn.last_post  # None, or the Post that ``_post`` queued.
+    if isinstance(post, commits.Post) and not post.done.wait(SETTLE_WAIT):
         current_app.logger.warning("messages of user %s still not stored", conn.user_id)
         return False
     return True
 
 
-def _switch(hub, conn, command):
+def _switch(hub: Hub, conn: Connection, command: protocol.Switch) -> None:
     """Send this socket's plain-text frames to another of the user's rooms."""
     _member_room(hub, conn, command.room, command.client_id)
     conn.current = command.room
     _send(hub, conn, {"type": "switched", "room": command.room, "client_id": command.client_id})
 
 
-def _create_room(hub, conn, command):
+def _create_room(hub: Hub, conn: Connection, command: protocol.CreateRoom) -> None:
     """Create a public room with its creator in it, and let everyone discover it."""
     with hub.ordered():
         room = rooms.create_room(command.name, conn.user_id)
@@ -105,7 +113,7 @@ def _create_room(hub, conn, command):
         hub.send_to_all(protocol.encode(created))
 
 
-def _join_room(hub, conn, command):
+def _join_room(hub: Hub, conn: Connection, command: protocol.JoinRoom) -> None:
     """Join a public room; the user's sockets start receiving it and its members see them."""
     with hub.ordered():
         room, joined = rooms.join_public(command.room, conn.user_id)
@@ -117,7 +125,7 @@ def _join_room(hub, conn, command):
         hub.presence.note(room.id, room.key, conn.user_id, conn.name)
 
 
-def _leave_room(hub, conn, command):
+def _leave_room(hub: Hub, conn: Connection, command: protocol.LeaveRoom) -> None:
     """Leave a public room: the user's sockets stop receiving it and its members see them go."""
     with hub.ordered():
         room_id = _member_room(hub, conn, command.room, command.client_id)
@@ -128,7 +136,7 @@ def _leave_room(hub, conn, command):
         hub.presence.note(room_id, command.room, conn.user_id, conn.name)
 
 
-def _open_direct(hub, conn, command):
+def _open_direct(hub: Hub, conn: Connection, command: protocol.OpenDirect) -> None:
     """Open the direct room with another user; both of them get it in their room list."""
     with hub.ordered():
         known = rooms.find_room(rooms.direct_key(conn.user_id, command.user_id)) is not None
@@ -146,14 +154,14 @@ def _open_direct(hub, conn, command):
             hub.send_to_user(user_id, protocol.encode(_entry(hub, room, user_id)))
 
 
-def _history(hub, conn, command):
+def _history(hub: Hub, conn: Connection, command: protocol.History) -> None:
     """A page of older messages, for a member of the room only."""
     room_id = _member_room(hub, conn, command.room, command.client_id)
     messages, has_more = page(room_id, command.before, command.limit)
     _send(hub, conn, protocol.history_frame(command.room, messages, has_more))
 
 
-def _typing(hub, conn, command):
+def _typing(hub: Hub, conn: Connection, command: protocol.Typing) -> None:
     """Relay "is typing" to the room's other members, at most once per interval; never stored."""
     room_id = _member_room(hub, conn, command.room, command.client_id)
     config = current_app.config
@@ -164,7 +172,7 @@ def _typing(hub, conn, command):
         hub.broadcast(room_id, protocol.encode(frame), exclude_user=conn.user_id)
 
 
-def _read(hub, conn, command):
+def _read(hub: Hub, conn: Connection, command: protocol.Read) -> None:
     """Move the user's read marker; all their tabs learn it, so unread counts agree."""
     room_id = _member_room(hub, conn, command.room, command.client_id)
     marker = rooms.mark_read(room_id, conn.user_id, command.id)
@@ -173,14 +181,26 @@ def _read(hub, conn, command):
     )
 
 
-_HANDLERS = {
-    protocol.ChatMessage: _post,
-    protocol.Switch: _switch,
-    protocol.CreateRoom: _create_room,
-    protocol.JoinRoom: _join_room,
-    protocol.LeaveRoom: _leave_room,
-    protocol.OpenDirect: _open_direct,
-    protocol.History: _history,
-    protocol.Typing: _typing,
-    protocol.Read: _read,
-}
+_C = TypeVar("_C", bound=protocol.Command)
+# A handler takes the command type it is filed under (``_filed`` checks it): Any stands for it.
+_Handler = Callable[[Hub, Connection, Any], None]
+
+
+def _filed(kind: type[_C], handler: Callable[[Hub, Connection, _C], None]) -> tuple[type, _Handler]:
+    """An entry of ``_HANDLERS``: ``handler`` runs commands of type ``kind``."""
+    return kind, handler
+
+
+_HANDLERS: dict[type, _Handler] = dict(
+    [
+        _filed(protocol.ChatMessage, _post),
+        _filed(protocol.Switch, _switch),
+        _filed(protocol.CreateRoom, _create_room),
+        _filed(protocol.JoinRoom, _join_room),
+        _filed(protocol.LeaveRoom, _leave_room),
+        _filed(protocol.OpenDirect, _open_direct),
+        _filed(protocol.History, _history),
+        _filed(protocol.Typing, _typing),
+        _filed(protocol.Read, _read),
+    ]
+)

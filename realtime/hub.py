@@ -10,17 +10,30 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 from realtime import events
-from realtime.backplane import BackplaneError, MemoryBackplane
+from realtime.backplane import (
+    BackplaneError,
+    MemoryBackplane,
+    OnlineUser,
+    PresenceEntry,
+    RedisBackplane,
+)
 from realtime.presence import PresenceBatcher
+from realtime.protocol import Person
 from realtime.transport import frames
+from realtime.transport.connection import Connection
 from realtime.transport.frames import Outgoing
 
 log = logging.getLogger(__name__)
 
+# A room's members online here, sorted by name: [(casefolded name, user id)].
+Roster = list[tuple[str, int]]
 
-def _unlist(roster, name, user_id):
+
+def _unlist(roster: Roster, name: str, user_id: int) -> None:
     """Remove ``user_id`` from a sorted roster, where ``name`` should have placed them."""
     position = bisect.bisect_left(roster, (name.casefold(), user_id))
     if position < len(roster) and roster[position][1] == user_id:
@@ -39,7 +52,11 @@ class Hub:
     published on the backplane, which delivers it to the hub of every worker (``deliver``).
     """
 
-    def __init__(self, backplane=None, presence_interval=0.25):
+    def __init__(
+        self,
+        backplane: MemoryBackplane | RedisBackplane | None = None,
+        presence_interval: float = 0.25,
+    ) -> None:
         self._backplane = backplane or MemoryBackplane()
         self._backplane.bind(self)
         # Arrivals and departures, announced in batches (``presence.py``).
@@ -50,45 +67,49 @@ class Hub:
         # and a joining client's history meets its live frames with no gap and no duplicate.
         self._order = threading.Lock()
         # Held by the thread inside ``ordered()``: its writes wait until it lets go of the lock.
-        self._order_holder = None
-        self._touched = []  # The connections it queued frames to, to flush after the lock.
+        self._order_holder: int | None = None
+        # The connections it queued frames to, to flush after the lock.
+        self._touched: list[Connection] = []
         # Serializes presence writes, so that an older snapshot never overwrites a newer one.
         self.presence_lock = threading.Lock()
-        self._sockets = {}  # user id -> set of Connection
-        self._names = {}  # user id -> display name
-        self._people = {}  # user id -> {"id", "name"} for online lists (replaced, not changed)
-        self._rooms = {}  # user id -> {room id: room key}, for users online here
-        self._members = {}  # room id -> set of user ids online here in it
+        self._sockets: dict[int, set[Connection]] = {}  # user id -> set of Connection
+        self._names: dict[int, str] = {}  # user id -> display name
+        # user id -> {"id", "name"} for online lists (replaced, not changed)
+        self._people: dict[int, Person] = {}
+        # user id -> {room id: room key}, for users online here
+        self._rooms: dict[int, dict[int, str]] = {}
+        self._members: dict[int, set[int]] = {}  # room id -> set of user ids online here in it
         # room id -> [(casefolded name, user id)] of those members, kept sorted as they come and
         # go: a greeting lists a room's people without sorting them (a storm greets thousands).
-        self._rosters = {}
+        self._rosters: dict[int, Roster] = {}
         # room id -> tuple of Connection, so deliveries read it without the lock; dropped on
         # change and rebuilt by the next delivery (``_fanout_of``), not once per arrival.
-        self._fanout = {}
-        self._typing = {}  # (user id, room id) -> when their last typing frame was relayed
+        self._fanout: dict[int, tuple[Connection, ...]] = {}
+        # (user id, room id) -> when their last typing frame was relayed
+        self._typing: dict[tuple[int, int], float] = {}
 
     # ---- Backplane -----------------------------------------------------------------------------
 
-    def start(self):
+    def start(self) -> None:
         """Start the backplane and the presence batcher (once; the first socket calls this)."""
         self._backplane.start()
         self.presence.start()
 
-    def stop(self):
+    def stop(self) -> None:
         """Stop the backplane's and the batcher's threads (tests make many apps in one process)."""
         self.presence.stop()
         self._backplane.stop()
 
-    def generation(self):
+    def generation(self) -> int:
         """Changes whenever the backplane was lost: events may have been missed since."""
         return self._backplane.generation
 
-    def ready(self, wait=0):
+    def ready(self, wait: float = 0) -> bool:
         """True when sockets may join: the backplane delivers events to this worker."""
         return self._backplane.ready(wait)
 
     @contextlib.contextmanager
-    def ordered(self):
+    def ordered(self) -> Iterator[None]:
         """A context in which to persist and publish, or to read history and attach.
 
         With several workers this also holds the backplane's cross-process lock.
@@ -97,7 +118,7 @@ class Hub:
         if self._order_holder == me:
             yield  # Already inside (a handler that calls another): one lock, one flush.
             return
-        touched = []
+        touched: list[Connection] = []
         try:
             with self._order, self._backplane.exclusive():
                 self._order_holder, self._touched = me, touched
@@ -110,7 +131,7 @@ class Hub:
             for conn in touched:
                 conn.flush()
 
-    def send(self, conn, payload):
+    def send(self, conn: Connection, payload: str | Outgoing) -> None:
         """Send ``payload`` (a frame's JSON, or an ``Outgoing``) to one socket, never blocking.
 
         Inside ``ordered()`` it is only queued, and written once the lock is free: no socket
@@ -125,7 +146,7 @@ class Hub:
 
     # ---- Registry ------------------------------------------------------------------------------
 
-    def attach(self, conn, rooms):
+    def attach(self, conn: Connection, rooms: Mapping[int, str]) -> bool:
         """Register ``conn`` in ``rooms`` ({id: key}); True if its user was online nowhere."""
         user_id = conn.user_id
         with self._lock:
@@ -143,7 +164,7 @@ class Hub:
         self._publish_presence(user_id)
         return first and not self._online_elsewhere(user_id)
 
-    def detach(self, conn):
+    def detach(self, conn: Connection) -> tuple[bool, dict[int, str]]:
         """Unregister ``conn``; return ``(last, rooms)``: its user's last socket anywhere? rooms?"""
         known, last_here, rooms = self._remove(conn)
         if not known:
@@ -151,7 +172,7 @@ class Hub:
         self._publish_presence(conn.user_id)
         return last_here and not self._online_elsewhere(conn.user_id), rooms
 
-    def forget(self, conn):
+    def forget(self, conn: Connection) -> dict[int, str]:
         """Unregister ``conn`` while the backplane may be down; the rooms it left if it was its
         user's last socket here (for the presence batch, which retries until Redis is back)."""
         _known, last_here, rooms = self._remove(conn)
@@ -159,7 +180,7 @@ class Hub:
             self._publish_presence(conn.user_id)
         return rooms if last_here else {}
 
-    def _remove(self, conn):
+    def _remove(self, conn: Connection) -> tuple[bool, bool, dict[int, str]]:
         """Drop ``conn`` from the registry: ``(was it there, was it its user's last, rooms)``."""
         user_id = conn.user_id
         with self._lock:
@@ -181,21 +202,21 @@ class Hub:
     # Membership and name changes apply here at once, then go to every worker (here again, a
     # no-op): the caller's next check already sees them (no post lands after a leave).
 
-    def subscribe(self, user_id, room_id, key):
+    def subscribe(self, user_id: int, room_id: int, key: str) -> None:
         """Add a user's sockets, on every worker, to a room they joined."""
         self._publish_and_apply(events.Subscribe(user_id, room_id, key))
 
-    def unsubscribe(self, user_id, room_id, key, fallback):
+    def unsubscribe(self, user_id: int, room_id: int, key: str, fallback: str) -> None:
         """Take a user's sockets out of a room they left; those typing in it go to ``fallback``."""
         self._publish_and_apply(events.Unsubscribe(user_id, room_id, key, fallback))
 
-    def _publish_and_apply(self, event):
+    def _publish_and_apply(self, event: events.Event) -> None:
         """Apply ``event`` on this worker now, then publish it to every worker."""
         if self._backplane.shared:
             self.deliver(event, None)
         self._backplane.publish(event)
 
-    def _subscribe(self, user_id, room_id, key):
+    def _subscribe(self, user_id: int, room_id: int, key: str) -> None:
         with self._lock:
             if user_id not in self._sockets:
                 return
@@ -208,7 +229,7 @@ class Hub:
         # built before another worker applied the change would state it wrongly for good.
         self.presence.note(room_id, key, user_id, name)
 
-    def _unsubscribe(self, user_id, room_id, key, fallback):
+    def _unsubscribe(self, user_id: int, room_id: int, key: str, fallback: str) -> None:
         with self._lock:
             if user_id not in self._sockets:
                 return
@@ -223,11 +244,11 @@ class Hub:
         self._publish_presence(user_id)
         self.presence.note(room_id, key, user_id, name)  # As in _subscribe.
 
-    def rename(self, user_id, name):
+    def rename(self, user_id: int, name: str) -> None:
         """Give a user's sockets, on every worker, a new display name."""
         self._publish_and_apply(events.Rename(user_id, name))
 
-    def _rename(self, user_id, name):
+    def _rename(self, user_id: int, name: str) -> None:
         with self._lock:
             if user_id not in self._sockets:
                 return
@@ -239,18 +260,19 @@ class Hub:
         for room_id, key in rooms.items():  # As in _subscribe; their own tabs need it too.
             self.presence.note(room_id, key, user_id, name, echo=True)
 
-    def rooms_of(self, user_id):
+    def rooms_of(self, user_id: int) -> dict[int, str]:
         """``{room id: key}`` of an online user's rooms (empty when they are offline)."""
-        return dict(self.everyone().get(user_id, {}).get("rooms", {}))
+        person = self.everyone().get(user_id)
+        return dict(person["rooms"]) if person is not None else {}
 
-    def _refresh(self, room_id):
+    def _refresh(self, room_id: int) -> None:
         """A room's sockets changed: drop its fan-out tuple; the caller holds the lock."""
         self._fanout.pop(room_id, None)
         if not self._members.get(room_id):
             self._members.pop(room_id, None)
             self._rosters.pop(room_id, None)
 
-    def _fanout_of(self, room_id):
+    def _fanout_of(self, room_id: int) -> tuple[Connection, ...]:
         """The sockets in a room, as a tuple that stays valid once the registry changes."""
         fanout = self._fanout.get(room_id)
         if fanout is None:
@@ -263,7 +285,7 @@ class Hub:
                         self._fanout[room_id] = fanout
         return fanout
 
-    def _add_member(self, room_id, user_id):
+    def _add_member(self, room_id: int, user_id: int) -> None:
         """Count a user as online in a room, in its sorted roster too; the caller holds the lock."""
         members = self._members.setdefault(room_id, set())
         if user_id not in members:
@@ -271,14 +293,14 @@ class Hub:
             key = (self._names[user_id].casefold(), user_id)
             bisect.insort(self._rosters.setdefault(room_id, []), key)
 
-    def _drop_member(self, room_id, user_id):
+    def _drop_member(self, room_id: int, user_id: int) -> None:
         """Undo ``_add_member`` (nothing if the user was not there); the caller holds the lock."""
         members = self._members.get(room_id, set())
         if user_id in members:
             members.discard(user_id)
             _unlist(self._rosters[room_id], self._names[user_id], user_id)
 
-    def _set_name(self, user_id, name):
+    def _set_name(self, user_id: int, name: str) -> None:
         """Record a user's display name, moving them in their rooms' rosters; we hold the lock."""
         old = self._names.get(user_id)
         if old == name:
@@ -292,7 +314,7 @@ class Hub:
         self._names[user_id] = name
         self._people[user_id] = {"id": user_id, "name": name}
 
-    def room_id(self, user_id, key):
+    def room_id(self, user_id: int, key: str | None) -> int | None:
         """The id of the room ``key`` if the user is in it, else None."""
         with self._lock:
             rooms = self._rooms.get(user_id, {})
@@ -300,18 +322,18 @@ class Hub:
 
     # ---- Presence ------------------------------------------------------------------------------
 
-    def local_presence(self):
+    def local_presence(self) -> dict[int, PresenceEntry]:
         """``{user id: {"name", "rooms", "sockets"}}`` for the users online on this worker."""
         with self._lock:
             return {uid: self._entry(uid) for uid in self._sockets}
 
-    def _entry(self, user_id):
+    def _entry(self, user_id: int) -> PresenceEntry:
         """One user's presence entry; the caller holds the lock."""
         rooms = {str(room_id): key for room_id, key in self._rooms[user_id].items()}
         sockets = len(self._sockets[user_id])
         return {"name": self._names[user_id], "rooms": rooms, "sockets": sockets}
 
-    def _publish_presence(self, user_id):
+    def _publish_presence(self, user_id: int) -> None:
         """Tell the backplane where a user is online now (a no-op in one process)."""
         if not self._backplane.shared:
             return
@@ -320,13 +342,13 @@ class Hub:
                 entry = self._entry(user_id) if user_id in self._sockets else None
             self._backplane.set_presence(user_id, entry)
 
-    def _online_elsewhere(self, user_id):
+    def _online_elsewhere(self, user_id: int) -> bool:
         """True if another worker has a socket of this user."""
         if not self._backplane.shared:
             return False
         return user_id in self._backplane.everyone(exclude_self=True)
 
-    def everyone(self):
+    def everyone(self) -> dict[int, OnlineUser]:
         """``{user id: {"name", "rooms": {room id: key}, "sockets"}}`` for every worker."""
         if self._backplane.shared:
             return self._backplane.everyone()
@@ -336,7 +358,7 @@ class Hub:
                 for uid, s in self._sockets.items()
             }
 
-    def online_in(self, room_ids):
+    def online_in(self, room_ids: Iterable[int]) -> dict[int, list[Person]]:
         """``{room id: [{"id", "name"}]}``: who is online in each room, sorted by name.
 
         The dicts may be shared with other callers: read them, do not change them.
@@ -350,7 +372,7 @@ class Hub:
                     room_id: [self._people[uid] for _, uid in self._rosters.get(room_id, ())]
                     for room_id in room_ids
                 }
-        wanted = {room_id: [] for room_id in room_ids}
+        wanted: dict[int, list[Person]] = {room_id: [] for room_id in room_ids}
         for uid, person in self.everyone().items():
             for room_id in person["rooms"]:
                 if room_id in wanted:
@@ -359,25 +381,25 @@ class Hub:
             people.sort(key=lambda person: (person["name"].casefold(), person["id"]))
         return wanted
 
-    def online(self, room_id):
+    def online(self, room_id: int) -> list[Person]:
         """``[{"id", "name"}]`` of the users online in one room, sorted by name."""
         return self.online_in([room_id])[room_id]
 
-    def share_a_room(self, user_id, other_id):
+    def share_a_room(self, user_id: int, other_id: int) -> bool:
         """True if both users are online and in at least one common room."""
         with self._lock:
             mine = set(self._rooms.get(user_id, {}))
         theirs = self.everyone().get(other_id, {"rooms": {}})["rooms"]
         return not mine.isdisjoint(theirs)
 
-    def sockets_of(self, user_id):
+    def sockets_of(self, user_id: int) -> int:
         """How many sockets a user has open, on every worker."""
         if self._backplane.shared:
             return self._backplane.everyone().get(user_id, {"sockets": 0})["sockets"]
         with self._lock:
             return len(self._sockets.get(user_id, ()))
 
-    def allow_typing(self, user_id, room_id, interval):
+    def allow_typing(self, user_id: int, room_id: int, interval: float) -> bool:
         """True at most once per ``interval`` seconds per user and room: typing is throttled."""
         now = time.monotonic()
         with self._lock:
@@ -389,14 +411,14 @@ class Hub:
 
     # ---- Fan-out: publish an event; every worker's hub delivers it ------------------------------
 
-    def broadcast(self, room_id, payload, exclude_user=None):
+    def broadcast(self, room_id: int, payload: str, exclude_user: int | None = None) -> None:
         """Send ``payload`` (already encoded) to every socket in a room, but ``exclude_user``'s.
 
         Not for chat messages: ``broadcast_messages`` skips those a socket has in its history.
         """
         self._backplane.publish(events.ToRoom(room_id, exclude_user), payload)
 
-    def broadcast_messages(self, room_id, messages):
+    def broadcast_messages(self, room_id: int, messages: Sequence[tuple[int, str]]) -> None:
         """Send several chat messages of one room (``[(id, payload)]``, in id order) as one event.
 
         A group commit stores several messages at once: each socket of the room then gets them
@@ -407,24 +429,24 @@ class Hub:
         # Encoded JSON never holds a raw newline: it separates the messages on the backplane.
         self._backplane.publish(event, "\n".join(payload for _, payload in messages))
 
-    def send_to_user(self, user_id, payload):
+    def send_to_user(self, user_id: int, payload: str) -> None:
         """Send ``payload`` to every socket of one user."""
         self._backplane.publish(events.ToUser(user_id), payload)
 
-    def send_to_all(self, payload):
+    def send_to_all(self, payload: str) -> None:
         """Send ``payload`` to every socket."""
         self._backplane.publish(events.ToAll(), payload)
 
-    def close_user(self, user_id, code, reason):
+    def close_user(self, user_id: int, code: int, reason: str) -> None:
         """Close every socket of one user, on every worker, with an application close code."""
         self._backplane.publish(events.CloseUser(user_id, code, reason))
 
-    def close_all(self, code, reason):
+    def close_all(self, code: int, reason: str) -> None:
         """Close every socket of *this worker* (shutdown, or a lost backplane)."""
         for conn in self._snapshot():
             conn.close_with(code, reason)
 
-    def deliver(self, event, payload):
+    def deliver(self, event: events.Event, payload: str | None) -> None:
         """Carry out one published event on this worker's sockets; never waits on any of them.
 
         Raises ``ValueError`` for an event that cannot be carried out (a frame missing).
@@ -432,33 +454,33 @@ class Hub:
         handler = _DELIVERIES[type(event)]
         handler(self, event, payload)
 
-    def _frame_for(self, payload):
+    def _frame_for(self, payload: str | None) -> Outgoing:
         """The frame of an event that carries one: framed once, whatever the recipients."""
         if payload is None:
             raise ValueError("this event carries a frame")
         return frames.message(payload)
 
-    def _to_room(self, event, payload):
+    def _to_room(self, event: events.ToRoom, payload: str | None) -> None:
         frame = self._frame_for(payload)
         for conn in self._fanout_of(event.room):
             if conn.user_id != event.exclude:
                 self.send(conn, frame)
 
-    def _to_user(self, event, payload):
+    def _to_user(self, event: events.ToUser, payload: str | None) -> None:
         frame = self._frame_for(payload)
         for conn in self._snapshot(event.user):
             self.send(conn, frame)
 
-    def _to_all(self, _event, payload):
+    def _to_all(self, _event: events.ToAll, payload: str | None) -> None:
         frame = self._frame_for(payload)
         for conn in self._snapshot():
             self.send(conn, frame)
 
-    def _close_user(self, event, _payload):
+    def _close_user(self, event: events.CloseUser, _payload: str | None) -> None:
         for conn in self._snapshot(event.user):
             conn.close_with(event.code, event.reason)
 
-    def _deliver_messages(self, event, payload):
+    def _deliver_messages(self, event: events.Messages, payload: str | None) -> None:
         """Queue a batch of a room's messages to each of its sockets, in one piece if it can."""
         texts = [] if payload is None else payload.split("\n")
         if len(event.ids) != len(texts):
@@ -466,7 +488,7 @@ class Hub:
         ids = event.ids
         each = [frames.encode_text(text) for text in texts]
         whole = frames.messages(each)
-        singles = None
+        singles: list[Outgoing] | None = None
         for conn in self._fanout_of(event.room):
             if conn.floor < ids[0]:
                 self.send(conn, whole)
@@ -478,7 +500,7 @@ class Hub:
                 if message_id > conn.floor:
                     self.send(conn, frame)
 
-    def _snapshot(self, user_id=None):
+    def _snapshot(self, user_id: int | None = None) -> Sequence[Connection]:
         """The sockets of one user, or of everyone, copied under the lock."""
         with self._lock:
             if user_id is not None:
@@ -486,14 +508,31 @@ class Hub:
             return [conn for group in self._sockets.values() for conn in group]
 
 
+_E = TypeVar("_E", bound=events.Event)
+# A delivery takes the event type it is filed under (``_filed`` checks it): Any stands for it.
+_Delivery = Callable[[Hub, Any, str | None], None]
+
+
+def _filed(
+    kind: type[_E], deliver: Callable[[Hub, _E, str | None], None]
+) -> tuple[type, _Delivery]:
+    """An entry of ``_DELIVERIES``: ``deliver`` carries out events of type ``kind``."""
+    return kind, deliver
+
+
 # How each event is carried out (``Hub.deliver``).
-_DELIVERIES = {
-    events.ToRoom: Hub._to_room,
-    events.Messages: Hub._deliver_messages,
-    events.ToUser: Hub._to_user,
-    events.ToAll: Hub._to_all,
-    events.CloseUser: Hub._close_user,
-    events.Subscribe: lambda hub, e, _p: hub._subscribe(e.user, e.room, e.key),
-    events.Unsubscribe: lambda hub, e, _p: hub._unsubscribe(e.user, e.room, e.key, e.fallback),
-    events.Rename: lambda hub, e, _p: hub._rename(e.user, e.name),
-}
+_DELIVERIES: dict[type, _Delivery] = dict(
+    [
+        _filed(events.ToRoom, Hub._to_room),
+        _filed(events.Messages, Hub._deliver_messages),
+        _filed(events.ToUser, Hub._to_user),
+        _filed(events.ToAll, Hub._to_all),
+        _filed(events.CloseUser, Hub._close_user),
+        _filed(events.Subscribe, lambda hub, e, _p: hub._subscribe(e.user, e.room, e.key)),
+        _filed(
+            events.Unsubscribe,
+            lambda hub, e, _p: hub._unsubscribe(e.user, e.room, e.key, e.fallback),
+        ),
+        _filed(events.Rename, lambda hub, e, _p: hub._rename(e.user, e.name)),
+    ]
+)

@@ -10,29 +10,47 @@ applies the frames (idempotently) agrees with the hub after the next flush whate
 
 import logging
 import threading
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from realtime import protocol
-from realtime.backplane import BackplaneError
+from realtime.backplane import BackplaneError, OnlineUser
 
 log = logging.getLogger(__name__)
+
+# Changes noted and not sent yet (``PresenceBatcher._pending``).
+Pending = dict[tuple[int, str], dict[int, tuple[str, bool]]]
+
+
+class Broadcaster(Protocol):
+    """What the batcher sends through: the hub (``hub.py``, which imports this module)."""
+
+    def ordered(self) -> AbstractContextManager[None]:
+        """The context in which presence frames keep one order with greetings."""
+
+    def everyone(self) -> dict[int, OnlineUser]:
+        """Where each user is online now, on every worker."""
+
+    def broadcast(self, room_id: int, payload: str, exclude_user: int | None = None) -> None:
+        """Send ``payload`` to every socket in a room, but ``exclude_user``'s."""
 
 
 class PresenceBatcher:
     """Notes presence changes and sends them in batches through the hub."""
 
-    def __init__(self, hub, interval):
+    def __init__(self, hub: Broadcaster, interval: float) -> None:
         self._hub = hub
         self._interval = interval
         self._lock = threading.Lock()
         # (room id, room key) -> {user id: (display name when noted, tell their own sockets?)}
-        self._pending = {}
+        self._pending: Pending = {}
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._thread = None
+        self._thread: threading.Thread | None = None
 
-    def start(self):
+    def start(self) -> None:
         """Start the flusher thread (once; the first socket calls this)."""
         with self._lock:
             if self._thread is not None:
@@ -40,12 +58,12 @@ class PresenceBatcher:
             self._thread = threading.Thread(target=self._run, name="chat-presence", daemon=True)
             self._thread.start()
 
-    def stop(self):
+    def stop(self) -> None:
         """Stop the flusher; whatever is pending is dropped (the process is going away)."""
         self._stopping.set()
         self._wake.set()
 
-    def note(self, room_id, key, user_id, name, echo=False):
+    def note(self, room_id: int, key: str, user_id: int, name: str, echo: bool = False) -> None:
         """A user came online in, went offline from, or was renamed in a room.
 
         ``echo``: their own sockets need the frame too (a rename, which their other tabs show);
@@ -55,7 +73,7 @@ class PresenceBatcher:
             self._pending.setdefault((room_id, key), {})[user_id] = (name, echo)
         self._wake.set()
 
-    def flush(self):
+    def flush(self) -> int:
         """Send one ``presence`` frame per room with changes; return how many were sent."""
         # Under the order lock, like a greeting: a socket attached before this flush got a hello
         # that is older than the frames below, and one attached after gets a hello that is newer.
@@ -71,11 +89,12 @@ class PresenceBatcher:
                 raise
         return len(pending)
 
-    def _send(self, pending):
+    def _send(self, pending: Pending) -> None:
         """Broadcast one frame per room in ``pending``, with each user's state as of now."""
         everyone = self._hub.everyone()
         for (room_id, key), changes in pending.items():
-            online, offline = [], []
+            online: list[protocol.PresenceUser] = []
+            offline: list[protocol.PresenceUser] = []
             for user_id, (name, _) in changes.items():
                 person = everyone.get(user_id)
                 if person is not None and room_id in person["rooms"]:
@@ -88,13 +107,13 @@ class PresenceBatcher:
             exclude = None if others or echo else only
             self._hub.broadcast(room_id, protocol.encode(frame), exclude_user=exclude)
 
-    def _restore(self, pending):
+    def _restore(self, pending: Pending) -> None:
         """Put back changes that could not be sent; anything noted since is newer and wins."""
         with self._lock:
             for room, changes in pending.items():
                 self._pending[room] = {**changes, **self._pending.get(room, {})}
 
-    def _run(self):
+    def _run(self) -> None:
         """Flush at most once per interval, and only when something changed."""
         while True:
             self._wake.wait()

@@ -5,8 +5,12 @@ Every frame is a JSON object with a ``type``. See the protocol reference in READ
 
 import json
 import unicodedata
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, NoReturn, NotRequired, TypeAlias, TypedDict, overload
 
+from flask_babel import LazyString
 from flask_babel import lazy_gettext as _l
 
 from core.rooms import FORBIDDEN, NO_SUCH_USER, ROOM_NAME, room_key
@@ -25,8 +29,17 @@ MAX_ROOM_KEY_CHARS = 80
 MAX_PAGE = 100
 DEFAULT_PAGE = 50
 MAX_ID = 2**53  # Larger ids would lose precision in JavaScript.
+
+# Words for a person: a str, or a lazy string that ``str()`` translates when a frame is built.
+Translatable: TypeAlias = str | LazyString
+# A stored message's data, as ``models`` gives it (``Message.to_dict``): id, room, user_id,
+# user, text, created_at (an aware datetime) and client_id.
+StoredMessage = Mapping[str, Any]
+# A room as ``rooms.summaries`` lists it: id, room, title, kind, unread, last_id, last_read_id.
+RoomSummary = Mapping[str, Any]
+
 # Lazy: each is translated when a frame is built, into the language of that socket's user.
-ERROR_MESSAGES = {
+ERROR_MESSAGES: dict[str, Translatable] = {
     "unsupported": _l("Binary frames are not supported; send text or a JSON object."),
     "unknown_type": _l("Unknown frame type."),
     "empty": _l("The message is empty."),
@@ -118,10 +131,22 @@ class Read:
     client_id: str | None = None
 
 
+# What a client frame asks for (``parse_frame``); ``handlers.handle`` runs it.
+Command = (
+    ChatMessage | Switch | CreateRoom | JoinRoom | LeaveRoom | OpenDirect | History | Typing | Read
+)
+
+
 class FrameError(Exception):
     """A client frame that is refused; becomes an ``error`` frame for its sender."""
 
-    def __init__(self, code, message, client_id=None, retry_after=None):
+    def __init__(
+        self,
+        code: str,
+        message: Translatable,
+        client_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -129,7 +154,7 @@ class FrameError(Exception):
         self.retry_after = retry_after
 
 
-def parse_frame(data, max_chars):
+def parse_frame(data: str | bytes, max_chars: int) -> Command:
     """Return the command in a received frame, or raise ``FrameError``."""
     if not isinstance(data, str):
         raise FrameError("unsupported", ERROR_MESSAGES["unsupported"])
@@ -150,15 +175,19 @@ def parse_frame(data, max_chars):
 class _Fields:
     """Typed access to a frame's fields; a wrong one raises ``bad_request`` naming it."""
 
-    def __init__(self, frame, client_id):
+    def __init__(self, frame: Mapping[str, object], client_id: str | None) -> None:
         self.frame = frame
         self.client_id = client_id
 
-    def fail(self, message, code="bad_request"):
+    def fail(self, message: Translatable, code: str = "bad_request") -> NoReturn:
         """Refuse the frame."""
         raise FrameError(code, message, self.client_id)
 
-    def string(self, name, required=True):
+    @overload
+    def string(self, name: str, required: Literal[True] = ...) -> str: ...
+    @overload
+    def string(self, name: str, required: bool) -> str | None: ...
+    def string(self, name: str, required: bool = True) -> str | None:
         """A string field that UTF-8 can carry."""
         value = self.frame.get(name)
         if value is None and not required:
@@ -167,14 +196,26 @@ class _Fields:
             self.fail(_l("The '%(name)s' field must be a string.", name=name))
         return value
 
-    def room(self, required=True):
+    @overload
+    def room(self, required: Literal[True] = ...) -> str: ...
+    @overload
+    def room(self, required: bool) -> str | None: ...
+    def room(self, required: bool = True) -> str | None:
         """A room key: a public room's name (any case) or a direct room's key."""
         value = self.string("room", required)
         if value is not None and not 0 < len(value) <= MAX_ROOM_KEY_CHARS:
             self.fail(_l("The 'room' field must be 1 to %(n)s characters.", n=MAX_ROOM_KEY_CHARS))
         return room_key(value) if value is not None else None
 
-    def integer(self, name, required=True, low=1, high=MAX_ID):
+    @overload
+    def integer(
+        self, name: str, required: Literal[True] = ..., low: int = ..., high: int = ...
+    ) -> int: ...
+    @overload
+    def integer(self, name: str, required: bool, low: int = ..., high: int = ...) -> int | None: ...
+    def integer(
+        self, name: str, required: bool = True, low: int = 1, high: int = MAX_ID
+    ) -> int | None:
         """A whole number in ``[low, high]`` (booleans are not numbers)."""
         value = self.frame.get(name)
         if value is None and not required:
@@ -185,29 +226,29 @@ class _Fields:
         return value
 
 
-def _parse_message(fields, max_chars):
+def _parse_message(fields: _Fields, max_chars: int) -> ChatMessage:
     text = _validate_text(fields.string("text"), fields.client_id, max_chars)
     return ChatMessage(text, fields.client_id, fields.room(required=False))
 
 
-def _parse_create_room(fields, _max_chars):
+def _parse_create_room(fields: _Fields, _max_chars: int) -> CreateRoom:
     name = unicodedata.normalize("NFKC", fields.string("name").strip())
     if not ROOM_NAME.fullmatch(name):
         fields.fail(ERROR_MESSAGES["bad_room_name"], "bad_room_name")
     return CreateRoom(name, fields.client_id)
 
 
-def _parse_history(fields, _max_chars):
+def _parse_history(fields: _Fields, _max_chars: int) -> History:
     before = fields.integer("before", required=False)
     limit = fields.integer("limit", required=False, high=MAX_PAGE) or DEFAULT_PAGE
     return History(fields.room(), before, limit, fields.client_id)
 
 
-def _parse_read(fields, _max_chars):
+def _parse_read(fields: _Fields, _max_chars: int) -> Read:
     return Read(fields.room(), fields.integer("id"), fields.client_id)
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[_Fields, int], Command]] = {
     "message": _parse_message,
     "switch": lambda fields, _: Switch(fields.room(), fields.client_id),
     "create_room": _parse_create_room,
@@ -225,7 +266,7 @@ _PARSERS = {
 MAX_RESUME_ROOMS = 200
 
 
-def parse_resume(data):
+def parse_resume(data: str | bytes) -> dict[str, int]:
     """Parse the first frame of a resuming socket: ``{"type": "resume", "rooms": {key: id}}``."""
     frame = _load_object(data) if isinstance(data, str) and data.lstrip().startswith("{") else {}
     marks = frame.get("rooms")
@@ -244,7 +285,7 @@ def parse_resume(data):
     return {room_key(key): last_id for key, last_id in marks.items()}
 
 
-def _load_object(data):
+def _load_object(data: str) -> dict[str, object]:
     """Decode a frame that starts with ``{``: it must be a valid JSON object."""
     try:
         frame = json.loads(data, parse_constant=_reject_constant)
@@ -258,12 +299,12 @@ def _load_object(data):
     return frame
 
 
-def _reject_constant(name):
+def _reject_constant(name: str) -> NoReturn:
     """Refuse NaN and Infinity, which are not JSON."""
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _client_id(frame):
+def _client_id(frame: Mapping[str, object]) -> str | None:
     """Return the frame's optional ``client_id``, checked."""
     client_id = frame.get("client_id")
     if client_id is None:
@@ -283,7 +324,7 @@ def _client_id(frame):
     return client_id
 
 
-def _validate_text(text, client_id, max_chars):
+def _validate_text(text: str, client_id: str | None, max_chars: int) -> str:
     """Return ``text`` trimmed, checked neither empty, too long nor holding control characters."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").strip()
     if has_control_characters(text):
@@ -296,17 +337,111 @@ def _validate_text(text, client_id, max_chars):
     return text
 
 
-def encode(frame):
+# ---- Server frames ----------------------------------------------------------------------------
+
+
+class Person(TypedDict):
+    """Someone online in a room (a room entry's ``online``, a hello's ``user``)."""
+
+    id: int
+    name: str
+
+
+class PresenceUser(TypedDict):
+    """Someone in a ``presence`` frame's ``online`` or ``offline``."""
+
+    user_id: int
+    user: str
+
+
+class MessageFrame(TypedDict):
+    """A chat message."""
+
+    type: Literal["message"]
+    id: int
+    room: str
+    user: str
+    user_id: int
+    text: str
+    ts: str
+    client_id: str | None
+
+
+class RoomEntry(TypedDict):
+    """A room as the page lists it."""
+
+    room: str
+    title: str
+    kind: str
+    unread: int
+    last_id: int
+    last_read_id: int
+    online: list[Person]
+
+
+class HelloFrame(TypedDict):
+    """The first frame of every connection."""
+
+    type: Literal["hello"]
+    user: Person
+    current: str
+    online: list[str]
+    rooms: list[RoomEntry]
+    public_rooms: Sequence[Mapping[str, Any]]  # ``rooms.public_rooms``: room, title, members.
+    history: list[MessageFrame]
+    history_has_more: bool
+
+
+class HistoryFrame(TypedDict):
+    """A page of a room's messages."""
+
+    type: Literal["history"]
+    room: str
+    messages: list[MessageFrame]
+    has_more: bool
+    reset: bool
+
+
+class PresenceFrame(TypedDict):
+    """Who came online in a room and who went offline."""
+
+    type: Literal["presence"]
+    room: str
+    online: list[PresenceUser]
+    offline: list[PresenceUser]
+
+
+class TypingFrame(TypedDict):
+    """Someone is typing in a room."""
+
+    type: Literal["typing"]
+    room: str
+    user: str
+    user_id: int
+    expires_in: float
+
+
+class ErrorFrame(TypedDict):
+    """A refusal, for one client."""
+
+    type: Literal["error"]
+    code: str
+    message: str
+    client_id: str | None
+    retry_after: NotRequired[float]
+
+
+def encode(frame: Mapping[str, object]) -> str:
     """Serialize a server frame compactly."""
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
-def format_ts(moment):
+def format_ts(moment: datetime) -> str:
     """ISO-8601 UTC with milliseconds and a ``Z``."""
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def message_frame(message):
+def message_frame(message: StoredMessage) -> MessageFrame:
     """The ``message`` frame for a stored message (see ``models.Message.to_dict``)."""
     return {
         "type": "message",
@@ -320,7 +455,7 @@ def message_frame(message):
     }
 
 
-def room_entry(summary, online):
+def room_entry(summary: RoomSummary, online: list[Person]) -> RoomEntry:
     """A room as the page lists it (see ``rooms.summaries``), with who is online in it."""
     return {
         "room": summary["room"],
@@ -333,7 +468,14 @@ def room_entry(summary, online):
     }
 
 
-def hello_frame(user, current, rooms, public_rooms, history, has_more=False):
+def hello_frame(
+    user: Person,
+    current: str,
+    rooms: list[RoomEntry],
+    public_rooms: Sequence[Mapping[str, Any]],
+    history: Iterable[StoredMessage],
+    has_more: bool = False,
+) -> HelloFrame:
     """The first frame of every connection: who you are, your rooms, who is here, history."""
     here = next((room["online"] for room in rooms if room["room"] == current), [])
     return {
@@ -348,7 +490,9 @@ def hello_frame(user, current, rooms, public_rooms, history, has_more=False):
     }
 
 
-def history_frame(room, messages, has_more, reset=False):
+def history_frame(
+    room: str, messages: Iterable[StoredMessage], has_more: bool, reset: bool = False
+) -> HistoryFrame:
     """A page of a room's messages, oldest first; ``reset`` replaces what the client has."""
     return {
         "type": "history",
@@ -359,7 +503,9 @@ def history_frame(room, messages, has_more, reset=False):
     }
 
 
-def presence_frame(room, online, offline):
+def presence_frame(
+    room: str, online: list[PresenceUser], offline: list[PresenceUser]
+) -> PresenceFrame:
     """Who came online in a room and who went offline (or joined and left it), in one frame.
 
     ``online`` and ``offline`` are lists of ``{"user_id", "user"}``; a user already shown as
@@ -368,7 +514,7 @@ def presence_frame(room, online, offline):
     return {"type": "presence", "room": room, "online": online, "offline": offline}
 
 
-def typing_frame(room, user_id, name, expires_in):
+def typing_frame(room: str, user_id: int, name: str, expires_in: float) -> TypingFrame:
     """Someone is typing in a room; the indicator ends by itself after ``expires_in`` seconds."""
     return {
         "type": "typing",
@@ -379,9 +525,19 @@ def typing_frame(room, user_id, name, expires_in):
     }
 
 
-def error_frame(code, message, client_id=None, retry_after=None):
+def error_frame(
+    code: str,
+    message: Translatable,
+    client_id: str | None = None,
+    retry_after: float | None = None,
+) -> ErrorFrame:
     """An ``error`` frame for one client; ``retry_after`` (seconds) only for ``rate_limited``."""
-    frame = {"type": "error", "code": code, "message": str(message), "client_id": client_id}
+    frame: ErrorFrame = {
+        "type": "error",
+        "code": code,
+        "message": str(message),
+        "client_id": client_id,
+    }
     if retry_after is not None:
         frame["retry_after"] = round(retry_after, 1)
     return frame

@@ -1,6 +1,7 @@
 """The WebSocket ``/ws``: authenticate before the upgrade, greet (or resume), hand to the poller."""
 
 from flask import Blueprint, current_app, g, request
+from flask.typing import ResponseReturnValue
 from flask_babel import get_locale
 
 from accounts.tokens import TokenError, verify_token
@@ -16,13 +17,13 @@ from web.errors import json_error
 bp = Blueprint("realtime", __name__)
 
 
-def _allowed_origins():
+def _allowed_origins() -> set[str]:
     """This app's own origin, plus ``CHAT_ALLOWED_ORIGINS``; compared exactly."""
     own = f"{request.scheme}://{request.host}"
     return {own, *current_app.config["CHAT_ALLOWED_ORIGINS"]}
 
 
-def _request_token():
+def _request_token() -> str | None:
     """The token from ``?token=`` or from ``Authorization: Bearer``."""
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
@@ -31,7 +32,7 @@ def _request_token():
 
 
 @bp.before_request
-def authenticate_socket():
+def authenticate_socket() -> ResponseReturnValue | None:
     """Refuse the upgrade with a JSON error unless the token is valid (101 is sent later)."""
     if request.endpoint != "realtime.chat_socket":
         return None

@@ -3,6 +3,8 @@
 import contextlib
 import threading
 import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, TypeVarTuple
 
 from babel import Locale
 from flask import current_app
@@ -12,16 +14,23 @@ from core.throttle import TokenBucket
 from extensions import db
 from realtime import handlers, protocol
 from realtime.greeting import end, send_error
+from realtime.hub import Hub
 from realtime.protocol import CLOSE_FLOOD
-from realtime.transport.poller import BATCH
+from realtime.transport.connection import Connection
+from realtime.transport.poller import BATCH, Poller
 from realtime.transport.reader import CLOSE_TIMEOUT, ConnectionClosed
+
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
 
 
 class Session:
     """A greeted socket, served frame by frame by the poller (``poller.py``): chat messages in
     its epoll thread, commands (which may wait) in its pool."""
 
-    def __init__(self, config, poller, hub, conn):
+    def __init__(
+        self, config: Mapping[str, Any], poller: Poller, hub: Hub, conn: Connection
+    ) -> None:
         self._hub = hub
         self._conn = conn
         # Parsed once: forcing a locale given as a string parses it again on every frame.
@@ -31,15 +40,16 @@ class Session:
         # Refusals a socket may collect before it counts as abuse; they come back at one a second.
         self._strikes = TokenBucket(1, config["CHAT_FLOOD_STRIKES"])
         # Closed for flooding: what it still sends is dropped until then, when it is cut off.
-        self._discard_until = None
-        self._pending = None  # A command handed to a pool thread with the session.
-        self._fd = None
+        self._discard_until: float | None = None
+        # A command handed to a pool thread with the session.
+        self._pending: protocol.Command | None = None
+        self._fd = -1  # The socket's file descriptor, once started.
         self._mutex = threading.Lock()  # Guards the two flags below.
         self._running = False  # A thread is serving it.
         self._again = False  # It was woken while served: look again before arming the socket.
         self.ended = threading.Event()
 
-    def start(self):
+    def start(self) -> None:
         """Hand the socket to the poller, and serve what arrived meanwhile; the request that
         opened it may end now."""
         self._fd = self._conn.fileno()
@@ -53,12 +63,12 @@ class Session:
         self._running = False
         self.wake()  # Frames that came with the greeting's may be read already: none may wait.
 
-    def next_due(self):
+    def next_due(self) -> float | None:
         """When it must be served even without frames (a ping, a close or a flooder's timeout)."""
         times = [t for t in (self._conn.reader.next_due(), self._discard_until) if t is not None]
         return min(times, default=None)
 
-    def wake(self):
+    def wake(self) -> None:
         """Serve it in this thread (the epoll thread), unless it is being served elsewhere
         (which then looks again)."""
         with self._mutex:
@@ -68,11 +78,11 @@ class Session:
             self._running = True
         self._run(inline=True)
 
-    def resume(self):
+    def resume(self) -> None:
         """Serve it in a pool thread: the frame that may wait first, then the rest of its turn."""
         self._run(inline=False)
 
-    def _run(self, inline):
+    def _run(self, inline: bool) -> None:
         """Handle what has arrived, then arm the socket again; at the end, clean up after it."""
         while True:
             try:
@@ -97,7 +107,7 @@ class Session:
         # What is still unread waits for the socket's next turn, behind the others ready now.
         self._poller.arm(self._fd)
 
-    def _serve(self, budget, inline):
+    def _serve(self, budget: int, inline: bool) -> bool:
         """Handle the frames readable without waiting, in at most ``budget`` reads of the
         socket (which count pings and pieces of frames too, not just messages).
 
@@ -116,7 +126,7 @@ class Session:
                 return True
         return False
 
-    def _in_locale(self, step, *arguments):
+    def _in_locale(self, step: Callable[[*_Ts], _T], *arguments: *_Ts) -> _T:
         """``step(*arguments)`` in the user's language (no request here to tell it), and with the
         database session given back after it."""
         try:
@@ -125,7 +135,7 @@ class Session:
         finally:
             db.session.remove()
 
-    def _handle(self, data, inline):
+    def _handle(self, data: str | bytes, inline: bool) -> bool:
         """Parse one frame and run its command; True if it went to a pool thread instead."""
         command = self._parse(data)
         if command is None:
@@ -138,7 +148,7 @@ class Session:
         self._dispatch(command)
         return False
 
-    def _parse(self, data):
+    def _parse(self, data: str | bytes) -> protocol.Command | None:
         """The command in a frame, once the frame rate allows it; None (and an error) if not."""
         try:
             if not self._frames.take():
@@ -149,14 +159,14 @@ class Session:
             self._refuse(error)
             return None
 
-    def _dispatch(self, command):
+    def _dispatch(self, command: protocol.Command) -> None:
         """Run the command's handler; a refusal becomes an error frame."""
         try:
             handlers.handle(self._hub, self._conn, command)
         except protocol.FrameError as error:
             self._refuse(error)
 
-    def _refuse(self, error):
+    def _refuse(self, error: protocol.FrameError) -> None:
         """Send the error; past ``CHAT_FLOOD_STRIKES`` rate-limit refusals, close the socket."""
         conn = self._conn
         send_error(self._hub, conn, error.code, error.message, error.client_id, error.retry_after)
@@ -168,7 +178,7 @@ class Session:
             conn.close_with(CLOSE_FLOOD, "Too many messages")
             self._discard_until = time.monotonic() + 2 * CLOSE_TIMEOUT
 
-    def _finish(self):
+    def _finish(self) -> None:
         """Announce the socket gone, close it, and let go of it."""
         try:
             end(self._hub, self._conn)

@@ -29,6 +29,9 @@ import queue
 import select
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -39,24 +42,39 @@ CLOSING_THREADS = 2  # Threads for goodbyes, which may wait (a writer, the last 
 _WATCH = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLONESHOT
 
 
+class Served(Protocol):
+    """What the poller serves: a greeted socket's session (``session.py``, which imports this)."""
+
+    def wake(self) -> None:
+        """Serve it in the calling thread (the epoll thread), unless it is served elsewhere."""
+
+    def resume(self) -> None:
+        """Serve it in the calling thread (a pool thread), after ``hand_over``."""
+
+    def next_due(self) -> float | None:
+        """When it must be served even without frames (``time.monotonic()``), if ever."""
+
+
 class Poller:
     """One epoll thread for every handed-off socket, ``threads`` for frames that may wait."""
 
-    def __init__(self, threads, context):
+    def __init__(self, threads: int, context: Callable[[], AbstractContextManager[object]]) -> None:
         self._threads = threads
         self._context = context  # Entered by each thread for its life (the app's context).
         self._lock = threading.Lock()  # Guards the fields below; never held during I/O.
-        self._sessions = {}  # file descriptor -> Session
+        self._sessions: dict[int, Served] = {}  # file descriptor -> Session
         self._idle = threading.Condition(self._lock)  # Notified when a session is forgotten.
-        self._ready = collections.deque()  # Sessions handed to the pool.
+        self._ready: collections.deque[Served] = collections.deque()  # Sessions handed to the pool.
         self._work = threading.Condition(self._lock)
-        self._epoll = None
-        self._stop_pipe = None  # Written to once, to wake the epoll thread when we stop.
-        self._running = []
+        self._epoll: select.epoll | None = None
+        # Written to once, to wake the epoll thread when we stop.
+        self._stop_pipe: tuple[int, int] | None = None
+        self._running: list[threading.Thread] = []
         self._stopping = False
-        self._retiring = queue.SimpleQueue()  # Goodbyes for the closing threads.
+        # Goodbyes for the closing threads (None: end).
+        self._retiring: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
 
-    def start(self):
+    def start(self) -> None:
         """Start the threads (once; the first socket calls this)."""
         with self._lock:
             if self._running or self._stopping:
@@ -72,7 +90,7 @@ class Poller:
                 thread.start()
                 self._running.append(thread)
 
-    def stop(self, timeout=5.0):
+    def stop(self, timeout: float = 5.0) -> None:
         """Stop the threads (a test's teardown; a worker exits after its sockets ended)."""
         with self._lock:
             self._stopping = True
@@ -80,6 +98,8 @@ class Poller:
             threads, self._running = self._running, []
         if not threads:
             return
+        assert self._epoll is not None  # start() made it and the pipe, with the threads.
+        assert self._stop_pipe is not None
         os.write(self._stop_pipe[1], b"x")
         for _ in range(CLOSING_THREADS):
             self._retiring.put(None)
@@ -89,55 +109,62 @@ class Poller:
         for fd in self._stop_pipe:
             os.close(fd)
 
-    def __len__(self):
+    def __len__(self) -> int:
         """How many sockets are handed off and not ended."""
         with self._lock:
             return len(self._sessions)
 
-    def wait_empty(self, timeout):
+    def wait_empty(self, timeout: float | None) -> bool:
         """Wait until every handed-off socket has ended; False if some remain after ``timeout``."""
         with self._idle:
             return self._idle.wait_for(lambda: not self._sessions, timeout)
 
-    def adopt(self, session, fd):
+    def adopt(self, session: Served, fd: int) -> None:
         """Watch ``session``'s socket (file descriptor ``fd``), armed once.
 
         Raises ``ValueError`` (or ``OSError``) once the poller has stopped.
         """
-        if self._epoll is None:
-            raise ValueError("the poller is not running")
         # Armed at once, one-shot: registered without events, a hang-up (always reported) would
         # wake the thread again and again until the session was forgotten.
-        self._epoll.register(fd, _WATCH)
+        self._watcher().register(fd, _WATCH)
         with self._lock:
             self._sessions[fd] = session
 
-    def arm(self, fd):
+    def arm(self, fd: int) -> None:
         """Watch ``fd`` again: one event per arming, so one thread per session at a time."""
         # FileNotFoundError: forgotten meanwhile; ValueError: the poller stopped.
         with contextlib.suppress(FileNotFoundError, ValueError):
-            self._epoll.modify(fd, _WATCH)
+            self._watcher().modify(fd, _WATCH)
 
-    def forget(self, fd):
+    def forget(self, fd: int) -> None:
         """Stop watching ``fd``; before it is closed (another socket may get its number)."""
         with self._lock:
             self._sessions.pop(fd, None)
             self._idle.notify_all()
-        with contextlib.suppress(FileNotFoundError, ValueError):  # The poller stopped.
-            self._epoll.unregister(fd)
+        # The poller stopped, or never started (the session's adoption failed).
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            self._watcher().unregister(fd)
 
-    def hand_over(self, session):
+    def _watcher(self) -> select.epoll:
+        """The epoll object; ``ValueError`` if the poller never started (as once it is closed)."""
+        if self._epoll is None:
+            raise ValueError("the poller is not running")
+        return self._epoll
+
+    def hand_over(self, session: Served) -> None:
         """Have a pool thread call ``session.resume()`` (a frame that may wait is next)."""
         with self._lock:
             self._ready.append(session)
             self._work.notify()
 
-    def retire(self, finish):
+    def retire(self, finish: Callable[[], None]) -> None:
         """Have a closing thread call ``finish`` (a session's goodbye, which may wait)."""
         self._retiring.put(finish)
 
-    def _watch(self):
+    def _watch(self) -> None:
         """The epoll thread: serve each readable socket's session, and those with a ping due."""
+        assert self._epoll is not None  # start() made it and the pipe, before this thread.
+        assert self._stop_pipe is not None
         stop_fd = self._stop_pipe[0]
         next_tick = time.monotonic() + TICK
         with self._context():
@@ -158,14 +185,14 @@ class Poller:
                     for session in self._due():
                         _safely(session.wake)
 
-    def _due(self):
+    def _due(self) -> list[Served]:
         """The sessions with a ping or a close timeout due (at most ``TICK`` late)."""
         now = time.monotonic()
         with self._lock:
             sessions = list(self._sessions.values())
         return [s for s in sessions if (when := s.next_due()) is not None and when <= now]
 
-    def _work_loop(self):
+    def _work_loop(self) -> None:
         """A pool thread: resume handed-over sessions one at a time."""
         with self._context():
             while True:
@@ -176,14 +203,14 @@ class Poller:
                     session = self._ready.popleft()
                 _safely(session.resume)
 
-    def _retire(self):
+    def _retire(self) -> None:
         """A closing thread: run goodbyes one at a time, until stopped."""
         with self._context():
             while (finish := self._retiring.get()) is not None:
                 _safely(finish)
 
 
-def _safely(call):
+def _safely(call: Callable[[], object]) -> None:
     """Run ``call``; a bug is logged, and must not cost the worker one of its threads."""
     try:
         call()
