@@ -153,8 +153,9 @@ class Connection:
             if self._writing or not self._backlog:
                 return  # The writer thread has it, or there is nothing to write.
             batch: list[Outgoing] = []
-            while self._backlog and isinstance(self._backlog[0], Outgoing):
-                batch.append(self._backlog.popleft())  # type: ignore[arg-type]
+            while self._backlog and isinstance(head := self._backlog[0], Outgoing):
+                batch.append(head)
+                self._backlog.popleft()
             if batch:
                 self._write_locked(batch)
             if self._backlog:
@@ -304,13 +305,15 @@ class Connection:
                     return False
                 if isinstance(item, CloseRequest):
                     closing = True
-                    item = self._close_frame(item)
-                    if item is None:
+                    frame = self._close_frame(item)
+                    if frame is None:
                         return False  # The peer closed first, and was answered.
                 elif not item.always_sent and self._protocol.state is not _OPEN:
                     continue  # A message after a close frame: dropped.
+                else:
+                    frame = item
                 self._writing = True
-            if not self._write_blocking(item):
+            if not self._write_blocking(frame):
                 return False
             if closing:
                 self._hang_up_after_close()

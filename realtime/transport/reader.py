@@ -10,6 +10,7 @@ the poller (``poller.py``), which calls it when the socket is readable or someth
 """
 
 import collections
+import contextlib
 import select
 import socket
 import time
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 CLOSE_TIMEOUT = 2.0  # Seconds a peer has to answer our close frame.
 RECEIVE_BYTES = 4096  # Bytes per read: the poller's budget of a socket's turn counts reads.
+DISCARD_READS, DISCARD_BYTES = 16, 65536  # At most 1 MiB read and dropped after a bad frame.
 _OPEN = ConnectionState.OPEN
 _LOCAL_CLOSING = ConnectionState.LOCAL_CLOSING
 _REMOTE_CLOSING = ConnectionState.REMOTE_CLOSING
@@ -71,6 +73,7 @@ class FrameReader:
         self._parts: list[str | bytes] = []  # A fragmented message so far.
         self._size = 0  # Its length so far.
         self._refused = False  # We closed over a frame (too big, unparsable): drop the rest.
+        self._unparsable = False  # The peer broke the framing: what follows is not read.
         self._broken = False  # The transport failed, or we gave up on the peer: do not wait.
         self._done = False  # Over: nothing more will be read.
         self.code: int | None = None  # Why it closed, once it did.
@@ -138,6 +141,9 @@ class FrameReader:
         """
         deadline = time.monotonic() + timeout
         try:
+            if self._unparsable:
+                self._discard_unread()
+                return
             while self._awaiting_answer():
                 wait = deadline - time.monotonic()
                 if wait <= 0 or not self._poll.poll(int(wait * 1000) + 1):
@@ -146,6 +152,14 @@ class FrameReader:
                     break
         finally:
             self._finish()
+
+    def _discard_unread(self) -> None:
+        """Read and drop what the peer already sent (a bounded amount): hanging up with unread
+        bytes would reset the connection, and a reset makes the peer drop our close frame."""
+        with contextlib.suppress(OSError):
+            for _ in range(DISCARD_READS):
+                if not self._sock.recv(DISCARD_BYTES, socket.MSG_DONTWAIT):
+                    return
 
     def _over(self) -> bool:
         """True once no message will come: a close frame went either way, or the socket broke."""
@@ -236,9 +250,13 @@ class FrameReader:
         """A close frame arrived (answered here), or the peer broke the protocol (we close)."""
         state = self._conn.state
         if state is _OPEN:
-            # wsproto reports a frame it cannot parse as a close event, without closing.
+            # wsproto reports a frame it cannot parse as a close event, without closing. What
+            # follows cannot be parsed either, so no answer could be read: fail the connection
+            # (RFC 6455 7.1.7), without waiting.
             self._refuse(event.code, event.reason)
-            return  # Our close frame went: wait for the answer.
+            self._unparsable = True
+            self._break(event.code)
+            return
         self.code, self.reason = event.code, event.reason
         if state is _REMOTE_CLOSING:
             self._conn.send_control(_if(_REMOTE_CLOSING, event.response()))
@@ -275,8 +293,8 @@ def _joined(parts: list[str | bytes]) -> str | bytes:
     if len(parts) == 1:
         return parts[0]
     if isinstance(parts[0], str):
-        return "".join(str(part) for part in parts)
-    return b"".join(bytes(part) for part in parts)
+        return "".join(part for part in parts if isinstance(part, str))
+    return b"".join(part for part in parts if isinstance(part, bytes))
 
 
 def _if_open(event: Event) -> Callable[[ConnectionState], Event | None]:
