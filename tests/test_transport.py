@@ -284,12 +284,6 @@ def test_close_finishes_the_backlog_says_try_again_and_hangs_up_on_the_answer(ma
     assert peer.until_eof() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="close() aborts a connection whose backlog was queued but not flushed yet: "
-    "send_control queues the close frame, _kick finds _closed set and no writer, and "
-    "aborts, dropping the queued frames and the close frame",
-)
 def test_close_sends_what_was_queued_but_not_flushed_yet(make_pair):
     """A frame queued under Hub.ordered() and not flushed yet still goes out on close()."""
     conn, peer = make_pair()

@@ -255,6 +255,9 @@ class Connection:
     def close(self, timeout: float = 5.0) -> None:
         """The session is over: flush what is queued, stop the writer, finish the closing
         handshake (the server closes TCP first, RFC 6455 7.1.1), and hang up."""
+        # Frames queued under the order lock whose flush has not come yet go first: once
+        # ``_closed`` is set, a backlog with no writer is dropped instead.
+        self.flush()
         with self._mutex:
             self._closing = True  # A broadcast still holding this socket queues nothing more.
             self._closed = True

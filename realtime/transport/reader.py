@@ -190,7 +190,11 @@ class FrameReader:
             return True
         except (OSError, LocalProtocolError):
             return False
-        return not any(isinstance(event, CloseConnection) for event in events)
+        for event in events:
+            if isinstance(event, CloseConnection):
+                self.code, self.reason = event.code, event.reason
+                return False
+        return True
 
     def _finish(self) -> None:
         """Nothing more will be read: the connection may hang up."""
