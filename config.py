@@ -4,35 +4,40 @@ import os
 import re
 import secrets
 import tempfile
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
+from typing import Any
 
 # Settings the environment may override. The type of each default decides how its value is parsed.
 ENV_KEYS = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "DATABASE_URL", "REDIS_URL")
 ENV_PREFIX = "CHAT_"
 MIN_SECRET_KEY_LENGTH = 32
 
+# What ``_parse_like`` makes of an environment variable.
+EnvValue = str | bool | int | float | tuple[str, ...]
+
 
 class Config:
     """Defaults for every environment; each ``CHAT_*`` key may be set in the environment."""
 
-    SECRET_KEY = None
+    SECRET_KEY: str | None = None
     # Old keys still accepted for signatures (sessions, tokens) while a new SECRET_KEY rolls out.
-    SECRET_KEY_FALLBACKS = ()
-    DATABASE_URL = None  # None means SQLite in the instance folder.
+    SECRET_KEY_FALLBACKS: tuple[str, ...] = ()
+    DATABASE_URL: str | None = None  # None means SQLite in the instance folder.
     # Set it to run several workers or hosts: they share events, presence and rate limits.
-    REDIS_URL = None
+    REDIS_URL: str | None = None
 
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     REMEMBER_COOKIE_HTTPONLY = True
     REMEMBER_COOKIE_SAMESITE = "Lax"
-    WTF_CSRF_TIME_LIMIT = None  # The CSRF token lives as long as the session.
+    WTF_CSRF_TIME_LIMIT: int | None = None  # The CSRF token lives as long as the session.
 
     CHAT_ENV = "development"
     # Proxies in front that set X-Forwarded-For/-Proto/-Host (1 behind nginx); 0 trusts none.
     CHAT_PROXY_HOPS = 0
     # Other exact origins (scheme://host[:port]) whose pages may open the socket.
-    CHAT_ALLOWED_ORIGINS = ()
+    CHAT_ALLOWED_ORIGINS: tuple[str, ...] = ()
     CHAT_LOG_LEVEL = "INFO"
     CHAT_TOKEN_MAX_AGE = 900
     CHAT_TOKEN_SALT = "chat-websocket-token"  # noqa: S105 - a namespace, not a secret
@@ -75,14 +80,16 @@ class Config:
     CHAT_LOGIN_LIMIT_PER_EMAIL = "10 per minute"
 
 
-def load_environment(config, environ=os.environ):
+def load_environment(
+    config: MutableMapping[str, Any], environ: Mapping[str, str] = os.environ
+) -> None:
     """Override ``config`` with ``SECRET_KEY``, ``DATABASE_URL`` and ``CHAT_*`` from ``environ``."""
     for key, raw in environ.items():
         if key in ENV_KEYS or (key.startswith(ENV_PREFIX) and key in config):
             config[key] = _parse_like(config.get(key), raw, key)
 
 
-def _parse_like(default, raw, key):
+def _parse_like(default: object, raw: str, key: str) -> EnvValue:
     """Parse ``raw`` to the type of ``default``: bool, int, float, list (comma-separated), str."""
     if isinstance(default, tuple | list):
         return tuple(item.strip() for item in raw.split(",") if item.strip())
@@ -103,7 +110,7 @@ def _parse_like(default, raw, key):
     return raw
 
 
-def finalize(config, instance_path):
+def finalize(config: MutableMapping[str, Any], instance_path: str) -> None:
     """Fill in derived settings and refuse to run production on an unsafe configuration."""
     if config["CHAT_ENV"] not in {"development", "production"}:
         raise RuntimeError("CHAT_ENV must be 'development' or 'production'")
@@ -139,7 +146,7 @@ def finalize(config, instance_path):
     config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
 
 
-def _require_real_secret(key):
+def _require_real_secret(key: str | bytes | None) -> None:
     """Raise unless ``key`` is long enough to be a generated secret."""
     if not key or len(key) < MIN_SECRET_KEY_LENGTH:
         raise RuntimeError(
@@ -148,7 +155,7 @@ def _require_real_secret(key):
         )
 
 
-def _development_secret(instance_path):
+def _development_secret(instance_path: Path) -> str:
     """Read the development secret from the instance folder, creating it once."""
     path = instance_path / "secret_key"
     try:

@@ -1,5 +1,7 @@
 """Flask extensions, created unbound here and bound to an app in ``create_app``."""
 
+from typing import TYPE_CHECKING
+
 from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -27,6 +29,19 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+if TYPE_CHECKING:
+    from flask_sqlalchemy.model import Model as FlaskModel
+
+    # mypy cannot subclass an attribute (``db.Model``), so the models' base is named here. This
+    # is what Flask-SQLAlchemy builds: ``Base`` (mapping, metadata) plus its mixins (``query``).
+
+    class Model(FlaskModel, Base):
+        """The declarative base the models subclass: ``db.Model``, as mypy sees it."""
+
+        __abstract__ = True
+
+else:
+    Model = db.Model
 babel = Babel()
 login_manager = LoginManager()
 csrf = CSRFProtect()

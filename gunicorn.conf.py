@@ -8,6 +8,15 @@ out query strings: browsers pass the socket token as ``?token=``.
 
 import os
 import signal
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.workers.base import Worker
+
+    from realtime.runtime import Runtime
 
 worker_class = "gthread"
 workers = int(os.environ.get("GUNICORN_WORKERS", "1"))  # More than 1 needs REDIS_URL.
@@ -32,7 +41,7 @@ forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1"
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%(a)s"'
 
 
-def on_starting(server):
+def on_starting(server: "Arbiter") -> None:
     """Refuse several workers without Redis (each would have its own hub, and rooms would split)
     and TLS in gunicorn; how many connections may be in progress (above)."""
     if server.cfg.workers > 1 and not os.environ.get("REDIS_URL"):
@@ -47,7 +56,7 @@ def on_starting(server):
     server.cfg.set("worker_connections", int(connections))
 
 
-def post_worker_init(worker):
+def post_worker_init(worker: "Worker") -> None:
     """Join the backplane at once; on SIGTERM, close every chat socket with 1001 (reconnect now).
 
     gunicorn then waits up to ``graceful_timeout`` for requests to end; a WebSocket only ends when
@@ -56,8 +65,8 @@ def post_worker_init(worker):
     _join_backplane(worker.wsgi)
     graceful_stop = worker.handle_exit
 
-    def handle_exit(sig, frame):
-        runtime = worker.wsgi.extensions.get("chat_runtime")
+    def handle_exit(sig: int, frame: FrameType | None) -> None:
+        runtime: Runtime | None = worker.wsgi.extensions.get("chat_runtime")
         if runtime is not None:
             runtime.close_sockets()  # 1001: only queues close frames, never blocks.
         graceful_stop(sig, frame)
@@ -65,19 +74,19 @@ def post_worker_init(worker):
     signal.signal(signal.SIGTERM, handle_exit)
 
 
-def worker_exit(server, worker):
+def worker_exit(server: "Arbiter", worker: "Worker") -> None:
     """Let the sockets finish closing, store the messages still queued, then send the last
     presence batch (not on a crash)."""
-    extensions = worker.wsgi.extensions if hasattr(worker, "wsgi") else {}
-    runtime = extensions.get("chat_runtime")
+    extensions: dict[str, Any] = worker.wsgi.extensions if hasattr(worker, "wsgi") else {}
+    runtime: Runtime | None = extensions.get("chat_runtime")
     if runtime is not None:
         # No request holds the sockets, so gunicorn did not wait: their close frames are on the way.
         runtime.shutdown(server.cfg.graceful_timeout)
 
 
-def _join_backplane(app):
+def _join_backplane(app: "Flask") -> None:
     """Subscribe before the first client arrives (the app would otherwise do it on demand)."""
-    runtime = app.extensions.get("chat_runtime")
+    runtime: Runtime | None = app.extensions.get("chat_runtime")
     if runtime is not None:
         with app.app_context():
             runtime.start()

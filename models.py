@@ -1,11 +1,13 @@
 """Database models: users and their messages."""
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
+from typing import Self, TypedDict
 
 import click
-from flask import current_app
+from flask import Flask, current_app
 from flask.cli import with_appcontext
 from flask_login import UserMixin
 from flask_migrate import upgrade
@@ -15,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     event,
@@ -22,26 +25,45 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.dml import ReturningInsert
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from extensions import db, migrate
+from extensions import Model, db, migrate
 
 MAX_DISPLAY_NAME_CHARS = 40
 
 
-def utcnow():
+class MessageData(TypedDict):
+    """A stored message as plain data (``Message.to_dict``): what the socket stack sends."""
+
+    id: int
+    room: str  # The room's key.
+    user_id: int
+    user: str  # The author's display name.
+    text: str
+    created_at: datetime  # Aware, in UTC.
+    client_id: str | None
+
+
+# What ``save_messages`` stores: ``(user_id, room_id, text, client_id, room_key, author)``.
+MessageRow = tuple[int, int, str, str | None, str | None, str | None]
+
+
+def utcnow() -> datetime:
     """Return the current time, timezone-aware, in UTC."""
     return datetime.now(UTC)
 
 
-def as_utc(moment):
+def as_utc(moment: datetime) -> datetime:
     """Return ``moment`` as aware UTC (SQLite hands back naive datetimes)."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-class User(UserMixin, db.Model):
+class User(UserMixin, Model):
     """An account: a unique lower-case email and a password hash."""
 
     __tablename__ = "users"
@@ -60,35 +82,35 @@ class User(UserMixin, db.Model):
     locale: Mapped[str | None] = mapped_column(String(8))
 
     @property
-    def default_name(self):
+    def default_name(self) -> str:
         """The part of the email before ``@``: the name of a user who chose none."""
         return self.email.split("@", 1)[0]
 
     @property
-    def name(self):
+    def name(self) -> str:
         """Display name: the one chosen on the profile page, else ``default_name``."""
         return self.display_name or self.default_name
 
-    def set_password(self, password):
+    def set_password(self, password: str) -> None:
         """Store a salted hash of ``password``, at the configured cost."""
         method = current_app.config["CHAT_PASSWORD_HASH"]
         self.password_hash = generate_password_hash(password, method=method)
 
-    def check_password(self, password):
+    def check_password(self, password: str) -> bool:
         """Tell whether ``password`` matches the stored hash."""
         return check_password_hash(self.password_hash, password)
 
-    def get_id(self):
+    def get_id(self) -> str:
         """Session identity: id and session version, so that a version bump ends sessions."""
         return f"{self.id}.{self.session_version}"
 
     @classmethod
-    def by_email(cls, email):
+    def by_email(cls, email: str) -> Self | None:
         """Return the user with ``email`` (any case), or None."""
         return db.session.scalar(select(cls).where(cls.email == email.strip().lower()))
 
 
-class Login(db.Model):
+class Login(Model):
     """One signed-in browser: its session and remember-me cookie name it; logging out deletes it."""
 
     __tablename__ = "logins"
@@ -98,7 +120,7 @@ class Login(db.Model):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class Room(db.Model):
+class Room(Model):
     """A public room anyone may join, or a direct-message thread between two users."""
 
     __tablename__ = "rooms"
@@ -116,7 +138,7 @@ DIRECT = "direct"
 GENERAL = "general"
 
 
-class Membership(db.Model):
+class Membership(Model):
     """A user in a room, and the last message they have read there."""
 
     __tablename__ = "memberships"
@@ -131,7 +153,7 @@ class Membership(db.Model):
     joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-class Message(db.Model):
+class Message(Model):
     """A chat message in a room, stored before anyone sees it."""
 
     __tablename__ = "messages"
@@ -151,7 +173,7 @@ class Message(db.Model):
     author: Mapped[User] = relationship(lazy="joined")
     room: Mapped[Room] = relationship(lazy="joined")
 
-    def to_dict(self):
+    def to_dict(self) -> MessageData:
         """Plain data for the wire, detached from the session."""
         return {
             "id": self.id,
@@ -164,7 +186,14 @@ class Message(db.Model):
         }
 
 
-def save_message(user_id, room_id, text, client_id=None, room_key=None, author=None):
+def save_message(
+    user_id: int,
+    room_id: int,
+    text: str,
+    client_id: str | None = None,
+    room_key: str | None = None,
+    author: str | None = None,
+) -> tuple[MessageData, bool]:
     """Persist a message; return ``(data, created)``. A repeated ``client_id`` gets the original.
 
     ``room_key`` and ``author`` (the author's display name), when given, spare two queries.
@@ -184,7 +213,7 @@ def save_message(user_id, room_id, text, client_id=None, room_key=None, author=N
     return data, True
 
 
-def save_messages(rows):
+def save_messages(rows: Sequence[MessageRow]) -> list[MessageData]:
     """Persist several new messages in one statement and one commit; their data, in id order.
 
     ``rows`` are ``(user_id, room_id, text, client_id, room_key, author)``; a ``room_key`` or
@@ -204,12 +233,12 @@ def save_messages(rows):
         ids = connection.execute(_insert_returning_ids(), values).scalars().all()
     # Built after the commit, before the publish: if the publish fails, a client's retry (same
     # client_id) finds its row.
-    data = [
+    data: list[MessageData] = [
         {
             "id": message_id,
-            "room": key or db.session.get(Room, room_id).key,
+            "room": key or db.session.get_one(Room, room_id).key,
             "user_id": user_id,
-            "user": author or db.session.get(User, user_id).name,
+            "user": author or db.session.get_one(User, user_id).name,
             "text": text,
             "created_at": created_at,
             "client_id": client_id,
@@ -222,22 +251,23 @@ def save_messages(rows):
 
 
 @cache
-def _insert_returning_ids():
+def _insert_returning_ids() -> ReturningInsert[int]:
     """``INSERT INTO messages … RETURNING id``, built once (building it cost a cache-key walk).
 
     On the Table, not the mapped class: the ORM's bulk-insert layer cost more than the INSERT.
     ``sort_by_parameter_order``: ids come back in the order of the rows, on every database.
     """
     table = Message.__table__
+    assert isinstance(table, Table)  # A mapped class's ``__table__`` is typed as any FromClause.
     return insert(table).returning(table.c.id, sort_by_parameter_order=True)
 
 
-def latest_message_id():
+def latest_message_id() -> int:
     """The id of the newest message in any room (0 when there is none)."""
     return db.session.scalar(select(func.max(Message.id))) or 0
 
 
-def messages_before(room_id, before=None, limit=50):
+def messages_before(room_id: int, before: int | None = None, limit: int = 50) -> list[MessageData]:
     """Up to ``limit`` messages of a room older than id ``before`` (or the latest), oldest first."""
     query = select(Message).where(Message.room_id == room_id)
     if before is not None:
@@ -246,7 +276,7 @@ def messages_before(room_id, before=None, limit=50):
     return [message.to_dict() for message in reversed(newest)]
 
 
-def messages_after(room_id, after, limit):
+def messages_after(room_id: int, after: int, limit: int) -> list[MessageData]:
     """Up to ``limit`` messages of a room newer than id ``after``, oldest first."""
     query = select(Message).where(Message.room_id == room_id, Message.id > after)
     return [m.to_dict() for m in db.session.scalars(query.order_by(Message.id).limit(limit))]
@@ -255,7 +285,7 @@ def messages_after(room_id, after, limit):
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def init_app(app):
+def init_app(app: Flask) -> None:
     """Bind the database and migrations to ``app``, tune SQLite, register ``flask init-db``."""
     db.init_app(app)
     # Batch mode lets Alembic alter SQLite tables (by copying them) as it alters PostgreSQL's.
@@ -266,7 +296,7 @@ def init_app(app):
     app.cli.add_command(init_db_command)
 
 
-def _tune_sqlite(dbapi_connection, _record):
+def _tune_sqlite(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     """WAL lets readers work during a write; foreign keys are off by default in SQLite."""
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -278,14 +308,14 @@ def _tune_sqlite(dbapi_connection, _record):
 
 @click.command("init-db")
 @with_appcontext
-def init_db_command():
+def init_db_command() -> None:
     """Create or upgrade the schema to the latest migration (data is kept), and ``general``."""
     upgrade(directory=str(MIGRATIONS))
     ensure_general()
     click.echo("Database ready.")
 
 
-def ensure_general():
+def ensure_general() -> int:
     """Return the id of the ``general`` room, creating it if needed."""
     room_id = db.session.scalar(select(Room.id).where(Room.key == GENERAL))
     if room_id is not None:
@@ -296,5 +326,5 @@ def ensure_general():
         db.session.commit()
     except IntegrityError:  # Created by another worker meanwhile.
         db.session.rollback()
-        return db.session.scalar(select(Room.id).where(Room.key == GENERAL))
+        return db.session.execute(select(Room.id).where(Room.key == GENERAL)).scalar_one()
     return room.id

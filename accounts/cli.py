@@ -12,7 +12,7 @@ from models import User
 @click.argument("email")
 @click.password_option(help="Prompted for (hidden, twice) when not given.")
 @with_appcontext
-def create_user_command(email, password):
+def create_user_command(email: str, password: str) -> None:
     """Create an account for EMAIL."""
     try:
         email = normalize_email(email)

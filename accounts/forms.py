@@ -21,7 +21,7 @@ DUPLICATE_EMAIL = _l("An account with this email already exists.")
 MAX_PASSWORD_CHARS = 128
 
 
-def normalize_email(email):
+def normalize_email(email: str) -> str:
     """Return ``email`` checked and lower-cased, or raise ValueError with a reason."""
     try:
         # No DNS lookups: the server may be offline, and a lookup would leak the address.
@@ -35,7 +35,7 @@ def normalize_email(email):
     return checked.normalized.lower()
 
 
-def password_problem(password, email):
+def password_problem(password: str, email: str) -> str | None:
     """Return why ``password`` is too weak for ``email``, or None."""
     minimum = current_app.config["CHAT_MIN_PASSWORD_LENGTH"]
     if len(password) < minimum:
@@ -72,7 +72,7 @@ class RegisterForm(FlaskForm):
     )
     submit = SubmitField(_l("Create account"))
 
-    def validate_email(self, field):
+    def validate_email(self, field: EmailField) -> None:
         """A well-formed address that has no account yet."""
         try:
             field.data = normalize_email(field.data)
@@ -81,7 +81,7 @@ class RegisterForm(FlaskForm):
         if User.by_email(field.data) is not None:
             raise ValidationError(DUPLICATE_EMAIL)
 
-    def validate_password(self, field):
+    def validate_password(self, field: PasswordField) -> None:
         """Long enough, and not the email itself."""
         problem = password_problem(field.data, self.email.data or "")
         if problem:
@@ -102,16 +102,16 @@ class PasswordForm(FlaskForm):
     )
     submit = SubmitField(_l("Change password"))
 
-    def __init__(self, user, *args, **kwargs):
+    def __init__(self, user: User, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.user = user
 
-    def validate_current(self, field):
+    def validate_current(self, field: PasswordField) -> None:
         """The user proves they know the password they are replacing."""
         if not self.user.check_password(field.data):
             raise ValidationError(_("This is not your current password."))
 
-    def validate_password(self, field):
+    def validate_password(self, field: PasswordField) -> None:
         """Long enough, not the email, and not the same as before."""
         problem = password_problem(field.data, self.user.email)
         if problem is None and field.data == self.current.data:
@@ -140,7 +140,7 @@ class ProfileForm(FlaskForm):
     )
     submit = SubmitField(_l("Save"))
 
-    def validate_display_name(self, field):
+    def validate_display_name(self, field: StringField) -> None:
         """Trimmed; 1 to 40 visible characters, or empty for the default."""
         field.data = " ".join((field.data or "").split())
         if len(field.data) > MAX_DISPLAY_NAME_CHARS:

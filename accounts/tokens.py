@@ -11,12 +11,12 @@ from models import Login, User
 class TokenError(Exception):
     """A token that must be refused; ``code`` is the error name sent to the client."""
 
-    def __init__(self, code):
+    def __init__(self, code: str) -> None:
         super().__init__(code)
         self.code = code
 
 
-def _serializer():
+def _serializer() -> URLSafeTimedSerializer:
     """The serializer for socket tokens: its own salt, current key plus fallbacks."""
     config = current_app.config
     # itsdangerous signs with the last key and verifies with any of them.
@@ -24,12 +24,12 @@ def _serializer():
     return URLSafeTimedSerializer(keys, salt=config["CHAT_TOKEN_SALT"])
 
 
-def issue_token(user):
+def issue_token(user: User) -> str:
     """Return a token for ``user``, valid for ``CHAT_TOKEN_MAX_AGE`` seconds."""
     return _serializer().dumps({"uid": user.id, "v": user.token_version})
 
 
-def revoke(user, end_sessions=False):
+def revoke(user: User, end_sessions: bool = False) -> None:
     """Invalidate the user's tokens (and with ``end_sessions`` their sessions).
 
     Open sockets are the socket stack's: the caller announces why (``accounts.signals``).
@@ -41,7 +41,7 @@ def revoke(user, end_sessions=False):
     db.session.commit()
 
 
-def verify_token(token):
+def verify_token(token: str) -> User:
     """Return the user ``token`` was issued to, or raise ``TokenError``."""
     try:
         payload = _serializer().loads(token, max_age=current_app.config["CHAT_TOKEN_MAX_AGE"])

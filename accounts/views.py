@@ -1,12 +1,16 @@
 """Accounts: register, log in, log out, profile, password, and the session user loader."""
 
 import secrets
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from functools import cache
+from typing import ParamSpec, TypedDict, TypeVar, Unpack, cast
 from urllib.parse import urlsplit
 
+from blinker import NamedSignal
 from flask import (
     Blueprint,
+    Flask,
     current_app,
     flash,
     redirect,
@@ -23,7 +27,9 @@ from flask_login import current_user, login_required, login_user, logout_user
 from flask_login.config import COOKIE_DURATION
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
+from werkzeug.local import LocalProxy
 from werkzeug.security import check_password_hash, generate_password_hash
+from werkzeug.wrappers import Response
 
 from accounts.forms import (
     DUPLICATE_EMAIL,
@@ -41,14 +47,24 @@ bp = Blueprint("accounts", __name__)
 
 INVALID_LOGIN = _l("Invalid email or password.")
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _Details(TypedDict, total=False):
+    """What a signal tells besides ``user_id`` (see ``accounts.signals``)."""
+
+    name: str  # user_renamed
+    everywhere: bool  # user_signed_out
+
 
 @cache
-def _dummy_hash(method):
+def _dummy_hash(method: str) -> str:
     """A hash to check against for unknown emails, so they take as long as known ones."""
     return generate_password_hash("not a real password", method=method)
 
 
-def authenticate(email, password):
+def authenticate(email: str | None, password: str) -> User | None:
     """Return the user with these credentials, or None."""
     user = User.by_email(email) if isinstance(email, str) else None
     if user is None:
@@ -57,16 +73,16 @@ def authenticate(email, password):
     return user if user.check_password(password) else None
 
 
-def login_key():
+def login_key() -> str:
     """Rate-limit key for login attempts on one account, whoever makes them."""
     data = request.get_json(silent=True) if request.is_json else request.form
-    email = data.get("email") if hasattr(data, "get") else None
+    email = data.get("email") if isinstance(data, Mapping) else None
     if not isinstance(email, str) or not email.strip():
         return f"ip:{get_remote_address()}"
     return "email:" + email.strip().lower()[:254]
 
 
-def limit_logins(view):
+def limit_logins(view: Callable[P, R]) -> Callable[P, R]:
     """Throttle a login view per client address and per email (429 with Retry-After).
 
     The form and ``POST /api/token`` share the counters: two doors, one budget of guesses.
@@ -83,7 +99,7 @@ def limit_logins(view):
     return per_ip(per_email(view))
 
 
-def load_user(session_id):
+def load_user(session_id: str) -> User | None:
     """Flask-Login loader: the session holds ``"<id>.<session_version>.<login id>"``."""
     user_id, version, login_id = _split_session_id(session_id)
     if not (user_id.isdigit() and version.isdigit() and login_id):
@@ -98,14 +114,14 @@ def load_user(session_id):
     return user
 
 
-def _split_session_id(session_id):
+def _split_session_id(session_id: str) -> tuple[str, str, str]:
     """``(user id, session version, login id)``, each an empty string where it is missing."""
     user_id, _, rest = session_id.partition(".")
     version, _, login_id = rest.partition(".")
     return user_id, version, login_id
 
 
-def safe_next(target):
+def safe_next(target: str | None) -> str:
     """Return ``target`` if it is a path on this site, else the chat page."""
     fallback = url_for("chat.index")
     if not target or "\\" in target or any(ord(char) < 0x20 for char in target):
@@ -116,7 +132,7 @@ def safe_next(target):
     return target
 
 
-def _start_session(user, remember=False):
+def _start_session(user: User, remember: bool = False) -> None:
     """Log ``user`` in with a brand-new session (no session fixation) and a new login row."""
     session.clear()
     login_user(user, remember=remember)
@@ -126,7 +142,7 @@ def _start_session(user, remember=False):
     session["_user_id"] = f"{user.get_id()}.{_open_login(user)}"
 
 
-def _open_login(user):
+def _open_login(user: User) -> str:
     """Record a new login of ``user``, forget their logins too old to be in use; its id."""
     login = Login(id=secrets.token_urlsafe(32), user_id=user.id)
     db.session.add(login)
@@ -136,13 +152,13 @@ def _open_login(user):
     return login.id
 
 
-def _remember_duration():
+def _remember_duration() -> timedelta:
     """How long a remember-me cookie lives (Flask-Login's setting: seconds or a timedelta)."""
     duration = current_app.config.get("REMEMBER_COOKIE_DURATION", COOKIE_DURATION)
     return timedelta(seconds=duration) if isinstance(duration, int) else duration
 
 
-def _end_login():
+def _end_login() -> None:
     """Delete this browser's login row, so that no copy of its cookies logs anyone in again."""
     login_id = _split_session_id(session.get("_user_id", ""))[2]
     db.session.execute(delete(Login).where(Login.id == login_id))
@@ -150,7 +166,7 @@ def _end_login():
 
 
 @bp.route("/register", methods=["GET", "POST"])
-def register():
+def register() -> Response | tuple[str, int]:
     """Create an account and log it in."""
     if current_user.is_authenticated:
         return redirect(url_for("chat.index"))
@@ -165,7 +181,7 @@ def register():
     return render_template("register.html", form=form), status
 
 
-def _create_account(form):
+def _create_account(form: RegisterForm) -> User | None:
     """Save the account the form describes; None if the email was taken meanwhile."""
     user = User(email=form.email.data)
     user.set_password(form.password.data)
@@ -182,7 +198,7 @@ def _create_account(form):
 
 @bp.route("/login", methods=["GET", "POST"])
 @limit_logins
-def login():
+def login() -> Response | tuple[str, int]:
     """Log in with email and password."""
     target = safe_next(request.args.get("next"))
     if current_user.is_authenticated:
@@ -202,7 +218,7 @@ def login():
 
 
 @bp.post("/logout")
-def logout():
+def logout() -> Response:
     """End this login and revoke the user's socket tokens (the form carries a CSRF token)."""
     if current_user.is_authenticated:
         # Before revoke closes the sockets: a page sent to the login page by its socket's 4001
@@ -214,7 +230,7 @@ def logout():
     return _sign_out(_("You have been logged out."))
 
 
-def _sign_out(message):
+def _sign_out(message: str) -> Response:
     """End this browser's session and send it to the login page with ``message``."""
     session.clear()
     # After the clear, which would drop its mark: logout_user asks to delete the remember-me cookie.
@@ -225,11 +241,11 @@ def _sign_out(message):
 
 @bp.route("/password", methods=["GET", "POST"])
 @login_required
-def change_password():
+def change_password() -> Response | tuple[str, int]:
     """Change the password; every other session, token and socket of the user ends."""
     form = PasswordForm(current_user)
     if form.validate_on_submit():
-        user = current_user._get_current_object()
+        user: User = current_user._get_current_object()
         user.set_password(form.password.data)
         revoke(user, end_sessions=True)
         _announce(password_changed, user.id)
@@ -242,9 +258,9 @@ def change_password():
 
 @bp.route("/profile", methods=["GET", "POST"])
 @login_required
-def profile():
+def profile() -> Response | tuple[str, int]:
     """Display name and language; links to the password page and to log out everywhere."""
-    user = current_user._get_current_object()
+    user: User = current_user._get_current_object()
     form = ProfileForm()
     if request.method == "GET":
         form.display_name.data = user.display_name or ""
@@ -269,19 +285,22 @@ def profile():
 
 @bp.post("/logout-everywhere")
 @login_required
-def logout_everywhere():
+def logout_everywhere() -> Response:
     """End every session and socket of this user, on every device."""
     revoke(current_user, end_sessions=True)
     _announce(user_signed_out, current_user.id, everywhere=True)
     return _sign_out(_("You have been logged out on every device."))
 
 
-def _announce(signal, user_id, **details):
+def _announce(signal: NamedSignal, user_id: int, **details: Unpack[_Details]) -> None:
     """Tell the listeners (the socket stack) what happened to ``user_id``'s account."""
-    signal.send(current_app._get_current_object(), user_id=user_id, **details)
+    # The app itself, not the proxy (Flask types ``current_app`` as the app): the socket stack
+    # subscribed with the app as sender.
+    app = cast("LocalProxy[Flask]", current_app)._get_current_object()
+    signal.send(app, user_id=user_id, **details)
 
 
-def init_app(app):
+def init_app(app: Flask) -> None:
     """Register the blueprint and the session loader."""
     app.register_blueprint(bp)
     login_manager.init_app(app)

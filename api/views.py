@@ -1,6 +1,8 @@
 """The JSON API: tokens for the WebSocket."""
 
-from flask import Blueprint, current_app, jsonify, request
+from collections.abc import Mapping
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask_login import current_user
 
 from accounts.forms import MAX_EMAIL_CHARS, MAX_PASSWORD_CHARS
@@ -8,22 +10,23 @@ from accounts.tokens import issue_token
 from accounts.views import authenticate, limit_logins
 from core.text import is_unicode
 from extensions import csrf
+from models import User
 from web.errors import json_error
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 
-def _token_response(user):
+def _token_response(user: User) -> Response:
     """``{"token", "expires_in"}`` for ``user``, never cached."""
     response = jsonify(token=issue_token(user), expires_in=current_app.config["CHAT_TOKEN_MAX_AGE"])
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
-def _credentials():
+def _credentials() -> tuple[str, str] | None:
     """Return ``(email, password)`` from a JSON body or form fields, or None if malformed."""
     data = request.get_json(silent=True) if request.is_json else request.form
-    if not hasattr(data, "get"):
+    if not isinstance(data, Mapping):  # A JSON array, string or number, or no JSON at all.
         return None
     email, password = data.get("email"), data.get("password")
     if not (isinstance(email, str) and isinstance(password, str)):
@@ -37,7 +40,7 @@ def _credentials():
 
 @bp.post("/token")
 @limit_logins
-def create_token():
+def create_token() -> Response | tuple[Response, int]:
     """Exchange an email and password for a token (for Postman and scripts)."""
     credentials = _credentials()
     if credentials is None:
@@ -51,14 +54,14 @@ def create_token():
 
 
 @bp.get("/token")
-def refresh_token():
+def refresh_token() -> Response | tuple[Response, int]:
     """A fresh token for the logged-in session (the chat page calls it before reconnecting)."""
     if not current_user.is_authenticated:
         return json_error(401, "unauthenticated", "Log in first.")
     return _token_response(current_user)
 
 
-def init_app(app):
+def init_app(app: Flask) -> None:
     """Register the blueprint; the token endpoint takes credentials, not cookies, so no CSRF."""
     app.register_blueprint(bp)
     csrf.exempt(create_token)

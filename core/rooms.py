@@ -2,7 +2,9 @@
 
 import re
 import unicodedata
+from typing import TypedDict
 
+from flask_babel import LazyString
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
@@ -17,7 +19,27 @@ _LATIN = "A-Za-z0-9\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u017f"
 ROOM_NAME = re.compile(f"[{_LATIN}][{_LATIN}_-]{{0,31}}")
 
 
-def room_key(name):
+class RoomSummary(TypedDict):
+    """One of a user's rooms as the page lists it (``summaries``)."""
+
+    id: int
+    room: str  # The key.
+    title: str  # A direct room's is the other person's display name.
+    kind: str  # PUBLIC or DIRECT
+    unread: int  # Messages by others after the user's read marker.
+    last_id: int  # The room's newest message id, 0 when it has none.
+    last_read_id: int
+
+
+class PublicRoom(TypedDict):
+    """A public room as the list to discover them shows it (``public_rooms``)."""
+
+    room: str
+    title: str
+    members: int
+
+
+def room_key(name: str) -> str:
     """The key a room name is known by: NFKC-normalized and case-folded."""
     return unicodedata.normalize("NFKC", name).casefold()
 
@@ -30,36 +52,36 @@ NO_SUCH_USER = _l("No such user is online in any of your rooms.")
 class RoomError(Exception):
     """A room operation that cannot be done; ``code`` becomes an error frame's code."""
 
-    def __init__(self, code, message):
+    def __init__(self, code: str, message: str | LazyString) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
 
 
-def direct_key(user_id, other_id):
+def direct_key(user_id: int, other_id: int) -> str:
     """The key of the direct-message room between two users, the same from both sides."""
     low, high = sorted((user_id, other_id))
     return f"dm:{low}:{high}"
 
 
-def find_room(key):
+def find_room(key: str) -> Room | None:
     """The room with ``key``, or None."""
     return db.session.scalar(select(Room).where(Room.key == key))
 
 
-def is_member(room_id, user_id):
+def is_member(room_id: int, user_id: int) -> bool:
     """Tell whether the user is in the room."""
     return db.session.get(Membership, (room_id, user_id)) is not None
 
 
-def join_general(user_id):
+def join_general(user_id: int) -> int:
     """Make sure the user is in ``general``; return its id."""
     room_id = ensure_general()
     _add_member(room_id, user_id)
     return room_id
 
 
-def _add_member(room_id, user_id):
+def _add_member(room_id: int, user_id: int) -> bool:
     """Add a membership; return False if it already existed."""
     if is_member(room_id, user_id):
         return False
@@ -72,7 +94,7 @@ def _add_member(room_id, user_id):
     return True
 
 
-def create_room(name, user_id):
+def create_room(name: str, user_id: int) -> Room:
     """Create a public room named ``name`` with its creator in it; return the room."""
     room = Room(key=room_key(name), title=name, kind=PUBLIC)
     db.session.add(room)
@@ -88,7 +110,7 @@ def create_room(name, user_id):
     return room
 
 
-def join_public(key, user_id):
+def join_public(key: str, user_id: int) -> tuple[Room, bool]:
     """Join the public room ``key``; return ``(room, newly_joined)``."""
     room = find_room(key)
     if room is None or room.kind != PUBLIC:
@@ -99,7 +121,7 @@ def join_public(key, user_id):
     return room, _add_member(room.id, user_id)
 
 
-def leave_public(room, user_id):
+def leave_public(room: Room, user_id: int) -> None:
     """Leave a public room other than ``general``."""
     if room.key == GENERAL or room.kind != PUBLIC:
         raise RoomError("bad_request", _l("You cannot leave this room."))
@@ -109,7 +131,7 @@ def leave_public(room, user_id):
         db.session.commit()
 
 
-def open_direct(user_id, other_id):
+def open_direct(user_id: int, other_id: int) -> tuple[Room, bool]:
     """The direct room between two users, created with both in it if new; ``(room, created)``."""
     if other_id == user_id:
         raise RoomError("bad_request", _l("You cannot open a direct conversation with yourself."))
@@ -129,11 +151,11 @@ def open_direct(user_id, other_id):
         db.session.commit()
     except IntegrityError:  # The other user opened it at the same moment.
         db.session.rollback()
-        return find_room(key), False
+        return db.session.execute(select(Room).where(Room.key == key)).scalar_one(), False
     return room, True
 
 
-def mark_read(room_id, user_id, message_id):
+def mark_read(room_id: int, user_id: int, message_id: int) -> int:
     """Move the user's read marker forward, never past the room's last message; return it."""
     membership = db.session.get(Membership, (room_id, user_id))
     if membership is None:
@@ -146,7 +168,7 @@ def mark_read(room_id, user_id, message_id):
     return membership.last_read_id
 
 
-def summaries(user_id):
+def summaries(user_id: int) -> list[RoomSummary]:
     """The user's rooms as the page lists them: title, kind, unread count and last message id."""
     rows = db.session.execute(
         select(Room, Membership.last_read_id)
@@ -178,12 +200,12 @@ def summaries(user_id):
     ]
 
 
-def summary(room, user_id):
+def summary(room: Room, user_id: int) -> RoomSummary:
     """One room's summary for ``user_id``."""
     return next(item for item in summaries(user_id) if item["id"] == room.id)
 
 
-def _unread_counts(user_id):
+def _unread_counts(user_id: int) -> dict[int, int]:
     """Messages by others after the user's read marker, per room."""
     newer = and_(
         Message.room_id == Membership.room_id,
@@ -199,7 +221,7 @@ def _unread_counts(user_id):
     return dict(rows.all())
 
 
-def _direct_partners(user_id):
+def _direct_partners(user_id: int) -> dict[int, str]:
     """For each of the user's direct rooms, the other person's display name."""
     mine = select(Membership.room_id).where(Membership.user_id == user_id)
     rows = db.session.execute(
@@ -211,7 +233,7 @@ def _direct_partners(user_id):
     return {room_id: user.name for room_id, user in rows}
 
 
-def public_rooms():
+def public_rooms() -> list[PublicRoom]:
     """Every public room, with its number of members, for people to discover and join."""
     rows = db.session.execute(
         select(Room.key, Room.title, func.count(Membership.user_id))
@@ -223,6 +245,6 @@ def public_rooms():
     return [{"room": key, "title": title, "members": count} for key, title, count in rows]
 
 
-def member_ids(room_id):
+def member_ids(room_id: int) -> list[int]:
     """Ids of the users in a room."""
     return list(db.session.scalars(select(Membership.user_id).where(Membership.room_id == room_id)))

@@ -7,7 +7,7 @@ import unicodedata
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
-def is_unicode(value):
+def is_unicode(value: str) -> bool:
     """False for strings JSON can carry but UTF-8 cannot: lone surrogates such as ``\\ud800``."""
     try:
         value.encode("utf-8")
@@ -16,16 +16,16 @@ def is_unicode(value):
     return True
 
 
-def has_control_characters(text):
+def has_control_characters(text: str) -> bool:
     """True if ``text`` holds a control character other than tab and newline."""
     return _CONTROL.search(text) is not None
 
 
-def is_invisible(text):
+def is_invisible(text: str) -> bool:
     """True if nothing in ``text`` would show: only spaces and invisible format characters."""
     return not any(_is_visible(char) for char in text)
 
 
-def _is_visible(char):
+def _is_visible(char: str) -> bool:
     """Whitespace and invisible format characters (zero-width space, BOM…) show nothing."""
     return not char.isspace() and unicodedata.category(char) != "Cf"

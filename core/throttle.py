@@ -4,8 +4,9 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 
-from flask import current_app
+from flask import Flask, current_app
 from limits import RateLimitItemPerSecond
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -21,7 +22,9 @@ log = logging.getLogger(__name__)
 class TokenBucket:
     """``burst`` tokens at most, refilled at ``rate`` per second; each action takes one."""
 
-    def __init__(self, rate, burst, clock=time.monotonic):
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.rate = rate
         self.burst = burst
         self._clock = clock
@@ -29,7 +32,7 @@ class TokenBucket:
         self._stamp = clock()
         self._lock = threading.Lock()  # Two tabs of one user share a bucket.
 
-    def take(self):
+    def take(self) -> bool:
         """Take a token if there is one; return True if the action may go ahead."""
         with self._lock:
             now = self._clock()
@@ -40,7 +43,7 @@ class TokenBucket:
                 return True
             return False
 
-    def wait_time(self):
+    def wait_time(self) -> float:
         """Seconds until the next token."""
         with self._lock:
             return max(0.0, (1 - self._tokens) / self.rate) if self.rate else float("inf")
@@ -55,13 +58,14 @@ class MessageWindows:
     a few thousand messages a second, that was a tenth of the worker's time.
     """
 
-    def __init__(self, clock=time.monotonic):
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._sent = {}  # user id -> deque of send times within the window, oldest first
+        # user id -> deque of send times within the window, oldest first
+        self._sent: dict[int, collections.deque[float]] = {}
         self._prune_at = 1_000
 
-    def wait(self, user_id, burst, window):
+    def wait(self, user_id: int, burst: int, window: float) -> float:
         """Count one message of ``user_id`` (at most ``burst`` in any ``window`` seconds): 0 if
         allowed, else seconds until one would be."""
         now = self._clock()
@@ -78,23 +82,23 @@ class MessageWindows:
                 return 0
             return max(0.1, sent[0] + window - now)
 
-    def _prune(self, horizon):
+    def _prune(self, horizon: float) -> None:
         """Forget users with nothing sent since ``horizon``; the caller holds the lock."""
         self._sent = {
             user: sent for user, sent in self._sent.items() if sent and sent[-1] > horizon
         }
         self._prune_at = max(1_000, 2 * len(self._sent))
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._sent)
 
 
-def init_app(app):
+def init_app(app: Flask) -> None:
     """Give the app its in-process message windows (used when the limiter's storage is memory)."""
     app.extensions[WINDOWS_KEY] = MessageWindows()
 
 
-def message_wait(user_id, rate, burst):
+def message_wait(user_id: int, rate: float, burst: int) -> float:
     """Count one message of ``user_id``; 0 if allowed, else the seconds until one would be.
 
     At most ``burst`` messages in any ``burst / rate`` seconds (a moving window). With Redis
@@ -103,7 +107,8 @@ def message_wait(user_id, rate, burst):
     """
     window = max(1, round(burst / rate))  # Whole seconds: what ``limits`` takes.
     if isinstance(limiter.storage, MemoryStorage):
-        return current_app.extensions[WINDOWS_KEY].wait(user_id, burst, window)
+        windows: MessageWindows = current_app.extensions[WINDOWS_KEY]
+        return windows.wait(user_id, burst, window)
     item = RateLimitItemPerSecond(burst, window)
     strategy = MovingWindowRateLimiter(limiter.storage)
     try:

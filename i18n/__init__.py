@@ -1,6 +1,6 @@
 """Languages: which one a request gets, and the helpers templates use (Flask-Babel)."""
 
-from flask import g, has_request_context, request
+from flask import Flask, g, has_request_context, request
 from flask_babel import get_locale
 from flask_login import current_user
 
@@ -11,7 +11,7 @@ LANGUAGES = {"en": "English", "fr": "Français"}
 DEFAULT_LANGUAGE = "en"
 
 
-def select_locale():
+def select_locale() -> str:
     """The user's saved choice, else the browser's preference (Accept-Language), else English."""
     if not has_request_context():
         return DEFAULT_LANGUAGE  # CLI commands speak English.
@@ -23,12 +23,12 @@ def select_locale():
     return request.accept_languages.best_match(LANGUAGES, default=DEFAULT_LANGUAGE)
 
 
-def _template_globals():
+def _template_globals() -> dict[str, str]:
     """``current_locale`` for ``<html lang>``."""
     return {"current_locale": str(get_locale() or DEFAULT_LANGUAGE)}
 
 
-def init_app(app):
+def init_app(app: Flask) -> None:
     """Bind Flask-Babel with our locale selector; compiled catalogs live in ``translations/``."""
     app.config.setdefault("BABEL_DEFAULT_LOCALE", DEFAULT_LANGUAGE)
     babel.init_app(app, locale_selector=select_locale)

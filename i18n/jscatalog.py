@@ -5,12 +5,22 @@ script: the CSP forbids inline script). Placeholders are ``{name}`` braces that 
 plural forms are separate keys (``unread_one``, ``unread_other``) picked with ``Intl.PluralRules``.
 """
 
-from flask_babel import get_locale
+from typing import TypedDict
+
+from flask_babel import LazyString, get_locale
 from flask_babel import lazy_gettext as _l
 
 DEFAULT_LOCALE = "en"
 
-STRINGS = {
+
+class Catalog(TypedDict):
+    """What the page reads: its locale, and each string by key, translated into it."""
+
+    locale: str
+    strings: dict[str, str]
+
+
+STRINGS: dict[str, LazyString] = {
     # The connection status, top right of the conversation.
     "connecting": _l("Connecting…"),
     "reconnecting": _l("Reconnecting…"),
@@ -43,7 +53,7 @@ STRINGS = {
 }
 
 
-def catalog():
+def catalog() -> Catalog:
     """The current locale (a BCP 47 tag, as ``Intl`` wants) and every string, translated."""
     locale = str(get_locale() or DEFAULT_LOCALE).replace("_", "-")
     return {"locale": locale, "strings": {key: str(text) for key, text in STRINGS.items()}}

@@ -1,6 +1,6 @@
 """Error responses: JSON for the API and the socket route, HTML pages for people."""
 
-from flask import jsonify, render_template, request
+from flask import Flask, Response, jsonify, render_template, request
 from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -18,21 +18,23 @@ PAGE_MESSAGES = {
 }
 
 
-def json_error(status, code, message=None):
+def json_error(status: int, code: str, message: str | None = None) -> tuple[Response, int]:
     """A JSON error response: ``{"error": code, "message": ...}`` with ``status``."""
-    body = {"error": code}
+    body: dict[str, str] = {"error": code}
     if message:
         body["message"] = message
     return jsonify(body), status
 
 
-def _wants_json():
+def _wants_json() -> bool:
     """API and socket clients are programs: they get JSON errors."""
     return request.path.startswith(JSON_PREFIXES)
 
 
-def _handle_http_error(error):
+def _handle_http_error(error: HTTPException) -> tuple[Response, int] | tuple[str, int]:
     """An HTTP error as JSON for programs, or as a page for people."""
+    # Flask returns an exception without a code (``abort(response)``) as is, never to a handler.
+    assert error.code is not None
     if _wants_json():
         code = "rate_limited" if error.code == 429 else error.name.lower().replace(" ", "_")
         return json_error(error.code, code, error.description)
@@ -40,14 +42,14 @@ def _handle_http_error(error):
     return render_template("error.html", error=error, message=message), error.code
 
 
-def _handle_csrf_error(error):
+def _handle_csrf_error(error: CSRFError) -> tuple[Response, int] | tuple[str, int]:
     """A form without a valid CSRF token: say so plainly."""
     if _wants_json():
         return json_error(400, "csrf_failed", error.description)
     return render_template("error.html", error=error, message=CSRF_HELP), 400
 
 
-def init_app(app):
+def init_app(app: Flask) -> None:
     """Register the error handlers."""
     app.register_error_handler(CSRFError, _handle_csrf_error)
     app.register_error_handler(HTTPException, _handle_http_error)
