@@ -24,7 +24,7 @@ from flask_babel import force_locale
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from extensions import db
-from models import save_message, save_messages
+from models import MessageRow, save_message, save_messages
 from realtime import protocol
 from realtime.backplane import BackplaneError
 from realtime.hub import Hub
@@ -244,7 +244,7 @@ def _store(posts: list[Post]) -> None:
     """Set each post's ``result`` to ``(stored, created)``: one INSERT and one commit for all."""
     if not posts:
         return
-    rows = [(p.conn.user_id, p.room_id, p.text, p.client_id, p.key, p.conn.name) for p in posts]
+    rows = [_row(post) for post in posts]
     try:
         results = [(stored, True) for stored in save_messages(rows)]
     except IntegrityError:
@@ -256,3 +256,10 @@ def _store(posts: list[Post]) -> None:
         return
     for post, result in zip(posts, results, strict=True):
         post.result = result
+
+
+def _row(post: Post) -> MessageRow:
+    """The row to insert for an accepted post (one whose room was found)."""
+    if post.room_id is None:
+        raise ValueError("a post is stored only once its room is known")
+    return (post.conn.user_id, post.room_id, post.text, post.client_id, post.key, post.conn.name)

@@ -129,7 +129,7 @@ def _leave_room(hub: Hub, conn: Connection, command: protocol.LeaveRoom) -> None
     """Leave a public room: the user's sockets stop receiving it and its members see them go."""
     with hub.ordered():
         room_id = _member_room(hub, conn, command.room, command.client_id)
-        rooms.leave_public(db.session.get(Room, room_id), conn.user_id)
+        rooms.leave_public(db.session.get_one(Room, room_id), conn.user_id)
         hub.unsubscribe(conn.user_id, room_id, command.room, GENERAL)
         left = {"type": "room_left", "room": command.room}
         hub.send_to_user(conn.user_id, protocol.encode(left))
