@@ -1,6 +1,6 @@
 """The strings the chat page's script shows, translated on the server and sent as JSON data.
 
-``static/chat.js`` reads them from ``<script type="application/json" id="chat-i18n">`` (data, not
+``static/js/i18n.js`` reads them from ``<script type="application/json" id="chat-i18n">`` (data, not
 script: the CSP forbids inline script). Placeholders are ``{name}`` braces that the script fills;
 plural forms are separate keys (``unread_one``, ``unread_other``) picked with ``Intl.PluralRules``.
 """
