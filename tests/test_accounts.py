@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import select
 
 from accounts.tokens import TokenError, verify_token
-from conftest import PASSWORD, csrf_token, login, submit_form
 from extensions import db
+from helpers import PASSWORD, csrf_token, login, submit_form
 from models import User
 
 

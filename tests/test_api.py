@@ -3,7 +3,7 @@
 import pytest
 
 from accounts.tokens import verify_token
-from conftest import PASSWORD, login
+from helpers import PASSWORD, login
 
 
 @pytest.fixture

@@ -9,10 +9,9 @@ from itsdangerous import URLSafeTimedSerializer
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import token_issued_at
 from core import text as text_rules
+from helpers import rejected, token_issued_at
 from realtime import protocol
-from test_socket import rejected
 
 MAX = 2000
 

@@ -1,99 +1,15 @@
 """The chat page in a real browser: Debian's Chromium driven by Playwright, against gunicorn."""
 
 import re
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from conftest import PASSWORD, ROOT, missing
-from test_resume import stored_ids
+from helpers import VISIBLE_LIST, Person, stored_ids
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = ROOT / "artifacts"
 RECONNECT_TIMEOUT_MS = 20_000
-VISIBLE_LIST = ".messages:not([hidden])"
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """One headless Chromium for the module; CI fails, never skips, without it."""
-    if not CHROMIUM.exists():
-        missing(f"{CHROMIUM} is missing: apt-get install chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-class Person:
-    """One person in their own browser context, with what their page reported."""
-
-    def __init__(self, browser, base_url):
-        self.context = browser.new_context(
-            base_url=base_url, viewport={"width": 1100, "height": 700}
-        )
-        self.page = self.context.new_page()
-        self.problems = []  # Console errors and uncaught exceptions (CSP violations among them).
-        self.dialogs = []
-        self.page.on("console", self._on_console)
-        self.page.on("pageerror", lambda error: self.problems.append(str(error)))
-        self.page.on("dialog", self._on_dialog)
-
-    def _on_console(self, message):
-        if message.type == "error":
-            self.problems.append(message.text)
-
-    def _on_dialog(self, dialog):
-        self.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    def register(self, email):
-        self.page.goto("/register")
-        self.page.get_by_label("Email").fill(email)
-        self.page.get_by_label("Password", exact=True).fill(PASSWORD)
-        self.page.get_by_label("Confirm password").fill(PASSWORD)
-        self.page.get_by_role("button", name="Create account").click()
-        self.expect_connected()
-
-    def log_out(self):
-        self.page.get_by_role("button", name="Log out", exact=True).click()
-        expect(self.page.get_by_role("heading", name="Log in")).to_be_visible()
-
-    def log_in(self, email):
-        self.page.get_by_label("Email").fill(email)
-        self.page.get_by_label("Password").fill(PASSWORD)
-        self.page.get_by_role("button", name="Log in").click()
-        self.expect_connected()
-
-    def expect_connected(self, timeout=10_000):
-        expect(self.page.locator("#status")).to_have_attribute(
-            "data-state", "connected", timeout=timeout
-        )
-
-    def say(self, text):
-        box = self.page.get_by_role("textbox", name="Message")
-        box.fill(text)
-        box.press("Enter")
-
-    def messages(self, text):
-        return self.page.locator(f"{VISIBLE_LIST} .message .text").filter(has_text=text)
-
-    def screenshot(self, name):
-        ARTIFACTS.mkdir(exist_ok=True)
-        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import token_issued_at
+from helpers import token_issued_at
 
 
 def test_sockets_work_through_nginx_and_its_log_has_no_token(

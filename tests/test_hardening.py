@@ -16,12 +16,20 @@ from werkzeug.serving import make_server
 
 from accounts import views as accounts
 from config import Config
-from conftest import PASSWORD, ChatClient, csrf_token, login, token_issued_at
 from core.throttle import MessageWindows
 from extensions import db
+from helpers import (
+    PASSWORD,
+    ChatClient,
+    assert_refused,
+    csrf_token,
+    login,
+    raw_socket_that_never_reads,
+    rejected,
+    token_issued_at,
+)
 from models import User
 from realtime.runtime import runtime_of
-from test_socket import assert_refused, raw_socket_that_never_reads, rejected
 
 
 def socket_url(app, server, user_id):

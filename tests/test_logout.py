@@ -4,8 +4,8 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from conftest import PASSWORD, csrf_token, login, submit_form
 from extensions import db
+from helpers import PASSWORD, csrf_token, login, submit_form
 from models import Login, utcnow
 
 

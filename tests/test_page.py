@@ -9,8 +9,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from conftest import PASSWORD, ROOT
-from test_browser import ARTIFACTS, Person, browser  # noqa: F401 - the browser fixture
+from helpers import ARTIFACTS, PASSWORD, ROOT
 
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 SIZES = {"phone": {"width": 375, "height": 740}, "desktop": {"width": 1440, "height": 900}}
@@ -20,7 +19,7 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def open_page(browser, gunicorn_server):  # noqa: F811 - the fixture imported above
+def open_page(browser, gunicorn_server):
     """``open_page(size, theme, locale)``: a fresh browser context; closed at the end."""
     contexts = []
 

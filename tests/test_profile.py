@@ -10,8 +10,8 @@ from babel.messages.pofile import read_po
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import PASSWORD, ROOT, csrf_token, login, submit_form, token_issued_at
 from extensions import db
+from helpers import PASSWORD, ROOT, csrf_token, login, submit_form, token_issued_at
 from models import User
 
 FRENCH = {"Accept-Language": "fr-FR,fr;q=0.9,en;q=0.5"}

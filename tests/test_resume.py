@@ -9,9 +9,9 @@ from sqlalchemy import select
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import token_issued_at
 from extensions import db
-from models import Message, Room
+from helpers import stored_ids, token_issued_at
+from models import Message
 
 
 class ResumingClient:
@@ -75,18 +75,6 @@ class ResumingClient:
         """Forget the dead socket."""
         self.stack.close()
         self.stack = ExitStack()
-
-
-def stored_ids(app):
-    """Every stored message id, per room key."""
-    with app.app_context():
-        rows = db.session.execute(
-            select(Room.key, Message.id).join(Room, Room.id == Message.room_id).order_by(Message.id)
-        ).all()
-    ids = {}
-    for key, message_id in rows:
-        ids.setdefault(key, []).append(message_id)
-    return ids
 
 
 def test_a_server_crash_mid_conversation_loses_and_repeats_nothing(app, gunicorn_server, make_user):

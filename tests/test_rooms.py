@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import select
 from websockets.sync.client import connect
 
-from conftest import token_issued_at
 from core import rooms
 from extensions import db
+from helpers import rejected, token_issued_at
 from models import Message, save_message
 
 
@@ -343,8 +343,6 @@ def test_bad_resume_frame_gets_an_error_and_a_plain_hello(app, live_server, peop
 
 
 def test_bad_resume_parameter_is_a_400_before_the_upgrade(app, live_server, people):
-    from test_socket import rejected
-
     token = token_issued_at(app, people["alice"])
     response = rejected(live_server, f"?token={token}&resume=yes")
     assert response.status_code == 400

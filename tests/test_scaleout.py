@@ -24,8 +24,16 @@ from sqlalchemy import select
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from conftest import PASSWORD, GunicornServer, csrf_token, free_port, missing, token_issued_at
 from extensions import db
+from helpers import (
+    PASSWORD,
+    GunicornServer,
+    csrf_token,
+    free_port,
+    missing,
+    token_issued_at,
+    wait_until,
+)
 from models import Message
 from realtime import events
 from realtime.backplane import BackplaneError
@@ -188,15 +196,6 @@ def general_ids(app):
         ids = db.session.scalars(select(Message.id).order_by(Message.id)).all()
         db.session.remove()
         return ids
-
-
-def wait_until(condition, what, timeout=SETTLE):
-    """Wait until ``condition()`` holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def caught_up(app, everyone):

@@ -1,21 +1,18 @@
 """The WebSocket ``/ws`` against a live threaded server, with real WebSocket clients."""
 
-import base64
 import contextlib
 import json
 import logging
-import os
-import socket
 import threading
 import time
 
 import pytest
 from sqlalchemy import func, select
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import token_issued_at
 from extensions import db
+from helpers import assert_refused, raw_socket_that_never_reads, rejected, token_issued_at
 from models import Membership, Message, User, save_message
 from realtime import events
 from realtime.backplane import BackplaneError
@@ -158,20 +155,6 @@ def test_frame_over_the_transport_limit_closes_with_1009(app, ws_connect, alice,
     assert message_count(app) == 0
 
 
-def rejected(live_server, url_suffix="", headers=None):
-    """Try to open a socket that must be refused; return the HTTP response."""
-    with pytest.raises(InvalidStatus) as refused:
-        connect(f"ws://{live_server}/ws{url_suffix}", additional_headers=headers, open_timeout=5)
-    return refused.value.response
-
-
-def assert_refused(response, code):
-    """A 401 JSON refusal naming ``code``."""
-    assert response.status_code == 401
-    assert response.headers["Content-Type"] == "application/json"
-    assert b'"error":"' + code.encode() + b'"' in response.body.replace(b" ", b"")
-
-
 def test_missing_token_is_refused_before_the_upgrade(live_server, ws_connect, alice):
     watcher = ws_connect(alice)
     assert_refused(rejected(live_server), "missing_token")
@@ -244,22 +227,6 @@ def test_logs_name_user_and_length_but_never_the_token(app, live_server, ws_conn
     assert "GET /ws?token=[redacted] HTTP/1.1" in caplog.text
     assert token not in caplog.text
     assert "secret plans" not in caplog.text
-
-
-def raw_socket_that_never_reads(live_server, token):
-    """Open a WebSocket by hand with a tiny receive buffer, and never read from it."""
-    host, port = live_server.split(":")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect((host, int(port)))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            f"GET /ws?token={token} HTTP/1.1\r\nHost: {live_server}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    return sock
 
 
 def next_message(client, presence):

@@ -5,8 +5,8 @@ import string
 import pytest
 
 from accounts.tokens import TokenError, issue_token, verify_token
-from conftest import token_issued_at
 from extensions import db
+from helpers import login, token_issued_at
 from models import User
 
 
@@ -68,8 +68,6 @@ def test_token_with_another_salt(app, user_id):
 
 
 def test_session_cookie_signature_is_not_a_token(app, client, user_id):
-    from conftest import login
-
     login(client)
     cookie = client.get_cookie("session").value
     assert refused(app, cookie) == "invalid_token"

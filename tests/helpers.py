@@ -1,0 +1,379 @@
+"""What the tests share besides fixtures: constants, form and token helpers, real clients and
+servers. Test modules import from here, never from ``conftest`` (fixtures only) or each other."""
+
+import base64
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+from playwright.sync_api import expect
+from sqlalchemy import select
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from extensions import db
+from models import Message, Room
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+PASSWORD = "correct horse battery"
+SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
+RECV_TIMEOUT = 5.0
+
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def postgres_enabled():
+    """``CHAT_TEST_DATABASE=postgresql`` runs the suite against PostgreSQL instead of SQLite."""
+    return os.environ.get("CHAT_TEST_DATABASE", "sqlite") == "postgresql"
+
+
+# ---- Services ----------------------------------------------------------------------------------
+
+
+def require_service(name, host, port):
+    """Fail in CI (CI=true), skip elsewhere, when a service the test needs is not listening."""
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        if probe.connect_ex((host, port)) == 0:
+            return
+    missing(f"{name} is not listening on {host}:{port}")
+
+
+def missing(message):
+    """Something a test needs is not here: fail in CI (CI=true), skip elsewhere."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(condition, what, timeout=30):
+    """Wait until ``condition()`` holds; fail after ``timeout`` seconds (a failure only)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+# ---- Forms and tokens --------------------------------------------------------------------------
+
+
+def csrf_token(response):
+    """The CSRF token embedded in a rendered form."""
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', response.text)
+    if match is None:
+        match = re.search(r'name="csrf_token" value="([^"]+)"', response.text)
+    assert match is not None, "no CSRF token in the page"
+    return match.group(1)
+
+
+def submit_form(client, path, data, query=""):
+    """GET a form, then POST ``data`` with its CSRF token."""
+    token = csrf_token(client.get(path))
+    return client.post(path + query, data={**data, "csrf_token": token})
+
+
+def login(client, email="alice@example.com", password=PASSWORD):
+    """Log ``client`` in through the real form."""
+    return submit_form(client, "/login", {"email": email, "password": password})
+
+
+def token_issued_at(app, user_id, version=0, seconds_ago=0, salt=None):
+    """Sign a token as if it had been issued ``seconds_ago`` seconds ago."""
+
+    class Backdated(TimestampSigner):
+        def get_timestamp(self):
+            return int(time.time()) - seconds_ago
+
+    serializer = URLSafeTimedSerializer(
+        app.config["SECRET_KEY"], salt=salt or app.config["CHAT_TOKEN_SALT"], signer=Backdated
+    )
+    return serializer.dumps({"uid": user_id, "v": version})
+
+
+# ---- WebSocket clients -------------------------------------------------------------------------
+
+
+class ChatClient:
+    """A real WebSocket client with helpers to read JSON frames."""
+
+    def __init__(self, ws):
+        self.ws = ws
+
+    def send(self, frame):
+        """Send a dict as JSON, or a str / bytes as is."""
+        self.ws.send(json.dumps(frame) if isinstance(frame, dict) else frame)
+
+    def recv(self, timeout=RECV_TIMEOUT):
+        """The next frame, decoded."""
+        return json.loads(self.ws.recv(timeout=timeout))
+
+    def recv_type(self, kind, timeout=RECV_TIMEOUT):
+        """The next frame of type ``kind``, skipping presence frames only."""
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = self.recv(max(0.01, deadline - time.monotonic()))
+            if frame["type"] == kind:
+                return frame
+            assert frame["type"] == "presence", f"expected {kind}, got {frame}"
+
+    def await_presence(self, online=(), offline=(), room="general", timeout=RECV_TIMEOUT):
+        """Read ``presence`` frames of ``room`` until the ids in ``online`` are all shown online
+        and those in ``offline`` offline; return the frames read (presence comes in batches)."""
+        shown, frames = {}, []
+        deadline = time.monotonic() + timeout
+        while any(shown.get(uid) is not True for uid in online) or any(
+            shown.get(uid) is not False for uid in offline
+        ):
+            frame = self.recv(max(0.01, deadline - time.monotonic()))
+            assert frame["type"] == "presence", f"expected presence, got {frame}"
+            frames.append(frame)
+            if frame["room"] == room:
+                shown.update({person["user_id"]: True for person in frame["online"]})
+                shown.update({person["user_id"]: False for person in frame["offline"]})
+        return frames
+
+    def settle_presence(self, quiet=0.3):
+        """Read ``presence`` frames until none comes for ``quiet`` seconds.
+
+        For a user's own socket after their arrival: that arrival is news to everyone but them,
+        so their socket sees it only if it shared a batch with someone else's (timing).
+        """
+        while True:
+            try:
+                frame = self.recv(quiet)
+            except TimeoutError:
+                return
+            assert frame["type"] == "presence", f"expected presence, got {frame}"
+
+    def assert_silent(self, wait=0.3):
+        """Assert that no frame arrives within ``wait`` seconds."""
+        try:
+            frame = self.ws.recv(timeout=wait)
+        except TimeoutError:
+            return
+        pytest.fail(f"unexpected frame: {frame}")
+
+    def close(self):
+        """Close the socket."""
+        self.ws.close()
+
+
+def rejected(live_server, url_suffix="", headers=None):
+    """Try to open a socket that must be refused; return the HTTP response."""
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"ws://{live_server}/ws{url_suffix}", additional_headers=headers, open_timeout=5)
+    return refused.value.response
+
+
+def assert_refused(response, code):
+    """A 401 JSON refusal naming ``code``."""
+    assert response.status_code == 401
+    assert response.headers["Content-Type"] == "application/json"
+    assert b'"error":"' + code.encode() + b'"' in response.body.replace(b" ", b"")
+
+
+def raw_socket_that_never_reads(live_server, token):
+    """Open a WebSocket by hand with a tiny receive buffer, and never read from it."""
+    host, port = live_server.split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /ws?token={token} HTTP/1.1\r\nHost: {live_server}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    return sock
+
+
+# ---- The database ------------------------------------------------------------------------------
+
+
+def stored_ids(app):
+    """Every stored message id, per room key."""
+    with app.app_context():
+        rows = db.session.execute(
+            select(Room.key, Message.id).join(Room, Room.id == Message.room_id).order_by(Message.id)
+        ).all()
+    ids = {}
+    for key, message_id in rows:
+        ids.setdefault(key, []).append(message_id)
+    return ids
+
+
+# ---- gunicorn ----------------------------------------------------------------------------------
+
+
+class GunicornServer:
+    """The production server (gunicorn, gthread) in a subprocess, restartable on one port."""
+
+    def __init__(self, app_config, log_path, workers=1):
+        self.workers = workers
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        settings = {key: str(value) for key, value in app_config.items() if key != "TESTING"}
+        self.env = {**os.environ, **settings, "CHAT_LOG_LEVEL": "INFO"}
+        # The browser tests log in through real forms: hash at the production cost there.
+        self.env.pop("CHAT_PASSWORD_HASH")
+        self.process = None
+
+    def start(self):
+        """Start gunicorn and wait until it accepts connections."""
+        command = [
+            sys.executable, "-m", "gunicorn", "--threads", "20", "-w", str(self.workers),
+            "-b", f"127.0.0.1:{self.port}", "--access-logfile", "-", "app:create_app()",
+        ]  # fmt: skip
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Its own process group, so that kill() ends every worker.
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"gunicorn exited:\n{self.log()}")
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0 and self._all_booted():
+                    return
+            time.sleep(0.05)
+        pytest.fail(f"gunicorn did not start:\n{self.log()}")
+
+    def _all_booted(self):
+        """True once every worker has logged that it booted."""
+        return self.log().count("Booting worker") >= self.workers
+
+    def worker_pids(self):
+        """The process ids of the live workers."""
+        return {child.pid for child in psutil.Process(self.process.pid).children()}
+
+    def worker_of(self, ws):
+        """The pid of the worker serving the client socket ``ws`` (websockets connection)."""
+        client_port = ws.socket.getsockname()[1]
+        for _ in range(20):
+            for pid in self.worker_pids():
+                for conn in psutil.Process(pid).net_connections(kind="tcp"):
+                    if conn.raddr and conn.raddr.port == client_port:
+                        return pid
+            time.sleep(0.05)
+        pytest.fail(f"no worker of {self.url} holds the connection from port {client_port}")
+
+    def kill(self):
+        """Kill the arbiter and its workers at once, as a crash would: open sockets just drop."""
+        if self.process and self.process.poll() is None:
+            workers = psutil.Process(self.process.pid).children()
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+            # The workers too: one still dying holds the old listening socket, and a client that
+            # reconnects to a restarted server could land in its backlog and be reset.
+            psutil.wait_procs(workers, timeout=10)
+
+    def wait_for_log(self, text, timeout=5):
+        """Wait until the server has printed ``text``."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if time.monotonic() > deadline:
+                pytest.fail(f"{text!r} not in the server log:\n{self.log()}")
+            time.sleep(0.05)
+
+    def log(self):
+        """Everything the server printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+
+# ---- The browser -------------------------------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VISIBLE_LIST = ".messages:not([hidden])"
+
+
+class Person:
+    """One person in their own browser context, with what their page reported."""
+
+    def __init__(self, browser, base_url):
+        self.context = browser.new_context(
+            base_url=base_url, viewport={"width": 1100, "height": 700}
+        )
+        self.page = self.context.new_page()
+        self.problems = []  # Console errors and uncaught exceptions (CSP violations among them).
+        self.dialogs = []
+        self.page.on("console", self._on_console)
+        self.page.on("pageerror", lambda error: self.problems.append(str(error)))
+        self.page.on("dialog", self._on_dialog)
+
+    def _on_console(self, message):
+        if message.type == "error":
+            self.problems.append(message.text)
+
+    def _on_dialog(self, dialog):
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def register(self, email):
+        self.page.goto("/register")
+        self.page.get_by_label("Email").fill(email)
+        self.page.get_by_label("Password", exact=True).fill(PASSWORD)
+        self.page.get_by_label("Confirm password").fill(PASSWORD)
+        self.page.get_by_role("button", name="Create account").click()
+        self.expect_connected()
+
+    def log_out(self):
+        self.page.get_by_role("button", name="Log out", exact=True).click()
+        expect(self.page.get_by_role("heading", name="Log in")).to_be_visible()
+
+    def log_in(self, email):
+        self.page.get_by_label("Email").fill(email)
+        self.page.get_by_label("Password").fill(PASSWORD)
+        self.page.get_by_role("button", name="Log in").click()
+        self.expect_connected()
+
+    def expect_connected(self, timeout=10_000):
+        expect(self.page.locator("#status")).to_have_attribute(
+            "data-state", "connected", timeout=timeout
+        )
+
+    def say(self, text):
+        box = self.page.get_by_role("textbox", name="Message")
+        box.fill(text)
+        box.press("Enter")
+
+    def messages(self, text):
+        return self.page.locator(f"{VISIBLE_LIST} .message .text").filter(has_text=text)
+
+    def screenshot(self, name):
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
