@@ -22,6 +22,7 @@ from websockets.sync.client import connect
 
 from extensions import db
 from models import Message, Room
+from realtime.runtime import runtime_of
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
@@ -61,6 +62,13 @@ def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def wait_for_sockets(app, user_id, count):
+    """Wait until the server holds ``count`` sockets of ``user_id``: a socket closed by the
+    client is gone for the server (and its departure noted) only when it is handled."""
+    hub = runtime_of(app).hub
+    wait_until(lambda: hub.sockets_of(user_id) == count, f"user {user_id} to have {count} sockets")
 
 
 def wait_until(condition, what, timeout=30):
@@ -150,30 +158,50 @@ class ChatClient:
                 shown.update({person["user_id"]: False for person in frame["offline"]})
         return frames
 
-    def settle_presence(self, quiet=0.3):
-        """Read ``presence`` frames until none comes for ``quiet`` seconds.
+    def sync(self, room="general"):
+        """The frames sent to this socket before the answer to a marker request; the answer is
+        read too, and left out.
+
+        The marker is a request for a one-message ``history`` page of ``room``: the server sends
+        its answer behind every frame already queued to this socket, so a frame that is not
+        among the ones returned had not been sent to it when the server handled the marker. It
+        proves a frame absent without waiting out a quiet window, which a late frame would pass.
+        """
+        self.send({"type": "history", "room": room, "limit": 1})
+        frames = []
+        while True:
+            frame = self.recv()
+            if frame["type"] == "history" and frame["room"] == room and not frame["reset"]:
+                return frames
+            frames.append(frame)
+
+    def settle_presence(self):
+        """Read the ``presence`` frames sent so far (see ``sync``); return them.
 
         For a user's own socket after their arrival: that arrival is news to everyone but them,
-        so their socket sees it only if it shared a batch with someone else's (timing).
+        so their socket sees it only if it shared a batch with someone else's (timing). Call it
+        once another client was shown that arrival: the batch that did has been queued to every
+        socket it was for by then.
         """
-        while True:
-            try:
-                frame = self.recv(quiet)
-            except TimeoutError:
-                return
-            assert frame["type"] == "presence", f"expected presence, got {frame}"
+        frames = self.sync()
+        assert all(frame["type"] == "presence" for frame in frames), frames
+        return frames
 
-    def assert_silent(self, wait=0.3):
-        """Assert that no frame arrives within ``wait`` seconds."""
-        try:
-            frame = self.ws.recv(timeout=wait)
-        except TimeoutError:
-            return
-        pytest.fail(f"unexpected frame: {frame}")
+    def assert_nothing_sent(self):
+        """Assert that nothing was sent to this socket before the answer to a marker request
+        (see ``sync``)."""
+        assert self.sync() == []
 
     def close(self):
         """Close the socket."""
         self.ws.close()
+
+
+def shown_in(frames):
+    """``(online, offline)``: the sets of user ids that ``presence`` frames show so."""
+    online = {person["user_id"] for frame in frames for person in frame["online"]}
+    offline = {person["user_id"] for frame in frames for person in frame["offline"]}
+    return online, offline
 
 
 def rejected(live_server, url_suffix="", headers=None):

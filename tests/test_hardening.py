@@ -26,7 +26,9 @@ from helpers import (
     login,
     raw_socket_that_never_reads,
     rejected,
+    shown_in,
     token_issued_at,
+    wait_until,
 )
 from models import User
 from realtime.runtime import runtime_of
@@ -69,7 +71,7 @@ def read_until_closed(ws, timeout):
     ],
 )
 def test_origin_is_checked_before_the_upgrade(
-    app, live_server, ws_connect, alice, bob, origin, allowed
+    app, live_server, ws_connect, make_user, alice, bob, origin, allowed
 ):
     app.config["CHAT_ALLOWED_ORIGINS"] = ("https://chat.example",)
     watcher = ws_connect(bob)
@@ -87,7 +89,12 @@ def test_origin_is_checked_before_the_upgrade(
         "error": "forbidden_origin",
         "message": "This origin may not open the chat socket.",
     }
-    watcher.assert_silent()
+    # The marker: carol's arrival, noted after anything the refused socket could have noted.
+    # The frames up to it name nobody else (bob himself, if his arrival was still in the batch).
+    carol = make_user("carol@example.com")[0]
+    ws_connect(carol)
+    online, offline = shown_in(watcher.await_presence(online=[carol]))
+    assert (online - {bob}, offline) == ({carol}, set())
 
 
 def test_no_origin_still_needs_a_token(live_server):
@@ -142,11 +149,20 @@ def test_a_whole_session_logs_no_token(app, client, live_server, alice, bob, cap
             for _ in range(3):
                 ws.recv(timeout=5)
     rejected(live_server, f"?token={tokens[0]}x")
-    time.sleep(0.3)
-    # The server's records only: the test's own WebSocket client logs its request line.
-    server_log = "\n".join(
-        record.getMessage() for record in caplog.records if not record.name.startswith("websockets")
-    )
+
+    def server_records():
+        """The server's records only: the test's own WebSocket client logs its request line."""
+        return "\n".join(
+            r.getMessage() for r in caplog.records if not r.name.startswith("websockets")
+        )
+
+    def request_lines():
+        return server_records().count("GET /ws?token=[redacted] HTTP/1.1")
+
+    # Each request line is logged when its handler returns, which may be after the socket
+    # closed: wait for all four (three sockets, one refusal).
+    wait_until(lambda: request_lines() == len(tokens) + 1, "every request line")
+    server_log = server_records()
     assert "token=[redacted]" in server_log
     for token in tokens:
         assert token[:40] not in server_log
@@ -240,8 +256,9 @@ def test_a_flood_gets_rate_limited_and_others_are_unaffected(app, ws_connect, al
     assert {f["code"] for f in errors} == {"rate_limited"}
     assert all(f["retry_after"] > 0 and f["client_id"] for f in errors)
     assert [b.recv()["text"] for _ in range(3)] == ["m0", "m1", "m2"]
-    b.assert_silent()
     b.send("bob is fine")
+    # Bob's next frame, stored after alice's: none of the refused ones reached him.
+    assert b.recv()["text"] == "bob is fine"
     assert a.recv()["text"] == "bob is fine"
 
 
@@ -319,9 +336,7 @@ def test_a_full_server_refuses_sockets_until_one_closes(app, live_server, ws_con
     assert response.status_code == 503
     assert json.loads(response.body)["error"] == "server_full"
     leaving.ws.close()
-    deadline = time.monotonic() + 5
-    while len(runtime_of(app).poller) > 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: len(runtime_of(app).poller) == 1, "the server to let go of bob's socket")
     assert ws_connect(carol).hello["type"] == "hello"
 
 

@@ -10,7 +10,7 @@ from websockets.sync.client import connect
 
 from core import rooms
 from extensions import db
-from helpers import rejected, token_issued_at
+from helpers import rejected, token_issued_at, wait_for_sockets
 from models import Message, save_message
 
 
@@ -44,16 +44,6 @@ def presence_of(client, user_id, room):
                 return state
 
 
-def drain(client, wait=0.3):
-    """Every frame that arrives within ``wait`` seconds of the previous one."""
-    frames = []
-    while True:
-        try:
-            frames.append(client.recv(timeout=wait))
-        except TimeoutError:
-            return frames
-
-
 def open_dm(client, other_id):
     """Open a direct room from ``client``; return its key."""
     client.send({"type": "open_dm", "user_id": other_id})
@@ -84,7 +74,11 @@ def test_create_join_post_and_leave_a_public_room(ws_connect, people):
 
     alice.send({"type": "message", "room": "dev", "text": "dev only"})
     assert last(bob, "message")["room"] == "dev"
-    assert not [f for f in drain(carol) if f.get("room") == "dev" and f["type"] != "room_created"]
+    # The marker: a message to general, stored and sent after "dev only". Up to it carol got
+    # nothing of dev but its creation.
+    alice.send({"type": "message", "room": "general", "text": "marker"})
+    seen = until(carol, "message", "general")
+    assert not [f for f in seen if f.get("room") == "dev" and f["type"] != "room_created"]
 
     bob.send({"type": "leave_room", "room": "dev"})
     assert last(bob, "room_left") == {"type": "room_left", "room": "dev"}
@@ -135,7 +129,8 @@ def test_direct_messages_reach_only_the_two(ws_connect, people):
     assert (entry["room"], entry["title"], entry["kind"]) == (key, "alice", "direct")
     alice.send({"type": "message", "room": key, "text": "just us"})
     assert last(bob, "message")["text"] == "just us"
-    assert all(f.get("room") != key for f in drain(carol))
+    alice.send({"type": "message", "room": "general", "text": "marker"})  # Sent after it.
+    assert all(f.get("room") != key for f in until(carol, "message", "general"))
     alice.send({"type": "open_dm", "user_id": people["alice"]})
     assert last(alice, "error")["code"] == "bad_request"
 
@@ -170,7 +165,11 @@ def test_outsiders_are_forbidden_every_frame_on_a_private_room(ws_connect, peopl
     bob.send({"type": "typing", "room": key})
     assert last(bob, "message", key)["text"] == "more secrets"  # The members got theirs...
     assert last(alice, "typing", key)["user"] == "bob"
-    seen += drain(carol)  # ...and carol got none of it, nor anything else about the room.
+    # ...and carol got none of it, nor anything else about the room, up to a marker that bob
+    # sends to general after them.
+    bob.send({"type": "message", "room": "general", "text": "marker"})
+    seen += until(carol, "message", "general")
+    assert seen[-1]["text"] == "marker"
     assert all(f.get("room") != key for f in seen)
     assert "secret" not in json.dumps(seen)
     assert key not in json.dumps(seen)
@@ -231,7 +230,9 @@ def test_typing_is_throttled_and_never_echoed(app, ws_connect, people):
     alice, bob = ws_connect(people["alice"]), ws_connect(people["bob"])
     for _ in range(5):
         alice.send({"type": "typing", "room": "general"})
-    typing = [f for f in drain(bob) if f["type"] == "typing"]
+    # The marker: a message sent after them. Up to it bob got one typing frame, alice none.
+    alice.send({"type": "message", "room": "general", "text": "marker"})
+    typing = [f for f in until(bob, "message") if f["type"] == "typing"]
     assert typing == [
         {
             "type": "typing",
@@ -241,13 +242,13 @@ def test_typing_is_throttled_and_never_echoed(app, ws_connect, people):
             "expires_in": app.config["CHAT_TYPING_TTL"],
         }
     ]
-    assert not [f for f in drain(alice, 0.1) if f["type"] == "typing"]
-    time.sleep(0.3)
+    assert not [f for f in until(alice, "message") if f["type"] == "typing"]
+    time.sleep(0.3)  # Not a quiet window: the throttle's interval must pass.
     alice.send({"type": "typing", "room": "general"})  # The interval has passed: relayed again.
     assert last(bob, "typing")["user"] == "alice"
 
 
-def test_presence_per_room_counts_tabs_as_one_person(ws_connect, people):
+def test_presence_per_room_counts_tabs_as_one_person(app, ws_connect, people):
     alice = ws_connect(people["alice"])
     alice.send({"type": "create_room", "name": "dev"})
     last(alice, "room")
@@ -261,7 +262,16 @@ def test_presence_per_room_counts_tabs_as_one_person(ws_connect, people):
         assert last(tab, "room", None)["room"] == "dev"  # Every tab of bob's learns the room.
     tabs[0].close()
     tabs[1].close()
-    assert [f for f in drain(alice) if f["type"] == "presence"] == []
+    wait_for_sockets(app, people["bob"], 1)
+    # The marker: carol's arrival, noted after the two tabs went. The next presence frame is
+    # hers alone: bob is still in both rooms in his last tab.
+    ws_connect(people["carol"])
+    assert last(alice, "presence") == {
+        "type": "presence",
+        "room": "general",
+        "online": [{"user_id": people["carol"], "user": "carol"}],
+        "offline": [],
+    }
     tabs[2].close()
     leaves = [last(alice, "presence"), last(alice, "presence")]  # One frame per room.
     assert sorted(f["room"] for f in leaves) == ["dev", "general"]
@@ -355,11 +365,10 @@ def test_resume_ignores_rooms_the_user_is_not_in(app, live_server, ws_connect, p
     last(bob, "message")
     with resuming(app, live_server, people["carol"], {key: 0, "general": 0}) as ws:
         frames = [json.loads(ws.recv(timeout=5))]
-        while True:
-            try:
-                frames.append(json.loads(ws.recv(timeout=0.3)))
-            except TimeoutError:
-                break
+        # The marker: a request answered after the replay, which the greeting queued.
+        ws.send(json.dumps({"type": "history", "room": "general", "limit": 1}))
+        while frames[-1]["type"] != "history" or frames[-1]["reset"]:
+            frames.append(json.loads(ws.recv(timeout=5)))
     assert "secret" not in json.dumps(frames)
     with app.app_context():
         assert db.session.scalars(select(Message.text)).all() == ["secret"]

@@ -80,8 +80,10 @@ class Follower(threading.Thread):
         self.reconnect = reconnect
         self.ids = []  # general's message ids, in the order they arrived
         self.client_ids = set()  # client_ids of the messages received
+        self.sent = set()  # client_ids this client sent
+        self.resent = set()  # client_ids it sent more than once (an outbox retry)
         self.greetings = 0  # hellos received: one per socket
-        self.greeted_at = 0.0
+        self.caught_up = 0  # the last socket whose greeting and resume replay are all in
         self.online = set()  # ids of the users this client sees online in general
         self.close_codes = []
         self.ws = None
@@ -105,6 +107,8 @@ class Follower(threading.Thread):
                     if "resume=1" in url:
                         last = self.ids[-1] if self.ids else 0
                         ws.send(json.dumps({"type": "resume", "rooms": {"general": last}}))
+                    # A marker: its answer comes after the hello and the resume replay.
+                    ws.send(json.dumps({"type": "history", "room": "general", "limit": 1}))
                     self.ws = ws
                     for raw in ws:
                         self._handle(json.loads(raw))
@@ -124,9 +128,12 @@ class Follower(threading.Thread):
             self.online = {person["id"] for person in general["online"]}
             self.ids.extend(message["id"] for message in frame["history"])
             self.greetings += 1
-            self.greeted_at = time.monotonic()
             self.greeted.set()
+        elif kind == "history" and not frame["reset"]:
+            self.caught_up = self.greetings  # The marker's answer.
         elif kind == "message" and frame["room"] == "general":
+            if frame["client_id"] in self.resent and frame["id"] in self.ids:
+                return  # The answer to a retry of a message it had: the page drops it too.
             self.ids.append(frame["id"])
             self.client_ids.add(frame["client_id"])
         elif kind == "presence" and frame["room"] == "general":
@@ -142,6 +149,9 @@ class Follower(threading.Thread):
         ws = self.ws
         if ws is None:
             return False
+        if client_id in self.sent:
+            self.resent.add(client_id)
+        self.sent.add(client_id)
         try:
             ws.send(json.dumps({"type": "message", "text": text, "client_id": client_id}))
         except ConnectionClosed:
@@ -211,20 +221,22 @@ def caught_up(app, everyone):
 def send_many(sender, label, how_many, pause=0.0):
     """Send ``how_many`` messages through ``sender`` as the page's outbox does.
 
-    A message not seen back is sent again (same ``client_id``) only once a new socket has been
-    greeted and its resume replay had time to arrive, so a retry never duplicates a stored one.
+    A message not seen back is sent again (same ``client_id``) once a new socket has been
+    greeted and its resume replay has arrived (the answer to the socket's marker came). The
+    message may still be stored and delivered from the old socket's post: the server then
+    answers the retry with the original, which the follower, like the page, does not count
+    twice (only its own retry's answer; any other repeat is a duplicate delivery).
     """
     for n in range(how_many):
         client_id, sent_on = f"{label}-{n}", None
         deadline = time.monotonic() + SETTLE
         while client_id not in sender.client_ids:
             assert time.monotonic() < deadline, f"{client_id} never came back"
-            settled = time.monotonic() - sender.greeted_at > 0.5
-            fresh = sender.greetings != sent_on and settled
+            fresh = sender.greetings != sent_on and sender.caught_up == sender.greetings
             if fresh and sender.send_text(f"{label} {n}", client_id):
                 sent_on = sender.greetings
-            time.sleep(0.01)
-        time.sleep(pause)
+            time.sleep(0.01)  # Polls for the echo.
+        time.sleep(pause)  # Paces the stream, so that the fault lands amid it.
 
 
 def test_two_instances_of_two_workers_are_one_chat(app, make_user, scaled_config, start_servers,
@@ -310,7 +322,7 @@ def test_a_killed_worker_loses_no_message_and_its_users_go_offline(
     sender = survivors[0]
     thread = threading.Thread(target=send_many, args=(sender, "during", 60, 0.01))
     thread.start()
-    time.sleep(0.2)
+    wait_until(lambda: len(sender.client_ids) >= 10, "the stream to start", timeout=10)
     os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
     thread.join(SETTLE)
@@ -406,9 +418,10 @@ def test_a_redis_restart_under_load_recovers_everything_from_the_database(
     sender = followers[0]
     thread = threading.Thread(target=send_many, args=(sender, "load", 80, 0.02))
     thread.start()
-    time.sleep(0.4)
+    wait_until(lambda: len(sender.client_ids) >= 15, "the stream to start", timeout=10)
     private_redis.kill()  # Everything Redis held is gone: subscriptions, presence, counters.
-    time.sleep(1.0)
+    # Down until every worker has noticed: each closed its sockets, to be resumed (1012).
+    wait_until(lambda: all(1012 in f.close_codes for f in followers), "every socket to close")
     private_redis.start()
     thread.join(SETTLE)
     wait_until(caught_up(app, followers), "every client to recover what it missed")

@@ -1,6 +1,5 @@
 """The WebSocket ``/ws`` against a live threaded server, with real WebSocket clients."""
 
-import contextlib
 import json
 import logging
 import threading
@@ -12,7 +11,15 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from extensions import db
-from helpers import assert_refused, raw_socket_that_never_reads, rejected, token_issued_at
+from helpers import (
+    assert_refused,
+    raw_socket_that_never_reads,
+    rejected,
+    shown_in,
+    token_issued_at,
+    wait_for_sockets,
+    wait_until,
+)
 from models import Membership, Message, User, save_message
 from realtime import events
 from realtime.backplane import BackplaneError
@@ -47,8 +54,12 @@ def test_message_reaches_everyone_exactly_once_with_client_id(app, ws_connect, a
         assert frame["user_id"] == alice
         assert frame["client_id"] == "c-1"
         assert frame["ts"].endswith("Z")
-        client.assert_silent()
-    assert message_count(app) == 1
+    # A second message is the marker: stored and sent after the first, it comes after any
+    # second copy of it.
+    a.send({"type": "message", "text": "marker", "client_id": "c-2"})
+    for client in (a, b):
+        assert client.recv()["text"] == "marker"
+    assert message_count(app) == 2
 
 
 def test_plain_text_frame_is_a_message(ws_connect, alice, bob):
@@ -69,16 +80,34 @@ def test_history_on_connect_is_the_latest_messages_oldest_first(app, ws_connect,
     assert all(frame["type"] == "message" and frame["user"] == "alice" for frame in history)
 
 
-def test_join_and_leave_follow_a_users_first_and_last_socket(ws_connect, alice, bob):
+def presence(online=(), offline=()):
+    """The ``presence`` frame of general listing ``online`` and ``offline`` ((id, name) pairs)."""
+    return {
+        "type": "presence",
+        "room": "general",
+        "online": [{"user_id": uid, "user": name} for uid, name in online],
+        "offline": [{"user_id": uid, "user": name} for uid, name in offline],
+    }
+
+
+def test_join_and_leave_follow_a_users_first_and_last_socket(
+    app, ws_connect, alice, bob, make_user
+):
+    carol, dave = make_user("carol@example.com")[0], make_user("dave@example.com")[0]
     a = ws_connect(alice)
     b1 = ws_connect(bob)
     frames = a.await_presence(online=[bob])
     assert frames[-1]["online"][-1] == {"user_id": bob, "user": "bob"}
     b2 = ws_connect(bob)
     assert b2.hello["online"] == ["alice", "bob"]
-    a.assert_silent()  # A second tab is not a second join.
+    # Markers: an arrival noted after each step is in the next batch, or a later one, than
+    # anything the step noted. The next frame names carol alone: a second tab is not a join.
+    ws_connect(carol)
+    assert a.recv() == presence(online=[(carol, "carol")])
     b1.close()
-    a.assert_silent()  # Bob is still here in his other tab.
+    wait_for_sockets(app, bob, 1)
+    ws_connect(dave)
+    assert a.recv() == presence(online=[(dave, "dave")])  # Bob is still here in his other tab.
     b2.close()
     assert a.recv() == {
         "type": "presence",
@@ -98,8 +127,11 @@ def test_retry_with_same_client_id_posts_once(app, ws_connect, alice, bob):
         confirmations.append(a.recv())
     assert confirmations[0] == confirmations[1] == confirmations[2]
     assert b.recv()["id"] == confirmations[0]["id"]
-    b.assert_silent()
-    assert message_count(app) == 1
+    # The marker, stored and sent after the retries: bob's next frame, so they reached him once.
+    a.send({"type": "message", "text": "marker", "client_id": "after-retries"})
+    assert a.recv()["text"] == "marker"
+    assert b.recv()["text"] == "marker"
+    assert message_count(app) == 2
 
 
 @pytest.mark.parametrize(
@@ -131,9 +163,9 @@ def test_bad_frame_gets_its_error_and_the_socket_still_works(
     assert error["code"] == code
     assert error["message"]
     assert error["client_id"] == ("k" if '"client_id": "k"' in str(frame) else None)
-    b.assert_silent()  # Nothing was broadcast.
     a.send("still here")
     assert a.recv()["text"] == "still here"
+    assert b.recv()["text"] == "still here"  # Bob's next frame: nothing was broadcast before.
     assert message_count(app) == 1
 
 
@@ -155,11 +187,15 @@ def test_frame_over_the_transport_limit_closes_with_1009(app, ws_connect, alice,
     assert message_count(app) == 0
 
 
-def test_missing_token_is_refused_before_the_upgrade(live_server, ws_connect, alice):
+def test_missing_token_is_refused_before_the_upgrade(live_server, ws_connect, alice, bob):
     watcher = ws_connect(alice)
     assert_refused(rejected(live_server), "missing_token")
     assert_refused(rejected(live_server, "?token="), "missing_token")
-    watcher.assert_silent()  # Nobody saw a join.
+    # The marker: an arrival, noted after anything the refusals could have noted. The frames
+    # up to it name nobody else (alice herself, if her own arrival was still in the batch).
+    ws_connect(bob)
+    online, offline = shown_in(watcher.await_presence(online=[bob]))
+    assert (online - {alice}, offline) == ({bob}, set())
 
 
 @pytest.mark.parametrize(
@@ -174,11 +210,13 @@ def test_missing_token_is_refused_before_the_upgrade(live_server, ws_connect, al
     ids=["garbage", "tampered", "other-salt", "old-version", "unknown-user"],
 )
 def test_invalid_token_is_refused_before_the_upgrade(
-    app, live_server, ws_connect, alice, make_token
+    app, live_server, ws_connect, alice, bob, make_token
 ):
     watcher = ws_connect(alice)
     assert_refused(rejected(live_server, f"?token={make_token(app, alice)}"), "invalid_token")
-    watcher.assert_silent()
+    ws_connect(bob)  # The marker, as above.
+    online, offline = shown_in(watcher.await_presence(online=[bob]))
+    assert (online - {alice}, offline) == ({bob}, set())
 
 
 def test_expired_token_is_refused(app, live_server, alice):
@@ -222,7 +260,8 @@ def test_logs_name_user_and_length_but_never_the_token(app, live_server, ws_conn
         ws.recv(timeout=5)
         ws.send("secret plans")
         ws.recv(timeout=5)
-    time.sleep(0.2)  # The request line is logged when the handler returns.
+    # The request line is logged when the handler returns, which may be after the socket closed.
+    wait_until(lambda: "GET /ws?token=[redacted] HTTP/1.1" in caplog.text, "the request line")
     assert f"message from user {alice} (12 chars)" in caplog.text
     assert "GET /ws?token=[redacted] HTTP/1.1" in caplog.text
     assert token not in caplog.text
@@ -332,12 +371,11 @@ def test_database_failure_gets_unavailable_and_recovers(app, ws_connect, alice, 
     a.send({"type": "message", "text": "lost?", "client_id": "u1"})
     error = a.recv()
     assert (error["type"], error["code"], error["client_id"]) == ("error", "unavailable", "u1")
-    b.assert_silent()
     with app.app_context():
         Message.__table__.create(db.engine)
     a.send({"type": "message", "text": "back", "client_id": "u1"})
     assert a.recv()["text"] == "back"
-    assert b.recv()["text"] == "back"
+    assert b.recv()["text"] == "back"  # Bob's next frame: nothing of "lost?" came before it.
 
 
 def test_a_message_stored_but_not_published_goes_out_later_in_order(
@@ -370,43 +408,36 @@ def test_a_message_stored_but_not_published_goes_out_later_in_order(
 def test_history_meets_the_live_stream_without_gap_or_duplicate(ws_connect, alice, bob):
     a = ws_connect(alice)
     stop = threading.Event()
+    sent = [0]
 
     def keep_sending():
-        n = 0
-        while not stop.is_set() and n < 400:
-            a.send(f"m{n}")
-            n += 1
-            time.sleep(0.002)
+        while not stop.is_set() and sent[0] < 2000:
+            a.send(f"m{sent[0]}")
+            sent[0] += 1
+            time.sleep(0.002)  # A steady stream, not a burst: the joins land amid it.
 
     sender = threading.Thread(target=keep_sending)
     sender.start()
     try:
-        time.sleep(0.05)
+        wait_until(lambda: sent[0] >= 20, "the stream to start")
         joined = [ws_connect(bob) for _ in range(3)]  # Each connects while messages keep coming.
-        time.sleep(0.05)
+        after = sent[0]
+        wait_until(lambda: sent[0] >= after + 20, "more messages after the last join")
     finally:
         stop.set()
         sender.join(10)
+    # The sender's echoes, all of them: the last one's id is the end of every stream.
+    echoes = [next_message(a, [])["id"] for _ in range(sent[0])]
     for client in joined:
-        ids = [frame["id"] for frame in client.hello["history"]]
-        live = []
-        while True:
-            try:
-                frame = client.recv(timeout=1)
-            except TimeoutError:
-                break
-            if frame["type"] == "message":
-                live.append(frame["id"])
-        seen = ids + live
-        assert seen == list(range(seen[0], seen[0] + len(seen)))  # Consecutive: no gap, no repeat.
-    # The sender's echoes too: a client with unread frames waits out its 10 s close timeout.
-    with contextlib.suppress(TimeoutError):
-        while True:
-            a.recv(timeout=1)
+        seen = [frame["id"] for frame in client.hello["history"]]
+        while not seen or seen[-1] < echoes[-1]:
+            seen.append(next_message(client, [])["id"])
+        assert seen == list(range(seen[0], echoes[-1] + 1))  # Consecutive: no gap, no repeat.
 
 
 def test_concurrent_connections_see_each_user_online_once(ws_connect, make_user):
     users = [make_user(f"user{n}@example.com")[0] for n in range(8)]
+    last = make_user("last@example.com")[0]
     clients = {}
 
     def open_for(user_id):
@@ -417,17 +448,16 @@ def test_concurrent_connections_see_each_user_online_once(ws_connect, make_user)
         thread.start()
     for thread in threads:
         thread.join(10)
+    # The marker: an arrival noted after all of theirs, so in their batch or a later one.
+    ws_connect(last)
     for client in clients.values():
         online = set(client.hello["online"])
-        while True:
-            try:
-                frame = client.recv(timeout=0.5)
-            except TimeoutError:
-                break
+        while "last" not in online:
+            frame = client.recv()
             assert frame["type"] == "presence"
             assert not frame["offline"]
             online.update(person["user"] for person in frame["online"])
-        assert online == {f"user{n}" for n in range(8)}
+        assert online == {f"user{n}" for n in range(8)} | {"last"}
 
 
 @pytest.fixture
@@ -480,8 +510,13 @@ def test_concurrent_senders_are_stored_and_delivered_once_in_id_order(app, ws_co
     senders[0].send({"type": "message", "text": "0-3", "client_id": "0-3"})
     echoes = [senders[0].recv_type("message") for _ in range(101)]
     assert echoes[-1]["id"] == next(f["id"] for f in received if f["client_id"] == "0-3")
-    reader.assert_silent()
+    # The marker, stored and sent after the retry: the reader's next frame, so the retry's
+    # answer went to its sender alone.
+    senders[0].send({"type": "message", "text": "marker", "client_id": "marker"})
+    marker = reader.recv_type("message")
+    assert marker["text"] == "marker"
+    assert senders[0].recv_type("message")["id"] == marker["id"]
     # Every sender gets all 100 too (and, having read them, closes at once: a client with
     # unread frames waits its close timeout for our close frame behind them).
     for sender in senders[1:]:
-        assert [sender.recv_type("message")["id"] for _ in range(100)] == ids
+        assert [sender.recv_type("message")["id"] for _ in range(101)] == [*ids, marker["id"]]
