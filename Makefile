@@ -53,7 +53,8 @@ format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# The whole suite twice: on SQLite (the default), then on PostgreSQL (127.0.0.1:5432).
+# The whole suite on SQLite (the default), then the tests marked `database` on PostgreSQL
+# (127.0.0.1:5432): those where the engine matters (tests/conftest.py says which).
 # axe-core, from npm, for the accessibility checks in the browser tests.
 node_modules/axe-core/axe.min.js: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -61,7 +62,7 @@ node_modules/axe-core/axe.min.js: package.json package-lock.json
 
 test: lint typecheck catalogs node_modules/axe-core/axe.min.js
 	$(BIN)/pytest
-	CHAT_TEST_DATABASE=postgresql $(BIN)/pytest
+	CHAT_TEST_DATABASE=postgresql $(BIN)/pytest -m database
 
 $(VENV)/.bench: requirements-bench.txt $(VENV)/.dev
 	$(BIN)/pip install --quiet -r requirements-bench.txt

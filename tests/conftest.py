@@ -2,6 +2,7 @@
 
 What tests share besides fixtures (constants, clients, form helpers) is in ``helpers.py``."""
 
+import os
 import shutil
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import uuid
 from contextlib import ExitStack
 from types import SimpleNamespace
 
+import psutil
 import pytest
 from playwright.sync_api import sync_playwright
 from websockets.sync.client import connect
@@ -36,6 +38,25 @@ from helpers import (
 from models import User, ensure_general
 from realtime.runtime import runtime_of
 
+# Which tests run on PostgreSQL too. `make test` runs the whole suite on SQLite, then, with
+# CHAT_TEST_DATABASE=postgresql, only the tests marked `database` (`pytest -m database`):
+# those whose outcome depends on what the database engine does. They are the models and the
+# migrations; how messages are stored (group commit, idempotent client ids, ids in order under
+# concurrent writers, a table gone and back); history paging, read markers and resume; rooms and
+# memberships; accounts, logins and sessions (unique and case-folded emails, session and token
+# versions, login rows and their timestamps, cascading deletes, profile fields); and the
+# scale-out tests, where processes share one database and its cross-process order lock (a
+# PostgreSQL advisory lock, a file lock beside SQLite). A test that only needs a user in the
+# database for something else (the protocol, the transport, origins, headers, rate limits, the
+# page in a browser) runs on SQLite alone. Mark a new test `@pytest.mark.database` when it reads
+# or writes rows in a way the two engines could disagree on (types, lengths, constraints,
+# locking, transactions, ordering, time zones). The whole suite still runs on PostgreSQL with
+# `CHAT_TEST_DATABASE=postgresql pytest`.
+
+# Schemas of this run are named after its process id, so that a run cleans up after aborted
+# runs without dropping those of another run going on at the same time.
+SCHEMA_PREFIX = "chat_test_"
+
 
 @pytest.fixture(scope="session")
 def postgres():
@@ -45,9 +66,11 @@ def postgres():
     require_service("PostgreSQL", "127.0.0.1", 5432)
     with psycopg.connect(POSTGRES.replace("+psycopg", ""), autocommit=True) as connection:
         for (schema,) in connection.execute(
-            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'chat_test_%'"
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'chat\\_test\\_%'"
         ).fetchall():
-            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')  # Left by an aborted run.
+            owner = schema.removeprefix(SCHEMA_PREFIX).partition("_")[0]
+            if owner.isdigit() and not psutil.pid_exists(int(owner)):
+                connection.execute(f'DROP SCHEMA "{schema}" CASCADE')  # Left by an aborted run.
     return POSTGRES
 
 
@@ -60,13 +83,12 @@ def database_url(request, tmp_path):
     import psycopg
 
     base = request.getfixturevalue("postgres")
-    schema = f"chat_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg.connect(base.replace("+psycopg", ""), autocommit=True)
-    admin.execute(f'CREATE SCHEMA "{schema}"')
-    yield f"{base}?options=-csearch_path%3D{schema}"
-    admin.execute("SET lock_timeout = '5s'")
-    admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    admin.close()
+    schema = f"{SCHEMA_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base.replace("+psycopg", ""), autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+        yield f"{base}?options=-csearch_path%3D{schema}"
+        admin.execute("SET lock_timeout = '5s'")
+        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @pytest.fixture
@@ -154,7 +176,10 @@ def bob(make_user):
 def live_server(app):
     """The app served by a threaded Werkzeug server on an ephemeral port; yields ``host:port``."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    # Polled every 10 ms for the shutdown below (the default 0.5 s was half a second a test).
+    thread = threading.Thread(
+        target=server.serve_forever, args=(0.01,), name="live-server", daemon=True
+    )
     thread.start()
     yield f"127.0.0.1:{server.port}"
     server.shutdown()

@@ -10,6 +10,8 @@ from extensions import db
 from helpers import PASSWORD, csrf_token, login, submit_form
 from models import User
 
+pytestmark = pytest.mark.database  # See conftest.py: run on PostgreSQL too.
+
 
 def register(client, email="alice@example.com", password=PASSWORD, confirm=None):
     data = {"email": email, "password": password, "confirm": confirm or password}

@@ -148,6 +148,7 @@ def test_bad_origin(app, live_server, make_user):
     assert response.status_code == 403
 
 
+@pytest.mark.database
 def test_after_the_whole_table_everyone_is_still_served(pair):
     a, b, _ = pair
     for _, frame, _ in TABLE:

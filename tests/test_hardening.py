@@ -104,6 +104,7 @@ def test_no_origin_still_needs_a_token(live_server):
 # ---- Revocation --------------------------------------------------------------------------------
 
 
+@pytest.mark.database
 def test_logout_revokes_tokens_and_closes_open_sockets_with_4001(app, client, live_server, alice):
     login(client)
     token = client.get("/api/token").json["token"]
@@ -117,6 +118,7 @@ def test_logout_revokes_tokens_and_closes_open_sockets_with_4001(app, client, li
     assert_refused(rejected(live_server, f"?token={token}"), "invalid_token")
 
 
+@pytest.mark.database
 def test_logout_everywhere_ends_every_session(app, live_server, alice):
     laptop, phone = app.test_client(), app.test_client()
     login(laptop)
@@ -217,6 +219,8 @@ def test_passwords_are_hashed_at_owasp_strength(app_config, make_app):
         user = User(email="a@example.com")
         user.set_password("correct horse battery")
     assert user.password_hash.startswith("scrypt:131072:8:1$")
+    assert user.check_password("correct horse battery")
+    assert not user.check_password("correct horse battery!")
 
 
 def test_login_cookies_are_http_only_and_same_site_lax(client, alice):
@@ -366,7 +370,7 @@ def test_a_peer_that_stops_answering_pings_is_dropped_and_leaves(
     quick = make_app({**app_config, "CHAT_PING_INTERVAL": 1})  # Shares the database of ``app``.
     alice_id, bob_id = make_user("alice@example.com")[0], make_user("bob@example.com")[0]
     server = make_server("127.0.0.1", 0, quick, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
     host = f"127.0.0.1:{server.port}"
     try:
         with connect(socket_url(quick, host, bob_id), open_timeout=5) as raw:
@@ -413,7 +417,7 @@ def test_a_peer_that_pings_and_never_reads_is_cut_off_and_blocks_nobody(
     one = make_app({**app_config, "CHAT_SERVE_THREADS": 1})
     alice_id, bob_id = make_user("alice@example.com")[0], make_user("bob@example.com")[0]
     server = make_server("127.0.0.1", 0, one, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
     host = f"127.0.0.1:{server.port}"
     mask = os.urandom(4)
     payload = bytes(b ^ mask[n % 4] for n, b in enumerate(b"p" * 125))
@@ -449,6 +453,7 @@ def change_password(client, current, new, confirm=None):
     return client.post("/password", data=data)
 
 
+@pytest.mark.database
 def test_password_change_revokes_everything_else(app, live_server, alice):
     laptop, phone = app.test_client(), app.test_client()
     login(laptop)

@@ -2,11 +2,14 @@
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from extensions import db
 from helpers import PASSWORD, csrf_token, login, submit_form
 from models import Login, utcnow
+
+pytestmark = pytest.mark.database  # See conftest.py: run on PostgreSQL too.
 
 
 def log_out(client):

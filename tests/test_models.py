@@ -9,6 +9,8 @@ from sqlalchemy.exc import IntegrityError
 from extensions import db
 from models import Message, User, messages_before, save_message, save_messages
 
+pytestmark = pytest.mark.database  # See conftest.py: run on PostgreSQL too.
+
 
 def test_user_name_is_the_part_before_the_at(app):
     assert User(email="jean.dupont@example.fr").name == "jean.dupont"

@@ -64,6 +64,7 @@ def test_form_errors_and_flashes_are_translated(client, make_user):
     assert "Vous êtes déconnecté." in client.get("/login").text
 
 
+@pytest.mark.database
 def test_the_saved_choice_beats_the_browser(app, client, alice):
     login(client)
     assert save_profile(client, locale="fr").status_code == 302
@@ -77,6 +78,7 @@ def test_the_saved_choice_beats_the_browser(app, client, alice):
     assert '<html lang="en">' in client.get("/", headers=FRENCH).text
 
 
+@pytest.mark.database
 def test_error_frames_speak_the_users_language(app, live_server, alice):
     with app.app_context():
         db.session.get(User, alice).locale = "fr"
@@ -122,6 +124,7 @@ def test_the_profile_shows_the_default_name_and_the_security_actions(client, ali
     assert "alice@example.com" in page
 
 
+@pytest.mark.database
 def test_a_display_name_is_saved_trimmed_and_shown(app, client, alice):
     login(client)
     response = save_profile(client, display_name="  Alice   Liddell ")
@@ -132,6 +135,7 @@ def test_a_display_name_is_saved_trimmed_and_shown(app, client, alice):
     assert stored(app, alice) == (None, None, "alice")
 
 
+@pytest.mark.database
 @pytest.mark.parametrize(
     ("name", "error"),
     [
@@ -148,6 +152,7 @@ def test_bad_display_names_are_refused_with_a_reason(app, client, alice, name, e
     assert stored(app, alice) == (None, None, "alice")
 
 
+@pytest.mark.database
 def test_an_unknown_language_is_refused(app, client, alice):
     login(client)
     assert save_profile(client, locale="xx").status_code == 400
@@ -160,6 +165,7 @@ def test_the_profile_needs_a_login(client):
     assert "/login" in response.headers["Location"]
 
 
+@pytest.mark.database
 def test_a_new_name_reaches_open_sockets_and_new_messages(app, client, ws_connect, alice, bob):
     a, b = ws_connect(alice), ws_connect(bob)
     a.await_presence(online=[bob])
@@ -173,6 +179,7 @@ def test_a_new_name_reaches_open_sockets_and_new_messages(app, client, ws_connec
     assert (message["user_id"], message["user"]) == (alice, "Queen Alice")
 
 
+@pytest.mark.database
 def test_changing_the_password_from_the_profile_revokes_sockets(app, client, ws_connect, alice):
     a = ws_connect(alice)
     login(client)

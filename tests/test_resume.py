@@ -4,6 +4,7 @@ import json
 import uuid
 from contextlib import ExitStack, suppress
 
+import pytest
 from sqlalchemy import select
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -11,6 +12,8 @@ from websockets.sync.client import connect
 from extensions import db
 from helpers import stored_ids, token_issued_at, wait_until
 from models import Message
+
+pytestmark = pytest.mark.database  # See conftest.py: run on PostgreSQL too.
 
 
 class ResumingClient:

@@ -13,6 +13,8 @@ from extensions import db
 from helpers import rejected, token_issued_at, wait_for_sockets
 from models import Message, save_message
 
+pytestmark = pytest.mark.database  # See conftest.py: run on PostgreSQL too.
+
 
 @pytest.fixture
 def people(make_user):

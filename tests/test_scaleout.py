@@ -39,6 +39,8 @@ from realtime import events
 from realtime.backplane import BackplaneError
 from realtime.runtime import runtime_of
 
+pytestmark = pytest.mark.database  # See conftest.py: run on PostgreSQL too.
+
 SETTLE = 30  # seconds for every client to catch up: generous, only reached on failure
 
 

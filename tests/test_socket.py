@@ -70,6 +70,7 @@ def test_plain_text_frame_is_a_message(ws_connect, alice, bob):
     assert frame["client_id"] is None
 
 
+@pytest.mark.database
 def test_history_on_connect_is_the_latest_messages_oldest_first(app, ws_connect, alice, general):
     app.config["CHAT_HISTORY_SIZE"] = 3
     with app.app_context():
@@ -117,6 +118,7 @@ def test_join_and_leave_follow_a_users_first_and_last_socket(
     }
 
 
+@pytest.mark.database
 def test_retry_with_same_client_id_posts_once(app, ws_connect, alice, bob):
     a, b = ws_connect(alice), ws_connect(bob)
     a.await_presence(online=[bob])
@@ -224,6 +226,7 @@ def test_expired_token_is_refused(app, live_server, alice):
     assert_refused(rejected(live_server, f"?token={token}"), "expired_token")
 
 
+@pytest.mark.database
 def test_token_of_deleted_user_is_refused(app, live_server, alice):
     token = token_issued_at(app, alice)
     with app.app_context():
@@ -331,6 +334,7 @@ def test_chat_under_gunicorn_and_its_access_log_has_no_token(app, gunicorn_serve
     assert "forged" not in log
 
 
+@pytest.mark.database
 def test_concurrent_senders_are_seen_by_everyone_in_id_order(ws_connect, alice, bob, make_user):
     carol = make_user("carol@example.com")[0]
     a, b, watcher = ws_connect(alice), ws_connect(bob), ws_connect(carol)
@@ -346,6 +350,7 @@ def test_concurrent_senders_are_seen_by_everyone_in_id_order(ws_connect, alice, 
     assert streams["carol"] == sorted(set(streams["carol"]))
 
 
+@pytest.mark.database
 def test_a_greeting_that_fails_says_unavailable_and_closes_with_1013(app, live_server, alice):
     with app.app_context():
         Membership.__table__.drop(db.engine)  # The greeting cannot read the user's rooms.
@@ -362,6 +367,7 @@ def test_a_greeting_that_fails_says_unavailable_and_closes_with_1013(app, live_s
             Membership.__table__.create(db.engine)
 
 
+@pytest.mark.database
 def test_database_failure_gets_unavailable_and_recovers(app, ws_connect, alice, bob):
     a, b = ws_connect(alice), ws_connect(bob)
     a.await_presence(online=[bob])
@@ -378,6 +384,7 @@ def test_database_failure_gets_unavailable_and_recovers(app, ws_connect, alice, 
     assert b.recv()["text"] == "back"  # Bob's next frame: nothing of "lost?" came before it.
 
 
+@pytest.mark.database
 def test_a_message_stored_but_not_published_goes_out_later_in_order(
     app, monkeypatch, ws_connect, alice, bob
 ):
@@ -405,6 +412,7 @@ def test_a_message_stored_but_not_published_goes_out_later_in_order(
     assert message_count(app) == 2
 
 
+@pytest.mark.database
 def test_history_meets_the_live_stream_without_gap_or_duplicate(ws_connect, alice, bob):
     a = ws_connect(alice)
     stop = threading.Event()
@@ -481,6 +489,7 @@ def test_a_storm_of_arrivals_is_announced_in_a_few_batches(slow_presence, ws_con
     assert all(not frame["offline"] for frame in frames)
 
 
+@pytest.mark.database
 def test_concurrent_senders_are_stored_and_delivered_once_in_id_order(app, ws_connect, make_user):
     # Posts that arrive while another is being stored are committed together (group commit):
     # each must still reach everyone once, in id order, and each sender its own echo.

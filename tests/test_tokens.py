@@ -9,6 +9,8 @@ from extensions import db
 from helpers import login, token_issued_at
 from models import User
 
+pytestmark = pytest.mark.database  # See conftest.py: run on PostgreSQL too.
+
 
 @pytest.fixture
 def user_id(make_user):
