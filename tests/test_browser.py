@@ -13,6 +13,13 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
+def app_config(app_config):
+    """A typing indicator lasts 2 s instead of 6 (one test waits for one to expire)."""
+    app_config["CHAT_TYPING_TTL"] = 2
+    return app_config
+
+
+@pytest.fixture
 def people(browser, gunicorn_server):
     """Two people, each with their own browser context."""
     alice, bob = Person(browser, gunicorn_server.url), Person(browser, gunicorn_server.url)
