@@ -47,7 +47,6 @@ class Session:
         self._mutex = threading.Lock()  # Guards the two flags below.
         self._running = False  # A thread is serving it.
         self._again = False  # It was woken while served: look again before arming the socket.
-        self.ended = threading.Event()
 
     def start(self) -> None:
         """Hand the socket to the poller, and serve what arrived meanwhile; the request that
@@ -185,4 +184,3 @@ class Session:
         finally:
             self._poller.forget(self._fd)
             self._conn.release()
-            self.ended.set()

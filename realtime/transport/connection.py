@@ -273,7 +273,7 @@ class Connection:
                 writer.join(timeout)
         # The handler is ending on its own (a greeting that failed): say so, then let the peer
         # answer; if our close frame is unanswered yet, the reader waits for the answer.
-        self.send_control(_close_if_open(CLOSE_TRY_AGAIN, "Try again later"))
+        self.send_control(frames.if_open(CloseConnection(CLOSE_TRY_AGAIN, "Try again later")))
         self.reader.linger(CLOSE_TIMEOUT)
         self.abort()
 
@@ -350,8 +350,3 @@ class Connection:
         """
         self.ended.wait(CLOSE_TIMEOUT)
         self.abort()
-
-
-def _close_if_open(code: int, reason: str) -> Callable[[ConnectionState], Event | None]:
-    """A close frame with ``code`` if nobody sent one yet (for ``send_control``)."""
-    return lambda state: CloseConnection(code, reason) if state is _OPEN else None

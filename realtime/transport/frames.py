@@ -8,11 +8,12 @@ would corrupt the stream.
 """
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from wsproto.connection import Connection as Protocol
-from wsproto.connection import ConnectionType
-from wsproto.events import TextMessage
+from wsproto.connection import ConnectionState, ConnectionType
+from wsproto.events import Event, TextMessage
 
 
 class Kind(enum.Enum):
@@ -104,3 +105,14 @@ def coalesce(frames: list[Outgoing]) -> list[Outgoing]:
 def _joined(run: list[Outgoing]) -> Outgoing:
     """One ``MESSAGE`` holding every frame of ``run`` (the frame itself if it is alone)."""
     return run[0] if len(run) == 1 else Outgoing(Kind.MESSAGE, b"".join(f.data for f in run))
+
+
+def if_state(wanted: ConnectionState, event: Event) -> Callable[[ConnectionState], Event | None]:
+    """``event`` if the connection is in state ``wanted`` when it is framed, else nothing (the
+    choice ``Connection.send_control`` makes under its mutex)."""
+    return lambda state: event if state is wanted else None
+
+
+def if_open(event: Event) -> Callable[[ConnectionState], Event | None]:
+    """``event`` while the connection is open, else nothing."""
+    return if_state(ConnectionState.OPEN, event)

@@ -14,7 +14,6 @@ import contextlib
 import select
 import socket
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from wsproto.connection import ConnectionState
@@ -29,6 +28,8 @@ from wsproto.events import (
 )
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
+
+from realtime.transport.frames import if_open, if_state
 
 if TYPE_CHECKING:
     from realtime.transport.connection import Connection
@@ -230,7 +231,7 @@ class FrameReader:
         if isinstance(event, TextMessage | BytesMessage):
             self._take_piece(event)
         elif isinstance(event, Ping):
-            self._conn.send_control(_if_open(event.response()))
+            self._conn.send_control(if_open(event.response()))
         elif isinstance(event, Pong):
             self._pong_received = True
         elif isinstance(event, CloseConnection):
@@ -263,12 +264,12 @@ class FrameReader:
             return
         self.code, self.reason = event.code, event.reason
         if state is _REMOTE_CLOSING:
-            self._conn.send_control(_if(_REMOTE_CLOSING, event.response()))
+            self._conn.send_control(if_state(_REMOTE_CLOSING, event.response()))
 
     def _refuse(self, code: int, reason: str | None) -> None:
         """Close the connection over a frame we will not take; what follows it is dropped."""
         self._refused = True
-        self._conn.send_control(_if_open(CloseConnection(code, reason)))
+        self._conn.send_control(if_open(CloseConnection(code, reason)))
 
     def _break(self, code: int) -> None:
         """The socket failed or the peer hung up: over, with nothing to wait for."""
@@ -284,11 +285,11 @@ class FrameReader:
             self._read(wait=False)  # The pong may be waiting unread: the thread was busy.
         if not self._pong_received:
             timeout = CloseConnection(CloseReason.POLICY_VIOLATION, "Ping/Pong timeout")
-            self._conn.send_control(_if_open(timeout))
+            self._conn.send_control(if_open(timeout))
             self._break(CloseReason.POLICY_VIOLATION)  # It answers nothing: do not wait for it.
             return
         self._pong_received = False
-        self._conn.send_control(_if_open(Ping()))
+        self._conn.send_control(if_open(Ping()))
         self._next_ping = max(now, self._next_ping) + self._ping_interval
 
 
@@ -299,13 +300,3 @@ def _joined(parts: list[str | bytes]) -> str | bytes:
     if isinstance(parts[0], str):
         return "".join(part for part in parts if isinstance(part, str))
     return b"".join(part for part in parts if isinstance(part, bytes))
-
-
-def _if_open(event: Event) -> Callable[[ConnectionState], Event | None]:
-    """``event`` while the connection is open, else nothing (for ``Connection.send_control``)."""
-    return _if(_OPEN, event)
-
-
-def _if(wanted: ConnectionState, event: Event) -> Callable[[ConnectionState], Event | None]:
-    """``event`` if the connection is in state ``wanted`` when it is framed, else nothing."""
-    return lambda state: event if state is wanted else None
