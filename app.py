@@ -13,6 +13,7 @@ import accounts
 import api
 import i18n
 import models
+import ops
 import realtime
 from config import Config, finalize, load_environment
 from core import throttle
@@ -59,6 +60,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     pages.init_app(app)
     realtime.init_app(app)
     errors.init_app(app)
+    ops.init_app(app)
     app.after_request(_set_security_headers)
     hops = app.config["CHAT_PROXY_HOPS"]
     if hops:

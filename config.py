@@ -39,6 +39,12 @@ class Config:
     # Other exact origins (scheme://host[:port]) whose pages may open the socket.
     CHAT_ALLOWED_ORIGINS: tuple[str, ...] = ()
     CHAT_LOG_LEVEL = "INFO"
+    # "text" (readable, the default) or "json": one JSON object per line, for log shippers.
+    CHAT_LOG_FORMAT = "text"
+    # GET /metrics (Prometheus text format) is served only when on, and only to these addresses
+    # or networks (CIDR), checked against the connecting peer and any forwarded client address.
+    CHAT_METRICS = False
+    CHAT_METRICS_ALLOW: tuple[str, ...] = ("127.0.0.1", "::1")
     CHAT_TOKEN_MAX_AGE = 900
     CHAT_TOKEN_SALT = "chat-websocket-token"  # noqa: S105 - a namespace, not a secret
     CHAT_MAX_MESSAGE_CHARS = 2000
@@ -115,6 +121,8 @@ def finalize(config: MutableMapping[str, Any], instance_path: str) -> None:
     if config["CHAT_ENV"] not in {"development", "production"}:
         raise RuntimeError("CHAT_ENV must be 'development' or 'production'")
     production = config["CHAT_ENV"] == "production"
+    if config["CHAT_LOG_FORMAT"] not in {"text", "json"}:
+        raise RuntimeError("CHAT_LOG_FORMAT must be 'text' or 'json'")
     if config["CHAT_SEND_QUEUE_SIZE"] <= config["CHAT_RESUME_LIMIT"] + 200:
         # A resume queues up to CHAT_RESUME_LIMIT messages plus a frame per room (200 at most).
         raise RuntimeError("CHAT_SEND_QUEUE_SIZE must exceed CHAT_RESUME_LIMIT + 200")

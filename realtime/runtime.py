@@ -34,6 +34,7 @@ class Runtime:
         self.commits = GroupCommit(app, self.hub)
         self.poller = Poller(config["CHAT_SERVE_THREADS"], app.app_context)
         self._app = app
+        self._closing = False
 
     def start(self) -> None:
         """Start every part; later calls do nothing (the first socket calls it, or the worker)."""
@@ -45,7 +46,13 @@ class Runtime:
         self, code: int = CLOSE_GOING_AWAY, reason: str = "Server restarting"
     ) -> None:
         """Queue a close frame to every socket of this worker; never blocks (a signal handler)."""
+        self._closing = True  # From now on /readyz answers 503: send no new clients here.
         self.hub.close_all(code, reason)
+
+    def health(self) -> dict[str, bool]:
+        """What ``/readyz`` reports of the socket stack: its backplane delivers events to this
+        worker, and the worker is not shutting down."""
+        return {"backplane": self.hub.ready(), "worker": not self._closing}
 
     def shutdown(self, timeout: float) -> None:
         """A worker exits: let the sockets finish closing (at most ``timeout`` seconds), store
