@@ -19,7 +19,9 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-# Compiled catalogs (.mo) are built here, never committed: the .po files are the source.
+# Compiled catalogs (.mo) are committed beside their .po (the source), so that every way of
+# installing the app speaks every language; after editing a .po, `make catalogs` and commit both.
+# A test fails if a committed .mo and its .po disagree.
 CATALOGS := $(patsubst %.po,%.mo,$(wildcard translations/*/LC_MESSAGES/messages.po))
 
 translations/%/LC_MESSAGES/messages.mo: translations/%/LC_MESSAGES/messages.po $(VENV)/.runtime
@@ -35,7 +37,7 @@ i18n: $(VENV)/.runtime
 	$(BIN)/pybabel update -i translations/messages.pot -d translations --ignore-obsolete
 	$(MAKE) catalogs
 
-db: $(VENV)/.runtime catalogs
+db: $(VENV)/.runtime
 	$(BIN)/flask --app app init-db
 
 run: db
@@ -60,7 +62,7 @@ node_modules/axe-core/axe.min.js: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: lint typecheck catalogs node_modules/axe-core/axe.min.js
+test: lint typecheck node_modules/axe-core/axe.min.js
 	$(BIN)/pytest
 	CHAT_TEST_DATABASE=postgresql $(BIN)/pytest -m database
 

@@ -6,10 +6,12 @@ import subprocess
 import sys
 
 import pytest
+from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from app import create_app
 from extensions import db
 from helpers import PASSWORD, ROOT, csrf_token, login, submit_form, token_issued_at
 from models import User
@@ -110,6 +112,30 @@ def test_the_french_catalog_covers_every_string_in_the_code(tmp_path):
         french = {m.id: m for m in read_po(file) if m.id}
     assert in_code == french.keys()
     assert [m.id for m in french.values() if not m.string or m.fuzzy] == []
+
+
+def test_every_committed_catalog_is_the_compiled_form_of_its_po():
+    # The .mo files are committed (every way of installing the app has them): each must say
+    # what its .po says, so a translation edited without `make catalogs` fails here.
+    for po_path in sorted(ROOT.glob("translations/*/LC_MESSAGES/messages.po")):
+        mo_path = po_path.with_suffix(".mo")
+        assert mo_path.is_file(), f"{mo_path} is missing: run `make catalogs` and commit it"
+        with po_path.open("rb") as file:
+            source = {m.id: m.string for m in read_po(file) if m.id and not m.fuzzy}
+        with mo_path.open("rb") as file:
+            compiled = {m.id: m.string for m in read_mo(file) if m.id}
+        assert compiled == source, f"{mo_path} is out of date: run `make catalogs` and commit it"
+
+
+def test_the_app_refuses_to_start_without_a_languages_catalog(app_config, tmp_path):
+    # Flask-Babel would fall back to English in silence, under <html lang="fr">.
+    config = {**app_config, "BABEL_TRANSLATION_DIRECTORIES": str(tmp_path)}
+    with pytest.raises(RuntimeError, match=r"No compiled Français catalog: .*fr/LC_MESSAGES"):
+        create_app(config)
+    (tmp_path / "fr" / "LC_MESSAGES").mkdir(parents=True)
+    (tmp_path / "fr" / "LC_MESSAGES" / "messages.mo").write_bytes(b"")
+    with pytest.raises(RuntimeError, match="holds no translation"):
+        create_app(config)
 
 
 # ---- Profile -----------------------------------------------------------------------------------
