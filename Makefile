@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 
-.PHONY: run test lint typecheck format db clean bench bench-smoke i18n catalogs
+.PHONY: run test deploy-check lint typecheck format db clean bench bench-smoke i18n catalogs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,12 @@ node_modules/axe-core/axe.min.js: package.json package-lock.json
 test: lint typecheck node_modules/axe-core/axe.min.js
 	$(BIN)/pytest
 	CHAT_TEST_DATABASE=postgresql $(BIN)/pytest -m database
+
+# docs/deploy.md followed to the letter on this machine, as root, then used in a French browser
+# (tests/rehearsal/). It installs packages, adds a user, writes /srv/chat, /etc/chat and an nginx
+# site on port 80: for CI and machines you can throw away.
+deploy-check: $(VENV)/.dev
+	$(BIN)/pytest -m rehearsal tests/rehearsal
 
 $(VENV)/.bench: requirements-bench.txt $(VENV)/.dev
 	$(BIN)/pip install --quiet -r requirements-bench.txt
