@@ -98,7 +98,8 @@ def machine(tmp_path):
 
 
 def reset(env, systemctl):
-    """Undo a rehearsal: stop what it started, remove what it wrote, drop its database."""
+    """Undo a rehearsal: stop what it started, remove what it wrote, drop its database and its
+    Redis keys (the guide's REDIS_URL: database 0, prefix ``chat``)."""
     for unit in ("chat", "nginx"):
         subprocess.run([systemctl, "stop", unit], env=env, check=False, capture_output=True)
     for path in WRITTEN:
@@ -108,6 +109,13 @@ def reset(env, systemctl):
             shutil.rmtree(path)
     shutil.rmtree(STATE, ignore_errors=True)
     shutil.rmtree(LOGS, ignore_errors=True)
+    if shutil.which("redis-cli"):
+        keys = subprocess.run(
+            ["/usr/bin/redis-cli", "--scan", "--pattern", "chat:*"],
+            env=env, capture_output=True, text=True, check=False,
+        ).stdout.split()  # fmt: skip
+        if keys:
+            subprocess.run(["/usr/bin/redis-cli", "del", *keys], env=env, capture_output=True)
     if shutil.which("dropdb"):
         for command in (["dropdb", "--if-exists", "chat"], ["dropuser", "--if-exists", "chat"]):
             as_postgres = ["/usr/sbin/runuser", "-u", "postgres", "--", *command]
