@@ -52,3 +52,25 @@ def app_config(app_config):
     """Login limit of 3 a minute per address for this module's gunicorn."""
     app_config["CHAT_LOGIN_LIMIT_PER_IP"] = "3 per minute"
     return app_config
+
+
+def test_nginx_revalidates_static_files_and_hides_metrics(app_config, nginx_server):
+    import urllib.error
+    import urllib.request
+
+    # An upgrade must never leave a page with an old cached module beside a new one.
+    with urllib.request.urlopen(f"{nginx_server.url}/static/chat.js", timeout=5) as response:  # noqa: S310
+        assert response.headers["Cache-Control"] == "no-cache"
+        etag = response.headers["ETag"]
+    again = urllib.request.Request(  # noqa: S310 - our own nginx on loopback
+        f"{nginx_server.url}/static/chat.js", headers={"If-None-Match": etag}
+    )
+    with pytest.raises(urllib.error.HTTPError) as unchanged:
+        urllib.request.urlopen(again, timeout=5)  # noqa: S310
+    unchanged.value.close()
+    assert unchanged.value.code == 304
+    # Prometheus scrapes gunicorn directly; the public site never serves the metrics.
+    with pytest.raises(urllib.error.HTTPError) as hidden:
+        urllib.request.urlopen(f"{nginx_server.url}/metrics", timeout=5)  # noqa: S310
+    hidden.value.close()
+    assert hidden.value.code == 404
