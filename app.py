@@ -1,8 +1,6 @@
 """The application factory: ``flask run`` and ``gunicorn 'app:create_app()'`` start here."""
 
-import logging
 import os
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +16,7 @@ import realtime
 from config import Config, finalize, load_environment
 from core import throttle
 from extensions import csrf, limiter
+from ops import logs
 from web import errors, pages
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -34,8 +33,6 @@ CONTENT_SECURITY_POLICY = "; ".join(
     ]
 )
 
-_TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]+")
-
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Create and configure an app; ``test_config`` overrides every other setting."""
@@ -47,8 +44,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     if test_config:
         app.config.from_mapping(test_config)
     finalize(app.config, app.instance_path)
-    app.logger.setLevel(app.config["CHAT_LOG_LEVEL"])
-    _keep_tokens_out_of_server_logs()
+    logs.init_app(app)
 
     models.init_app(app)
     i18n.init_app(app)
@@ -79,21 +75,3 @@ def _set_security_headers(response: Response) -> Response:
     response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault("X-Frame-Options", "DENY")
     return response
-
-
-class _RedactTokens(logging.Filter):
-    """Replace ``token=...`` in logged request lines: browsers must put the token in the URL."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Redact the formatted message in place; never drops a record."""
-        message = record.getMessage()
-        if "token=" in message:
-            record.msg, record.args = _TOKEN_IN_URL.sub(r"\1[redacted]", message), ()
-        return True
-
-
-def _keep_tokens_out_of_server_logs() -> None:
-    """Attach the redacting filter to the development server's request log, once."""
-    logger = logging.getLogger("werkzeug")
-    if not any(isinstance(f, _RedactTokens) for f in logger.filters):
-        logger.addFilter(_RedactTokens())

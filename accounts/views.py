@@ -13,6 +13,7 @@ from flask import (
     Flask,
     current_app,
     flash,
+    g,
     redirect,
     render_template,
     request,
@@ -111,6 +112,7 @@ def load_user(session_id: str) -> User | None:
     user = db.session.get(User, int(user_id))
     if user is None or user.session_version != int(version):
         return None
+    g.chat_user_id = user.id  # For the request's log lines (ops/logs.py).
     return user
 
 

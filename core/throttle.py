@@ -117,6 +117,8 @@ def message_wait(user_id: int, rate: float, burst: int) -> float:
         reset_at = strategy.get_window_stats(item, "chat-message", str(user_id)).reset_time
     except RedisError:
         # The chat keeps working while Redis restarts; only the flood limit lapses meanwhile.
-        log.warning("message rate limit unavailable; allowing user %s", user_id)
+        log.warning(
+            "message rate limit unavailable; allowing user %s", user_id, extra={"user_id": user_id}
+        )
         return 0
     return max(0.1, reset_at - time.time())

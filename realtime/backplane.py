@@ -248,7 +248,7 @@ class RedisBackplane:
             self._hub.deliver(events.decode(header), payload or None)
         except ValueError:
             # Someone else's message on our channel, or a newer worker's event: not ours to die of.
-            log.exception("dropped a malformed backplane event: %.200r", message)
+            log.exception("dropped a malformed backplane event: %.200r", header)  # Not its text.
 
     def _lost(self) -> None:
         """Events may have been missed: close this worker's sockets so their clients resume."""

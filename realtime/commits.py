@@ -171,7 +171,11 @@ def _answer_safely(hub: Hub, post: Post) -> None:
         with force_locale(post.locale) if post.locale else contextlib.nullcontext():
             _answer(hub, post)
     except Exception:
-        log.exception("could not answer a message of user %s", post.conn.user_id)
+        log.exception(
+            "could not answer a message of user %s",
+            post.conn.user_id,
+            extra={"user_id": post.conn.user_id},
+        )
     finally:
         post.done.set()
 

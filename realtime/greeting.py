@@ -42,7 +42,9 @@ def greet(hub: Hub, conn: Connection, resume: Mapping[str, int]) -> bool:
         with hub.ordered():
             _greet_in_order(hub, conn, resume)
     except (SQLAlchemyError, BackplaneError):
-        current_app.logger.exception("could not greet user %s", conn.user_id)
+        current_app.logger.exception(
+            "could not greet user %s", conn.user_id, extra={"user_id": conn.user_id}
+        )
         send_error(
             hub, conn, "unavailable", gettext("The chat is unavailable; please reconnect later.")
         )
@@ -122,7 +124,9 @@ def _say_goodbye(hub: Hub, conn: Connection) -> None:
     except (SQLAlchemyError, BackplaneError):
         # The lock or the backplane is down: still forget the socket here. Other workers learn
         # of it when their clients resume, or when this worker's presence expires.
-        current_app.logger.warning("could not announce user %s leaving", conn.user_id)
+        current_app.logger.warning(
+            "could not announce user %s leaving", conn.user_id, extra={"user_id": conn.user_id}
+        )
         _announce_departure(hub, conn.user_id, conn.name, hub.forget(conn))
 
 

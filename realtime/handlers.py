@@ -34,7 +34,9 @@ def handle(hub: Hub, conn: Connection, command: protocol.Command) -> None:
         raise protocol.FrameError(error.code, error.message, command.client_id) from None
     except (SQLAlchemyError, BackplaneError):
         db.session.rollback()
-        current_app.logger.exception("database or backplane error for user %s", conn.user_id)
+        current_app.logger.exception(
+            "database or backplane error for user %s", conn.user_id, extra={"user_id": conn.user_id}
+        )
         message = protocol.ERROR_MESSAGES["unavailable"]
         raise protocol.FrameError("unavailable", message, command.client_id) from None
 
@@ -75,7 +77,12 @@ def _post(hub: Hub, conn: Connection, command: protocol.ChatMessage) -> None:
     if wait:
         message = protocol.ERROR_MESSAGES["rate_limited"]
         raise protocol.FrameError("rate_limited", message, command.client_id, wait)
-    current_app.logger.info("message from user %s (%d chars)", conn.user_id, len(command.text))
+    current_app.logger.info(
+        "message from user %s (%d chars)",
+        conn.user_id,
+        len(command.text),
+        extra={"user_id": conn.user_id},
+    )
     post = commits.Post(conn, key, command.text, command.client_id, conn.locale)
     if not current_runtime().commits.add(post, SETTLE_WAIT):
         message = protocol.ERROR_MESSAGES["unavailable"]
@@ -91,7 +98,9 @@ def settle(conn: Connection) -> bool:
     """
     post = conn.last_post  # None, or the Post that ``_post`` queued.
     if isinstance(post, commits.Post) and not post.done.wait(SETTLE_WAIT):
-        current_app.logger.warning("messages of user %s still not stored", conn.user_id)
+        current_app.logger.warning(
+            "messages of user %s still not stored", conn.user_id, extra={"user_id": conn.user_id}
+        )
         return False
     return True
 

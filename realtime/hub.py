@@ -40,7 +40,7 @@ def _unlist(roster: Roster, name: str, user_id: int) -> None:
         del roster[position]
         return
     # Listed under another name (a bug elsewhere): never remove someone else instead.
-    log.error("user %s was not in a roster under %r", user_id, name)
+    log.error("user %s was not in a roster under %r", user_id, name, extra={"user_id": user_id})
     roster[:] = [entry for entry in roster if entry[1] != user_id]
 
 

@@ -47,6 +47,7 @@ def authenticate_socket() -> ResponseReturnValue | None:
         user = verify_token(token)
     except TokenError as error:
         return json_error(401, error.code, "Get a new token from /api/token.")
+    g.chat_user_id = user.id  # For the request's log lines (ops/logs.py).
     runtime = current_runtime()
     runtime.start()
     hub = runtime.hub

@@ -97,7 +97,9 @@ class Runtime:
                 for room_id, key in hub.rooms_of(user_id).items():
                     hub.presence.note(room_id, key, user_id, name, echo=True)
         except (SQLAlchemyError, BackplaneError):
-            log.warning("could not announce the new name of user %s", user_id)
+            log.warning(
+                "could not announce the new name of user %s", user_id, extra={"user_id": user_id}
+            )
 
     def _bury(self, gone: Iterable[tuple[int, str, dict[int, str]]]) -> None:
         """Announce the users of a dead worker as gone ([(user id, name, {room id: key})])."""

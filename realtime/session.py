@@ -94,7 +94,11 @@ class Session:
                 return
             except Exception:
                 # A bug: the socket must still end properly, not linger unserved forever.
-                current_app.logger.exception("serving a socket of user %s", self._conn.user_id)
+                current_app.logger.exception(
+                    "serving a socket of user %s",
+                    self._conn.user_id,
+                    extra={"user_id": self._conn.user_id},
+                )
                 self._conn.abort()
                 self._poller.retire(self._finish)
                 return
@@ -170,7 +174,11 @@ class Session:
         conn = self._conn
         send_error(self._hub, conn, error.code, error.message, error.client_id, error.retry_after)
         if error.code == "rate_limited" and not self._strikes.take():
-            current_app.logger.warning("closing a flooding socket of user %s", conn.user_id)
+            current_app.logger.warning(
+                "closing a flooding socket of user %s",
+                conn.user_id,
+                extra={"user_id": conn.user_id},
+            )
             # Our close frame goes out after what is queued; its writer hangs up if the client
             # does not answer it in time. Until then its frames are read and dropped, and if
             # its writer is stuck behind a client that does not read, we hang up.

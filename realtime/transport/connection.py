@@ -198,7 +198,11 @@ class Connection:
     def _enqueue(self, item: Queued, wake: bool = True) -> bool:
         """Queue ``item``, or cut the client off if it is too far behind (we hold the mutex)."""
         if len(self._backlog) >= self._limit:
-            log.warning("cutting off a slow client of user %s", self.user_id)
+            log.warning(
+                "cutting off a slow client of user %s",
+                self.user_id,
+                extra={"user_id": self.user_id},
+            )
             self._abort_locked()
             return False
         self._backlog.append(item)
@@ -218,7 +222,11 @@ class Connection:
             try:
                 writer.start()
             except RuntimeError:  # "can't start new thread": this client alone goes.
-                log.error("no thread left to write to a client of user %s", self.user_id)
+                log.error(
+                    "no thread left to write to a client of user %s",
+                    self.user_id,
+                    extra={"user_id": self.user_id},
+                )
                 self._abort_locked()
                 return
             self._writer = writer
