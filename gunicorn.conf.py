@@ -6,8 +6,12 @@ greetings in progress, not the open sockets (``CHAT_MAX_SOCKETS`` does). The acc
 out query strings: browsers pass the socket token as ``?token=``.
 """
 
+import contextlib
 import os
+import re
 import signal
+import tempfile
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -40,10 +44,30 @@ forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1"
 # %(U)s is the path without its query string.
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(L)ss "%(a)s"'
 
+# ---- Metrics: several workers, one scrape ------------------------------------------------------
+# With CHAT_METRICS on, every worker keeps its metrics in files of its own in one directory, and
+# /metrics adds them all up, whichever worker answers (docs/operations.md). prometheus_client
+# reads PROMETHEUS_MULTIPROC_DIR once, when a process first imports it: it is set here, in the
+# master, before any worker exists, and this file imports nothing that imports it. A reload
+# (HUP) reads this file again and keeps the directory: the old workers' counts still count.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_OWN_DIR_ENV = "_CHAT_OWN_METRICS_DIR"  # Set when the directory is ours to remove at exit.
+# prometheus_client's files (kind, then process id): nothing else in the directory is touched.
+_METRIC_FILE = re.compile(r"(counter|gauge_[a-z]+|histogram|summary)_\d+\.db")
+_metrics_on = os.environ.get("CHAT_METRICS", "").strip().lower() in {"1", "true", "yes", "on"}
+if _metrics_on and not os.environ.get(MULTIPROC_ENV):
+    os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="chat-metrics-")  # Mode 0700.
+    os.environ[_OWN_DIR_ENV] = os.environ[MULTIPROC_ENV]
+
+# ---- Logs ----------------------------------------------------------------------------------------
+# LOGS: set gunicorn's ``logconfig_dict`` from ``ops.logs.gunicorn_logconfig()`` (a dictConfig
+# dict with CHAT_LOG_FORMAT=json, else None: gunicorn's own logging) once ops/logs.py offers it.
+# Import it below the metrics block above: ``ops`` imports ops.metrics, hence prometheus_client.
+
 
 def on_starting(server: "Arbiter") -> None:
     """Refuse several workers without Redis (each would have its own hub, and rooms would split)
-    and TLS in gunicorn; how many connections may be in progress (above)."""
+    and TLS in gunicorn; how many connections may be in progress (above); no stale metrics."""
     if server.cfg.workers > 1 and not os.environ.get("REDIS_URL"):
         raise SystemExit(
             "Several workers share chat rooms through Redis: set REDIS_URL, or run one worker."
@@ -51,9 +75,47 @@ def on_starting(server: "Arbiter") -> None:
     if server.cfg.is_ssl:
         # The poller reads sockets it owns with plain recv(): TLS ends at the proxy (nginx).
         raise SystemExit("Terminate TLS at the proxy (docs/deploy.md), not in gunicorn.")
+    _set_worker_connections(server)
+    _clear_metrics()
+
+
+def on_reload(server: "Arbiter") -> None:
+    """A reload (HUP) made a fresh configuration from this file, and on_starting does not run
+    again: without this, worker_connections would fall back to gunicorn's 1,000."""
+    _set_worker_connections(server)
+
+
+def _set_worker_connections(server: "Arbiter") -> None:
+    """How many connections each worker may have in progress (above)."""
     default = max(10_000, server.cfg.threads)
     connections = os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(default))
     server.cfg.set("worker_connections", int(connections))
+
+
+def _clear_metrics() -> None:
+    """Remove the metric files a previous run left in the directory (counters start at 0)."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
+        for stale in Path(directory).glob("*.db"):
+            if _METRIC_FILE.fullmatch(stale.name):
+                stale.unlink()
+
+
+def child_exit(server: "Arbiter", worker: "Worker") -> None:
+    """A worker is gone: its gauges stop counting (its counters still do)."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess  # Here, once the directory is set.
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: "Arbiter") -> None:
+    """Remove the metrics directory made above (not one the operator chose)."""
+    directory = os.environ.get(_OWN_DIR_ENV)
+    if directory and directory == os.environ.get(MULTIPROC_ENV):
+        _clear_metrics()
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
 
 
 def post_worker_init(worker: "Worker") -> None:
@@ -63,6 +125,7 @@ def post_worker_init(worker: "Worker") -> None:
     it is closed, so without this every restart would wait the whole timeout and then cut sockets.
     """
     _join_backplane(worker.wsgi)
+    _publish_metrics(worker.wsgi)
     graceful_stop = worker.handle_exit
 
     def handle_exit(sig: int, frame: FrameType | None) -> None:
@@ -82,6 +145,19 @@ def worker_exit(server: "Arbiter", worker: "Worker") -> None:
     if runtime is not None:
         # No request holds the sockets, so gunicorn did not wait: their close frames are on the way.
         runtime.shutdown(server.cfg.graceful_timeout)
+    if "chat_metrics" in extensions:
+        from ops import metrics
+
+        metrics.stop_publishing(worker.wsgi)  # What it counted last stays counted.
+
+
+def _publish_metrics(app: "Flask") -> None:
+    """With CHAT_METRICS, copy this worker's counters into its metric files periodically: a
+    scrape reaches one worker, and reads the others' files."""
+    if app.config.get("CHAT_METRICS"):
+        from ops import metrics  # In the worker: the app imported it already.
+
+        metrics.start_publishing(app)
 
 
 def _join_backplane(app: "Flask") -> None:

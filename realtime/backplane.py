@@ -33,7 +33,7 @@ from redis.typing import EncodableT, FieldT
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from realtime import events
+from realtime import events, stats
 from realtime.protocol import CLOSE_RESTART
 
 log = logging.getLogger(__name__)
@@ -255,6 +255,7 @@ class RedisBackplane:
         if self._ready.is_set():
             self._ready.clear()
             self.generation += 1
+            stats.backplane_lost.send(self._hub)
             self._hub.close_all(CLOSE_RESTART, "Chat service restarting")
 
     # ---- Presence ------------------------------------------------------------------------------

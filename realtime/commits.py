@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import logging
 import threading
+import time
 
 from flask import Flask
 from flask_babel import force_locale
@@ -25,7 +26,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from extensions import db
 from models import MessageRow, save_message, save_messages
-from realtime import protocol
+from realtime import protocol, stats
 from realtime.backplane import BackplaneError
 from realtime.hub import Hub
 from realtime.protocol import StoredMessage
@@ -96,6 +97,10 @@ class GroupCommit:
         if thread is not None:
             thread.join(timeout)
 
+    def waiting(self) -> int:
+        """How many posts wait for the committer now."""
+        return len(self._waiting)
+
     def add(self, post: Post, timeout: float | None) -> bool:
         """Queue ``post``; False if the queue stayed full for ``timeout`` seconds, or we stop."""
         with self._changed:
@@ -141,6 +146,7 @@ class GroupCommit:
 
     def _commit(self, batch: list[Post]) -> None:
         """Store and publish ``batch`` under the order lock, then answer whoever needs an answer."""
+        started = time.monotonic()
         try:
             with self._hub.ordered():
                 # What was stored before and not published goes first: ids stay in order.
@@ -158,11 +164,15 @@ class GroupCommit:
                 if post.result is None and post.error is None:
                     post.error = error
         finally:
+            seconds = time.monotonic() - started
             try:
                 db.session.remove()
             finally:
                 for post in batch:
                     _answer_safely(self._hub, post)
+        if batch:
+            stored = sum(1 for post in batch if post.result is not None and post.result[1])
+            stats.messages_stored.send(self._hub, posts=len(batch), stored=stored, seconds=seconds)
 
 
 def _answer_safely(hub: Hub, post: Post) -> None:

@@ -7,6 +7,7 @@ backplane (``backplane.py``): in memory for one process, Redis pub/sub for sever
 
 import bisect
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -23,6 +24,7 @@ from realtime.backplane import (
 )
 from realtime.presence import PresenceBatcher
 from realtime.protocol import Person
+from realtime.stats import Count, Tally
 from realtime.transport import frames
 from realtime.transport.connection import Connection
 from realtime.transport.frames import Outgoing
@@ -31,6 +33,16 @@ log = logging.getLogger(__name__)
 
 # A room's members online here, sorted by name: [(casefolded name, user id)].
 Roster = list[tuple[str, int]]
+
+
+@dataclasses.dataclass(frozen=True)
+class SocketTotals:
+    """What this worker's sockets did so far, and hold now (``Hub.totals``)."""
+
+    bytes_sent: int  # Written to sockets, over the worker's life.
+    cut_off: int  # Sockets cut off for falling too far behind, over the worker's life.
+    backlog: int  # Frames waiting in the sockets' backlogs now, in all.
+    longest_backlog: int  # Frames waiting in the longest one.
 
 
 def _unlist(roster: Roster, name: str, user_id: int) -> None:
@@ -87,6 +99,11 @@ class Hub:
         self._fanout: dict[int, tuple[Connection, ...]] = {}
         # (user id, room id) -> when their last typing frame was relayed
         self._typing: dict[tuple[int, int], float] = {}
+        # Deliveries and refusals, for ``ops.metrics``; what the sockets that ended had sent, and
+        # how many of them were cut off (``retire``; under ``_lock``).
+        self.tally = Tally()
+        self._bytes_retired = 0
+        self._cut_off = 0
 
     # ---- Backplane -----------------------------------------------------------------------------
 
@@ -320,6 +337,24 @@ class Hub:
             rooms = self._rooms.get(user_id, {})
             return next((room_id for room_id, k in rooms.items() if k == key), None)
 
+    def retire(self, conn: Connection) -> None:
+        """A socket ended (its file descriptor is closed): keep what it sent in the totals."""
+        with self._lock:
+            self._bytes_retired += conn.bytes_sent
+            self._cut_off += int(conn.cut_off)
+
+    def totals(self) -> SocketTotals:
+        """Bytes sent, sockets cut off and backlogs, of the sockets here now and those ended.
+
+        A socket between its goodbye and its end is in neither: the sums may dip for a moment.
+        """
+        with self._lock:  # One pass over the registry; each socket's fields are read as they are.
+            conns = [conn for group in self._sockets.values() for conn in group]
+            sent = self._bytes_retired + sum(conn.bytes_sent for conn in conns)
+            cut_off = self._cut_off
+        backlogs = [conn.backlog for conn in conns]
+        return SocketTotals(sent, cut_off, sum(backlogs), max(backlogs, default=0))
+
     # ---- Presence ------------------------------------------------------------------------------
 
     def local_presence(self) -> dict[int, PresenceEntry]:
@@ -462,19 +497,26 @@ class Hub:
 
     def _to_room(self, event: events.ToRoom, payload: str | None) -> None:
         frame = self._frame_for(payload)
-        for conn in self._fanout_of(event.room):
+        fanout = self._fanout_of(event.room)
+        excluded = 0
+        for conn in fanout:
             if conn.user_id != event.exclude:
                 self.send(conn, frame)
+            else:
+                excluded += 1
+        self.tally.add(Count.FRAME_DELIVERIES, len(fanout) - excluded)  # Once per fan-out.
 
     def _to_user(self, event: events.ToUser, payload: str | None) -> None:
-        frame = self._frame_for(payload)
-        for conn in self._snapshot(event.user):
-            self.send(conn, frame)
+        self._to_each(self._snapshot(event.user), self._frame_for(payload))
 
     def _to_all(self, _event: events.ToAll, payload: str | None) -> None:
-        frame = self._frame_for(payload)
-        for conn in self._snapshot():
+        self._to_each(self._snapshot(), self._frame_for(payload))
+
+    def _to_each(self, conns: Sequence[Connection], frame: Outgoing) -> None:
+        """Send ``frame`` to each of ``conns``."""
+        for conn in conns:
             self.send(conn, frame)
+        self.tally.add(Count.FRAME_DELIVERIES, len(conns))
 
     def _close_user(self, event: events.CloseUser, _payload: str | None) -> None:
         for conn in self._snapshot(event.user):
@@ -489,7 +531,9 @@ class Hub:
         each = [frames.encode_text(text) for text in texts]
         whole = frames.messages(each)
         singles: list[Outgoing] | None = None
-        for conn in self._fanout_of(event.room):
+        fanout = self._fanout_of(event.room)
+        skipped = 0  # Messages a socket had in its history already.
+        for conn in fanout:
             if conn.floor < ids[0]:
                 self.send(conn, whole)
                 continue
@@ -499,6 +543,9 @@ class Hub:
             for message_id, frame in zip(ids, singles, strict=True):
                 if message_id > conn.floor:
                     self.send(conn, frame)
+                else:
+                    skipped += 1
+        self.tally.add(Count.MESSAGE_DELIVERIES, len(ids) * len(fanout) - skipped)
 
     def _snapshot(self, user_id: int | None = None) -> Sequence[Connection]:
         """The sockets of one user, or of everyone, copied under the lock."""

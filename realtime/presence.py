@@ -15,7 +15,7 @@ from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from realtime import protocol
+from realtime import protocol, stats
 from realtime.backplane import BackplaneError, OnlineUser
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,8 @@ class PresenceBatcher:
             except BackplaneError:
                 self._restore(pending)  # Frames already sent are sent again: they are idempotent.
                 raise
+        changes = sum(len(users) for users in pending.values())
+        stats.presence_sent.send(self._hub, changes=changes, rooms=len(pending))
         return len(pending)
 
     def _send(self, pending: Pending) -> None:

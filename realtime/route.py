@@ -1,11 +1,14 @@
 """The WebSocket ``/ws``: authenticate before the upgrade, greet (or resume), hand to the poller."""
 
+import time
+
 from flask import Blueprint, current_app, g, request
 from flask.typing import ResponseReturnValue
 from flask_babel import get_locale
 
 from accounts.tokens import TokenError, verify_token
 from extensions import db, sock
+from realtime import stats
 from realtime.backplane import BackplaneError
 from realtime.greeting import end, greet, read_resume
 from realtime.runtime import current_runtime
@@ -94,15 +97,20 @@ def chat_socket(_ws: object) -> None:
         ping_interval=config["CHAT_PING_INTERVAL"],
     )
     greeted = False
+    started = time.monotonic()
+    stats.greeting_started.send(runtime.hub)
     try:
         marks = read_resume(runtime.hub, conn) if g.chat_resuming else {}
         greeted = greet(runtime.hub, conn, marks)
     finally:
+        seconds = time.monotonic() - started
+        stats.greeting_ended.send(runtime.hub, seconds=seconds, greeted=greeted)
         if not greeted:
             try:
                 end(runtime.hub, conn)
             finally:
                 conn.release()
+                runtime.hub.retire(conn)
     if greeted:
         # The request ends now; the socket is the poller's until its session ends.
         Session(config, runtime.poller, runtime.hub, conn).start()

@@ -16,6 +16,7 @@ from realtime import handlers, protocol
 from realtime.greeting import end, send_error
 from realtime.hub import Hub
 from realtime.protocol import CLOSE_FLOOD
+from realtime.stats import Count
 from realtime.transport.connection import Connection
 from realtime.transport.poller import BATCH, Poller
 from realtime.transport.reader import CLOSE_TIMEOUT, ConnectionClosed
@@ -155,6 +156,7 @@ class Session:
         """The command in a frame, once the frame rate allows it; None (and an error) if not."""
         try:
             if not self._frames.take():
+                self._hub.tally.add(Count.REFUSED_FRAMES)
                 message = protocol.ERROR_MESSAGES["rate_limited"]
                 raise protocol.FrameError("rate_limited", message, None, self._frames.wait_time())
             return protocol.parse_frame(data, current_app.config["CHAT_MAX_MESSAGE_CHARS"])
@@ -167,6 +169,8 @@ class Session:
         try:
             handlers.handle(self._hub, self._conn, command)
         except protocol.FrameError as error:
+            if error.code == "rate_limited":  # The only limit a handler applies: messages.
+                self._hub.tally.add(Count.REFUSED_MESSAGES)
             self._refuse(error)
 
     def _refuse(self, error: protocol.FrameError) -> None:
@@ -192,3 +196,4 @@ class Session:
         finally:
             self._poller.forget(self._fd)
             self._conn.release()
+            self._hub.retire(self._conn)

@@ -63,6 +63,10 @@ class Connection:
         # Messages up to this id were in the database when the socket joined: it has them already.
         self.floor = 0
         self.last_post: object | None = None  # The newest message it queued for the committer.
+        # Bytes written so far, and whether it was cut off for falling behind (for the metrics;
+        # each write adds under the mutex, or in the one writer thread while it is writing).
+        self.bytes_sent = 0
+        self.cut_off = False
         self._sock = sock
         self._protocol = Protocol(ConnectionType.SERVER)
         self._limit = queue_size
@@ -188,12 +192,14 @@ class Connection:
         if frame.kind is _MESSAGE and self._protocol.state is not _OPEN:
             return len(frame.data)  # After a close frame: dropped, as RFC 6455 5.5.1 asks.
         try:
-            return self._sock.send(frame.data, _DONTWAIT)
+            sent = self._sock.send(frame.data, _DONTWAIT)
         except BlockingIOError:
             return 0
         except (OSError, ValueError):  # ValueError: a TLS socket refuses flags.
             self._abort_locked()
             return len(frame.data)
+        self.bytes_sent += sent
+        return sent
 
     def _enqueue(self, item: Queued, wake: bool = True) -> bool:
         """Queue ``item``, or cut the client off if it is too far behind (we hold the mutex)."""
@@ -203,6 +209,7 @@ class Connection:
                 self.user_id,
                 extra={"user_id": self.user_id},
             )
+            self.cut_off = True
             self._abort_locked()
             return False
         self._backlog.append(item)
@@ -238,6 +245,11 @@ class Connection:
         """Drop the connection now, without writing: wakes up its blocked reader and writer."""
         with self._mutex:
             self._abort_locked()
+
+    @property
+    def backlog(self) -> int:
+        """How many frames wait to be written (read without the mutex: a moment's count)."""
+        return len(self._backlog)
 
     @property
     def aborted(self) -> bool:
@@ -348,6 +360,7 @@ class Connection:
         except (OSError, ValueError):
             self.abort()
             return False
+        self.bytes_sent += len(frame.data)
         return True
 
     def _hang_up_after_close(self) -> None:
