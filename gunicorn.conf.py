@@ -60,9 +60,12 @@ if _metrics_on and not os.environ.get(MULTIPROC_ENV):
     os.environ[_OWN_DIR_ENV] = os.environ[MULTIPROC_ENV]
 
 # ---- Logs ----------------------------------------------------------------------------------------
-# LOGS: set gunicorn's ``logconfig_dict`` from ``ops.logs.gunicorn_logconfig()`` (a dictConfig
-# dict with CHAT_LOG_FORMAT=json, else None: gunicorn's own logging) once ops/logs.py offers it.
-# Import it below the metrics block above: ``ops`` imports ops.metrics, hence prometheus_client.
+# With CHAT_LOG_FORMAT=json, gunicorn's own lines are JSON lines too (ops/logs.py). Imported only
+# then, and below the metrics block: ``ops`` imports ops.metrics, hence prometheus_client.
+if os.environ.get("CHAT_LOG_FORMAT") == "json":
+    from ops.logs import gunicorn_logconfig
+
+    logconfig_dict = gunicorn_logconfig() or {}
 
 
 def on_starting(server: "Arbiter") -> None:

@@ -206,8 +206,17 @@ def start_publishing(app: Flask) -> None:
     """Under gunicorn (``post_worker_init``): publish this worker's counters periodically, as
     a scrape may reach another worker."""
     publisher = _settings(app).publisher
-    if publisher is not None:
-        publisher.start()
+    if publisher is None:
+        return
+    if not os.environ.get(MULTIPROC_ENV):
+        # CHAT_METRICS came from instance/config.py, which gunicorn.conf.py does not read.
+        log.warning(
+            "CHAT_METRICS is on without %s: each worker answers /metrics with its own numbers; "
+            "set CHAT_METRICS=1 in the environment (docs/operations.md)",
+            MULTIPROC_ENV,
+        )
+        return  # Its scrapes publish what it has: no other worker reads its files.
+    publisher.start()
 
 
 def stop_publishing(app: Flask) -> None:

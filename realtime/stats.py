@@ -8,28 +8,31 @@ signal, sent with the hub as sender: a few microseconds when someone listens, ne
 when nobody does.
 """
 
-import collections
 import enum
 import threading
 
 from blinker import Namespace
 
 
-class Count(enum.Enum):
-    """What a ``Tally`` counts."""
+class Count(enum.IntEnum):
+    """What a ``Tally`` counts (numbered: a tally is a list, indexed by them)."""
 
-    MESSAGE_DELIVERIES = "message"  # Chat messages handed to sockets: one per message and socket.
-    FRAME_DELIVERIES = "frame"  # Other frames fanned out (presence, typing, read markers...).
-    REFUSED_FRAMES = "frame rate"  # Frames refused by a socket's frame rate limit.
-    REFUSED_MESSAGES = "message rate"  # Chat messages refused by their user's message limit.
+    MESSAGE_DELIVERIES = 0  # Chat messages handed to sockets: one per message and socket.
+    FRAME_DELIVERIES = 1  # Other frames fanned out (presence, typing, read markers...).
+    REFUSED_FRAMES = 2  # Frames refused by a socket's frame rate limit.
+    REFUSED_MESSAGES = 3  # Chat messages refused by their user's message limit.
 
 
 class Tally:
-    """Counts that several threads add to, read as a whole; one lock, held for an addition."""
+    """Counts that several threads add to, read as a whole; one lock, held for an addition.
+
+    A list indexed by ``Count``, not a Counter keyed by it: an Enum's hash runs Python code, on
+    the fan-out's path.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._counts: collections.Counter[Count] = collections.Counter()
+        self._counts = [0] * len(Count)
 
     def add(self, what: Count, amount: int = 1) -> None:
         """Count ``amount`` more of ``what``."""
@@ -37,9 +40,10 @@ class Tally:
             self._counts[what] += amount
 
     def read(self) -> dict[Count, int]:
-        """Every count so far (zero for those not counted yet)."""
+        """Every count so far."""
         with self._lock:
-            return {what: self._counts[what] for what in Count}
+            counts = list(self._counts)
+        return {what: counts[what] for what in Count}
 
 
 _signals = Namespace()
