@@ -64,16 +64,10 @@ def json_lines(log):
 
 
 @pytest.fixture
-def json_logs(app_config, tmp_path):
-    """Serve with ``CHAT_LOG_FORMAT=json`` (request it before ``gunicorn_server``).
-
-    gunicorn's own lines take ``gunicorn_logconfig()``, passed here as ``--log-config-json``
-    (gunicorn.conf.py passes it as ``logconfig_dict``, which takes precedence: the same dict).
-    """
-    settings = {"CHAT_LOG_FORMAT": "json", "CHAT_LOG_LEVEL": "INFO"}
-    path = tmp_path / "logconfig.json"
-    path.write_text(json.dumps(gunicorn_logconfig(settings)))
-    app_config.update(CHAT_LOG_FORMAT="json", GUNICORN_CMD_ARGS=f"--log-config-json {path}")
+def json_logs(app_config):
+    """Serve with ``CHAT_LOG_FORMAT=json`` (request it before ``gunicorn_server``); gunicorn.conf.py
+    then gives gunicorn ``gunicorn_logconfig()`` as its ``logconfig_dict``."""
+    app_config["CHAT_LOG_FORMAT"] = "json"
 
 
 def test_a_session_under_gunicorn_logs_json_lines_with_ids_and_no_secrets(
