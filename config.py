@@ -148,7 +148,12 @@ def finalize(config: MutableMapping[str, Any], instance_path: str) -> None:
     config["SQLALCHEMY_DATABASE_URI"] = url
     # A server's connections go stale (restarts, idle timeouts): test each one as it leaves the
     # pool. A SQLite file's never do, and the test cost a query per message on the hot path.
-    config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": not url.startswith("sqlite")})
+    # hide_parameters: a failed statement's log line and exception never carry its values
+    # (message text, password hashes).
+    config.setdefault(
+        "SQLALCHEMY_ENGINE_OPTIONS",
+        {"pool_pre_ping": not url.startswith("sqlite"), "hide_parameters": True},
+    )
     # Rate-limit counters live in Redis when there is one, so every worker shares them.
     config.setdefault("RATELIMIT_STORAGE_URI", config.get("REDIS_URL") or "memory://")
     config.setdefault("RATELIMIT_HEADERS_ENABLED", True)

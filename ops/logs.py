@@ -30,6 +30,9 @@ FIELDS = ("time", "level", "logger", "message", "request_id", "user_id", "exc_in
 # Loggers whose own records can carry a request line, and whose handlers are not ours.
 URL_LOGGERS = ("werkzeug", "gunicorn.error", "gunicorn.access")
 
+# Flask's default_handler format, now for every logger.
+TEXT_FORMAT = "[%(asctime)s] %(levelname)s in %(module)s: %(message)s"
+
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]+")
 _PASSWORD_IN_URL = re.compile(r"(://[^/\s:@]*:)[^/\s@]+@")
@@ -102,18 +105,27 @@ class JsonHandler(logging.StreamHandler[TextIO]):
         self.addFilter(RequestContext())
 
 
+class TextHandler(logging.StreamHandler[TextIO]):
+    """The root logger's one handler by default: Flask's readable lines, for every logger."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream or sys.stderr)
+        self.setFormatter(logging.Formatter(TEXT_FORMAT))
+        self.addFilter(RedactTokens())
+
+
 def init_app(app: Flask) -> None:
     """Set up logging for ``app``'s format and level; give every request an id."""
     level = app.config["CHAT_LOG_LEVEL"]
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if isinstance(h, JsonHandler)]:
+    for handler in [h for h in root.handlers if isinstance(h, JsonHandler | TextHandler)]:
         root.removeHandler(handler)  # An earlier app's (tests), or the one gunicorn set up.
-    if app.config["CHAT_LOG_FORMAT"] == "json":
-        app.logger.removeHandler(default_handler)  # Its records reach the root's handler.
-        root.addHandler(JsonHandler())
-        root.setLevel(level)
-    else:
-        _add_filter(default_handler, RedactTokens())
+    # One handler on the root for both formats: the socket stack's loggers (realtime.*, core.*)
+    # have none of their own, and Flask's default_handler would print the app's lines twice.
+    app.logger.removeHandler(default_handler)
+    json_lines = app.config["CHAT_LOG_FORMAT"] == "json"
+    root.addHandler(JsonHandler() if json_lines else TextHandler())
+    root.setLevel(level)
     app.logger.setLevel(level)
     for name in URL_LOGGERS:
         _add_filter(logging.getLogger(name), RedactTokens())

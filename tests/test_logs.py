@@ -14,7 +14,8 @@ from types import SimpleNamespace
 import pytest
 from flask import g
 from flask.logging import default_handler
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
 from websockets.sync.client import connect
 
 from extensions import db
@@ -175,6 +176,27 @@ def test_json_logging_is_set_up_once_however_many_apps(capsys, json_app, app_con
     assert len(json_lines(capsys.readouterr().err)) == 1
     make_app(app_config)  # Back to text: the JSON handler goes.
     assert not any(isinstance(h, JsonHandler) for h in logging.getLogger().handlers)
+
+
+def test_text_lines_come_from_every_logger_once_and_readable(capsys, app_config, make_app):
+    make_app(app_config)
+    app = make_app(app_config)  # Twice: still one handler.
+    app.logger.info("from the app")
+    logging.getLogger("realtime.session").warning("closing ws?token=abc.def for user 3")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2
+    assert re.fullmatch(r"\[[\d\- :,]+\] INFO in test_logs: from the app", lines[0])
+    assert lines[1].endswith("WARNING in test_logs: closing ws?token=[redacted] for user 3")
+
+
+def test_a_failed_statement_never_shows_its_values(app):
+    # A failed insert's traceback is logged: it must not carry the message text it held.
+    with app.app_context():
+        with pytest.raises(SQLAlchemyError) as failed:
+            db.session.execute(text("INSERT INTO no_such_table VALUES (:v)"), {"v": TEXT})
+        db.session.rollback()
+    assert "no_such_table" in str(failed.value)
+    assert TEXT not in str(failed.value)
 
 
 @pytest.mark.parametrize(
