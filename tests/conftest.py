@@ -3,6 +3,7 @@
 What tests share besides fixtures (constants, clients, form helpers) is in ``helpers.py``."""
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -78,15 +79,20 @@ def postgres():
 def database_url(request, tmp_path):
     """A fresh, empty database for one test: a SQLite file, or a PostgreSQL schema of its own."""
     if not postgres_enabled():
-        yield f"sqlite:///{tmp_path / 'chat.db'}"
-        return
+        return f"sqlite:///{tmp_path / 'chat.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def postgres_url(postgres):
+    """A fresh, empty PostgreSQL schema for one test, whatever the run's database (a test module
+    that needs PostgreSQL in every run overrides ``database_url`` with it)."""
     import psycopg
 
-    base = request.getfixturevalue("postgres")
     schema = f"{SCHEMA_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(base.replace("+psycopg", ""), autocommit=True) as admin:
+    with psycopg.connect(postgres.replace("+psycopg", ""), autocommit=True) as admin:
         admin.execute(f'CREATE SCHEMA "{schema}"')
-        yield f"{base}?options=-csearch_path%3D{schema}"
+        yield f"{postgres}?options=-csearch_path%3D{schema}"
         admin.execute("SET lock_timeout = '5s'")
         admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
@@ -239,18 +245,51 @@ def behind_proxy(app_config):
 
 
 @pytest.fixture
-def nginx_server(gunicorn_server, tmp_path):
+def nginx_server(make_nginx, gunicorn_server):
     """The shipped nginx site (deploy/nginx-chat.conf) in front of ``gunicorn_server``."""
+    return make_nginx([gunicorn_server])
+
+
+@pytest.fixture
+def make_nginx(tmp_path):
+    """``make_nginx(servers)``: the shipped nginx site with every server of ``servers`` (each
+    with a ``port``) in its ``upstream chat_app``; stopped at the end of the test."""
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
     if nginx is None:
         missing("nginx is missing: apt-get install nginx")
-    port = free_port()
-    prefix = tmp_path / "nginx"
-    prefix.mkdir()
+    processes = []
+
+    def make(servers):
+        prefix = tmp_path / f"nginx-{len(processes)}"
+        prefix.mkdir()
+        port = free_port()
+        _write_nginx_conf(prefix, port, [server.port for server in servers])
+        processes.append(
+            subprocess.Popen(
+                [nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
+            )
+        )
+        _wait_for_nginx(processes[-1], port, prefix)
+        return SimpleNamespace(url=f"http://127.0.0.1:{port}", access_log=prefix / "access.log")
+
+    yield make
+    for process in processes:
+        process.terminate()
+        process.wait(10)
+
+
+def _write_nginx_conf(prefix, port, upstreams):
+    """The shipped site, listening on ``port`` and proxying to the gunicorns on ``upstreams``."""
     site = (ROOT / "deploy" / "nginx-chat.conf").read_text()
+    # One upstream line per gunicorn, with the shipped line's parameters (max_fails=...).
+    shipped = re.search(r"server 127\.0\.0\.1:8000( [^;]*)?;", site)
+    assert shipped, "deploy/nginx-chat.conf no longer has an upstream server 127.0.0.1:8000"
+    site = site.replace(
+        shipped.group(0),
+        " ".join(f"server 127.0.0.1:{upstream}{shipped.group(1) or ''};" for upstream in upstreams),
+    )
     for old, new in {
         "listen 80;": f"listen 127.0.0.1:{port};",
-        "server 127.0.0.1:8000;": f"server 127.0.0.1:{gunicorn_server.port};",
         "/srv/chat/static/": f"{ROOT}/static/",
         "/var/log/nginx/chat.access.log": f"{prefix}/access.log",
     }.items():
@@ -266,20 +305,18 @@ def nginx_server(gunicorn_server, tmp_path):
         f"events {{}}\nhttp {{ include /etc/nginx/mime.types; {temp_paths}\n"
         f"include {prefix}/site.conf; }}\n"
     )
-    process = subprocess.Popen(
-        [nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
-    )
+
+
+def _wait_for_nginx(process, port, prefix):
+    """Wait until nginx listens on ``port``; fail with its error log if it does not start."""
     deadline = time.monotonic() + 10
     while True:
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
-                break
+                return
         if process.poll() is not None or time.monotonic() > deadline:
             pytest.fail(f"nginx did not start: {(prefix / 'error.log').read_text()}")
         time.sleep(0.05)
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}", access_log=prefix / "access.log")
-    process.terminate()
-    process.wait(10)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -266,13 +267,15 @@ class GunicornServer:
         # that make users in this process share): at the production cost every registration
         # and login in the browser tests took 0.4 s. test_hardening checks the production cost.
         self.process = None
+        self._old_workers = []  # psutil.Process of the workers being replaced or stopped
 
     def start(self):
-        """Start gunicorn and wait until it accepts connections."""
+        """Start gunicorn and wait until every worker has booted and it accepts connections."""
         command = [
             sys.executable, "-m", "gunicorn", "--threads", "20", "-w", str(self.workers),
             "-b", f"127.0.0.1:{self.port}", "--access-logfile", "-", "app:create_app()",
         ]  # fmt: skip
+        self._log_start = len(self.log()) if self.log_path.exists() else 0  # Restarts append.
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 command,
@@ -288,13 +291,47 @@ class GunicornServer:
                 pytest.fail(f"gunicorn exited:\n{self.log()}")
             with socket.socket() as probe:
                 if probe.connect_ex(("127.0.0.1", self.port)) == 0 and self._all_booted():
-                    return
+                    break
             time.sleep(0.05)
-        pytest.fail(f"gunicorn did not start:\n{self.log()}")
+        else:
+            pytest.fail(f"gunicorn did not start:\n{self.log()}")
+        left = max(deadline - time.monotonic(), 1)
+        wait_until(self.ready, f"{self.url}/readyz to answer 200", left)
+
+    def ready(self):
+        """True when ``GET /readyz`` answers 200: a worker can serve (ops/health.py)."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=5):  # noqa: S310 - loopback
+                return True
+        except OSError:  # urllib.error.HTTPError (a 503) among them
+            return False
 
     def _all_booted(self):
-        """True once every worker has logged that it booted."""
-        return self.log().count("Booting worker") >= self.workers
+        """True once every worker of this start has logged that it booted."""
+        return self.log()[self._log_start :].count("Booting worker") >= self.workers
+
+    def reload(self):
+        """SIGHUP to the arbiter, as ``systemctl reload chat`` does; the old workers' pids."""
+        old = self.worker_pids()
+        self._old_workers = [psutil.Process(pid) for pid in old]
+        self.process.send_signal(signal.SIGHUP)
+        return old
+
+    def reloaded(self):
+        """True once every worker the last ``reload`` replaced has exited and as many new
+        ones run."""
+        old = {worker.pid for worker in self._old_workers}
+        fresh = self.worker_pids() - old
+        return all(map(_dead, self._old_workers)) and len(fresh) == self.workers
+
+    def stop(self):
+        """SIGTERM to the arbiter, as ``systemctl stop chat`` does (see ``stopped``)."""
+        self._old_workers = psutil.Process(self.process.pid).children()
+        self.process.terminate()
+
+    def stopped(self):
+        """True once the arbiter and every worker have exited after ``stop``."""
+        return self.process.poll() is not None and all(map(_dead, self._old_workers))
 
     def worker_pids(self):
         """The process ids of the live workers."""
