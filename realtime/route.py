@@ -11,6 +11,7 @@ from extensions import db, sock
 from realtime import stats
 from realtime.backplane import BackplaneError
 from realtime.greeting import end, greet, read_resume
+from realtime.protocol import CLOSE_GOING_AWAY
 from realtime.runtime import current_runtime
 from realtime.session import Session
 from realtime.transport import adapter
@@ -52,6 +53,8 @@ def authenticate_socket() -> ResponseReturnValue | None:
         return json_error(401, error.code, "Get a new token from /api/token.")
     g.chat_user_id = user.id  # For the request's log lines (ops/logs.py).
     runtime = current_runtime()
+    if runtime.closing:  # It would never get its 1001: reconnect to another worker now.
+        return json_error(503, "unavailable", "This server is restarting; please reconnect.")
     runtime.start()
     hub = runtime.hub
     if len(runtime.poller) >= current_app.config["CHAT_MAX_SOCKETS"]:
@@ -112,5 +115,8 @@ def chat_socket(_ws: object) -> None:
                 conn.release()
                 runtime.hub.retire(conn)
     if greeted:
+        if runtime.closing:
+            # SIGTERM came while it was greeted: close_sockets may have missed it.
+            conn.close_with(CLOSE_GOING_AWAY, "Server restarting")
         # The request ends now; the socket is the poller's until its session ends.
         Session(config, runtime.poller, runtime.hub, conn).start()

@@ -49,6 +49,11 @@ class Runtime:
         self._closing = True  # From now on /readyz answers 503: send no new clients here.
         self.hub.close_all(code, reason)
 
+    @property
+    def closing(self) -> bool:
+        """True once this worker was told to stop (SIGTERM): it takes no new socket."""
+        return self._closing
+
     def health(self) -> dict[str, bool]:
         """What ``/readyz`` reports of the socket stack: its backplane delivers events to this
         worker, and the worker is not shutting down."""

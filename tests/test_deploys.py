@@ -353,9 +353,9 @@ def test_a_rolling_restart_loses_and_repeats_nothing(app, make_user, deploy_conf
     conversation.chat_for(30)
 
     for server in servers:  # A, then B, as docs/deploy.md says.
-        # With the shipped upstream (max_fails=1, fail_timeout=10s), nginx keeps a restarted
-        # instance out for 10 s after a refused connect, ready or not: stopping B within them
-        # leaves "no live upstreams" (502) until they pass. Clients back off and lose nothing.
+        # The shipped upstream lines have max_fails=0: nginx tries the other instance while one
+        # refuses, and takes it back as soon as it is up (with nginx's default, it kept it out
+        # for 10 s, and stopping B within them left "no live upstreams": 502s).
         server.stop()
         conversation.chat_until(server.stopped, f"{server.url} to exit")
         conversation.chat_for(20)  # The other instance serves everyone meanwhile.
@@ -367,3 +367,4 @@ def test_a_rolling_restart_loses_and_repeats_nothing(app, make_user, deploy_conf
     assert any(1001 in chatter.close_codes for chatter in chatters)
     for person in people:
         assert len(person.sockets) >= 2  # At least one of the restarts closed its socket.
+    assert "no live upstreams" not in (nginx.access_log.parent / "error.log").read_text()

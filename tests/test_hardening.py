@@ -486,3 +486,17 @@ def test_password_change_explains_what_is_wrong(app, client, alice, current, new
     assert error in response.text
     with app.app_context():
         assert db.session.get(User, alice).check_password(PASSWORD)
+
+
+def test_a_worker_told_to_stop_refuses_new_sockets_and_closes_open_ones(
+    app, live_server, ws_connect, alice, bob
+):
+    # After SIGTERM a socket that still reached this worker would never get its 1001.
+    open_one = ws_connect(alice)
+    runtime_of(app).close_sockets()
+    with pytest.raises(ConnectionClosed) as closed:
+        open_one.recv_type("never")
+    assert closed.value.rcvd.code == 1001
+    response = rejected(live_server, f"?token={token_issued_at(app, bob)}")
+    assert response.status_code == 503
+    assert json.loads(response.body)["error"] == "unavailable"
