@@ -12,6 +12,7 @@ import threading
 import urllib.request
 from contextlib import ExitStack
 from types import SimpleNamespace
+from unittest import mock
 
 import pytest
 import redis
@@ -320,16 +321,17 @@ def test_a_dead_workers_sockets_leave_the_gauge(
 # ---- gunicorn.conf.py --------------------------------------------------------------------------
 
 
-def test_gunicorn_makes_a_private_metrics_directory_and_removes_it(monkeypatch):
-    monkeypatch.setenv("CHAT_METRICS", "1")
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    hooks = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
-    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-    for name in ("PROMETHEUS_MULTIPROC_DIR", "_CHAT_OWN_METRICS_DIR"):
-        monkeypatch.setenv(name, directory)  # Set by the file, undone after the test.
-    assert os.stat(directory).st_mode & 0o777 == 0o700
-    hooks["on_exit"](None)
-    assert not os.path.exists(directory)
+def test_gunicorn_makes_a_private_metrics_directory_and_removes_it():
+    # The file sets variables of its own in the environment: all of them go after the test
+    # (left behind, every later gunicorn of the run would look for the removed directory).
+    with mock.patch.dict(os.environ, {"CHAT_METRICS": "1"}):
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        hooks = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+        directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        assert os.stat(directory).st_mode & 0o777 == 0o700
+        hooks["on_exit"](None)
+        assert not os.path.exists(directory)
+    assert os.environ.get("PROMETHEUS_MULTIPROC_DIR") != directory
 
 
 def test_a_reload_keeps_the_worker_connections(monkeypatch):
