@@ -13,6 +13,7 @@ from typing import Any, Literal, NoReturn, NotRequired, TypeAlias, TypedDict, ov
 from flask_babel import LazyString
 from flask_babel import lazy_gettext as _l
 
+from core import formatting
 from core.rooms import FORBIDDEN, NO_SUCH_USER, ROOM_NAME, room_key
 from core.text import has_control_characters, is_invisible, is_unicode
 
@@ -362,7 +363,8 @@ class MessageFrame(TypedDict):
     room: str
     user: str
     user_id: int
-    text: str
+    text: str  # As typed.
+    html: str  # ``text``'s Markdown subset as sanitized HTML (core/formatting.py).
     ts: str
     client_id: str | None
 
@@ -450,6 +452,7 @@ def message_frame(message: StoredMessage) -> MessageFrame:
         "user": message["user"],
         "user_id": message["user_id"],
         "text": message["text"],
+        "html": formatting.render(message["text"]),
         "ts": format_ts(message["created_at"]),
         "client_id": message["client_id"],
     }

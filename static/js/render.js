@@ -1,8 +1,10 @@
-// Drawing the page from state. User text is only ever set with textContent, never as markup.
+// Drawing the page from state. User text is only ever set with textContent, never as markup;
+// a message's formatting is built node by node (markup.js).
 // Buttons carry data attributes and no listeners: input.js listens on their lists.
 
 import { root, ui } from "./dom.js";
 import { formats, t, tCount } from "./i18n.js";
+import { formatted } from "./markup.js";
 import { GENERAL } from "./protocol.js";
 import { state } from "./state.js";
 
@@ -89,10 +91,15 @@ export function messageElement(frame, own) {
   author.textContent = frame.user;
   meta.append(author);
   if (frame.ts) meta.append(" ", timeElement(frame.ts));
-  const text = document.createElement("p");
+  const text = document.createElement("div");
   text.className = "text";
   text.dir = "auto"; // Right-to-left messages read right to left, in their own isolate.
-  text.textContent = frame.text;
+  if (typeof frame.html === "string") {
+    text.classList.add("formatted");
+    text.append(formatted(frame.html));
+  } else {
+    text.textContent = frame.text; // Not confirmed yet: as typed.
+  }
   item.append(meta, text);
   return item;
 }

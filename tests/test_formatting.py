@@ -1,0 +1,202 @@
+"""Formatting: the Markdown subset, and XSS payloads that must never run or become markup."""
+
+import json
+from html.parser import HTMLParser
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from playwright.sync_api import expect
+from websockets.sync.client import connect
+
+from core.formatting import _is_plain, markdown, render
+from helpers import VISIBLE_LIST, ChatClient, Person, token_issued_at
+
+TAGS = {"p", "br", "em", "strong", "s", "code", "pre", "blockquote", "ul", "ol", "li", "a"}
+LINK_ATTRIBUTES = {"href", "target", "rel"}
+
+# From OWASP's XSS filter evasion cheat sheet, and what Markdown adds: links with javascript: and
+# data: targets, markup inside code spans and fences, unbalanced fences and backticks.
+PAYLOADS = [
+    "<script>alert('XSS')</script>",
+    "<SCRIPT SRC=http://xss.rocks/xss.js></SCRIPT>",
+    "<IMG SRC=\"javascript:alert('XSS');\">",
+    "<IMG SRC=JaVaScRiPt:alert('XSS')>",
+    "<IMG SRC=`javascript:alert(\"RSnake says, 'XSS'\")`>",
+    '<a onmouseover="alert(document.cookie)">xxs link</a>',
+    '<IMG """><SCRIPT>alert("XSS")</SCRIPT>"\\>',
+    "<IMG SRC=# onerror=\"alert('xxs')\">",
+    "<img src=x onerror=&#x61;&#x6C;&#x65;&#x72;&#x74;&#x28;&#x27;&#x58;&#x53;&#x53;&#x27;&#x29;>",
+    "<IMG SRC=\"jav&#x09;ascript:alert('XSS');\">",
+    "<BODY ONLOAD=alert('XSS')>",
+    "<svg/onload=alert('XSS')>",
+    "<iframe src=\"javascript:alert('XSS');\"></iframe>",
+    "<math><mtext><table><mglyph><style><img src=x onerror=alert(1)></style></mglyph></table>",
+    "<div style=\"background-image: url(javascript:alert('XSS'))\">",
+    '<object data="data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg=="></object>',
+    '<meta http-equiv="refresh" content="0;url=javascript:alert(1);">',
+    '<<SCRIPT>alert("XSS");//\\<</SCRIPT>',
+    '"><script>alert(1)</script>',
+    "[click](javascript:alert(1))",
+    "[click](JAVASCRIPT:alert(1))",
+    "[click](  javascript:alert(1)  )",
+    "[click](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)",
+    "[click](vbscript:msgbox(1))",
+    "<javascript:alert(1)>",
+    "![x](javascript:alert(1))",
+    '[x](http://example.com "onmouseover=alert(1)")',
+    "`<img src=x onerror=alert(1)>`",
+    "```\n<script>alert(1)</script>\n```",
+    "```html\n<img src=x onerror=alert(1)>",
+    "``` unbalanced ` fence <b>bold</b>",
+    "**<script>alert(1)</script>**",
+    "> <img src=x onerror=alert(1)>",
+    "- <a href=javascript:alert(1)>x</a>",
+    "http://example.com/<script>alert(1)</script>",
+    "&lt;script&gt;alert(1)&lt;/script&gt;",
+]
+
+
+class Elements(HTMLParser):
+    """Every start tag and its attributes, in order."""
+
+    def __init__(self, html):
+        super().__init__()
+        self.found = []
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        self.found.append((tag, dict(attrs)))
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_no_payload_becomes_markup_beyond_the_subset(payload):
+    for tag, attributes in Elements(render(payload)).found:
+        assert tag in TAGS
+        if tag == "a":
+            assert set(attributes) == LINK_ATTRIBUTES
+            assert attributes["href"].startswith(("http://", "https://", "mailto:"))
+            assert attributes["rel"] == "noopener noreferrer nofollow"
+        elif tag == "ol":
+            assert set(attributes) <= {"start"}
+        else:
+            assert attributes == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "html"),
+    [
+        ("plain text", "<p>plain text</p>"),
+        ("*em* **strong** ~~gone~~", "<p><em>em</em> <strong>strong</strong> <s>gone</s></p>"),
+        ("`a <b> c`", "<p><code>a &lt;b&gt; c</code></p>"),
+        ("line one\nline two", "<p>line one<br>\nline two</p>"),
+        ("```\nx = 1\n```", "<pre><code>x = 1\n</code></pre>"),
+        ("> quoted", "<blockquote>\n<p>quoted</p>\n</blockquote>"),
+        ("- a\n- b", "<ul>\n<li>a</li>\n<li>b</li>\n</ul>"),
+        ("2. b\n3. c", '<ol start="2">\n<li>b</li>\n<li>c</li>\n</ol>'),
+        ("# not a heading", "<p># not a heading</p>"),
+        ("<b>raw</b>", "<p>&lt;b&gt;raw&lt;/b&gt;</p>"),
+    ],
+)  # fmt: skip
+def test_the_subset_renders_as_a_chat_expects(text, html):
+    assert render(text) == html
+
+
+def test_links_and_bare_urls_open_safely_in_a_new_tab():
+    rel = 'target="_blank" rel="noopener noreferrer nofollow"'
+    assert render("[docs](https://example.com/a?b=1&c=2)") == (
+        f'<p><a href="https://example.com/a?b=1&amp;c=2" {rel}>docs</a></p>'
+    )
+    assert render("see https://example.com.") == (
+        f'<p>see <a href="https://example.com" {rel}>https://example.com</a>.</p>'
+    )
+    assert render("mail a@example.com") == (
+        f'<p>mail <a href="mailto:a@example.com" {rel}>a@example.com</a></p>'
+    )
+
+
+# ---- In a real browser -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def app_config(app_config):
+    """Room for the whole corpus in one burst."""
+    app_config["CHAT_MESSAGE_BURST"] = 100
+    app_config["CHAT_FRAME_BURST"] = 200
+    return app_config
+
+
+SHOWN_MARKUP = """() => {
+    const tags = new Set(__TAGS__);
+    const found = [];
+    for (const element of document.querySelectorAll(".messages .text *")) {
+        const tag = element.tagName.toLowerCase();
+        if (!tags.has(tag)) found.push(tag);
+        for (const { name } of element.attributes) {
+            const allowed = tag === "a" ? ["href", "target", "rel"] : tag === "ol" ? ["start"] : [];
+            if (!allowed.includes(name)) found.push(`${tag}[${name}]`);
+        }
+        if (tag === "a" && !/^(https?:|mailto:)/.test(element.getAttribute("href"))) {
+            found.push(`a[href=${element.getAttribute("href")}]`);
+        }
+    }
+    return found;
+}""".replace("__TAGS__", json.dumps(sorted(TAGS)))
+
+
+@pytest.mark.browser
+def test_the_corpus_in_a_browser_runs_nothing_and_shows_the_text(
+    app, browser, gunicorn_server, make_user
+):
+    reader = Person(browser, gunicorn_server.url)
+    reader.register("reader@example.com")
+    writer, _ = make_user("writer@example.com")
+    host = gunicorn_server.url.removeprefix("http://")
+    with connect(f"ws://{host}/ws?token={token_issued_at(app, writer)}", open_timeout=5) as ws:
+        chat = ChatClient(ws)
+        chat.recv_type("hello")
+        for n, payload in enumerate([*PAYLOADS, "**formatted** and https://example.com"]):
+            chat.send({"type": "message", "text": payload, "client_id": f"x{n}"})
+            chat.recv_type("message")
+    shown = reader.page.locator(f"{VISIBLE_LIST} .message .text")
+    expect(shown).to_have_count(len(PAYLOADS) + 1)
+    assert reader.page.evaluate(SHOWN_MARKUP) == []
+    assert reader.dialogs == []  # No alert() ran...
+    assert reader.problems == []  # ...and nothing tried: a blocked handler is a CSP error.
+    # Raw HTML stays the text it was typed as (unless Markdown's own ` or \\ changed it).
+    texts = shown.all_text_contents()
+    raw = [p for p in PAYLOADS if p.startswith("<") and not set("`\\") & set(p)]
+    assert len(raw) > 15
+    for payload in raw:
+        if not payload.startswith("<javascript:"):  # An autolink, refused: its <> go.
+            assert payload in texts
+    last = shown.last
+    expect(last.locator("strong")).to_have_text("formatted")
+    link = last.get_by_role("link", name="https://example.com")
+    expect(link).to_have_attribute("href", "https://example.com/")
+    expect(link).to_have_attribute("target", "_blank")
+    expect(link).to_have_attribute("rel", "noopener noreferrer nofollow")
+    reader.context.close()
+
+
+PLAINISH = st.text(
+    alphabet=st.sampled_from(list("ab xyzAZ019.,;:?'\"é-*_`[]<>!&#+()@/~\n\t\u00a0wh.tpsm")),
+    max_size=40,
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(PLAINISH)
+def test_the_shortcut_for_plain_text_is_what_the_parser_says(text):
+    # render() skips the parser for text no rule can change: it must agree with it exactly.
+    if _is_plain(text):
+        assert render(text) == markdown(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Hello there, how are you?", "3:1764800000000000000:12", "Ça va ? Très bien.", 'say "hi"'],
+)
+def test_plain_chat_lines_take_the_shortcut(text):
+    assert _is_plain(text)
+    assert render(text) == markdown(text) == f"<p>{text}</p>"
