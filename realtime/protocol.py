@@ -364,7 +364,7 @@ class MessageFrame(TypedDict):
     user: str
     user_id: int
     text: str  # As typed.
-    html: str  # ``text``'s Markdown subset as sanitized HTML (core/formatting.py).
+    html: str | None  # ``text``'s Markdown as sanitized HTML; None: nothing to format.
     ts: str
     client_id: str | None
 

@@ -101,7 +101,7 @@ def test_message_frame_has_utc_timestamp_and_client_id():
         "user": "alice",
         "user_id": 1,
         "text": "hi",
-        "html": "<p>hi</p>",
+        "html": None,  # Nothing to format: show the text.
         "ts": "2026-01-02T03:04:05.678Z",
         "client_id": "c1",
     }
