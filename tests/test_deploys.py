@@ -12,7 +12,6 @@ import json
 import random
 import threading
 import time
-import uuid
 
 import pytest
 from playwright.sync_api import expect
@@ -21,7 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from extensions import db
-from helpers import GunicornServer, Person, token_issued_at, wait_until
+from helpers import Person, token_issued_at, wait_until
 from models import Message, Room
 
 pytestmark = [pytest.mark.database, pytest.mark.browser]
@@ -41,32 +40,10 @@ def database_url(postgres_url):
 
 
 @pytest.fixture
-def deploy_config(app_config, behind_proxy, redis_url):
-    """Settings of gunicorns joined by Redis behind nginx."""
-    return {
-        **app_config,
-        "REDIS_URL": redis_url,
-        "CHAT_REDIS_PREFIX": f"chat-test-{uuid.uuid4().hex[:8]}",
-        "CHAT_PRESENCE_HEARTBEAT": 1,
-        "CHAT_PRESENCE_TTL": 3,
-    }
-
-
-@pytest.fixture
-def start_servers(app, tmp_path):
-    """``start_servers(config, instances, workers)`` starts gunicorns, killed at the end."""
-    started = []
-
-    def start(config, instances, workers):
-        for _ in range(instances):
-            log = tmp_path / f"gunicorn-{len(started)}.log"
-            started.append(GunicornServer(config, log, workers))
-            started[-1].start()
-        return started[-instances:]
-
-    yield start
-    for server in started:
-        server.kill()
+def deploy_config(behind_proxy, scaled_config):
+    """Settings of gunicorns joined by Redis behind nginx (``behind_proxy`` first: it sets the
+    proxy hops in the app config that ``scaled_config`` copies)."""
+    return scaled_config
 
 
 class Chatter(threading.Thread):

@@ -27,7 +27,6 @@ from websockets.sync.client import connect
 from extensions import db
 from helpers import (
     PASSWORD,
-    GunicornServer,
     csrf_token,
     free_port,
     missing,
@@ -42,35 +41,6 @@ from realtime.runtime import runtime_of
 pytestmark = pytest.mark.database  # See conftest.py: run on PostgreSQL too.
 
 SETTLE = 30  # seconds for every client to catch up: generous, only reached on failure
-
-
-@pytest.fixture
-def scaled_config(app_config, redis_url):
-    """Settings for workers joined by Redis, with fast presence expiry for the tests."""
-    return {
-        **app_config,
-        "REDIS_URL": redis_url,
-        "CHAT_REDIS_PREFIX": f"chat-test-{uuid.uuid4().hex[:8]}",
-        "CHAT_PRESENCE_HEARTBEAT": 1,
-        "CHAT_PRESENCE_TTL": 3,
-    }
-
-
-@pytest.fixture
-def start_servers(app, tmp_path):
-    """``start_servers(config, instances, workers)`` starts gunicorns, killed at the end."""
-    started = []
-
-    def start(config, instances, workers):
-        for _ in range(instances):
-            server = GunicornServer(config, tmp_path / f"gunicorn-{len(started)}.log", workers)
-            started.append(server)
-            server.start()
-        return started[-instances:]
-
-    yield start
-    for server in started:
-        server.kill()
 
 
 class Follower(threading.Thread):
