@@ -234,6 +234,10 @@ def test_two_instances_of_two_workers_are_one_chat(app, make_user, scaled_config
     for follower in followers:
         assert follower.ids == expected  # Each message exactly once, in one order, for everyone.
     online = {follower.user_id for follower in followers}
+    # Presence comes in batches, apart from the messages: wait for the last one to land.
+    wait_until(
+        lambda: all(follower.online == online for follower in followers), "presence to settle"
+    )
     for follower in followers:
         assert follower.online == online  # One presence, whichever worker a client is on.
 
