@@ -4,7 +4,7 @@
 //   state                 all mutable state, in one object
 //   render                drawing from state (user text only ever as textContent)
 //   connection            the socket: backoff, fresh token, resume, sendFrame
-//   outbox, rooms         unconfirmed messages; room records and moving between rooms
+//   outbox, rooms         unconfirmed messages and changes; room records, moving between rooms
 //   notify                title count, screen reader announcements, notifications
 //   dispatch, input       frames from the server; what the user does
 
@@ -27,8 +27,12 @@ import {
   onVisibilityChange,
 } from "./js/input.js";
 import { onNotifyClick, setUpNotifyButton } from "./js/notify.js";
+import { confirmChanged, forgetOutbox, onStorage, restoreOutbox } from "./js/outbox.js";
+import { CLOSE_REVOKED, ServerFrame } from "./js/protocol.js";
+import { state } from "./js/state.js";
 
 const FLASH_MS = 6000;
+const MESSAGE_CHANGED = "message_changed"; // ServerFrame.MESSAGE_CHANGED once protocol.js has it
 
 // A welcome or logout flash has been read by now; it floats over the conversation.
 setTimeout(() => document.querySelector(".flashes")?.remove(), FLASH_MS);
@@ -49,4 +53,38 @@ ui.panelsToggle.addEventListener("click", onPanelsToggleClick);
 root.addEventListener("keydown", onPanelsKeyDown);
 ui.notify.addEventListener("click", onNotifyClick);
 setUpNotifyButton();
-startConnection(dispatch);
+
+// ---- The outbox's hooks on the connection -------------------------------------------------
+// What outbox.js must hear of and connection.js and dispatch.js do not tell it: kept here, on
+// the way from the socket to dispatch, so that neither module has to know.
+
+// A hello for another account: while this tab was away, this browser was signed out and in
+// as someone else. Its outbox belonged to the session that ended: discarded, never sent as
+// the new account, and the page starts over as that account.
+function isOwnHello(frame) {
+  if (frame.user.id === state.me.id) return true;
+  forgetOutbox();
+  location.reload();
+  return false;
+}
+
+// 4001: signed out (here, elsewhere, or everywhere) or the password changed. connection.js
+// goes to the login page; what was not sent ends with the session.
+function onSocketClose(event) {
+  if (event.code === CLOSE_REVOKED) forgetOutbox();
+}
+
+function onFrame(frame) {
+  if (frame.type === ServerFrame.HELLO) {
+    if (!isOwnHello(frame)) return;
+    state.socket?.addEventListener("close", onSocketClose); // The socket that said hello.
+  }
+  dispatch(frame);
+  if (frame.type === MESSAGE_CHANGED) confirmChanged(frame);
+}
+
+// Logging out from this page discards what it had not sent (see forgetOutbox).
+document.querySelector("form.logout")?.addEventListener("submit", () => forgetOutbox());
+window.addEventListener("storage", onStorage);
+restoreOutbox();
+startConnection(onFrame);

@@ -14,7 +14,10 @@ export const state = {
   current: GENERAL, // The room on screen.
   wantRoom: null, // A room this tab asked for (created, joined, DM): show it when it arrives.
   rooms: new Map(), // room key -> room record, see newRoom() in rooms.js
-  outbox: new Map(), // client_id -> { room, text, element }: sent or typed, not yet confirmed
+  // client_id -> { client_id, kind: "message" | "change", frame, room, queued_at, element }:
+  // sent or typed, not confirmed yet; kept in localStorage too (outbox.js). element: the pending
+  // message shown, null for a change or a message restored before its room came.
+  outbox: new Map(),
   publicRooms: [], // Public rooms from hello and room_created: { room, title, members }
   replaying: false, // Between a resuming hello and the end of the replay of what was missed.
   hiddenUnread: 0, // Messages from others that arrived while the tab was hidden.
