@@ -50,6 +50,47 @@ STRINGS: dict[str, LazyString] = {
     "from_direct": _l("{name} (direct message)"),
     # A new message read aloud by screen readers: {name} is a person, or a "from_…" string.
     "announce": _l("{name}: {text}"),
+    # The same, for a message that mentions the reader.
+    "mention_room": _l("{name} mentioned you in #{room}"),
+    "mention_direct": _l("{name} mentioned you (direct message)"),
+    # Read by screen readers after the mention count badge of a room.
+    "mentions_one": _l("{count} unread mention"),
+    "mentions_other": _l("{count} unread mentions"),
+    # A message: edited (the tooltip has when), deleted, and a reply's quote of its parent.
+    "edited": _l("edited"),
+    "edited_at": _l("Edited {time}"),
+    "message_deleted": _l("Message deleted"),
+    "in_reply_to": _l("In reply to"),
+    "reply_deleted": _l("deleted message"),
+    "reply_parent_gone": _l("That message is no longer in this room's history."),
+    # A message's reactions: one button per emoji; {who} is a "reacted_…" string.
+    "reactions_label": _l("Reactions"),
+    "reaction_label": _l("{emoji}: {who}"),
+    # {names} is a list already joined in the page's language; it may end with "reacted_others".
+    "reacted_by": _l("{names} reacted"),
+    "reacted_others_one": _l("{count} other"),
+    "reacted_others_other": _l("{count} others"),
+    "reacted_count_one": _l("{count} person reacted"),
+    "reacted_count_other": _l("{count} people reacted"),
+    # The buttons shown on a message when it is hovered or focused: {name} is its author.
+    "actions_label": _l("Actions on the message from {name}"),
+    "reply": _l("Reply"),
+    "react": _l("React"),
+    "edit": _l("Edit"),
+    "delete": _l("Delete"),
+    "cancel": _l("Cancel"),
+    "delete_question": _l("Delete this message? Everyone will see that it was deleted."),
+    # The reaction picker.
+    "picker_label": _l("Pick a reaction"),
+    "picker_other": _l("Any emoji"),
+    "picker_add": _l("Add"),
+    # Above the composer while replying or editing.
+    "replying_to": _l("Replying to {name}: {text}"),
+    "editing": _l("Editing your message: Enter saves, Escape cancels."),
+    "cancel_reply": _l("Cancel the reply"),
+    "cancel_edit": _l("Cancel editing"),
+    # The list of people shown after "@" in the composer.
+    "mention_list": _l("People to mention"),
 }
 
 

@@ -2,6 +2,7 @@
 // fresh token first, resumes each room from the last message id seen, and goes to the login page
 // when the session is gone.
 
+import { lastChangeSeen, setResumingChanges } from "./changes.js";
 import { root } from "./dom.js";
 import { t } from "./i18n.js";
 import { ClientFrame, CLOSE_FLOOD, CLOSE_REVOKED, MAX_RESUME_ROOMS } from "./protocol.js";
@@ -60,10 +61,20 @@ function connect() {
   state.socket = socket;
   socket.addEventListener("open", () => {
     // Must be the first frame: the server replays what we missed before anything live.
-    if (state.resumed.size) socket.send(JSON.stringify({ type: ClientFrame.RESUME, rooms: marks }));
+    setResumingChanges(false);
+    if (state.resumed.size) socket.send(JSON.stringify(resumeFrame(marks)));
   });
   socket.addEventListener("message", onMessage);
   socket.addEventListener("close", onClose);
+}
+
+// With the last change seen, the server also replays the edits, deletions and reactions missed.
+function resumeFrame(marks) {
+  const frame = { type: ClientFrame.RESUME, rooms: marks };
+  const changes = lastChangeSeen();
+  if (changes !== null) frame.changes = changes;
+  setResumingChanges(changes !== null);
+  return frame;
 }
 
 function onMessage(event) {

@@ -1,9 +1,14 @@
 // Frames from the server, one handler per type.
 
+import { continueJump } from "./actions.js";
+import { noteChange, noteHello, noteResumed } from "./changes.js";
+import { onMessageGone } from "./compose.js";
 import { markGreeted, sendFrame } from "./connection.js";
 import { isVisible } from "./dom.js";
 import { tellAboutMessage } from "./notify.js";
+import { onMembersChanged } from "./mentions.js";
 import { isQueued, markFailed, resendAll, retryLater } from "./outbox.js";
+import { learnName } from "./people.js";
 import { ClientFrame, ERROR_UNAVAILABLE, GENERAL, ServerFrame } from "./protocol.js";
 import {
   contentHeight,
@@ -17,11 +22,13 @@ import {
 } from "./render.js";
 import {
   addMessage,
+  applyChange,
   clearTyping,
   dropRoom,
   markRead,
   resetRoom,
   retitleRoom,
+  setMembers,
   showRoom,
   showTyping,
   upsertRoom,
@@ -63,6 +70,15 @@ export function dispatch(frame) {
     case ServerFrame.SWITCHED:
       state.replaying = false; // See onHello.
       break;
+    case ServerFrame.MESSAGE_CHANGED:
+      onMessageChanged(frame);
+      break;
+    case ServerFrame.MEMBERS:
+      onMembers(frame);
+      break;
+    case ServerFrame.RESUMED:
+      noteResumed(frame.changes);
+      break;
     default:
       console.warn("ignoring a frame of unknown type", frame.type);
   }
@@ -70,6 +86,7 @@ export function dispatch(frame) {
 
 function onHello(frame) {
   markGreeted();
+  noteHello(frame.changes);
   state.me.name = frame.user.name; // Renamed while away, perhaps.
   state.replaying = state.resumed.size > 0;
   // The server queues all of the replay before it reads a frame, so the answer to this no-op
@@ -113,11 +130,17 @@ function onChatMessage(frame) {
   const added = addMessage(room, frame);
   clearTyping(room, frame.user_id);
   if (added && frame.user_id !== state.me.id) {
-    if (!(room.key === state.current && isVisible())) room.unread += 1;
+    if (!(room.key === state.current && isVisible())) countUnread(room, frame);
     tellAboutMessage(room, frame);
   }
   if (room.key === state.current) markRead(room);
   renderRoomLists();
+}
+
+// A replayed message is already in the mention count the room frame gave.
+function countUnread(room, frame) {
+  room.unread += 1;
+  if (!state.replaying && frame.mentions?.includes(state.me.id)) room.mentions += 1;
 }
 
 function onHistory(frame) {
@@ -135,6 +158,7 @@ function onHistory(frame) {
   else keepInView(before);
   updateLoadOlder();
   markRead(room);
+  continueJump(room);
 }
 
 function onRoom(entry) {
@@ -168,11 +192,14 @@ function onPresence(frame) {
     if (room.online.get(person.user_id) !== person.user) onOnlineOrRenamed(room, person);
   }
   if (room.key === state.current) renderOnline();
+  room.membersStale = true; // Joined or left, perhaps: asked for again when next needed.
+  onMembersChanged(room);
 }
 
 // A rename comes as "online" with the new name: the lists, and a direct room's title, follow.
 function onOnlineOrRenamed(room, person) {
   room.online.set(person.user_id, person.user);
+  learnName(person.user_id, person.user);
   if (person.user_id === state.me.id) state.me.name = person.user;
   else if (room.kind === "direct" && room.title !== person.user) retitleRoom(room, person.user);
 }
@@ -186,7 +213,10 @@ function onRead(frame) {
   const room = state.rooms.get(frame.room);
   if (!room) return;
   room.lastReadId = Math.max(room.lastReadId, frame.id);
-  if (room.lastReadId >= room.lastId) room.unread = 0;
+  if (room.lastReadId >= room.lastId) {
+    room.unread = 0;
+    room.mentions = 0;
+  }
   renderRoomLists();
 }
 
@@ -195,4 +225,22 @@ function onError(frame) {
   if (!isQueued(frame.client_id)) return;
   if (frame.code === ERROR_UNAVAILABLE) retryLater(frame.client_id);
   else markFailed(frame.client_id, frame.message);
+}
+
+// An edit, a deletion or a reaction (chat.js has the outbox confirm ours); a null change
+// changed nothing.
+function onMessageChanged(frame) {
+  noteChange(frame.change);
+  if (frame.change === null) return;
+  const room = state.rooms.get(frame.room);
+  if (!room) return;
+  applyChange(room, frame);
+  if (frame.message.deleted) onMessageGone(frame.message.id);
+}
+
+function onMembers(frame) {
+  const room = state.rooms.get(frame.room);
+  if (!room) return;
+  setMembers(room, frame.members);
+  onMembersChanged(room);
 }

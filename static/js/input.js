@@ -2,11 +2,13 @@
 // back, come back to the tab, open and close the panels (on a narrow screen, rooms and people
 // are behind a button). chat.js attaches these handlers.
 
+import { editingId, endComposing, isComposing, replyingTo, startEdit } from "./compose.js";
 import { sendFrame } from "./connection.js";
 import { isVisible, root, ui } from "./dom.js";
 import { t } from "./i18n.js";
+import { onMentionInput, onMentionKeyDown, toWire } from "./mentions.js";
 import { resetHiddenUnread } from "./notify.js";
-import { queueMessage } from "./outbox.js";
+import { queueChange, queueMessage } from "./outbox.js";
 import { ClientFrame } from "./protocol.js";
 import { hideNotice, renderRoomLists, showNotice } from "./render.js";
 import { markRead, openDirect, requestHistory, showRoom } from "./rooms.js";
@@ -21,8 +23,14 @@ export function onSubmit(event) {
   event.preventDefault();
   const text = ui.input.value.trim();
   if (!text) return;
-  if (queueMessage(text)) {
+  const editing = editingId();
+  if (editing !== null) {
+    queueChange({ type: ClientFrame.EDIT, id: editing, text: toWire(text) });
+    endComposing();
+    hideNotice();
+  } else if (queueMessage(toWire(text), replyingTo())) {
     ui.input.value = "";
+    endComposing();
     hideNotice();
   } else {
     showNotice(t("still_connecting"));
@@ -31,15 +39,37 @@ export function onSubmit(event) {
 }
 
 export function onKeyDown(event) {
-  // Enter sends; Shift+Enter is a new line; never interrupt an IME composition.
-  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+  if (onMentionKeyDown(event)) return; // Up, Down, Enter, Tab and Escape pick a name first.
+  if (event.key === "Escape" && isComposing()) {
+    event.preventDefault();
+    endComposing();
+  } else if (event.key === "ArrowUp" && !ui.input.value && !hasModifier(event)) {
+    if (editLastMessage()) event.preventDefault();
+  } else if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    // Enter sends; Shift+Enter is a new line; never interrupt an IME composition.
     event.preventDefault();
     ui.composer.requestSubmit();
   }
 }
 
+function hasModifier(event) {
+  return event.shiftKey || event.altKey || event.ctrlKey || event.metaKey;
+}
+
+// Up in an empty composer: my last message in this room, to edit.
+function editLastMessage() {
+  const room = state.rooms.get(state.current);
+  const mine = room?.list.querySelectorAll(".message.own[data-id]:not(.deleted)");
+  if (!mine?.length) return false;
+  const message = room.messages.get(Number(mine[mine.length - 1].dataset.id));
+  if (!message) return false;
+  startEdit(room, message);
+  return true;
+}
+
 // "Typing" goes out at most every TYPING_EVERY_MS per room, and never for blank input.
 export function onInput() {
+  onMentionInput();
   const now = Date.now();
   const last = state.lastTypingSent.get(state.current) || 0;
   if (!ui.input.value.trim() || now - last < TYPING_EVERY_MS) return;

@@ -3,7 +3,9 @@
 // inert parsed document: nothing reaches innerHTML, and nothing the server let through by
 // mistake (a script, a handler attribute, a javascript: link) survives the copy.
 
-const TAGS = new Set(["P", "BR", "EM", "STRONG", "S", "CODE", "PRE", "BLOCKQUOTE", "UL", "OL", "LI", "A"]);
+const TAGS = new Set([
+  "P", "BR", "EM", "STRONG", "S", "CODE", "PRE", "BLOCKQUOTE", "UL", "OL", "LI", "A", "SPAN",
+]);
 const SCHEMES = new Set(["http:", "https:", "mailto:"]);
 // Where markdown-it's line breaks between blocks are only layout, not text.
 const BLOCK_PARENTS = new Set(["BODY", "UL", "OL", "BLOCKQUOTE"]);
@@ -35,9 +37,19 @@ function copyElement(node) {
   if (!TAGS.has(node.tagName)) return null;
   const copy = document.createElement(node.tagName.toLowerCase());
   if (node.tagName === "A") return link(copy, node.getAttribute("href"));
+  if (node.tagName === "SPAN") return mention(copy, node);
   if (node.tagName === "OL" && /^\d{1,9}$/.test(node.getAttribute("start") || "")) {
     copy.start = Number(node.getAttribute("start"));
   }
+  return copy;
+}
+
+// The one span there is: <span class="mention" data-user-id="42">@name</span>, nothing more.
+function mention(copy, node) {
+  const id = node.getAttribute("data-user-id") || "";
+  if (node.getAttribute("class") !== "mention" || !/^\d{1,18}$/.test(id)) return null;
+  copy.className = "mention";
+  copy.dataset.userId = id;
   return copy;
 }
 

@@ -1,8 +1,10 @@
 // Telling about a new message from someone else: in the tab title while hidden, to screen
-// readers through #announcer, and as a notification if the user allowed them.
+// readers through #announcer, and as a notification if the user allowed them. A message that
+// mentions me says so.
 
 import { ui } from "./dom.js";
 import { t } from "./i18n.js";
+import { mentionsAsNames } from "./people.js";
 import { showRoom } from "./rooms.js";
 import { state } from "./state.js";
 
@@ -13,15 +15,25 @@ const pageTitle = document.title;
 export function tellAboutMessage(room, frame) {
   if (document.hidden) countHiddenUnread();
   if (state.replaying) return; // Missed while disconnected: shown and counted, not announced as news.
-  const who = room.key === state.current ? frame.user : fromWhere(room, frame);
-  announce(t("announce", { name: who, text: frame.text }));
+  const who = room.key === state.current && !mentionsMe(frame) ? frame.user : fromWhere(room, frame);
+  announce(t("announce", { name: who, text: plainText(frame) }));
   if (document.hidden) notify(room, frame);
 }
 
 // Where a message was written, for a notification or an announcement made from another room.
 function fromWhere(room, frame) {
-  if (room.kind === "direct") return t("from_direct", { name: frame.user });
-  return t("from_room", { name: frame.user, room: room.title });
+  const mention = mentionsMe(frame);
+  if (room.kind === "direct") return t(mention ? "mention_direct" : "from_direct", { name: frame.user });
+  return t(mention ? "mention_room" : "from_room", { name: frame.user, room: room.title });
+}
+
+function mentionsMe(frame) {
+  return Boolean(frame.mentions?.includes(state.me.id));
+}
+
+// What was written, as text: mentions read "@alice", not "<@1>".
+function plainText(frame) {
+  return mentionsAsNames(frame.text);
 }
 
 // A role=log region reads what is appended; the last few lines are plenty to keep.
@@ -60,7 +72,7 @@ function truncate(text, limit) {
 
 function notify(room, frame) {
   if (!("Notification" in window) || Notification.permission !== "granted") return;
-  const body = truncate(frame.text, NOTIFICATION_CHARS);
+  const body = truncate(plainText(frame), NOTIFICATION_CHARS);
   let notification;
   try {
     notification = new Notification(fromWhere(room, frame), { body, tag: room.key });

@@ -14,6 +14,11 @@ export const ClientFrame = Object.freeze({
   HISTORY: "history",
   TYPING: "typing",
   READ: "read",
+  EDIT: "edit",
+  DELETE: "delete",
+  REACT: "react",
+  UNREACT: "unreact",
+  MEMBERS: "members",
 });
 
 // Frames the server sends.
@@ -29,6 +34,9 @@ export const ServerFrame = Object.freeze({
   READ: "read",
   ERROR: "error",
   SWITCHED: "switched",
+  MESSAGE_CHANGED: "message_changed",
+  MEMBERS: "members",
+  RESUMED: "resumed",
 });
 
 // The one error code the page treats specially: nothing was saved, the same frame may be re-sent.
@@ -50,6 +58,7 @@ export const CLOSE_FLOOD = 4029; // Kept flooding after rate_limited errors: wai
 export const GENERAL = "general"; // The room everyone is in, from the start.
 export const MAX_RESUME_ROOMS = 200; // The most rooms one resume frame may name.
 export const HISTORY_PAGE = 50; // Messages asked for per history frame.
+export const EXCERPT_CHARS = 100; // A reply's quote of its parent, as the server cuts it.
 
 // The key of the direct room between two people: "dm:<lower id>:<higher id>".
 export function directRoomKey(userId, otherId) {

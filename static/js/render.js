@@ -4,8 +4,9 @@
 
 import { root, ui } from "./dom.js";
 import { formats, t, tCount } from "./i18n.js";
-import { formatted } from "./markup.js";
-import { GENERAL } from "./protocol.js";
+import { messageElement, replyQuote } from "./message.js";
+import { mentionsAsNames } from "./people.js";
+import { EXCERPT_CHARS, GENERAL } from "./protocol.js";
 import { state } from "./state.js";
 
 const NEAR_END_PX = 80; // Closer than this to the bottom counts as reading the latest messages.
@@ -80,48 +81,55 @@ function nextMessageAfter(room, id) {
   return null;
 }
 
-export function messageElement(frame, own) {
-  const item = document.createElement("li");
-  item.className = own ? "message own" : "message";
-  if (frame.id) item.dataset.id = frame.id;
-  const meta = document.createElement("div");
-  meta.className = "meta";
-  const author = document.createElement("span");
-  author.className = "author";
-  author.textContent = frame.user;
-  meta.append(author);
-  if (frame.ts) meta.append(" ", timeElement(frame.ts));
-  const text = document.createElement("div");
-  text.className = "text";
-  text.dir = "auto"; // Right-to-left messages read right to left, in their own isolate.
-  if (typeof frame.html === "string") {
-    text.classList.add("formatted");
-    text.append(formatted(frame.html));
-  } else {
-    text.textContent = frame.text; // Not confirmed yet: as typed.
-  }
-  item.append(meta, text);
-  return item;
-}
-
-// Today's messages show the time only; older ones the date too. The tooltip has it all.
-function timeElement(ts) {
-  const moment = new Date(ts);
-  const time = document.createElement("time");
-  time.dateTime = ts;
-  const today = moment.toDateString() === new Date().toDateString();
-  time.textContent = (today ? formats.time : formats.dateTime).format(moment);
-  time.title = formats.full.format(moment);
-  return time;
-}
-
 // A message of ours not confirmed yet, at the end of its room's list.
-export function appendPending(room, text) {
+// A reply shows its quote at once, if the parent is on the page.
+export function appendPending(room, text, replyTo = null) {
   const element = messageElement({ user: state.me.name, text, ts: null }, true);
+  const parent = replyTo === null ? undefined : room.messages?.get(replyTo);
+  if (parent) element.querySelector(".meta").after(replyQuote(quoteOf(parent)));
   element.classList.add("pending");
   element.title = t("not_sent");
   room.list.append(element);
   return element;
+}
+
+// An edit, a deletion or a reaction: the element is rebuilt in place. Focus stays on the same
+// control (a reaction toggled by keyboard), or goes to the composer if that control is gone.
+export function replaceMessageElement(room, message) {
+  const old = room.list.querySelector(`.message[data-id="${message.id}"]`);
+  if (!old) return;
+  const fresh = messageElement(message, message.user_id === state.me.id);
+  const active = old.contains(document.activeElement) ? document.activeElement : null;
+  const control = active && controlSelector(active);
+  for (const kept of old.querySelectorAll(":scope > .keep-on-replace")) fresh.append(kept);
+  if (old.classList.contains("highlight")) fresh.classList.add("highlight");
+  old.replaceWith(fresh);
+  if (!active) return;
+  if (active.isConnected) active.focus();
+  else (fresh.querySelector(control) ?? ui.input).focus();
+}
+
+function controlSelector(element) {
+  if (element.dataset.action) return `[data-action="${element.dataset.action}"]`;
+  if (element.dataset.emoji) return `.reaction[data-emoji="${CSS.escape(element.dataset.emoji)}"]`;
+  if (element.classList.contains("reply-quote")) return ".reply-quote";
+  return ".actions button";
+}
+
+// Replies to a changed message quote it as it is now.
+export function replaceQuotes(room, quoted) {
+  for (const old of room.list.querySelectorAll(`.reply-quote[data-reply-id="${quoted.id}"]`)) {
+    const focused = document.activeElement === old;
+    const fresh = replyQuote(quoted);
+    old.replaceWith(fresh);
+    if (focused) fresh.focus();
+  }
+}
+
+// How a reply shows a message (the server sends the same as reply_to and quoted).
+export function quoteOf(message) {
+  const excerpt = Array.from(mentionsAsNames(message.text)).slice(0, EXCERPT_CHARS).join("");
+  return { id: message.id, user: message.user, user_id: message.user_id, excerpt, deleted: message.deleted };
 }
 
 export function showFailed(element, reason) {
@@ -156,21 +164,30 @@ function roomButton(room) {
   button.dataset.room = room.key;
   button.textContent = roomLabel(room);
   if (room.key === state.current) button.setAttribute("aria-current", "true");
-  if (room.unread > 0) button.append(" ", ...unreadBadge(room.unread));
+  if (room.unread > 0 || room.mentions > 0) button.append(" ", badges(room));
   item.append(button);
   return item;
 }
 
+// Unread and mention counts, side by side: "@2" before "5".
+function badges(room) {
+  const group = document.createElement("span");
+  group.className = "badges";
+  if (room.mentions > 0) group.append(...badge("mention-badge", `@${room.mentions}`, tCount("mentions", room.mentions)));
+  if (room.unread > 0) group.append(...badge("", String(room.unread), tCount("unread", room.unread)));
+  return group;
+}
+
 // The number is for the eye; screen readers get "3 unread" instead (a span has no label).
-function unreadBadge(count) {
-  const badge = document.createElement("span");
-  badge.className = "badge";
-  badge.textContent = String(count);
-  badge.setAttribute("aria-hidden", "true");
+function badge(kind, shown, said) {
+  const element = document.createElement("span");
+  element.className = `badge ${kind}`.trim();
+  element.textContent = shown;
+  element.setAttribute("aria-hidden", "true");
   const spoken = document.createElement("span");
   spoken.className = "visually-hidden";
-  spoken.textContent = tCount("unread", count);
-  return [badge, spoken];
+  spoken.textContent = said;
+  return [element, spoken];
 }
 
 function joinButton(entry) {

@@ -1,15 +1,17 @@
 // The rooms this page knows: a record per room (its list element, the ids it shows, who is
 // online and typing there, unread counts), and moving between them.
 
+import { onMessageClick } from "./actions.js";
+import { endComposing } from "./compose.js";
 import { sendFrame } from "./connection.js";
 import { isVisible } from "./dom.js";
 import { confirmQueued } from "./outbox.js";
+import { learnFromMessage, learnName } from "./people.js";
 import { ClientFrame, HISTORY_PAGE, directRoomKey } from "./protocol.js";
 import {
   clearConfirmedMessages,
   isNearEnd,
   labelList,
-  messageElement,
   newMessageList,
   placeMessage,
   renderCurrentRoom,
@@ -17,24 +19,33 @@ import {
   renderRoomLists,
   renderRoomTitle,
   renderTyping,
+  replaceMessageElement,
+  replaceQuotes,
   scrollToEnd,
   updateLoadOlder,
 } from "./render.js";
+import { messageElement } from "./message.js";
 import { state } from "./state.js";
 
 const READ_DELAY_MS = 500;
 
 function newRoom(entry) {
+  const list = newMessageList(entry.room);
+  list.addEventListener("click", onMessageClick); // One listener per list, not one per button.
   return {
     key: entry.room,
-    list: newMessageList(entry.room),
+    list,
     lastId: 0,
     lastReadId: 0,
     unread: 0,
+    mentions: 0, // Unread messages that mention me.
     loaded: false, // Its latest page (or a replay) has been shown.
     loading: false, // A history frame is on its way.
     hasMore: true,
     ids: new Set(),
+    messages: new Map(), // id -> the message as it is now (for edits, replies, reactions)
+    members: null, // user id -> name, from a members frame: for @ completion
+    membersStale: true, // Presence changed since: asked for again when next needed.
     online: new Map(), // user id -> name
     typing: new Map(), // user id -> { name, timer }
   };
@@ -48,8 +59,11 @@ export function upsertRoom(entry) {
     state.rooms.set(entry.room, room);
   }
   Object.assign(room, { title: entry.title, kind: entry.kind, unread: entry.unread });
+  room.mentions = entry.mentions ?? 0;
+  room.membersStale = true; // A new socket, or a room joined again: ask afresh when needed.
   room.lastReadId = Math.max(room.lastReadId, entry.last_read_id);
   room.online = new Map(entry.online.map((person) => [person.id, person.name]));
+  for (const person of entry.online) learnName(person.id, person.name);
   labelList(room);
   return room;
 }
@@ -72,15 +86,18 @@ export function dropRoom(key) {
 export function resetRoom(room) {
   clearConfirmedMessages(room);
   room.ids.clear();
+  room.messages.clear();
   room.lastId = 0;
 }
 
 export function showRoom(key) {
   const room = state.rooms.get(key);
   if (!room) return;
+  if (key !== state.current) endComposing(); // A reply or an edit belongs to its room.
   state.current = key;
   renderCurrentRoom(room);
   room.unread = 0;
+  room.mentions = 0;
   if (!room.loaded) requestHistory(room);
   markRead(room);
   renderRoomLists();
@@ -114,6 +131,7 @@ export function openDirect(userId) {
 export function markRead(room) {
   if (room.key !== state.current || !isVisible()) return;
   room.unread = 0;
+  room.mentions = 0;
   if (state.readTimer === null) state.readTimer = setTimeout(sendReadMarker, READ_DELAY_MS);
 }
 
@@ -129,6 +147,8 @@ function sendReadMarker() {
 export function addMessage(room, frame) {
   if (room.ids.has(frame.id)) return false;
   room.ids.add(frame.id);
+  room.messages.set(frame.id, frame);
+  learnFromMessage(frame);
   room.lastId = Math.max(room.lastId, frame.id);
   const own = frame.user_id === state.me.id;
   const stuck = room.key === state.current && isNearEnd();
@@ -152,4 +172,31 @@ export function clearTyping(room, userId) {
   clearTimeout(entry.timer);
   room.typing.delete(userId);
   if (room.key === state.current) renderTyping();
+}
+
+// A message_changed frame: the message as it is now, and how replies to it quote it now. A
+// message this page never loaded is not shown: nothing to replace.
+export function applyChange(room, frame) {
+  const { message, quoted } = frame;
+  if (room.ids.has(message.id)) {
+    room.messages.set(message.id, message);
+    learnFromMessage(message);
+    replaceMessageElement(room, message);
+  }
+  if (!quoted) return;
+  for (const reply of room.messages.values()) {
+    if (reply.reply_to?.id === message.id) reply.reply_to = quoted;
+  }
+  replaceQuotes(room, quoted);
+}
+
+// The room's members, for @ completion; asked for once, and again after presence changed.
+export function requestMembers(room) {
+  if (!room.membersStale) return;
+  if (sendFrame({ type: ClientFrame.MEMBERS, room: room.key })) room.membersStale = false;
+}
+
+export function setMembers(room, members) {
+  room.members = new Map(members.map((person) => [person.id, person.name]));
+  for (const person of members) learnName(person.id, person.name);
 }

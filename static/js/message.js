@@ -1,0 +1,161 @@
+// One message as an element: who and when, "edited", the quote of the message it replies to,
+// its text (or a tombstone), its reactions and its actions. User text only ever goes in as
+// textContent; formatting is copied node by node (markup.js). Buttons carry data attributes and
+// no listeners: actions.js listens on each room's list.
+
+import { formats, t, tCount } from "./i18n.js";
+import { formatted } from "./markup.js";
+import { nameOf } from "./people.js";
+import { state } from "./state.js";
+
+export function messageElement(frame, own) {
+  const item = document.createElement("li");
+  item.className = own ? "message own" : "message";
+  if (frame.id) item.dataset.id = frame.id;
+  if (frame.deleted) item.classList.add("deleted");
+  if (frame.mentions?.includes(state.me.id)) item.classList.add("mentions-me");
+  item.append(metaLine(frame));
+  if (frame.reply_to) item.append(replyQuote(frame.reply_to));
+  item.append(textBlock(frame));
+  if (frame.reactions?.length) item.append(reactionBar(frame));
+  if (frame.id && !frame.deleted) item.append(actionBar(frame, own));
+  return item;
+}
+
+function metaLine(frame) {
+  const meta = document.createElement("div");
+  meta.className = "meta";
+  const author = document.createElement("span");
+  author.className = "author";
+  author.textContent = frame.user;
+  meta.append(author);
+  if (frame.ts) meta.append(" ", timeElement(frame.ts));
+  if (frame.edited_at && !frame.deleted) meta.append(" ", editedElement(frame.edited_at));
+  return meta;
+}
+
+// Today's messages show the time only; older ones the date too. The tooltip has it all.
+function timeElement(ts) {
+  const moment = new Date(ts);
+  const time = document.createElement("time");
+  time.dateTime = ts;
+  const today = moment.toDateString() === new Date().toDateString();
+  time.textContent = (today ? formats.time : formats.dateTime).format(moment);
+  time.title = formats.full.format(moment);
+  return time;
+}
+
+function editedElement(editedAt) {
+  const time = document.createElement("time");
+  time.className = "edited";
+  time.dateTime = editedAt;
+  time.textContent = t("edited");
+  time.title = t("edited_at", { time: formats.full.format(new Date(editedAt)) });
+  return time;
+}
+
+function textBlock(frame) {
+  const text = document.createElement("div");
+  text.className = "text";
+  text.dir = "auto"; // Right-to-left messages read right to left, in their own isolate.
+  if (frame.deleted) {
+    text.classList.add("tombstone");
+    text.textContent = t("message_deleted");
+  } else if (typeof frame.html === "string") {
+    text.classList.add("formatted");
+    text.append(formatted(frame.html));
+  } else {
+    text.textContent = frame.text; // Not confirmed yet, or nothing to format: as typed.
+  }
+  return text;
+}
+
+// ---- Replies ------------------------------------------------------------------------------
+
+// A button: activating it shows the parent (actions.js loads older pages until it is there).
+export function replyQuote(quoted) {
+  const quote = document.createElement("button");
+  quote.type = "button";
+  quote.className = "reply-quote";
+  quote.dataset.replyId = quoted.id;
+  const hidden = document.createElement("span");
+  hidden.className = "visually-hidden";
+  hidden.textContent = t("in_reply_to");
+  const who = document.createElement("span");
+  who.className = "reply-author";
+  who.textContent = quoted.user;
+  const excerpt = document.createElement("span");
+  excerpt.className = "reply-excerpt";
+  excerpt.dir = "auto";
+  excerpt.textContent = quoted.deleted ? t("reply_deleted") : quoted.excerpt;
+  if (quoted.deleted) excerpt.classList.add("tombstone");
+  quote.append(hidden, " ", who, " ", excerpt);
+  return quote;
+}
+
+// ---- Reactions ----------------------------------------------------------------------------
+
+function reactionBar(frame) {
+  const bar = document.createElement("div");
+  bar.className = "reactions";
+  bar.setAttribute("role", "group");
+  bar.setAttribute("aria-label", t("reactions_label"));
+  for (const reaction of frame.reactions) bar.append(reactionButton(reaction));
+  return bar;
+}
+
+// One toggle per emoji: pressed when I am among those who reacted with it.
+function reactionButton(reaction) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "reaction";
+  button.dataset.emoji = reaction.emoji;
+  const mine = reaction.user_ids.includes(state.me.id);
+  button.setAttribute("aria-pressed", String(mine));
+  const emoji = document.createElement("span");
+  emoji.className = "reaction-emoji";
+  emoji.textContent = reaction.emoji;
+  const count = document.createElement("span");
+  count.className = "reaction-count";
+  count.textContent = String(reaction.count);
+  button.append(emoji, " ", count);
+  const who = reactedBy(reaction);
+  button.title = who;
+  button.setAttribute("aria-label", t("reaction_label", { emoji: reaction.emoji, who }));
+  return button;
+}
+
+// "alice, bob and 2 others": the names this page knows, the rest counted.
+export function reactedBy(reaction) {
+  const known = reaction.user_ids.map((id) => nameOf(id)).filter((name) => name !== undefined);
+  if (!known.length) return tCount("reacted_count", reaction.count);
+  const others = reaction.count - known.length;
+  const parts = others > 0 ? [...known, tCount("reacted_others", others)] : known;
+  return t("reacted_by", { names: formats.list.format(parts) });
+}
+
+// ---- Actions ------------------------------------------------------------------------------
+
+// Shown on hover and when focus is inside; every control a real button, reachable by Tab.
+function actionBar(frame, own) {
+  const bar = document.createElement("div");
+  bar.className = "actions";
+  bar.setAttribute("role", "group");
+  bar.setAttribute("aria-label", t("actions_label", { name: frame.user }));
+  bar.append(actionButton("reply", t("reply")), actionButton("react", t("react")));
+  if (own) bar.append(actionButton("edit", t("edit")), actionButton("delete", t("delete")));
+  return bar;
+}
+
+function actionButton(action, label) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = `action action-${action}`;
+  button.dataset.action = action;
+  button.textContent = label;
+  if (action === "react") {
+    button.setAttribute("aria-haspopup", "dialog");
+    button.setAttribute("aria-expanded", "false");
+  }
+  return button;
+}
