@@ -52,6 +52,7 @@ class Config:
     CHAT_PING_INTERVAL = 25
     CHAT_HISTORY_SIZE = 50
     CHAT_RESUME_LIMIT = 500  # messages replayed in all on a resume, before rooms are reset
+    CHAT_EDIT_WINDOW = 0  # seconds after posting during which a message may be edited; 0: always
     CHAT_RESUME_WAIT = 10  # seconds a socket opened with ?resume=1 waits for its resume frame
     CHAT_TYPING_INTERVAL = 2
     CHAT_TYPING_TTL = 6

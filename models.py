@@ -1,10 +1,10 @@
-"""Database models: users and their messages."""
+"""Database models: users, rooms, and their messages with their reactions, mentions and changes."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Self, TypedDict
+from typing import NamedTuple, Self, TypedDict
 
 import click
 from flask import Flask, current_app
@@ -25,6 +25,7 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -32,25 +33,66 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.dml import ReturningInsert
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from core.formatting import MENTION_MARK, excerpt, mentioned_ids
 from extensions import Model, db, migrate
 
 MAX_DISPLAY_NAME_CHARS = 40
 
 
+MAX_REACTIONS = 20  # Different emoji on one message.
+
+# The kinds of change a message goes through after it is posted (``MessageChange.kind``).
+EDIT = "edit"
+DELETE = "delete"
+REACT = "react"
+UNREACT = "unreact"
+
+
+class QuoteData(TypedDict):
+    """How a reply shows the message it answers."""
+
+    id: int
+    user: str
+    user_id: int
+    excerpt: str  # Its first characters, mentions as "@name"; "" once deleted.
+    deleted: bool
+
+
+class ReactionData(TypedDict):
+    """One emoji on a message: who gave it, in the order they did."""
+
+    emoji: str
+    count: int
+    user_ids: list[int]
+
+
 class MessageData(TypedDict):
-    """A stored message as plain data (``Message.to_dict``): what the socket stack sends."""
+    """A stored message as it is now, as plain data (``describe``): what the socket stack sends."""
 
     id: int
     room: str  # The room's key.
     user_id: int
     user: str  # The author's display name.
-    text: str
+    text: str  # "" once deleted.
     created_at: datetime  # Aware, in UTC.
     client_id: str | None
+    edited_at: datetime | None
+    deleted: bool
+    reply_to: QuoteData | None
+    reactions: list[ReactionData]  # In order of first use.
+    mentions: dict[int, str]  # The people it mentions (who were in the room): id -> name now.
 
 
-# What ``save_messages`` stores: ``(user_id, room_id, text, client_id, room_key, author)``.
-MessageRow = tuple[int, int, str, str | None, str | None, str | None]
+class MessageRow(NamedTuple):
+    """What ``save_messages`` stores; a ``room_key`` or ``author`` of None is looked up."""
+
+    user_id: int
+    room_id: int
+    text: str
+    client_id: str | None = None
+    room_key: str | None = None
+    author: str | None = None  # The author's display name.
+    reply_to: int | None = None  # A message of the same room (the caller checked).
 
 
 def utcnow() -> datetime:
@@ -166,24 +208,68 @@ class Message(Model):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)  # Emptied when the message is deleted.
     client_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The message this one answers, in the same room. Parents are never removed but with their
+    # room (a deletion empties them): the reference stays valid.
+    reply_to_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="SET NULL"), index=True
+    )
+    edited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     author: Mapped[User] = relationship(lazy="joined")
     room: Mapped[Room] = relationship(lazy="joined")
 
-    def to_dict(self) -> MessageData:
-        """Plain data for the wire, detached from the session."""
-        return {
-            "id": self.id,
-            "room": self.room.key,
-            "user_id": self.user_id,
-            "user": self.author.name,
-            "text": self.text,
-            "created_at": as_utc(self.created_at),
-            "client_id": self.client_id,
-        }
+
+class Reaction(Model):
+    """One person's emoji on a message; its id orders reactions by first use."""
+
+    __tablename__ = "reactions"
+    __table_args__ = (UniqueConstraint("message_id", "user_id", "emoji"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    emoji: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Mention(Model):
+    """A person a message mentions, by id (so that it survives a rename)."""
+
+    __tablename__ = "mentions"
+
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class MessageChange(Model):
+    """One edit, deletion or reaction, numbered in the order they happened: what a resuming
+    client replays from (``changes_after``), and what makes a retried ``client_id`` a no-op."""
+
+    __tablename__ = "message_changes"
+    __table_args__ = (
+        UniqueConstraint("user_id", "client_id"),
+        Index("ix_message_changes_room_id_id", "room_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # EDIT, DELETE, REACT or UNREACT
+    client_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 def save_message(
@@ -193,13 +279,15 @@ def save_message(
     client_id: str | None = None,
     room_key: str | None = None,
     author: str | None = None,
+    reply_to: int | None = None,
 ) -> tuple[MessageData, bool]:
     """Persist a message; return ``(data, created)``. A repeated ``client_id`` gets the original.
 
     ``room_key`` and ``author`` (the author's display name), when given, spare two queries.
     """
+    row = MessageRow(user_id, room_id, text, client_id, room_key, author, reply_to)
     try:
-        (data,) = save_messages([(user_id, room_id, text, client_id, room_key, author)])
+        (data,) = save_messages([row])
     except IntegrityError:
         db.session.rollback()
         if client_id is None:
@@ -209,45 +297,175 @@ def save_message(
         )
         if original is None:
             raise
-        return original.to_dict(), False
+        return describe([original])[0], False
     return data, True
 
 
-def save_messages(rows: Sequence[MessageRow]) -> list[MessageData]:
-    """Persist several new messages in one statement and one commit; their data, in id order.
+def save_messages(rows: Sequence[tuple[object, ...]]) -> list[MessageData]:
+    """Persist several new messages in one transaction; their data, in id order.
 
-    ``rows`` are ``(user_id, room_id, text, client_id, room_key, author)``; a ``room_key`` or
-    ``author`` (display name) of None is looked up. This is the hot path: one Core ``INSERT …
-    RETURNING``, not the ORM's unit of work. A ``client_id`` seen before raises
-    ``IntegrityError`` for the whole batch (nothing is stored): the caller then stores them one
-    by one with ``save_message``, which finds the originals.
+    ``rows`` are ``MessageRow``s (or tuples of their fields). This is the hot path: one Core
+    ``INSERT … RETURNING``, not the ORM's unit of work, and for the rare message that mentions
+    someone one more INSERT. A ``client_id`` seen before raises ``IntegrityError`` for the whole
+    batch (nothing is stored): the caller then stores them one by one with ``save_message``,
+    which finds the originals.
     """
     created_at = utcnow()
+    posts = [MessageRow(*row) for row in rows]  # type: ignore[arg-type]  # checked by NamedTuple
     values = [
-        {"user_id": u, "room_id": r, "text": t, "client_id": c, "created_at": created_at}
-        for u, r, t, c, _key, _author in rows
+        {
+            "user_id": post.user_id,
+            "room_id": post.room_id,
+            "text": post.text,
+            "client_id": post.client_id,
+            "created_at": created_at,
+            "reply_to_id": post.reply_to,
+        }
+        for post in posts
     ]
     # A connection of its own, not the session: the session's bookkeeping cost more than the
     # INSERT. The transaction commits when the block ends, and rolls back on any error.
     with db.engine.begin() as connection:
         ids = connection.execute(_insert_returning_ids(), values).scalars().all()
+        mentions = {
+            message_id: _members_among(connection, post.room_id, mentioned_ids(post.text))
+            for message_id, post in zip(ids, posts, strict=True)
+            if MENTION_MARK in post.text
+        }
+        if any(mentions.values()):
+            connection.execute(
+                insert(Mention),
+                [{"message_id": m, "user_id": u} for m, users in mentions.items() for u in users],
+            )
     # Built after the commit, before the publish: if the publish fails, a client's retry (same
     # client_id) finds its row.
-    data: list[MessageData] = [
+    names = _names({user for users in mentions.values() for user in users})
+    parents = _quotes({post.reply_to for post in posts if post.reply_to is not None})
+    return [
         {
             "id": message_id,
-            "room": key or db.session.get_one(Room, room_id).key,
-            "user_id": user_id,
-            "user": author or db.session.get_one(User, user_id).name,
-            "text": text,
+            "room": post.room_key or db.session.get_one(Room, post.room_id).key,
+            "user_id": post.user_id,
+            "user": post.author or db.session.get_one(User, post.user_id).name,
+            "text": post.text,
             "created_at": created_at,
-            "client_id": client_id,
+            "client_id": post.client_id,
+            "edited_at": None,
+            "deleted": False,
+            "reply_to": parents.get(post.reply_to) if post.reply_to is not None else None,
+            "reactions": [],
+            "mentions": {user: names[user] for user in mentions.get(message_id, ())},
         }
-        for message_id, (user_id, room_id, text, client_id, key, author) in zip(
-            ids, rows, strict=True
-        )
+        for message_id, post in zip(ids, posts, strict=True)
     ]
-    return data
+
+
+def _members_among(connection: Connection, room_id: int, user_ids: Sequence[int]) -> list[int]:
+    """Those of ``user_ids`` who are in the room, in the order given: the only ones mentioned."""
+    if not user_ids:
+        return []
+    query = select(Membership.user_id).where(
+        Membership.room_id == room_id, Membership.user_id.in_(user_ids)
+    )
+    members = set(connection.execute(query).scalars())
+    return [user_id for user_id in user_ids if user_id in members]
+
+
+def _names(user_ids: Iterable[int]) -> dict[int, str]:
+    """``{user id: display name now}``."""
+    wanted = set(user_ids)
+    if not wanted:
+        return {}
+    return {
+        user.id: user.name for user in db.session.scalars(select(User).where(User.id.in_(wanted)))
+    }
+
+
+def describe(messages: Sequence[Message]) -> list[MessageData]:
+    """Each message as it is now, with its reply, reactions and mentions (four queries in all)."""
+    ids = [message.id for message in messages]
+    reactions = _reactions(ids)
+    mentions = _mentions(ids)
+    quotes = _quotes({m.reply_to_id for m in messages if m.reply_to_id is not None})
+    return [
+        {
+            "id": message.id,
+            "room": message.room.key,
+            "user_id": message.user_id,
+            "user": message.author.name,
+            "text": message.text,
+            "created_at": as_utc(message.created_at),
+            "client_id": message.client_id,
+            "edited_at": as_utc(message.edited_at) if message.edited_at else None,
+            "deleted": message.deleted_at is not None,
+            "reply_to": quotes.get(message.reply_to_id) if message.reply_to_id else None,
+            "reactions": reactions.get(message.id, []),
+            "mentions": mentions.get(message.id, {}),
+        }
+        for message in messages
+    ]
+
+
+def _reactions(message_ids: Sequence[int]) -> dict[int, list[ReactionData]]:
+    """``{message id: its reactions}``, each emoji in order of first use."""
+    if not message_ids:
+        return {}
+    rows = db.session.execute(
+        select(Reaction.message_id, Reaction.emoji, Reaction.user_id)
+        .where(Reaction.message_id.in_(message_ids))
+        .order_by(Reaction.id)
+    )
+    found: dict[int, dict[str, ReactionData]] = {}
+    for message_id, emoji, user_id in rows:
+        entry = found.setdefault(message_id, {}).setdefault(
+            emoji, {"emoji": emoji, "count": 0, "user_ids": []}
+        )
+        entry["count"] += 1
+        entry["user_ids"].append(user_id)
+    return {message_id: list(by_emoji.values()) for message_id, by_emoji in found.items()}
+
+
+def _mentions(message_ids: Sequence[int]) -> dict[int, dict[int, str]]:
+    """``{message id: {mentioned user id: their name now}}``."""
+    if not message_ids:
+        return {}
+    rows = db.session.execute(
+        select(Mention.message_id, User)
+        .join(User, User.id == Mention.user_id)
+        .where(Mention.message_id.in_(message_ids))
+        .order_by(Mention.message_id, User.id)
+    )
+    found: dict[int, dict[int, str]] = {}
+    for message_id, user in rows:
+        found.setdefault(message_id, {})[user.id] = user.name
+    return found
+
+
+def _quotes(message_ids: Iterable[int]) -> dict[int, QuoteData]:
+    """``{message id: how replies show it}``."""
+    wanted = set(message_ids)
+    if not wanted:
+        return {}
+    parents = db.session.scalars(select(Message).where(Message.id.in_(wanted))).all()
+    mentions = _mentions([parent.id for parent in parents])
+    return {parent.id: quote(parent, mentions.get(parent.id, {})) for parent in parents}
+
+
+def quote(message: Message, mentions: Mapping[int, str]) -> QuoteData:
+    """How replies show ``message``, whose mentions are ``mentions`` (id -> name)."""
+    deleted = message.deleted_at is not None
+    return {
+        "id": message.id,
+        "user": message.author.name,
+        "user_id": message.user_id,
+        "excerpt": "" if deleted else excerpt(message.text, mentions),
+        "deleted": deleted,
+    }
+
+
+def quote_of(message: Message) -> QuoteData:
+    """``quote`` with the message's mentions read from the database."""
+    return quote(message, _mentions([message.id]).get(message.id, {}))
 
 
 @cache
@@ -267,19 +485,55 @@ def latest_message_id() -> int:
     return db.session.scalar(select(func.max(Message.id))) or 0
 
 
+def latest_change_id() -> int:
+    """The number of the latest change to any message (0 when there is none)."""
+    return db.session.scalar(select(func.max(MessageChange.id))) or 0
+
+
 def messages_before(room_id: int, before: int | None = None, limit: int = 50) -> list[MessageData]:
     """Up to ``limit`` messages of a room older than id ``before`` (or the latest), oldest first."""
     query = select(Message).where(Message.room_id == room_id)
     if before is not None:
         query = query.where(Message.id < before)
     newest = db.session.scalars(query.order_by(Message.id.desc()).limit(limit)).all()
-    return [message.to_dict() for message in reversed(newest)]
+    return describe(list(reversed(newest)))
 
 
 def messages_after(room_id: int, after: int, limit: int) -> list[MessageData]:
     """Up to ``limit`` messages of a room newer than id ``after``, oldest first."""
     query = select(Message).where(Message.room_id == room_id, Message.id > after)
-    return [m.to_dict() for m in db.session.scalars(query.order_by(Message.id).limit(limit))]
+    return describe(db.session.scalars(query.order_by(Message.id).limit(limit)).all())
+
+
+def changed_since(room_id: int, after_change: int, up_to_message: int, limit: int) -> list[int]:
+    """Ids of up to ``limit`` messages of a room, of id at most ``up_to_message``, changed after
+    change ``after_change``, in the order of their latest change: what a resume replays."""
+    latest = func.max(MessageChange.id)
+    rows = db.session.execute(
+        select(MessageChange.message_id, latest)
+        .where(
+            MessageChange.room_id == room_id,
+            MessageChange.id > after_change,
+            MessageChange.message_id <= up_to_message,
+        )
+        .group_by(MessageChange.message_id)
+        .order_by(latest)
+        .limit(limit)
+    )
+    return [message_id for message_id, _ in rows]
+
+
+def latest_changes(message_ids: Sequence[int]) -> dict[int, MessageChange]:
+    """``{message id: its latest change}``."""
+    if not message_ids:
+        return {}
+    newest = (
+        select(func.max(MessageChange.id))
+        .where(MessageChange.message_id.in_(message_ids))
+        .group_by(MessageChange.message_id)
+    )
+    rows = db.session.scalars(select(MessageChange).where(MessageChange.id.in_(newest)))
+    return {change.message_id: change for change in rows}
 
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"

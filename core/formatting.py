@@ -10,17 +10,34 @@ text they were typed as.
 """
 
 import functools
+import html
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import nh3
 from markdown_it import MarkdownIt
+from markdown_it.rules_inline import StateInline
+from markdown_it.token import Token
 
 # The block and inline rules of CommonMark that the subset uses; every other one is off.
 BLOCK_RULES = ["blockquote", "code", "fence", "list", "paragraph"]
 INLINE_RULES = ["backticks", "emphasis", "escape", "link", "autolink", "newline", "text"]
-TAGS = {"p", "br", "em", "strong", "s", "code", "pre", "blockquote", "ul", "ol", "li", "a"}
+TAGS = {"p", "br", "em", "strong", "s", "code", "pre", "blockquote", "ul", "ol", "li", "a", "span"}
 # "*": the attributes any tag may have: none (ammonia's default allows lang and title).
-ATTRIBUTES: dict[str, set[str]] = {"a": {"href"}, "ol": {"start"}, "*": set()}
+ATTRIBUTES: dict[str, set[str]] = {
+    "a": {"href"},
+    "ol": {"start"},
+    "span": {"data-user-id"},
+    "*": set(),
+}
+CLASSES = {"span": {"mention"}}  # A mention is the only span.
+# A mention of user 42 is written <@42> (as Slack and Discord do): an id, so that it survives
+# renames, and text no Markdown rule turns into anything else.
+MENTION_MARK = "<@"
+_MENTION = re.compile(r"<@([1-9][0-9]{0,15})>")
+MAX_MENTIONS = 50  # Distinct people one message may mention; the rest stay text.
+EXCERPT_CHARS = 100
 URL_SCHEMES = {"http", "https", "mailto"}
 # Text that no rule of the subset can change: one line of letters, digits, spaces and harmless
 # punctuation, with ":" only where no scheme can precede it (no ASCII letter anywhere) and "."
@@ -46,7 +63,61 @@ def _parser() -> MarkdownIt:
     parser.disable(parser.get_all_rules()["inline"])
     parser.enable([*BLOCK_RULES, *INLINE_RULES, "strikethrough", "linkify"])
     parser.validateLink = _safe_link  # type: ignore[method-assign]  # markdown-it's documented hook
+    # Before autolink, which would otherwise read <@42> as a (failed) link and escape it.
+    parser.inline.ruler.before("autolink", "mention", _mention_rule)
+    parser.add_render_rule("mention", _render_mention)
     return parser
+
+
+def _mention_rule(state: StateInline, silent: bool) -> bool:
+    """Inline rule: ``<@42>`` is a ``mention`` token of user 42 (never inside code)."""
+    if state.src[state.pos] != "<":
+        return False
+    match = _MENTION.match(state.src, state.pos)
+    if match is None:
+        return False
+    if not silent:
+        token = state.push("mention", "", 0)
+        token.content = match.group(0)
+        token.meta = {"user_id": int(match.group(1))}
+    state.pos = match.end()
+    return True
+
+
+def _render_mention(
+    _renderer: Any, tokens: Sequence[Token], idx: int, _options: Any, env: Mapping[str, Any]
+) -> str:
+    """``@name`` for someone the message mentions; anyone else's id stays the text it is."""
+    token = tokens[idx]
+    user_id = token.meta["user_id"]
+    name = env.get("mentions", {}).get(user_id)
+    if name is None:
+        return html.escape(token.content, quote=False)
+    return f'<span class="mention" data-user-id="{user_id}">@{html.escape(name)}</span>'
+
+
+def mentioned_ids(text: str) -> list[int]:
+    """The user ids ``text`` mentions, in order of first mention, outside code, at most
+    ``MAX_MENTIONS``."""
+    if MENTION_MARK not in text:
+        return []
+    found: dict[int, None] = {}
+    for block in _parser().parse(text):
+        for token in block.children or ():
+            if token.type == "mention" and len(found) < MAX_MENTIONS:
+                found[token.meta["user_id"]] = None
+    return list(found)
+
+
+def excerpt(text: str, mentions: Mapping[int, str], limit: int = EXCERPT_CHARS) -> str:
+    """``text`` on one line, its mentions as ``@name``, cut at ``limit`` characters: a quote."""
+
+    def named(match: re.Match[str]) -> str:
+        name = mentions.get(int(match.group(1)))
+        return match.group(0) if name is None else f"@{name}"
+
+    line = " ".join(_MENTION.sub(named, text).split())
+    return line if len(line) <= limit else f"{line[: limit - 1]}…"
 
 
 def _safe_link(url: str) -> bool:
@@ -55,14 +126,19 @@ def _safe_link(url: str) -> bool:
     return bool(colon) and scheme.lower() in URL_SCHEMES
 
 
-@functools.lru_cache(maxsize=CACHE_SIZE)
-def render(text: str) -> str | None:
+def render(text: str, mentions: Mapping[int, str] | None = None) -> str | None:
     """The sanitized HTML of ``text``'s Markdown, or None when it formats nothing: then the text
-    is shown as it is (most chat lines; the frame stays small)."""
+    is shown as it is (most chat lines; the frame stays small). ``mentions`` ({user id: name})
+    are the people shown as mentioned; any other ``<@id>`` stays text."""
+    return _render(text, tuple(sorted(mentions.items())) if mentions else ())
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _render(text: str, mentions: tuple[tuple[int, str], ...]) -> str | None:
     if _is_plain(text):
         return None
-    html = markdown(text)
-    return None if html == f"<p>{_escape(text)}</p>" else html
+    formatted = markdown(text, dict(mentions))
+    return None if formatted == f"<p>{_escape(text)}</p>" else formatted
 
 
 def _escape(text: str) -> str:
@@ -70,12 +146,13 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def markdown(text: str) -> str:
+def markdown(text: str, mentions: Mapping[int, str] | None = None) -> str:
     """``render`` without its shortcut for plain text: the parser, then the sanitizer."""
     return nh3.clean(
-        _parser().render(text),
+        _parser().render(text, {"mentions": mentions or {}}),
         tags=TAGS,
         attributes=ATTRIBUTES,
+        allowed_classes=CLASSES,
         url_schemes=URL_SCHEMES,
         link_rel="noopener noreferrer nofollow",
         set_tag_attribute_values={"a": {"target": "_blank"}},

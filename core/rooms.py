@@ -10,7 +10,17 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 
 from extensions import db
-from models import DIRECT, GENERAL, PUBLIC, Membership, Message, Room, User, ensure_general
+from models import (
+    DIRECT,
+    GENERAL,
+    PUBLIC,
+    Membership,
+    Mention,
+    Message,
+    Room,
+    User,
+    ensure_general,
+)
 
 # 1 to 32 Latin letters (accents welcome), digits, "-" or "_", starting with a letter or digit.
 # One script only, so that no room can pass for another with look-alike letters ("general" with
@@ -27,6 +37,7 @@ class RoomSummary(TypedDict):
     title: str  # A direct room's is the other person's display name.
     kind: str  # PUBLIC or DIRECT
     unread: int  # Messages by others after the user's read marker.
+    mentions: int  # Of them, those that mention the user.
     last_id: int  # The room's newest message id, 0 when it has none.
     last_read_id: int
 
@@ -178,6 +189,7 @@ def summaries(user_id: int) -> list[RoomSummary]:
     ).all()
     room_ids = [room.id for room, _ in rows]
     unread = _unread_counts(user_id)
+    mentions = _mention_counts(user_id)
     last_ids = dict(
         db.session.execute(
             select(Message.room_id, func.max(Message.id))
@@ -193,6 +205,7 @@ def summaries(user_id: int) -> list[RoomSummary]:
             "title": partners.get(room.id, room.title),
             "kind": room.kind,
             "unread": unread.get(room.id, 0),
+            "mentions": mentions.get(room.id, 0),
             "last_id": last_ids.get(room.id, 0),
             "last_read_id": last_read,
         }
@@ -219,6 +232,35 @@ def _unread_counts(user_id: int) -> dict[int, int]:
         .group_by(Membership.room_id)
     )
     return dict(rows.all())
+
+
+def _mention_counts(user_id: int) -> dict[int, int]:
+    """Unread messages by others that mention the user, per room (deleted ones drop theirs)."""
+    newer = and_(
+        Message.room_id == Membership.room_id,
+        Message.id > Membership.last_read_id,
+        Message.user_id != user_id,
+    )
+    rows = db.session.execute(
+        select(Membership.room_id, func.count(Message.id))
+        .join(Message, newer)
+        .join(Mention, and_(Mention.message_id == Message.id, Mention.user_id == user_id))
+        .where(Membership.user_id == user_id)
+        .group_by(Membership.room_id)
+    )
+    return dict(rows.all())
+
+
+def members(room_id: int, limit: int) -> list[tuple[int, str]]:
+    """``[(user id, name)]`` of up to ``limit`` people in a room, sorted by name."""
+    users = db.session.scalars(
+        select(User)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.room_id == room_id)
+        .order_by(User.id)
+    ).all()
+    people = sorted(((user.id, user.name) for user in users), key=lambda p: (p[1].casefold(), p[0]))
+    return people[:limit]
 
 
 def _direct_partners(user_id: int) -> dict[int, str]:

@@ -3,6 +3,8 @@
 import re
 import unicodedata
 
+import emoji
+
 # C0 and C1 control characters but tab and newline: NUL, terminal escapes (ESC), backspace…
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -29,3 +31,9 @@ def is_invisible(text: str) -> bool:
 def _is_visible(char: str) -> bool:
     """Whitespace and invisible format characters (zero-width space, BOM…) show nothing."""
     return not char.isspace() and unicodedata.category(char) != "Cf"
+
+
+def is_single_emoji(text: str) -> bool:
+    """One emoji: a single grapheme cluster with the Unicode emoji property (skin tones, ZWJ
+    sequences, keycaps and flags included), as the ``emoji`` package's data lists them."""
+    return emoji.is_emoji(text)

@@ -48,7 +48,8 @@ class Post:
     """A message waiting for the committer, and what became of it."""
 
     __slots__ = (
-        "client_id", "conn", "done", "error", "key", "locale", "result", "room_id", "text",
+        "client_id", "conn", "done", "error", "key", "locale", "reply_to", "result", "room_id",
+        "text",
     )  # fmt: skip
 
     def __init__(
@@ -58,9 +59,11 @@ class Post:
         text: str,
         client_id: str | None,
         locale: str | None = None,
+        reply_to: int | None = None,
     ) -> None:
         # ``key`` None: the socket has no current room (it is refused as ``forbidden``).
         self.conn, self.key, self.text, self.client_id = conn, key, text, client_id
+        self.reply_to = reply_to  # Checked by the handler: a live message of the same room.
         self.locale = locale  # The sender's language, for an error told from another thread.
         self.room_id: int | None = None
         self.result: tuple[StoredMessage, bool] | None = None  # (stored, created)
@@ -276,4 +279,12 @@ def _row(post: Post) -> MessageRow:
     """The row to insert for an accepted post (one whose room was found)."""
     if post.room_id is None:
         raise ValueError("a post is stored only once its room is known")
-    return (post.conn.user_id, post.room_id, post.text, post.client_id, post.key, post.conn.name)
+    return MessageRow(
+        post.conn.user_id,
+        post.room_id,
+        post.text,
+        post.client_id,
+        post.key,
+        post.conn.name,
+        post.reply_to,
+    )

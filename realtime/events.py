@@ -29,6 +29,15 @@ class Messages:
 
 
 @dataclass(frozen=True, slots=True)
+class Change:
+    """A change to a message of a room (an edit, deletion or reaction), numbered ``id``."""
+
+    kind: ClassVar[str] = "change"
+    room: int
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
 class ToUser:
     """A frame to every socket of one user."""
 
@@ -83,11 +92,13 @@ class Rename:
     name: str
 
 
-Event = ToRoom | Messages | ToUser | ToAll | CloseUser | Subscribe | Unsubscribe | Rename
+Event = ToRoom | Messages | Change | ToUser | ToAll | CloseUser | Subscribe | Unsubscribe | Rename
 KINDS: dict[str, type[Event]] = {
     cls.kind: cls
-    for cls in (ToRoom, Messages, ToUser, ToAll, CloseUser, Subscribe, Unsubscribe, Rename)
-}
+    for cls in (
+        ToRoom, Messages, Change, ToUser, ToAll, CloseUser, Subscribe, Unsubscribe, Rename,
+    )
+}  # fmt: skip
 
 
 def encode(event: Event) -> str:

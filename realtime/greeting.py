@@ -4,11 +4,22 @@ from collections.abc import Mapping, Sequence
 
 from flask import current_app
 from flask_babel import gettext
+from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import rooms
 from extensions import db
-from models import GENERAL, latest_message_id, messages_after
+from models import (
+    GENERAL,
+    Message,
+    changed_since,
+    describe,
+    latest_change_id,
+    latest_changes,
+    latest_message_id,
+    messages_after,
+    quote,
+)
 from realtime import handlers, protocol
 from realtime.backplane import BackplaneError
 from realtime.hub import Hub
@@ -24,19 +35,19 @@ def end(hub: Hub, conn: Connection) -> None:
         conn.close()
 
 
-def read_resume(hub: Hub, conn: Connection) -> dict[str, int]:
-    """The client's last seen ids, from its first frame; a bad or late frame means none."""
+def read_resume(hub: Hub, conn: Connection) -> protocol.Resume:
+    """Where the client stands, from its first frame; a bad or late frame means nowhere."""
     data = conn.reader.receive(timeout=current_app.config["CHAT_RESUME_WAIT"])
     if data is None:
-        return {}
+        return protocol.Resume({})
     try:
         return protocol.parse_resume(data)
     except protocol.FrameError as error:
         send_error(hub, conn, error.code, error.message)
-        return {}
+        return protocol.Resume({})
 
 
-def greet(hub: Hub, conn: Connection, resume: Mapping[str, int]) -> bool:
+def greet(hub: Hub, conn: Connection, resume: protocol.Resume) -> bool:
     """Send ``hello``, replay what the client missed, and announce it; False if that failed."""
     try:
         with hub.ordered():
@@ -54,13 +65,14 @@ def greet(hub: Hub, conn: Connection, resume: Mapping[str, int]) -> bool:
     return True
 
 
-def _greet_in_order(hub: Hub, conn: Connection, resume: Mapping[str, int]) -> None:
+def _greet_in_order(hub: Hub, conn: Connection, resume: protocol.Resume) -> None:
     """The body of ``_greet``, under ``hub.ordered()``.
 
     Every message is stored and published under that lock, so reading what to send, hello and
     registration form one step: nothing falls between the history and the live stream. Messages
     published before it but still in flight from the backplane are at most ``conn.floor``, and
-    the hub skips them for this socket: nothing lands in both either.
+    the hub skips them for this socket: nothing lands in both either. Changes to messages are
+    made under the lock too, and ``conn.change_floor`` does the same for them.
     """
     generation = hub.generation()
     if not hub.ready():
@@ -69,9 +81,11 @@ def _greet_in_order(hub: Hub, conn: Connection, resume: Mapping[str, int]) -> No
     mine = rooms.summaries(conn.user_id)
     public = rooms.public_rooms()
     general = next(room for room in mine if room["room"] == GENERAL)
-    history, has_more = ([], False) if GENERAL in resume else handlers.page(general["id"], None)
-    replay = _catch_up(mine, resume)
+    resumed = GENERAL in resume.rooms
+    history, has_more = ([], False) if resumed else handlers.page(general["id"], None)
     conn.floor = latest_message_id()
+    conn.change_floor = latest_change_id()
+    replay = _catch_up(mine, resume, conn.change_floor)
     db.session.remove()
     conn.current = GENERAL
     first = hub.attach(conn, {room["id"]: room["room"] for room in mine})
@@ -81,7 +95,7 @@ def _greet_in_order(hub: Hub, conn: Connection, resume: Mapping[str, int]) -> No
     online = hub.online_in([room["id"] for room in mine])
     entries = [protocol.room_entry(room, online[room["id"]]) for room in mine]
     me: protocol.Person = {"id": conn.user_id, "name": conn.name}
-    hello = protocol.hello_frame(me, GENERAL, entries, public, history, has_more)
+    hello = protocol.hello_frame(me, GENERAL, entries, public, history, has_more, conn.change_floor)
     hub.send(conn, protocol.encode(hello))
     for frame in replay:
         hub.send(conn, protocol.encode(frame))
@@ -90,27 +104,59 @@ def _greet_in_order(hub: Hub, conn: Connection, resume: Mapping[str, int]) -> No
             hub.presence.note(room["id"], room["room"], conn.user_id, conn.name)
 
 
-def _catch_up(
-    mine: Sequence[protocol.RoomSummary], resume: Mapping[str, int]
-) -> list[protocol.MessageFrame | protocol.HistoryFrame]:
-    """Frames that bring a resuming client from its last seen ids to now, room by room, in order.
+Replayed = protocol.MessageFrame | protocol.HistoryFrame | protocol.ChangeFrame | dict[str, object]
 
-    At most ``CHAT_RESUME_LIMIT`` messages are replayed in all; a room that would go past the
+
+def _catch_up(
+    mine: Sequence[protocol.RoomSummary], resume: protocol.Resume, latest_change: int
+) -> list[Replayed]:
+    """Frames that bring a resuming client from where it stands to now, room by room, in order.
+
+    For each room: the messages it missed, as they are now, then each message it had that
+    changed since (``resume.changes``), as it is now, in the order of their latest change. At
+    most ``CHAT_RESUME_LIMIT`` of both are replayed in all; a room that would go past the
     budget gets its latest page with ``reset: true`` instead, so a long absence cannot flood the
-    socket's queue.
+    socket's queue. ``resumed`` ends it when the client gave where its changes stand.
     """
     budget = current_app.config["CHAT_RESUME_LIMIT"]
-    frames: list[protocol.MessageFrame | protocol.HistoryFrame] = []
+    frames: list[Replayed] = []
     for room in mine:
-        if room["room"] not in resume:
+        last_id = resume.rooms.get(room["room"])
+        if last_id is None:
             continue
-        missed = messages_after(room["id"], resume[room["room"]], budget + 1)
-        if len(missed) <= budget:
-            budget -= len(missed)
+        missed = messages_after(room["id"], last_id, budget + 1)
+        changed: list[int] = []
+        if resume.changes is not None and len(missed) <= budget:
+            changed = changed_since(room["id"], resume.changes, last_id, budget + 1 - len(missed))
+        if len(missed) + len(changed) <= budget:
+            budget -= len(missed) + len(changed)
             frames.extend(protocol.message_frame(message) for message in missed)
+            frames.extend(_changed_frames(changed))
         else:
             messages, has_more = handlers.page(room["id"], None)
             frames.append(protocol.history_frame(room["room"], messages, has_more, reset=True))
+    if resume.changes is not None:
+        frames.append({"type": "resumed", "changes": latest_change})
+    return frames
+
+
+def _changed_frames(message_ids: Sequence[int]) -> list[protocol.ChangeFrame]:
+    """A ``message_changed`` frame per message, as it is now, under its latest change."""
+    if not message_ids:
+        return []
+    found = db.session.scalars(select(Message).where(Message.id.in_(message_ids))).all()
+    by_id = {message.id: message for message in found}
+    data = {item["id"]: item for item in describe(found)}
+    latest = latest_changes(message_ids)
+    frames = []
+    for message_id in message_ids:
+        change, message = latest[message_id], by_id[message_id]
+        quoted = quote(message, data[message_id]["mentions"])
+        frames.append(
+            protocol.change_frame(
+                change.id, change.kind, change.user_id, data[message_id], quoted, change.client_id
+            )
+        )
     return frames
 
 

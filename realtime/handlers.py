@@ -6,10 +6,10 @@ from typing import Any, TypeVar
 from flask import current_app
 from sqlalchemy.exc import SQLAlchemyError
 
-from core import rooms
+from core import messages, rooms
 from core.throttle import message_wait
 from extensions import db
-from models import GENERAL, Room, messages_before
+from models import GENERAL, Room, describe, messages_before, quote
 from realtime import commits, protocol
 from realtime.backplane import BackplaneError
 from realtime.hub import Hub
@@ -20,6 +20,7 @@ from realtime.transport.connection import Connection
 # Seconds a handler waits for the committer: for room in its queue, or for this socket's
 # messages to be stored before its next command. Past it the database is as good as down.
 SETTLE_WAIT = 10.0
+MAX_MEMBERS = 1000  # Listed in a ``members`` frame.
 
 
 def handle(hub: Hub, conn: Connection, command: protocol.Command) -> None:
@@ -30,7 +31,7 @@ def handle(hub: Hub, conn: Connection, command: protocol.Command) -> None:
         raise protocol.FrameError("unavailable", message, command.client_id)
     try:
         _HANDLERS[type(command)](hub, conn, command)
-    except rooms.RoomError as error:
+    except (rooms.RoomError, messages.MessageError) as error:
         raise protocol.FrameError(error.code, error.message, command.client_id) from None
     except (SQLAlchemyError, BackplaneError):
         db.session.rollback()
@@ -77,13 +78,18 @@ def _post(hub: Hub, conn: Connection, command: protocol.ChatMessage) -> None:
     if wait:
         message = protocol.ERROR_MESSAGES["rate_limited"]
         raise protocol.FrameError("rate_limited", message, command.client_id, wait)
+    if command.reply_to is not None:
+        room_id = _member_room(hub, conn, key, command.client_id) if key else None
+        if room_id is not None:  # Else the committer refuses the post as forbidden.
+            messages.reply_target(command.reply_to, room_id, hub.room_ids(conn.user_id))
+            db.session.remove()  # The committer reads the parent again, in its own session.
     current_app.logger.info(
         "message from user %s (%d chars)",
         conn.user_id,
         len(command.text),
         extra={"user_id": conn.user_id},
     )
-    post = commits.Post(conn, key, command.text, command.client_id, conn.locale)
+    post = commits.Post(conn, key, command.text, command.client_id, conn.locale, command.reply_to)
     if not current_runtime().commits.add(post, SETTLE_WAIT):
         message = protocol.ERROR_MESSAGES["unavailable"]
         raise protocol.FrameError("unavailable", message, command.client_id)
@@ -163,6 +169,55 @@ def _open_direct(hub: Hub, conn: Connection, command: protocol.OpenDirect) -> No
             hub.send_to_user(user_id, protocol.encode(_entry(hub, room, user_id)))
 
 
+def _change(hub: Hub, conn: Connection, command: protocol.Edit | protocol.Delete) -> None:
+    """Edit or delete one's message; the room sees it changed (a no-op: the sender alone)."""
+    with hub.ordered():
+        message = messages.find(command.id, hub.room_ids(conn.user_id))
+        if isinstance(command, protocol.Edit):
+            window = current_app.config["CHAT_EDIT_WINDOW"]
+            changed = messages.edit(message, conn.user_id, command.text, command.client_id, window)
+        else:
+            changed = messages.remove(message, conn.user_id, command.client_id)
+        _announce(hub, conn, changed, command.client_id)
+
+
+def _react(hub: Hub, conn: Connection, command: protocol.React) -> None:
+    """Add or take back an emoji; the room sees the message's reactions as they are now."""
+    with hub.ordered():
+        message = messages.find(command.id, hub.room_ids(conn.user_id))
+        change = messages.react if command.add else messages.unreact
+        _announce(
+            hub,
+            conn,
+            change(message, conn.user_id, command.emoji, command.client_id),
+            command.client_id,
+        )
+
+
+def _announce(hub: Hub, conn: Connection, changed: messages.Changed, client_id: str | None) -> None:
+    """Publish a change to the message's room, in the order of changes (we hold the lock); a
+    change that changed nothing goes to the sender alone, as its confirmation."""
+    message = changed.message
+    (data,) = describe([message])
+    quoted = quote(message, data["mentions"])
+    frame = protocol.change_frame(
+        changed.change, changed.kind, conn.user_id, data, quoted, client_id
+    )
+    if changed.change is None:
+        hub.send(conn, protocol.encode(frame))
+    else:
+        hub.broadcast_change(message.room_id, changed.change, protocol.encode(frame))
+
+
+def _members(hub: Hub, conn: Connection, command: protocol.Members) -> None:
+    """The people in a room, for a member of it."""
+    room_id = _member_room(hub, conn, command.room, command.client_id)
+    people: list[protocol.Person] = [
+        {"id": user_id, "name": name} for user_id, name in rooms.members(room_id, MAX_MEMBERS)
+    ]
+    _send(hub, conn, protocol.members_frame(command.room, people))
+
+
 def _history(hub: Hub, conn: Connection, command: protocol.History) -> None:
     """A page of older messages, for a member of the room only."""
     room_id = _member_room(hub, conn, command.room, command.client_id)
@@ -211,5 +266,9 @@ _HANDLERS: dict[type, _Handler] = dict(
         _filed(protocol.History, _history),
         _filed(protocol.Typing, _typing),
         _filed(protocol.Read, _read),
+        _filed(protocol.Edit, _change),
+        _filed(protocol.Delete, _change),
+        _filed(protocol.React, _react),
+        _filed(protocol.Members, _members),
     ]
 )

@@ -331,6 +331,11 @@ class Hub:
         self._names[user_id] = name
         self._people[user_id] = {"id": user_id, "name": name}
 
+    def room_ids(self, user_id: int) -> set[int]:
+        """The ids of the rooms of a user online here."""
+        with self._lock:
+            return set(self._rooms.get(user_id, ()))
+
     def room_id(self, user_id: int, key: str | None) -> int | None:
         """The id of the room ``key`` if the user is in it, else None."""
         with self._lock:
@@ -464,6 +469,10 @@ class Hub:
         # Encoded JSON never holds a raw newline: it separates the messages on the backplane.
         self._backplane.publish(event, "\n".join(payload for _, payload in messages))
 
+    def broadcast_change(self, room_id: int, change: int, payload: str) -> None:
+        """Send the frame of change number ``change`` to a room's sockets that lack it."""
+        self._backplane.publish(events.Change(room_id, change), payload)
+
     def send_to_user(self, user_id: int, payload: str) -> None:
         """Send ``payload`` to every socket of one user."""
         self._backplane.publish(events.ToUser(user_id), payload)
@@ -505,6 +514,16 @@ class Hub:
             else:
                 excluded += 1
         self.tally.add(Count.FRAME_DELIVERIES, len(fanout) - excluded)  # Once per fan-out.
+
+    def _deliver_change(self, event: events.Change, payload: str | None) -> None:
+        frame = self._frame_for(payload)
+        fanout = self._fanout_of(event.room)
+        sent = 0
+        for conn in fanout:
+            if conn.change_floor < event.id:  # Else its greeting showed the change already.
+                self.send(conn, frame)
+                sent += 1
+        self.tally.add(Count.FRAME_DELIVERIES, sent)
 
     def _to_user(self, event: events.ToUser, payload: str | None) -> None:
         self._to_each(self._snapshot(event.user), self._frame_for(payload))
@@ -572,6 +591,7 @@ _DELIVERIES: dict[type, _Delivery] = dict(
     [
         _filed(events.ToRoom, Hub._to_room),
         _filed(events.Messages, Hub._deliver_messages),
+        _filed(events.Change, Hub._deliver_change),
         _filed(events.ToUser, Hub._to_user),
         _filed(events.ToAll, Hub._to_all),
         _filed(events.CloseUser, Hub._close_user),

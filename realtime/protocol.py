@@ -15,7 +15,7 @@ from flask_babel import lazy_gettext as _l
 
 from core import formatting
 from core.rooms import FORBIDDEN, NO_SUCH_USER, ROOM_NAME, room_key
-from core.text import has_control_characters, is_invisible, is_unicode
+from core.text import has_control_characters, is_invisible, is_single_emoji, is_unicode
 
 # Close codes the server sends (RFC 6455 7.4; 4000-4999 are ours to define). The page has the
 # same list in static/js/protocol.js; README.md describes each.
@@ -33,10 +33,10 @@ MAX_ID = 2**53  # Larger ids would lose precision in JavaScript.
 
 # Words for a person: a str, or a lazy string that ``str()`` translates when a frame is built.
 Translatable: TypeAlias = str | LazyString
-# A stored message's data, as ``models`` gives it (``Message.to_dict``): id, room, user_id,
-# user, text, created_at (an aware datetime) and client_id.
+# A stored message's data, as ``models`` gives it (``models.MessageData``, from ``describe``).
 StoredMessage = Mapping[str, Any]
-# A room as ``rooms.summaries`` lists it: id, room, title, kind, unread, last_id, last_read_id.
+# A room as ``rooms.summaries`` lists it: id, room, title, kind, unread, mentions, last_id,
+# last_read_id.
 RoomSummary = Mapping[str, Any]
 
 # Lazy: each is translated when a frame is built, into the language of that socket's user.
@@ -63,6 +63,42 @@ class ChatMessage:
     text: str
     client_id: str | None = None
     room: str | None = None
+    reply_to: int | None = None  # The id of the message it answers, in the same room.
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace the text of one's own message."""
+
+    id: int
+    text: str
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Delete one's own message."""
+
+    id: int
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class React:
+    """Add (``add``) or take back one's emoji on a message."""
+
+    id: int
+    emoji: str
+    add: bool
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Members:
+    """Who is in a room (for ``@`` completion)."""
+
+    room: str
+    client_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,7 +170,19 @@ class Read:
 
 # What a client frame asks for (``parse_frame``); ``handlers.handle`` runs it.
 Command = (
-    ChatMessage | Switch | CreateRoom | JoinRoom | LeaveRoom | OpenDirect | History | Typing | Read
+    ChatMessage
+    | Switch
+    | CreateRoom
+    | JoinRoom
+    | LeaveRoom
+    | OpenDirect
+    | History
+    | Typing
+    | Read
+    | Edit
+    | Delete
+    | React
+    | Members
 )
 
 
@@ -229,7 +277,23 @@ class _Fields:
 
 def _parse_message(fields: _Fields, max_chars: int) -> ChatMessage:
     text = _validate_text(fields.string("text"), fields.client_id, max_chars)
-    return ChatMessage(text, fields.client_id, fields.room(required=False))
+    reply_to = fields.integer("reply_to", required=False)
+    return ChatMessage(text, fields.client_id, fields.room(required=False), reply_to)
+
+
+def _parse_edit(fields: _Fields, max_chars: int) -> Edit:
+    text = _validate_text(fields.string("text"), fields.client_id, max_chars)
+    return Edit(fields.integer("id"), text, fields.client_id)
+
+
+def _parse_reaction(add: bool) -> Callable[[_Fields, int], React]:
+    def parse(fields: _Fields, _max_chars: int) -> React:
+        symbol = fields.string("emoji")
+        if not is_single_emoji(symbol):
+            fields.fail(_l("The 'emoji' field must be one emoji."))
+        return React(fields.integer("id"), symbol, add, fields.client_id)
+
+    return parse
 
 
 def _parse_create_room(fields: _Fields, _max_chars: int) -> CreateRoom:
@@ -259,6 +323,11 @@ _PARSERS: dict[str, Callable[[_Fields, int], Command]] = {
     "history": _parse_history,
     "typing": lambda fields, _: Typing(fields.room(), fields.client_id),
     "read": _parse_read,
+    "edit": _parse_edit,
+    "delete": lambda fields, _: Delete(fields.integer("id"), fields.client_id),
+    "react": _parse_reaction(add=True),
+    "unreact": _parse_reaction(add=False),
+    "members": lambda fields, _: Members(fields.room(), fields.client_id),
 }
 
 
@@ -267,8 +336,18 @@ _PARSERS: dict[str, Callable[[_Fields, int], Command]] = {
 MAX_RESUME_ROOMS = 200
 
 
-def parse_resume(data: str | bytes) -> dict[str, int]:
-    """Parse the first frame of a resuming socket: ``{"type": "resume", "rooms": {key: id}}``."""
+@dataclass(frozen=True)
+class Resume:
+    """Where a resuming client stands: the last message id it has in each room, and the last
+    change it saw (None: it replays no change)."""
+
+    rooms: dict[str, int]
+    changes: int | None = None
+
+
+def parse_resume(data: str | bytes) -> Resume:
+    """Parse the first frame of a resuming socket:
+    ``{"type": "resume", "rooms": {key: id}, "changes": n}``."""
     frame = _load_object(data) if isinstance(data, str) and data.lstrip().startswith("{") else {}
     marks = frame.get("rooms")
     if frame.get("type") != "resume" or not isinstance(marks, dict):
@@ -283,7 +362,10 @@ def parse_resume(data: str | bytes) -> dict[str, int]:
             raise FrameError("bad_request", _l("resume names a room that cannot exist."))
         if type(last_id) is not int or not 0 <= last_id <= MAX_ID:
             raise FrameError("bad_request", _l("resume ids must be whole numbers."))
-    return {room_key(key): last_id for key, last_id in marks.items()}
+    changes = frame.get("changes")
+    if changes is not None and (type(changes) is not int or not 0 <= changes <= MAX_ID):
+        raise FrameError("bad_request", _l("resume's 'changes' must be a whole number."))
+    return Resume({room_key(key): last_id for key, last_id in marks.items()}, changes)
 
 
 def _load_object(data: str) -> dict[str, object]:
@@ -355,17 +437,53 @@ class PresenceUser(TypedDict):
     user: str
 
 
+class Quote(TypedDict):
+    """How a reply shows the message it answers."""
+
+    id: int
+    user: str
+    user_id: int
+    excerpt: str
+    deleted: bool
+
+
+class Reactions(TypedDict):
+    """One emoji on a message."""
+
+    emoji: str
+    count: int
+    user_ids: list[int]
+
+
 class MessageFrame(TypedDict):
-    """A chat message."""
+    """A chat message, as it is now."""
 
     type: Literal["message"]
     id: int
     room: str
     user: str
     user_id: int
-    text: str  # As typed.
+    text: str  # As typed; "" once deleted.
     html: str | None  # ``text``'s Markdown as sanitized HTML; None: nothing to format.
     ts: str
+    client_id: str | None
+    edited_at: str | None
+    deleted: bool
+    reply_to: Quote | None
+    reactions: list[Reactions]
+    mentions: list[int]
+
+
+class ChangeFrame(TypedDict):
+    """A message was edited, deleted or reacted to (``change`` None: nothing changed)."""
+
+    type: Literal["message_changed"]
+    change: int | None
+    kind: str
+    room: str
+    user_id: int
+    message: MessageFrame
+    quoted: Quote
     client_id: str | None
 
 
@@ -378,6 +496,7 @@ class RoomEntry(TypedDict):
     unread: int
     last_id: int
     last_read_id: int
+    mentions: int
     online: list[Person]
 
 
@@ -392,6 +511,7 @@ class HelloFrame(TypedDict):
     public_rooms: Sequence[Mapping[str, Any]]  # ``rooms.public_rooms``: room, title, members.
     history: list[MessageFrame]
     history_has_more: bool
+    changes: int
 
 
 class HistoryFrame(TypedDict):
@@ -444,7 +564,9 @@ def format_ts(moment: datetime) -> str:
 
 
 def message_frame(message: StoredMessage) -> MessageFrame:
-    """The ``message`` frame for a stored message (see ``models.Message.to_dict``)."""
+    """The ``message`` frame for a stored message as it is now (see ``models.describe``)."""
+    edited_at = message["edited_at"]
+    mentions = message["mentions"]
     return {
         "type": "message",
         "id": message["id"],
@@ -452,10 +574,41 @@ def message_frame(message: StoredMessage) -> MessageFrame:
         "user": message["user"],
         "user_id": message["user_id"],
         "text": message["text"],
-        "html": formatting.render(message["text"]),
+        "html": formatting.render(message["text"], mentions) if message["text"] else None,
         "ts": format_ts(message["created_at"]),
         "client_id": message["client_id"],
+        "edited_at": format_ts(edited_at) if edited_at is not None else None,
+        "deleted": message["deleted"],
+        "reply_to": message["reply_to"],
+        "reactions": message["reactions"],
+        "mentions": list(mentions),
     }
+
+
+def change_frame(
+    change: int | None,
+    kind: str,
+    user_id: int,
+    message: StoredMessage,
+    quoted: Quote,
+    client_id: str | None,
+) -> ChangeFrame:
+    """A change to a message by ``user_id``: the message as it is now, and how replies quote it."""
+    return {
+        "type": "message_changed",
+        "change": change,
+        "kind": kind,
+        "room": message["room"],
+        "user_id": user_id,
+        "message": message_frame(message),
+        "quoted": quoted,
+        "client_id": client_id,
+    }
+
+
+def members_frame(room: str, members: list[Person]) -> dict[str, object]:
+    """The people in a room, sorted by name."""
+    return {"type": "members", "room": room, "members": members}
 
 
 def room_entry(summary: RoomSummary, online: list[Person]) -> RoomEntry:
@@ -467,6 +620,7 @@ def room_entry(summary: RoomSummary, online: list[Person]) -> RoomEntry:
         "unread": summary["unread"],
         "last_id": summary["last_id"],
         "last_read_id": summary["last_read_id"],
+        "mentions": summary["mentions"],
         "online": online,
     }
 
@@ -478,6 +632,7 @@ def hello_frame(
     public_rooms: Sequence[Mapping[str, Any]],
     history: Iterable[StoredMessage],
     has_more: bool = False,
+    changes: int = 0,
 ) -> HelloFrame:
     """The first frame of every connection: who you are, your rooms, who is here, history."""
     here = next((room["online"] for room in rooms if room["room"] == current), [])
@@ -490,6 +645,7 @@ def hello_frame(
         "public_rooms": public_rooms,
         "history": [message_frame(message) for message in history],
         "history_has_more": has_more,
+        "changes": changes,
     }
 
 

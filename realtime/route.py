@@ -8,7 +8,7 @@ from flask_babel import get_locale
 
 from accounts.tokens import TokenError, verify_token
 from extensions import db, sock
-from realtime import stats
+from realtime import protocol, stats
 from realtime.backplane import BackplaneError
 from realtime.greeting import end, greet, read_resume
 from realtime.protocol import CLOSE_GOING_AWAY
@@ -103,8 +103,8 @@ def chat_socket(_ws: object) -> None:
     started = time.monotonic()
     stats.greeting_started.send(runtime.hub)
     try:
-        marks = read_resume(runtime.hub, conn) if g.chat_resuming else {}
-        greeted = greet(runtime.hub, conn, marks)
+        resume = read_resume(runtime.hub, conn) if g.chat_resuming else protocol.Resume({})
+        greeted = greet(runtime.hub, conn, resume)
     finally:
         seconds = time.monotonic() - started
         stats.greeting_ended.send(runtime.hub, seconds=seconds, greeted=greeted)

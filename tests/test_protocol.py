@@ -93,6 +93,11 @@ def test_message_frame_has_utc_timestamp_and_client_id():
         "text": "hi",
         "created_at": datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
         "client_id": "c1",
+        "edited_at": None,
+        "deleted": False,
+        "reply_to": None,
+        "reactions": [],
+        "mentions": {},
     }
     assert protocol.message_frame(stored) == {
         "type": "message",
@@ -104,6 +109,11 @@ def test_message_frame_has_utc_timestamp_and_client_id():
         "html": None,  # Nothing to format: show the text.
         "ts": "2026-01-02T03:04:05.678Z",
         "client_id": "c1",
+        "edited_at": None,
+        "deleted": False,
+        "reply_to": None,
+        "reactions": [],
+        "mentions": [],
     }
 
 
@@ -178,8 +188,10 @@ def test_refused_room_frames(frame, code):
 
 def test_resume_frame():
     frame = '{"type": "resume", "rooms": {"General": 5, "dm:1:2": 0}}'
-    assert protocol.parse_resume(frame) == {"general": 5, "dm:1:2": 0}
-    assert protocol.parse_resume('{"type": "resume", "rooms": {}}') == {}
+    assert protocol.parse_resume(frame) == protocol.Resume({"general": 5, "dm:1:2": 0})
+    assert protocol.parse_resume('{"type": "resume", "rooms": {}}') == protocol.Resume({})
+    with_changes = '{"type": "resume", "rooms": {}, "changes": 7}'
+    assert protocol.parse_resume(with_changes) == protocol.Resume({}, 7)
 
 
 @pytest.mark.parametrize(

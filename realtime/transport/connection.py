@@ -62,6 +62,9 @@ class Connection:
         self.current: str | None = None  # Key of the room that plain-text frames go to.
         # Messages up to this id were in the database when the socket joined: it has them already.
         self.floor = 0
+        # Likewise for changes to messages (edits, deletions, reactions): those up to this number
+        # were in what it was sent when it joined.
+        self.change_floor = 0
         self.last_post: object | None = None  # The newest message it queued for the committer.
         # Bytes written so far, and whether it was cut off for falling behind (for the metrics;
         # each write adds under the mutex, or in the one writer thread while it is writing).
