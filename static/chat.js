@@ -32,7 +32,6 @@ import { CLOSE_REVOKED, ServerFrame } from "./js/protocol.js";
 import { state } from "./js/state.js";
 
 const FLASH_MS = 6000;
-const MESSAGE_CHANGED = "message_changed"; // ServerFrame.MESSAGE_CHANGED once protocol.js has it
 
 // A welcome or logout flash has been read by now; it floats over the conversation.
 setTimeout(() => document.querySelector(".flashes")?.remove(), FLASH_MS);
@@ -80,7 +79,7 @@ function onFrame(frame) {
     state.socket?.addEventListener("close", onSocketClose); // The socket that said hello.
   }
   dispatch(frame);
-  if (frame.type === MESSAGE_CHANGED) confirmChanged(frame);
+  if (frame.type === ServerFrame.MESSAGE_CHANGED) confirmChanged(frame);
 }
 
 // Logging out from this page discards what it had not sent (see forgetOutbox).

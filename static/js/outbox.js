@@ -129,7 +129,7 @@ export function queueMessage(text, replyTo = null) {
   const frame = { type: ClientFrame.MESSAGE, room: room.key, text, client_id: newClientId() };
   if (replyTo !== null) frame.reply_to = replyTo;
   const item = addItem(KIND_MESSAGE, frame, room.key);
-  item.element = appendPending(room, text);
+  item.element = appendPending(room, text, replyTo);
   scrollToEnd();
   sendFrame(frame); // Not sent if the socket is down: resendAll sends it after the next hello.
   return true;
@@ -153,7 +153,7 @@ function roomOfMessage(id) {
 function drawPending(item) {
   const room = state.rooms.get(item.room);
   if (!room) return false;
-  item.element = appendPending(room, item.frame.text);
+  item.element = appendPending(room, item.frame.text, item.frame.reply_to ?? null);
   return true;
 }
 
