@@ -48,12 +48,17 @@ class SocketRoute:
         self.sent = []  # Every JSON frame the page sent, decoded.
         self.drop_sent = lambda frame: False
         self.drop_answer = lambda frame: False
+        self.hide_server_close = False  # The server closes, the page's socket stays open.
+        self.page_side = None  # The page's end of the latest socket, to close it.
         page.route_web_socket(SOCKET_URL, self._route)
 
     def _route(self, ws):
+        self.page_side = ws
         server = ws.connect_to_server()
         ws.on_message(lambda message: self._to_server(server, message))
         server.on_message(lambda message: self._to_page(ws, message))
+        if self.hide_server_close:
+            server.on_close(lambda code, reason: None)
 
     def _to_server(self, server, message):
         frame = json.loads(message)  # The page sends JSON only.
@@ -240,6 +245,51 @@ def test_an_outbox_left_by_a_logout_elsewhere_is_removed_unread_by_the_next_acco
     expect(alice.page.locator(".message.pending")).to_have_count(0)
     expect_nothing_posted_as(app, alice, bob, text)
     assert not route.client_ids(text)[1:]  # Only alice's own page ever sent it.
+
+
+def test_a_socket_revoked_elsewhere_discards_the_outbox(people, gunicorn_server):
+    alice, _ = people
+    text = "never to be sent"
+    hold_messages(alice, text)
+    alice.register("alice@example.com")
+    alice.say(text)
+    expect(pending(alice, text)).to_have_count(1)
+    other_tab = alice.context.new_page()
+    other_tab.goto("/profile")  # No chat script here: only the first tab can forget.
+    other_tab.get_by_role("button", name="Log out", exact=True).click()
+    # The first tab's socket is closed with 4001: it forgets, and goes to the login page.
+    expect(alice.page).to_have_url(re.compile(r"/login\?next=%2F$"), timeout=10_000)
+    assert outbox_storage(other_tab) == {}
+
+
+def test_a_tab_greeted_as_another_account_never_sends_the_outbox(app, people, bob):
+    alice, _ = people
+    text = "meant for alice's session"
+    route = hold_messages(alice, text)
+    route.hide_server_close = True  # This tab will not hear of alice's logout.
+    alice.register("alice@example.com")
+    alice.say(text)
+    expect(pending(alice, text)).to_have_count(1)
+    other_tab = alice.context.new_page()
+    other_tab.goto("/profile")
+    other_tab.get_by_role("button", name="Log out", exact=True).click()
+    other_tab.goto("/login?next=/profile")  # Bob signs in here, and opens no chat page.
+    other_tab.get_by_label("Email").fill("bob@example.com")
+    other_tab.get_by_label("Password").fill(PASSWORD)
+    other_tab.get_by_role("button", name="Log in").click()
+    expect(other_tab).to_have_url(re.compile(r"/profile$"))
+    assert len(outbox_storage(other_tab)) == 1
+
+    # The first tab reconnects: its fresh token is bob's, and so is its hello.
+    route.drop_sent = lambda frame: False
+    route.hide_server_close = False
+    route.page_side.close(code=1001)
+    expect(alice.page.locator("#chat")).to_have_attribute("data-user-id", str(bob))
+    alice.expect_connected()
+    expect(alice.page.locator(".message.pending")).to_have_count(0)
+    expect_nothing_posted_as(app, alice, bob, text)
+    assert outbox_storage(alice.page) == {}
+    assert len(route.client_ids(text)) == 1  # Only while the tab was alice's.
 
 
 def test_a_change_kept_across_a_reload_is_sent_again_and_applied(app, people, gunicorn_server):
