@@ -65,7 +65,7 @@ STRINGS: dict[str, LazyString] = {
     "reply_parent_gone": _l("That message is no longer in this room's history."),
     # A message's reactions: one button per emoji; {who} is a "reacted_…" string.
     "reactions_label": _l("Reactions"),
-    "reaction_label": _l("{emoji}: {who}"),
+    "reaction_label": _l("{emoji} {count}: {who}"),
     # {names} is a list already joined in the page's language; it may end with "reacted_others".
     "reacted_by": _l("{names} reacted"),
     "reacted_others_one": _l("{count} other"),

@@ -61,7 +61,7 @@ export function onMentionInput() {
 
 // A members frame, or presence, changed who can be mentioned in a room.
 export function onMembersChanged(room) {
-  if (!isListOpen() || room.key !== state.current) return;
+  if (query === null || room.key !== state.current) return; // Open, or waiting for names.
   requestMembers(room);
   renderList();
 }
@@ -95,10 +95,11 @@ function candidates() {
     .slice(0, SHOWN);
 }
 
+// No match: the list hides, but the query stays until the caret leaves it (members may come).
 function renderList() {
   matches = query ? candidates() : [];
   if (!matches.length) {
-    closeList();
+    hideList();
     return;
   }
   active = Math.min(active, matches.length - 1);
@@ -121,6 +122,10 @@ function option(id, name, index) {
 
 function closeList() {
   query = null;
+  hideList();
+}
+
+function hideList() {
   active = 0;
   if (list) list.hidden = true;
   ui.input.removeAttribute("aria-activedescendant");

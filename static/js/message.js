@@ -121,7 +121,7 @@ function reactionButton(reaction) {
   button.append(emoji, " ", count);
   const who = reactedBy(reaction);
   button.title = who;
-  button.setAttribute("aria-label", t("reaction_label", { emoji: reaction.emoji, who }));
+  button.setAttribute("aria-label", t("reaction_label", { emoji: reaction.emoji, count: reaction.count, who }));
   return button;
 }
 

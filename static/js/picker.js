@@ -28,7 +28,7 @@ function openPicker(button, id) {
   element.querySelector("input").value = "";
   element.querySelector("button").focus();
   element.scrollIntoView({ block: "nearest" });
-  document.addEventListener("pointerdown", onPointerDownElsewhere);
+  document.addEventListener("click", onClickElsewhere);
 }
 
 // Focus goes back to the React button, found again: the message may have been redrawn since.
@@ -36,7 +36,7 @@ export function closePicker(returnFocus = true) {
   if (!picker || picker.hidden) return;
   const message = picker.closest(".message");
   picker.hidden = true;
-  document.removeEventListener("pointerdown", onPointerDownElsewhere);
+  document.removeEventListener("click", onClickElsewhere);
   const button = message?.querySelector('[data-action="react"]');
   button?.setAttribute("aria-expanded", "false");
   picker.remove();
@@ -110,7 +110,8 @@ function onPickerKeyDown(event) {
   closePicker();
 }
 
-function onPointerDownElsewhere(event) {
+// After the click did what it does: closing first would move what is under the pointer.
+function onClickElsewhere(event) {
   if (picker.contains(event.target) || event.target.closest?.('[data-action="react"]')) return;
   closePicker(false);
 }
