@@ -246,7 +246,9 @@ def scaled_config(app_config, redis_url):
         "REDIS_URL": redis_url,
         "CHAT_REDIS_PREFIX": f"chat-test-{uuid.uuid4().hex[:8]}",
         "CHAT_PRESENCE_HEARTBEAT": 1,
-        "CHAT_PRESENCE_TTL": 3,
+        # Short enough for a test to see a dead worker buried, long enough that a loaded CI
+        # machine's stall does not bury a live one (it would close its sockets with 1012).
+        "CHAT_PRESENCE_TTL": 6,
     }
 
 
