@@ -121,9 +121,9 @@ def test_links_and_bare_urls_open_safely_in_a_new_tab():
 
 @pytest.fixture
 def app_config(app_config):
-    """Room for the whole corpus in one burst."""
-    app_config["CHAT_MESSAGE_BURST"] = 100
-    app_config["CHAT_FRAME_BURST"] = 200
+    """Room for the whole corpus in one burst: as messages, edits and replies."""
+    app_config["CHAT_MESSAGE_BURST"] = 300
+    app_config["CHAT_FRAME_BURST"] = 500
     return app_config
 
 
@@ -132,17 +132,54 @@ SHOWN_MARKUP = """() => {
     const found = [];
     for (const element of document.querySelectorAll(".messages .text *")) {
         const tag = element.tagName.toLowerCase();
-        if (!tags.has(tag)) found.push(tag);
+        const mention = tag === "span" && element.className === "mention";
+        if (!tags.has(tag) && !mention) found.push(tag);
         for (const { name } of element.attributes) {
-            const allowed = tag === "a" ? ["href", "target", "rel"] : tag === "ol" ? ["start"] : [];
+            const allowed = tag === "a" ? ["href", "target", "rel"] : tag === "ol" ? ["start"]
+                : mention ? ["class", "data-user-id"] : [];
             if (!allowed.includes(name)) found.push(`${tag}[${name}]`);
         }
         if (tag === "a" && !/^(https?:|mailto:)/.test(element.getAttribute("href"))) {
             found.push(`a[href=${element.getAttribute("href")}]`);
         }
     }
+    // A reply's quote of its parent is text only.
+    for (const element of document.querySelectorAll(".messages .reply-excerpt *")) {
+        found.push(`excerpt ${element.tagName.toLowerCase()}`);
+    }
     return found;
 }""".replace("__TAGS__", json.dumps(sorted(TAGS)))
+
+# Before the page loads: the tab is hidden (so every message is notified) and each
+# notification made is recorded; the real constructor still makes it.
+CAPTURE_NOTIFICATIONS = """
+window.__notifications = [];
+window.Notification = new Proxy(window.Notification, {
+    construct(target, args) {
+        const [title, options] = args;
+        window.__notifications.push({ title, body: options?.body, type: typeof options?.body });
+        return Reflect.construct(target, args);
+    },
+});
+Object.defineProperty(Document.prototype, "hidden", { get: () => true });
+Object.defineProperty(Document.prototype, "visibilityState", { get: () => "hidden" });
+"""
+NOTIFICATION_CHARS = 120  # static/js/notify.js
+
+
+def truncated(text):
+    """A notification's body, as notify.js cuts it (in code points)."""
+    return text if len(text) <= NOTIFICATION_CHARS else text[: NOTIFICATION_CHARS - 1] + "…"
+
+
+def saved(chat, frame, kind):
+    """Send ``frame``; the frame of type ``kind`` that answers its client_id."""
+    chat.send(frame)
+    while True:
+        answer = chat.recv()
+        if answer.get("client_id") == frame["client_id"]:
+            assert answer["type"] == kind, answer
+            return answer
 
 
 @pytest.mark.browser
@@ -150,33 +187,76 @@ def test_the_corpus_in_a_browser_runs_nothing_and_shows_the_text(
     app, browser, gunicorn_server, make_user
 ):
     reader = Person(browser, gunicorn_server.url)
+    reader.context.grant_permissions(["notifications"])
+    reader.context.add_init_script(CAPTURE_NOTIFICATIONS)
     reader.register("reader@example.com")
+    me = int(reader.page.locator("#chat").get_attribute("data-user-id"))
+    corpus = [
+        *PAYLOADS,
+        f"<@{me}> <img src=x onerror=alert(1)>",  # A mention, then markup: both as text.
+        f'<span class="mention" data-user-id="{me}" onclick="alert(1)">@reader</span>',
+        f"[<@{me}>](javascript:alert(1))",
+        "**formatted** and https://example.com",
+    ]
     writer, _ = make_user("writer@example.com")
     host = gunicorn_server.url.removeprefix("http://")
     with connect(f"ws://{host}/ws?token={token_issued_at(app, writer)}", open_timeout=5) as ws:
         chat = ChatClient(ws)
         chat.recv_type("hello")
-        for n, payload in enumerate([*PAYLOADS, "**formatted** and https://example.com"]):
-            chat.send({"type": "message", "text": payload, "client_id": f"x{n}"})
-            chat.recv_type("message")
-    shown = reader.page.locator(f"{VISIBLE_LIST} .message .text")
-    expect(shown).to_have_count(len(PAYLOADS) + 1)
+        posted = [
+            saved(chat, {"type": "message", "text": payload, "client_id": f"x{n}"}, "message")
+            for n, payload in enumerate(corpus)
+        ]
+        # Each payload again through an edit, and quoted by a reply.
+        for n, payload in enumerate(corpus):
+            draft = saved(
+                chat, {"type": "message", "text": f"draft {n}", "client_id": f"d{n}"}, "message"
+            )
+            edit = {"type": "edit", "id": draft["id"], "text": payload, "client_id": f"e{n}"}
+            saved(chat, edit, "message_changed")
+        replies = [
+            saved(chat, {"type": "message", "text": f"reply {n}", "reply_to": parent["id"],
+                         "client_id": f"r{n}"}, "message")
+            for n, parent in enumerate(posted)
+        ]  # fmt: skip
+    shown = reader.page.locator(f"{VISIBLE_LIST} .message > .text")
+    count = len(corpus)
+    expect(shown).to_have_count(3 * count)
+    expect(reader.page.locator(f"{VISIBLE_LIST} .message time.edited")).to_have_count(count)
     assert reader.page.evaluate(SHOWN_MARKUP) == []
     assert reader.dialogs == []  # No alert() ran...
     assert reader.problems == []  # ...and nothing tried: a blocked handler is a CSP error.
     # Raw HTML stays the text it was typed as (unless Markdown's own ` or \\ changed it).
     texts = shown.all_text_contents()
+    assert texts[count : 2 * count] == texts[:count]  # An edit shows exactly what a post does.
     raw = [p for p in PAYLOADS if p.startswith("<") and not set("`\\") & set(p)]
     assert len(raw) > 15
     for payload in raw:
         if not payload.startswith("<javascript:"):  # An autolink, refused: its <> go.
             assert payload in texts
-    last = shown.last
+    mention = reader.page.locator(f"{VISIBLE_LIST} .message > .text .mention")
+    expect(mention.first).to_have_text("@reader")
+    excerpts = reader.page.locator(f"{VISIBLE_LIST} .reply-excerpt")
+    expect(excerpts).to_have_text([reply["reply_to"]["excerpt"] for reply in replies])
+    assert "@reader <img src=x onerror=alert(1)>" in excerpts.all_text_contents()
+    last = shown.nth(count - 1)
     expect(last.locator("strong")).to_have_text("formatted")
     link = last.get_by_role("link", name="https://example.com")
     expect(link).to_have_attribute("href", "https://example.com/")
     expect(link).to_have_attribute("target", "_blank")
     expect(link).to_have_attribute("rel", "noopener noreferrer nofollow")
+    # Every message was notified (the tab is hidden), its body plain text: the text as sent,
+    # mentions as @name.
+    notified = reader.page.evaluate("window.__notifications")
+    assert len(notified) == 3 * count
+    assert {note["type"] for note in notified} == {"string"}
+    bodies = [note["body"] for note in notified]
+    for payload in corpus:
+        assert truncated(payload.replace(f"<@{me}>", "@reader")) in bodies
+    titles = {note["title"] for note in notified}
+    assert titles == {"writer in #general", "writer mentioned you in #general"}
+    assert reader.dialogs == []
+    assert reader.problems == []
     reader.context.close()
 
 
