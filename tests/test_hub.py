@@ -3,6 +3,9 @@
 import json
 import time
 
+import pytest
+
+from realtime import events
 from realtime.hub import Hub
 from realtime.transport.frames import Kind, Outgoing, encode_text
 
@@ -195,3 +198,23 @@ def test_a_batch_of_messages_is_one_piece_per_socket_but_respects_floors():
     hub.broadcast_messages(7, [(10, "ten"), (11, "eleven"), (12, "twelve")])
     assert early.frames == [b"".join(encode_text(t) for t in ("ten", "eleven", "twelve"))]
     assert late.frames == [encode_text("twelve")]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        events.ToRoom(3, exclude=2),
+        events.Messages(3, (7, 8)),
+        events.Change(3, 41),
+        events.ToUser(2),
+        events.ToAll(),
+        events.CloseUser(2, 4001, "bye"),
+        events.Subscribe(2, 3, "python"),
+        events.Unsubscribe(2, 3, "python", "general"),
+        events.Rename(2, "bobby"),
+    ],
+    ids=lambda event: event.kind,
+)
+def test_every_event_survives_the_backplane_encoding(event):
+    assert events.decode(events.encode(event)) == event
+    assert events.KINDS[event.kind] is type(event)
