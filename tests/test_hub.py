@@ -13,8 +13,9 @@ from realtime.transport.frames import Kind, Outgoing, encode_text
 class Recorder:
     """Stands in for a ``Connection``: the hub only hands it finished frames."""
 
-    def __init__(self, user_id, name="someone", floor=0):
+    def __init__(self, user_id, name="someone", floor=0, change_floor=0):
         self.user_id, self.name, self.floor = user_id, name, floor
+        self.change_floor = change_floor
         self.current = "general"
         self.frames = []
 
@@ -45,6 +46,18 @@ def test_a_socket_skips_messages_it_got_in_its_history():
     hub.broadcast_messages(7, [(11, "new")])
     hub.broadcast(7, "presence")  # Not a message: always delivered.
     assert conn.frames == ["new", "presence"]
+
+
+def test_a_socket_skips_changes_its_greeting_showed():
+    hub = Hub()
+    early, late = Recorder(1), Recorder(2, change_floor=5)  # late was greeted after change 5
+    hub.attach(early, {7: "general"})
+    hub.attach(late, {7: "general"})
+    hub.attach(Recorder(3), {8: "elsewhere"})
+    hub.broadcast_change(7, 5, "change 5")
+    hub.broadcast_change(7, 6, "change 6")
+    assert early.frames == ["change 5", "change 6"]
+    assert late.frames == ["change 6"]
 
 
 def test_broadcast_reaches_the_room_only_and_can_exclude_a_user():
