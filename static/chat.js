@@ -60,11 +60,9 @@ setUpNotifyButton();
 // A hello for another account: while this tab was away, this browser was signed out and in
 // as someone else. Its outbox belonged to the session that ended: discarded, never sent as
 // the new account, and the page starts over as that account.
-function isOwnHello(frame) {
-  if (frame.user.id === state.me.id) return true;
+function startOverAsAnotherAccount() {
   forgetOutbox();
   location.reload();
-  return false;
 }
 
 // 4001: signed out (here, elsewhere, or everywhere) or the password changed. connection.js
@@ -75,7 +73,10 @@ function onSocketClose(event) {
 
 function onFrame(frame) {
   if (frame.type === ServerFrame.HELLO) {
-    if (!isOwnHello(frame)) return;
+    if (frame.user.id !== state.me.id) {
+      startOverAsAnotherAccount(); // Before dispatch, whose resendAll would send as them.
+      return;
+    }
     state.socket?.addEventListener("close", onSocketClose); // The socket that said hello.
   }
   dispatch(frame);

@@ -5,7 +5,8 @@
 // Each item is also kept in localStorage, one key per item under the account's prefix, so that
 // it survives a reload or a closed tab. restoreOutbox() reads them back at load, without
 // elements: rooms exist only once hello came, so resendAll() (after every hello) draws a
-// restored message as pending in its room, then re-sends. Other accounts' keys are never read.
+// restored message as pending in its room, then re-sends. Another account's keys are never
+// read: they are removed at load (one browser holds one session at a time).
 // Several tabs of one account may re-send the same item (the server answers a retry with the
 // original); whichever tab sees it confirmed removes its key, and the other tabs hear of it
 // through the storage event. A tab does not adopt items another tab queues: they are re-sent
