@@ -383,6 +383,46 @@ def test_a_mention_picked_by_keyboard_highlights_badges_and_survives_an_edit(
     no_problems(alice, bob)
 
 
+# ---- Resuming ---------------------------------------------------------------------------------
+
+RECONNECT_TIMEOUT_MS = 20_000
+
+
+def test_changes_missed_while_away_come_with_the_resume(app, people, gunicorn_server, make_user):
+    alice, bob = people
+    carol, _ = make_user("carol@example.com")
+    with chat_socket(app, gunicorn_server, carol) as chat:
+        edited = post(chat, "Edit me while Bob is away")
+        deleted = post(chat, "Delete me while Bob is away")
+        liked = post(chat, "React to me while Bob is away")
+    expect(message(bob, "React to me while Bob is away")).to_have_count(1)
+
+    # Bob's browser goes offline (the server restarts under him): he cannot reconnect.
+    bob.context.set_offline(True)
+    gunicorn_server.kill()
+    gunicorn_server.start()
+    alice.expect_connected(RECONNECT_TIMEOUT_MS)
+    with chat_socket(app, gunicorn_server, carol) as chat:
+        change(chat, {"type": "edit", "id": edited["id"], "text": "Edited while Bob was away"})
+        change(chat, {"type": "delete", "id": deleted["id"]})
+        change(chat, {"type": "react", "id": liked["id"], "emoji": "🎉"})
+    expect(reaction(alice, "React to me while Bob is away", "🎉")).to_have_text("🎉 1")  # Live.
+    expect(message(bob, "Edit me while Bob is away")).to_have_count(1)  # Bob: as he left it.
+
+    bob.context.set_offline(False)
+    bob.expect_connected(RECONNECT_TIMEOUT_MS)
+    expect(message(bob, "Edited while Bob was away").locator("time.edited")).to_have_count(1)
+    expect(bob.page.locator(f'.message[data-id="{deleted["id"]}"]')).to_have_class(
+        re.compile(r"\bdeleted\b")
+    )
+    expect(reaction(bob, "React to me while Bob is away", "🎉")).to_have_text("🎉 1")
+    # The resume left Bob where live changes start: the next one comes once.
+    with chat_socket(app, gunicorn_server, carol) as chat:
+        change(chat, {"type": "react", "id": liked["id"], "emoji": "👀"})
+    expect(reaction(bob, "React to me while Bob is away", "👀")).to_have_text("👀 1")
+    expect(message(bob, "React to me while Bob is away").locator(".reaction")).to_have_count(2)
+
+
 # ---- Accessibility ----------------------------------------------------------------------------
 
 
