@@ -3,11 +3,12 @@
 from datetime import UTC
 
 import pytest
-from sqlalchemy import func, select
+from flask_migrate import upgrade
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from extensions import db
-from models import Message, User, messages_before, save_message, save_messages
+from models import MIGRATIONS, Message, User, messages_before, save_message, save_messages
 
 pytestmark = pytest.mark.database  # See conftest.py: run on PostgreSQL too.
 
@@ -133,3 +134,26 @@ def test_a_batch_with_a_repeated_client_id_stores_nothing(app, make_user, genera
                            (alice, general, "again", "c1", "general", "alice")])  # fmt: skip
         db.session.rollback()
         assert db.session.scalar(select(func.count(Message.id))) == 1
+
+
+def test_the_messages_migration_keeps_existing_messages(app_config, make_app):
+    """Upgrading a database from before edits and reactions keeps its messages, unchanged."""
+    fresh = make_app(app_config)  # Without the ``app`` fixture: an empty database.
+    now = "CURRENT_TIMESTAMP"
+    rows = [
+        "INSERT INTO users (email, password_hash, created_at, token_version, session_version)"
+        f" VALUES ('old@example.com', 'x', {now}, 0, 0)",
+        f"INSERT INTO rooms (key, title, kind, created_at) VALUES ('general', 'g', 'public', {now})",
+        "INSERT INTO messages (room_id, user_id, text, created_at)"
+        f" SELECT r.id, u.id, 'from before', {now} FROM rooms r, users u",
+    ]
+    with fresh.app_context():
+        upgrade(directory=str(MIGRATIONS), revision="13125848e59d")  # The revision before.
+        with db.engine.begin() as connection:
+            for row in rows:
+                connection.execute(text(row))
+        upgrade(directory=str(MIGRATIONS))
+        (message,) = messages_before(db.session.scalar(select(Message.room_id)))
+    assert message["text"] == "from before"
+    assert (message["edited_at"], message["deleted"], message["reply_to"]) == (None, False, None)
+    assert (message["reactions"], message["mentions"]) == ([], {})
