@@ -139,13 +139,13 @@ def test_a_batch_with_a_repeated_client_id_stores_nothing(app, make_user, genera
 def test_the_messages_migration_keeps_existing_messages(app_config, make_app):
     """Upgrading a database from before edits and reactions keeps its messages, unchanged."""
     fresh = make_app(app_config)  # Without the ``app`` fixture: an empty database.
-    now = "CURRENT_TIMESTAMP"
     rows = [
         "INSERT INTO users (email, password_hash, created_at, token_version, session_version)"
-        f" VALUES ('old@example.com', 'x', {now}, 0, 0)",
-        f"INSERT INTO rooms (key, title, kind, created_at) VALUES ('general', 'g', 'public', {now})",
+        " VALUES ('old@example.com', 'x', CURRENT_TIMESTAMP, 0, 0)",
+        "INSERT INTO rooms (key, title, kind, created_at)"
+        " VALUES ('general', 'general', 'public', CURRENT_TIMESTAMP)",
         "INSERT INTO messages (room_id, user_id, text, created_at)"
-        f" SELECT r.id, u.id, 'from before', {now} FROM rooms r, users u",
+        " SELECT r.id, u.id, 'from before', CURRENT_TIMESTAMP FROM rooms r, users u",
     ]
     with fresh.app_context():
         upgrade(directory=str(MIGRATIONS), revision="13125848e59d")  # The revision before.
