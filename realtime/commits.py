@@ -24,6 +24,7 @@ from flask import Flask
 from flask_babel import force_locale
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from core import messages
 from extensions import db
 from models import MessageRow, save_message, save_messages
 from realtime import protocol, stats
@@ -63,7 +64,7 @@ class Post:
     ) -> None:
         # ``key`` None: the socket has no current room (it is refused as ``forbidden``).
         self.conn, self.key, self.text, self.client_id = conn, key, text, client_id
-        self.reply_to = reply_to  # Checked by the handler: a live message of the same room.
+        self.reply_to = reply_to  # A live message of the same room, as the committer checks.
         self.locale = locale  # The sender's language, for an error told from another thread.
         self.room_id: int | None = None
         self.result: tuple[StoredMessage, bool] | None = None  # (stored, created)
@@ -223,6 +224,10 @@ def _store_and_publish(hub: Hub, batch: list[Post], unpublished: Unpublished) ->
         if post.room_id is None:
             message = protocol.ERROR_MESSAGES["forbidden"]
             post.error = protocol.FrameError("forbidden", message, post.client_id)
+        elif post.reply_to is not None and (
+            error := _reply_refused(hub, post, post.room_id, post.reply_to)
+        ):
+            post.error = error
         else:
             accepted.append(post)
     try:
@@ -242,6 +247,19 @@ def _store_and_publish(hub: Hub, batch: list[Post], unpublished: Unpublished) ->
             if new:
                 unpublished.append((room_id, new))
     _publish(hub, unpublished)
+
+
+def _reply_refused(hub: Hub, post: Post, room_id: int, reply_to: int) -> protocol.FrameError | None:
+    """Why a reply cannot be posted (its parent is not a live message of its room), or None.
+
+    Here rather than in the handler: the handler runs on the epoll thread, which must not wait
+    on the database; under the lock, a parent cannot be deleted between the check and the post.
+    """
+    try:
+        messages.reply_target(reply_to, room_id, hub.room_ids(post.conn.user_id))
+    except messages.MessageError as error:
+        return protocol.FrameError(error.code, error.message, post.client_id)
+    return None
 
 
 def _publish(hub: Hub, unpublished: Unpublished) -> None:

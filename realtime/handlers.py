@@ -78,11 +78,6 @@ def _post(hub: Hub, conn: Connection, command: protocol.ChatMessage) -> None:
     if wait:
         message = protocol.ERROR_MESSAGES["rate_limited"]
         raise protocol.FrameError("rate_limited", message, command.client_id, wait)
-    if command.reply_to is not None:
-        room_id = _member_room(hub, conn, key, command.client_id) if key else None
-        if room_id is not None:  # Else the committer refuses the post as forbidden.
-            messages.reply_target(command.reply_to, room_id, hub.room_ids(conn.user_id))
-            db.session.remove()  # The committer reads the parent again, in its own session.
     current_app.logger.info(
         "message from user %s (%d chars)",
         conn.user_id,

@@ -25,11 +25,11 @@ def trio(make_user, ws_connect):
         user_id = make_user(f"{name}@example.com")[0]
         people[name] = ws_connect(user_id)
         people[name].id = user_id
-    for name, chat in people.items():  # Everyone has seen everyone arrive: presence is done.
-        others = [p.id for n, p in people.items() if n != name]
-        if name != "carol":
-            chat.await_presence(online=others)
-    return people["alice"], people["bob"], people["carol"]
+    alice, bob, carol = people.values()
+    # Each has seen those who came after: their hello showed those before.
+    alice.await_presence(online=[bob.id, carol.id])
+    bob.await_presence(online=[carol.id])
+    return alice, bob, carol
 
 
 def post(chat, text, **fields):
