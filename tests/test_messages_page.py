@@ -353,14 +353,14 @@ def test_a_mention_picked_by_keyboard_highlights_badges_and_survives_an_edit(
     box.press_sequentially("look at this")
     box.press("Enter")
 
-    bob_id = user_id(bob)
-    with app.app_context():
-        stored = db.session.scalars(select(Message.text).order_by(Message.id.desc())).first()
-    assert stored == f"Hi <@{bob_id}> look at this"
     # Bob was elsewhere: a mention badge beside the unread count, gone once he reads.
     general = bob.page.locator('.room-button[data-room="general"]')
     expect(general.locator(".mention-badge")).to_have_text("@1")
     expect(general).to_contain_text("1 unread mention")
+    bob_id = user_id(bob)
+    with app.app_context():  # Stored (Bob was told of it): as the server's mention syntax.
+        stored = db.session.scalars(select(Message.text).order_by(Message.id.desc())).first()
+    assert stored == f"Hi <@{bob_id}> look at this"
     general.click()
     expect(general.locator(".badge")).to_have_count(0)
     mentioned = message(bob, "look at this")
@@ -470,8 +470,14 @@ def test_everything_at_once_passes_axe(app, browser, gunicorn_server, make_user,
     reader.expect_connected()
     assert page.locator("html").get_attribute("lang") == locale[:2]
     me = user_id(reader)
+    page.locator("#room-name").fill("side")
+    page.locator("#create-room button").click()
+    expect(page.locator("#room-title")).to_have_text("#side")
+    page.locator('.room-button[data-room="general"]').click()
     writer, _ = make_user("writer@example.com")
     with chat_socket(app, gunicorn_server, writer) as chat:
+        chat.send({"type": "join_room", "room": "side"})
+        chat.send({"type": "message", "room": "side", "text": f"<@{me}> over here"})
         first = post(chat, "A message, then edited")
         change(chat, {"type": "edit", "id": first["id"], "text": "A message, edited"})
         gone = post(chat, "A message, then deleted")
@@ -499,6 +505,7 @@ def test_everything_at_once_passes_axe(app, browser, gunicorn_server, make_user,
     expect(page.get_by_role("listbox")).to_be_visible()
     expect(page.locator(".compose-context")).to_be_visible()
     expect(page.locator(".picker")).to_be_visible()
+    expect(page.locator(".mention-badge")).to_have_text("@1")  # In #side.
     assert serious_violations(page) == []
     # The delete confirmation too.
     page.keyboard.press("Escape")

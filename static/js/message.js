@@ -31,6 +31,7 @@ function metaLine(frame) {
   meta.append(author);
   if (frame.ts) meta.append(" ", timeElement(frame.ts));
   if (frame.edited_at && !frame.deleted) meta.append(" ", editedElement(frame.edited_at));
+  if (frame.mentions?.includes(state.me.id)) meta.append(" ", mentionMark());
   return meta;
 }
 
@@ -52,6 +53,14 @@ function editedElement(editedAt) {
   time.textContent = t("edited");
   time.title = t("edited_at", { time: formats.full.format(new Date(editedAt)) });
   return time;
+}
+
+// The highlight is not the only sign: the words say it too.
+function mentionMark() {
+  const mark = document.createElement("span");
+  mark.className = "mention-mark";
+  mark.textContent = t("mentions_you");
+  return mark;
 }
 
 function textBlock(frame) {
