@@ -39,7 +39,8 @@ function act(action, room, message, button) {
 }
 
 function toggleReaction(message, button) {
-  const type = button.getAttribute("aria-pressed") === "true" ? ClientFrame.UNREACT : ClientFrame.REACT;
+  const mine = button.getAttribute("aria-pressed") === "true";
+  const type = mine ? ClientFrame.UNREACT : ClientFrame.REACT;
   queueChange({ type, id: message.id, emoji: button.dataset.emoji });
 }
 
@@ -64,7 +65,8 @@ function deleteDialog() {
   const form = document.createElement("form");
   form.method = "dialog";
   form.className = "confirm-buttons";
-  form.append(dialogButton("cancel", t("cancel"), ""), dialogButton("delete", t("delete"), "danger"));
+  const cancel = dialogButton("cancel", t("cancel"), "");
+  form.append(cancel, dialogButton("delete", t("delete"), "danger"));
   dialog.append(question, form);
   dialog.addEventListener("close", onDeleteClosed);
   root.append(dialog);

@@ -130,7 +130,8 @@ function reactionButton(reaction) {
   button.append(emoji, " ", count);
   const who = reactedBy(reaction);
   button.title = who;
-  button.setAttribute("aria-label", t("reaction_label", { emoji: reaction.emoji, count: reaction.count, who }));
+  const label = t("reaction_label", { emoji: reaction.emoji, count: reaction.count, who });
+  button.setAttribute("aria-label", label);
   return button;
 }
 

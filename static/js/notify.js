@@ -15,7 +15,8 @@ const pageTitle = document.title;
 export function tellAboutMessage(room, frame) {
   if (document.hidden) countHiddenUnread();
   if (state.replaying) return; // Missed while disconnected: shown and counted, not announced as news.
-  const who = room.key === state.current && !mentionsMe(frame) ? frame.user : fromWhere(room, frame);
+  const here = room.key === state.current && !mentionsMe(frame);
+  const who = here ? frame.user : fromWhere(room, frame);
   announce(t("announce", { name: who, text: plainText(frame) }));
   if (document.hidden) notify(room, frame);
 }
@@ -23,8 +24,9 @@ export function tellAboutMessage(room, frame) {
 // Where a message was written, for a notification or an announcement made from another room.
 function fromWhere(room, frame) {
   const mention = mentionsMe(frame);
-  if (room.kind === "direct") return t(mention ? "mention_direct" : "from_direct", { name: frame.user });
-  return t(mention ? "mention_room" : "from_room", { name: frame.user, room: room.title });
+  const name = frame.user;
+  if (room.kind === "direct") return t(mention ? "mention_direct" : "from_direct", { name });
+  return t(mention ? "mention_room" : "from_room", { name, room: room.title });
 }
 
 function mentionsMe(frame) {

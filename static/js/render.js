@@ -81,8 +81,8 @@ function nextMessageAfter(room, id) {
   return null;
 }
 
-// A message of ours not confirmed yet, at the end of its room's list.
-// A reply shows its quote at once, if the parent is on the page.
+// A message of ours not confirmed yet, at the end of its room's list; a reply with its quote,
+// if the parent is on the page.
 export function appendPending(room, text, replyTo = null) {
   const element = messageElement({ user: state.me.name, text, ts: null }, true);
   const parent = replyTo === null ? undefined : room.messages?.get(replyTo);
@@ -129,7 +129,8 @@ export function replaceQuotes(room, quoted) {
 // How a reply shows a message (the server sends the same as reply_to and quoted).
 export function quoteOf(message) {
   const excerpt = Array.from(mentionsAsNames(message.text)).slice(0, EXCERPT_CHARS).join("");
-  return { id: message.id, user: message.user, user_id: message.user_id, excerpt, deleted: message.deleted };
+  const { id, user, user_id, deleted } = message;
+  return { id, user, user_id, excerpt, deleted };
 }
 
 export function showFailed(element, reason) {
@@ -173,8 +174,11 @@ function roomButton(room) {
 function badges(room) {
   const group = document.createElement("span");
   group.className = "badges";
-  if (room.mentions > 0) group.append(...badge("mention-badge", `@${room.mentions}`, tCount("mentions", room.mentions)));
-  if (room.unread > 0) group.append(...badge("", String(room.unread), tCount("unread", room.unread)));
+  const { mentions, unread } = room;
+  if (mentions > 0) {
+    group.append(...badge("mention-badge", `@${mentions}`, tCount("mentions", mentions)));
+  }
+  if (unread > 0) group.append(...badge("", String(unread), tCount("unread", unread)));
   return group;
 }
 
