@@ -53,9 +53,10 @@ export function replyingTo() {
   return isComposing() && composing.kind === "reply" ? composing.id : null;
 }
 
-// A message being edited was deleted meanwhile (here or in another tab).
+// The message being edited or replied to was deleted meanwhile (here or in another tab): a
+// reply's draft stays, to send as a message of its own.
 export function onMessageGone(id) {
-  if (composing?.id === id && composing.kind === "edit") endComposing();
+  if (composing?.id === id) endComposing();
 }
 
 function showBar(text, cancelLabel) {
