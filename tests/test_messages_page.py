@@ -59,6 +59,11 @@ def composer(person):
     return person.page.get_by_role("textbox", name="Message")
 
 
+def confirmed(person):
+    """Wait until every message this page sent is confirmed (pending ones have no id yet)."""
+    expect(person.page.locator(f"{VISIBLE_LIST} .message.pending")).to_have_count(0)
+
+
 def user_id(person):
     return int(person.page.locator("#chat").get_attribute("data-user-id"))
 
@@ -124,6 +129,7 @@ def test_up_edits_my_last_message_by_keyboard_and_escape_cancels(people):
     alice.say("Frist post")
     alice.say("Second post")
     expect(message(bob, "Second post")).to_have_count(1)
+    confirmed(alice)
     box = composer(alice)
     box.press("ArrowUp")  # Empty composer: my last message here, in the box.
     expect(box).to_have_value("Second post")
@@ -371,6 +377,7 @@ def test_a_mention_picked_by_keyboard_highlights_badges_and_survives_an_edit(
     expect(message(alice, "look at this")).not_to_have_class(re.compile(r"\bmentions-me\b"))
 
     # Editing shows "@bob", and sends "<@id>" again.
+    confirmed(alice)
     box.press("ArrowUp")
     expect(box).to_have_value("Hi @bob look at this")
     box.press("End")
