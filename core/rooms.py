@@ -189,7 +189,7 @@ def summaries(user_id: int) -> list[RoomSummary]:
     ).all()
     room_ids = [room.id for room, _ in rows]
     unread = _unread_counts(user_id)
-    mentions = _mention_counts(user_id)
+    mentions = _unread_counts(user_id, mentioning=True)
     last_ids = dict(
         db.session.execute(
             select(Message.room_id, func.max(Message.id))
@@ -218,37 +218,24 @@ def summary(room: Room, user_id: int) -> RoomSummary:
     return next(item for item in summaries(user_id) if item["id"] == room.id)
 
 
-def _unread_counts(user_id: int) -> dict[int, int]:
-    """Messages by others after the user's read marker, per room."""
+def _unread_counts(user_id: int, mentioning: bool = False) -> dict[int, int]:
+    """Messages by others after the user's read marker, per room; with ``mentioning``, only
+    those that mention the user (a deleted message has lost its mentions)."""
     newer = and_(
         Message.room_id == Membership.room_id,
         Message.id > Membership.last_read_id,
         Message.user_id != user_id,
     )
-    rows = db.session.execute(
+    query = (
         select(Membership.room_id, func.count(Message.id))
         .join(Message, newer)
         .where(Membership.user_id == user_id)
         .group_by(Membership.room_id)
     )
-    return dict(rows.all())
-
-
-def _mention_counts(user_id: int) -> dict[int, int]:
-    """Unread messages by others that mention the user, per room (deleted ones drop theirs)."""
-    newer = and_(
-        Message.room_id == Membership.room_id,
-        Message.id > Membership.last_read_id,
-        Message.user_id != user_id,
-    )
-    rows = db.session.execute(
-        select(Membership.room_id, func.count(Message.id))
-        .join(Message, newer)
-        .join(Mention, and_(Mention.message_id == Message.id, Mention.user_id == user_id))
-        .where(Membership.user_id == user_id)
-        .group_by(Membership.room_id)
-    )
-    return dict(rows.all())
+    if mentioning:
+        mine = and_(Mention.message_id == Message.id, Mention.user_id == user_id)
+        query = query.join(Mention, mine)
+    return dict(db.session.execute(query).all())
 
 
 def members(room_id: int, limit: int) -> list[tuple[int, str]]:
