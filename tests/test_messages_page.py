@@ -514,12 +514,13 @@ def test_everything_at_once_passes_axe(app, browser, gunicorn_server, make_user,
     expect(page.locator(".picker")).to_be_visible()
     expect(page.locator(".mention-badge")).to_have_text("@1")  # In #side.
     assert serious_violations(page) == []
+    reader.screenshot(f"messages-{theme}-{locale}")
     # The delete confirmation too.
     page.keyboard.press("Escape")
     mine.hover()
     mine.locator("[data-action=delete]").click()
     expect(page.locator("dialog.confirm")).to_be_visible()
     assert serious_violations(page) == []
-    reader.screenshot(f"messages-{theme}-{locale}")
+    reader.screenshot(f"messages-delete-{theme}-{locale}")
     assert reader.problems == []
     context.close()
