@@ -430,6 +430,32 @@ def test_changes_missed_while_away_come_with_the_resume(app, people, gunicorn_se
     expect(message(bob, "React to me while Bob is away").locator(".reaction")).to_have_count(2)
 
 
+def test_messages_missed_in_another_room_are_counted_once_after_the_resume(
+    app, people, gunicorn_server, make_user
+):
+    alice, bob = people
+    carol, _ = make_user("carol@example.com")
+    bob.page.get_by_label("New room").fill("elsewhere")
+    bob.page.get_by_role("button", name="Create").click()
+    expect(bob.page.locator("#room-title")).to_have_text("#elsewhere")  # Bob reads another room.
+
+    bob.context.set_offline(True)
+    gunicorn_server.kill()
+    gunicorn_server.start()
+    alice.expect_connected(RECONNECT_TIMEOUT_MS)
+    with chat_socket(app, gunicorn_server, carol) as chat:
+        for n in range(3):
+            post(chat, f"While Bob is elsewhere {n}")
+    bob.context.set_offline(False)
+    bob.expect_connected(RECONNECT_TIMEOUT_MS)
+    # The hello counted the three; the replay of the same three must not count them again.
+    general = bob.page.locator(".room-button").filter(has_text="#general")
+    expect(general).to_contain_text("3 unread messages")
+    with chat_socket(app, gunicorn_server, carol) as chat:
+        post(chat, "A fourth, live")
+    expect(general).to_contain_text("4 unread messages")
+
+
 # ---- Accessibility ----------------------------------------------------------------------------
 
 

@@ -137,10 +137,12 @@ function onChatMessage(frame) {
   renderRoomLists();
 }
 
-// A replayed message is already in the mention count the room frame gave.
+// A replayed message is already in the unread and mention counts the room frame gave: the
+// server counted them when it greeted the socket, before it replayed them.
 function countUnread(room, frame) {
+  if (state.replaying) return;
   room.unread += 1;
-  if (!state.replaying && frame.mentions?.includes(state.me.id)) room.mentions += 1;
+  if (frame.mentions?.includes(state.me.id)) room.mentions += 1;
 }
 
 function onHistory(frame) {
