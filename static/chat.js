@@ -5,6 +5,10 @@
 //   render                drawing from state (user text only ever as textContent)
 //   connection            the socket: backoff, fresh token, resume, sendFrame
 //   outbox, rooms         unconfirmed messages and changes; room records, moving between rooms
+//   people, changes       names by user id; the last change seen (for the resume)
+//   message, markup       one message as an element; its formatting, copied node by node
+//   compose, picker,      replying or editing in the composer; the reaction picker; @ completion
+//   mentions, actions     and what the user does to a message
 //   notify                title count, screen reader announcements, notifications
 //   dispatch, input       frames from the server; what the user does
 
