@@ -1,0 +1,229 @@
+"""Full-text search of the messages a user may read: FTS5 on SQLite, a tsvector on PostgreSQL.
+
+One interface (``search``) over two indexes that the migration ``7c1d2e3f4a5b`` creates: on
+SQLite an FTS5 table kept by triggers, on PostgreSQL a generated ``tsvector`` column with a GIN
+index. Both ignore case and accents (``ete`` finds ``été``) and stem nothing, so French and
+English are treated alike. A query holds words, ``"phrases in quotes"``, prefixes (``deploy*``)
+and the filters ``from:NAME`` and ``in:ROOM``; every part must match. Only messages of rooms the
+user is in, and never deleted ones (their text is gone, and with it their index entries).
+"""
+
+import html
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import bindparam, or_, select, text
+from sqlalchemy.sql.elements import TextClause
+
+from core.formatting import excerpt
+from core.rooms import direct_partners, room_key
+from extensions import db
+from models import DIRECT, Membership, Message, MessageData, Room, User, describe
+
+MAX_QUERY_CHARS = 200
+MAX_TERMS = 10  # Words, prefixes and phrases in one query; more is refused.
+MIN_PREFIX_CHARS = 2  # "a*" would match half the index.
+SNIPPET_WORDS = 24  # Around the first match.
+
+# A part of a query: an optional filter name, then a quoted phrase or a run of non-spaces.
+_PART = re.compile(r'(?:(from|in):)?(?:"([^"]*)"?|(\S+))', re.IGNORECASE)
+_WORD = re.compile(r"\w+")
+
+
+class SearchError(Exception):
+    """A query that cannot be run; ``code`` becomes the JSON error's code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Term:
+    """Words that must appear in order (one word, or a phrase); ``prefix``: the last may go on."""
+
+    words: tuple[str, ...]
+    prefix: bool = False
+
+
+@dataclass
+class Query:
+    """A parsed query: terms to match, and the names of authors and rooms to keep."""
+
+    terms: list[Term] = field(default_factory=list)
+    authors: list[str] = field(default_factory=list)
+    rooms: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A message found, as it is now, and its snippet: escaped text with ``<mark>`` around the
+    words that matched, safe to show as HTML."""
+
+    message: MessageData
+    snippet: str
+
+
+def fold(text: str) -> str:
+    """``text`` without accents and case, as both indexes see it."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def parse(query: str) -> Query:
+    """The parts of ``query``; ``SearchError`` for one that cannot be searched."""
+    if len(query) > MAX_QUERY_CHARS:
+        raise SearchError("bad_request", f"A search is at most {MAX_QUERY_CHARS} characters.")
+    parsed = Query()
+    for match in _PART.finditer(query):
+        name, phrase, bare = match.group(1), match.group(2), match.group(3)
+        value = phrase if phrase is not None else bare or ""
+        if name:
+            target = parsed.authors if name.lower() == "from" else parsed.rooms
+            if value.strip():
+                target.append(value.strip().lstrip("@#"))
+            continue
+        prefix = phrase is None and value.endswith("*")
+        words = tuple(_WORD.findall(fold(value)))
+        if not words:
+            continue
+        if prefix and len(words[-1]) < MIN_PREFIX_CHARS:
+            raise SearchError("bad_request", "A prefix needs at least two letters before '*'.")
+        parsed.terms.append(Term(words, prefix))
+    if len(parsed.terms) > MAX_TERMS:
+        raise SearchError("bad_request", f"A search has at most {MAX_TERMS} words or phrases.")
+    if not (parsed.terms or parsed.authors or parsed.rooms):
+        raise SearchError("bad_request", "Search for at least one word.")
+    return parsed
+
+
+def search(
+    user_id: int, query: str, room_id: int | None = None, before: int | None = None, limit: int = 20
+) -> tuple[list[Hit], bool]:
+    """The newest messages matching ``query`` that ``user_id`` may read (in ``room_id`` only,
+    if given; older than id ``before``, to page), newest first; and whether there are more."""
+    parsed = parse(query)
+    rooms = _rooms(user_id, parsed.rooms, room_id)
+    authors = _authors(parsed.authors) if parsed.authors else None
+    if not rooms or authors == []:
+        return [], False
+    ids = _matching_ids(parsed.terms, rooms, authors, before, limit + 1)
+    found = db.session.scalars(select(Message).where(Message.id.in_(ids[:limit]))).all()
+    by_id = {message.id: message for message in describe(list(found))}
+    hits = [Hit(by_id[i], snippet(by_id[i], parsed.terms)) for i in ids[:limit] if i in by_id]
+    return hits, len(ids) > limit
+
+
+def _rooms(user_id: int, names: Sequence[str], room_id: int | None) -> list[int]:
+    """The ids of the user's rooms to search: all, or those named (``in:``), or ``room_id``."""
+    mine = select(Membership.room_id).where(Membership.user_id == user_id)
+    ids = set(db.session.scalars(mine))
+    if room_id is not None:
+        ids &= {room_id}
+    if names:
+        keys = {room_key(name) for name in names}
+        folded = {fold(name) for name in names}
+        rows = db.session.execute(select(Room.id, Room.key, Room.kind).where(Room.id.in_(ids)))
+        partners = direct_partners(user_id)
+        ids = {
+            rid
+            for rid, key, kind in rows
+            if key in keys or (kind == DIRECT and fold(partners.get(rid, "")) in folded)
+        }
+    return sorted(ids)
+
+
+def _authors(names: Sequence[str]) -> list[int]:
+    """The ids of the users known by any of ``names`` (display name, or email before "@")."""
+    conditions = []
+    for name in names:
+        conditions.append(User.display_name.ilike(name, escape="\\"))
+        local = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conditions.append(User.display_name.is_(None) & User.email.ilike(f"{local}@%", escape="\\"))
+    return list(db.session.scalars(select(User.id).where(or_(*conditions))))
+
+
+def _matching_ids(
+    terms: Sequence[Term], rooms: list[int], authors: list[int] | None, before: int | None, limit: int
+) -> list[int]:
+    """Ids of live messages of ``rooms`` (by ``authors``, older than ``before``) matching every
+    term, newest first, at most ``limit``."""
+    params: dict[str, object] = {"rooms": rooms, "limit": limit}
+    where = ["m.deleted_at IS NULL", "m.room_id IN :rooms"]
+    if authors is not None:
+        where.append("m.user_id IN :authors")
+        params["authors"] = authors
+    if before is not None:
+        where.append("m.id < :before")
+        params["before"] = before
+    if not terms:
+        sql = f"SELECT m.id FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id DESC"
+    elif db.engine.dialect.name == "sqlite":
+        # FTS5 walks its index newest first and stops at the limit: no sort of every match.
+        params["match"] = _fts5_match(terms)
+        where.append("messages_search MATCH :match")
+        sql = (
+            "SELECT s.rowid FROM messages_search s JOIN messages m ON m.id = s.rowid"
+            f" WHERE {' AND '.join(where)} ORDER BY s.rowid DESC"
+        )
+    else:
+        tsquery = " && ".join(_tsquery(term, n, params) for n, term in enumerate(terms))
+        where.append(f"m.search @@ ({tsquery})")
+        sql = f"SELECT m.id FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id DESC"
+    statement: TextClause = text(f"{sql} LIMIT :limit").bindparams(
+        bindparam("rooms", expanding=True),
+        *([bindparam("authors", expanding=True)] if authors is not None else []),
+    )
+    return list(db.session.scalars(statement, params))
+
+
+def _fts5_match(terms: Sequence[Term]) -> str:
+    """An FTS5 query: each term a quoted string (words are ``\\w+``: no quote to escape)."""
+    return " AND ".join(f'"{" ".join(term.words)}"' + ("*" if term.prefix else "") for term in terms)
+
+
+def _tsquery(term: Term, n: int, params: dict[str, object]) -> str:
+    """A tsquery for ``term``, its words bound as parameters (never spliced into SQL)."""
+    params[f"t{n}"] = " ".join(term.words)
+    if term.prefix:
+        # to_tsquery's syntax, so only the last word's prefix: the words are \w+, quoted.
+        params[f"t{n}"] = " <-> ".join(f"'{word}'" for word in term.words) + ":*"
+        return f"to_tsquery('simple', chat_unaccent(:t{n}))"
+    return f"phraseto_tsquery('simple', chat_unaccent(:t{n}))"
+
+
+def snippet(message: MessageData, terms: Sequence[Term]) -> str:
+    """The message's text around its first match, escaped, the matching words in ``<mark>``."""
+    line = excerpt(message["text"], message["mentions"], limit=10_000)
+    words = list(_WORD.finditer(line))
+    marked = [_matches(fold(word.group()), terms) for word in words]
+    first = next((n for n, hit in enumerate(marked) if hit), 0)
+    start = max(0, first - SNIPPET_WORDS // 3)
+    end = min(len(words), start + SNIPPET_WORDS)
+    if not words:
+        return html.escape(line[:200])
+    begin = words[start].start() if start else 0
+    finish = words[end - 1].end() if end < len(words) else len(line)
+    pieces = ["…" if begin else ""]
+    cursor = begin
+    for word, hit in zip(words[start:end], marked[start:end], strict=True):
+        if hit:
+            pieces.append(html.escape(line[cursor : word.start()]))
+            pieces.append(f"<mark>{html.escape(word.group())}</mark>")
+            cursor = word.end()
+    pieces.append(html.escape(line[cursor:finish]))
+    pieces.append("…" if finish < len(line) else "")
+    return "".join(pieces)
+
+
+def _matches(word: str, terms: Sequence[Term]) -> bool:
+    """Whether a folded word of a message is one that a term asks for."""
+    for term in terms:
+        if word in term.words[:-1] or word == term.words[-1]:
+            return True
+        if term.prefix and word.startswith(term.words[-1]):
+            return True
+    return False
