@@ -12,6 +12,7 @@ from flask.cli import with_appcontext
 from flask_login import UserMixin
 from flask_migrate import upgrade
 from sqlalchemy import (
+    DDL,
     DateTime,
     ForeignKey,
     Index,
@@ -270,6 +271,53 @@ class MessageChange(Model):
     kind: Mapped[str] = mapped_column(String(16))  # EDIT, DELETE, REACT or UNREACT
     client_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# The full-text index of messages (``core/search.py``), which the database keeps for itself:
+# not a model, so ``flask db check`` leaves it out (``migrations/env.py``). Created with the
+# table by ``create_all`` (tests) and by the migration 7c1d2e3f4a5b (every deployment).
+# SQLite: FTS5 over the text, kept by triggers in each write's transaction; unicode61 with
+# remove_diacritics 2 ignores case and accents and stems nothing.
+SEARCH_DDL_SQLITE = [
+    "CREATE VIRTUAL TABLE messages_search USING fts5("
+    "text, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2')",
+    "CREATE TRIGGER messages_search_insert AFTER INSERT ON messages BEGIN"
+    " INSERT INTO messages_search(rowid, text) VALUES (new.id, new.text); END",
+    "CREATE TRIGGER messages_search_delete AFTER DELETE ON messages BEGIN"
+    " INSERT INTO messages_search(messages_search, rowid, text)"
+    " VALUES ('delete', old.id, old.text); END",
+    "CREATE TRIGGER messages_search_update AFTER UPDATE OF text ON messages BEGIN"
+    " INSERT INTO messages_search(messages_search, rowid, text)"
+    " VALUES ('delete', old.id, old.text);"
+    " INSERT INTO messages_search(rowid, text) VALUES (new.id, new.text); END",
+]
+# PostgreSQL: a generated tsvector (the 'simple' configuration: no English stemming of French)
+# with a GIN index. unaccent is a trusted extension (PostgreSQL 13+, the database's owner may
+# create it); its function is only STABLE, so a generated column needs it wrapped as IMMUTABLE,
+# with the extension's schema spelled out, as PostgreSQL's documentation suggests. (DDL() reads
+# "%" as its own placeholders: "%%" is one "%".)
+SEARCH_DDL_POSTGRES = [
+    """DO $$
+DECLARE home text;
+BEGIN
+  CREATE EXTENSION IF NOT EXISTS unaccent;
+  SELECT quote_ident(n.nspname) INTO home FROM pg_extension e
+    JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'unaccent';
+  EXECUTE format(
+    'CREATE OR REPLACE FUNCTION chat_unaccent(text) RETURNS text'
+    ' LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT RETURN %%s.unaccent(%%L::regdictionary, $1)',
+    home, home || '.unaccent');
+END $$""",
+    "ALTER TABLE messages ADD COLUMN search tsvector"
+    " GENERATED ALWAYS AS (to_tsvector('simple', chat_unaccent(text))) STORED",
+    "CREATE INDEX ix_messages_search ON messages USING gin (search)",
+]
+for _statement in SEARCH_DDL_SQLITE:
+    event.listen(Message.__table__, "after_create", DDL(_statement).execute_if(dialect="sqlite"))
+for _statement in SEARCH_DDL_POSTGRES:
+    event.listen(
+        Message.__table__, "after_create", DDL(_statement).execute_if(dialect="postgresql")
+    )
 
 
 def save_message(

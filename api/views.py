@@ -1,4 +1,4 @@
-"""The JSON API: tokens for the WebSocket."""
+"""The JSON API: tokens for the WebSocket, and search."""
 
 from collections.abc import Mapping
 
@@ -6,8 +6,10 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask_login import current_user
 
 from accounts.forms import MAX_EMAIL_CHARS, MAX_PASSWORD_CHARS
-from accounts.tokens import issue_token
+from accounts.tokens import TokenError, issue_token, verify_token
 from accounts.views import authenticate, limit_logins
+from core import rooms, search
+from core.formatting import message_object
 from core.text import is_unicode
 from extensions import csrf
 from models import User
@@ -59,6 +61,50 @@ def refresh_token() -> Response | tuple[Response, int]:
     if not current_user.is_authenticated:
         return json_error(401, "unauthenticated", "Log in first.")
     return _token_response(current_user)
+
+
+MAX_ID = 2**53  # As on the socket: larger ids would lose precision in JavaScript.
+
+
+def _api_user() -> User | None:
+    """Who asks: the page's session, or a socket token as ``Authorization: Bearer`` (scripts)."""
+    if current_user.is_authenticated:
+        return current_user
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    try:
+        return verify_token(token.strip())
+    except TokenError:
+        return None
+
+
+@bp.get("/search")
+def search_messages() -> Response | tuple[Response, int]:
+    """``?q=…&room=…&before=…``: messages the user may read that match, newest first."""
+    user = _api_user()
+    if user is None:
+        return json_error(401, "unauthenticated", "Log in, or send a token as Bearer.")
+    before = request.args.get("before")
+    if before is not None and not (before.isdecimal() and 0 < int(before) <= MAX_ID):
+        return json_error(400, "bad_request", "'before' must be a message id.")
+    room_id = None
+    if (key := request.args.get("room")) is not None:
+        room = rooms.find_room(rooms.room_key(key))
+        if room is None or not rooms.is_member(room.id, user.id):
+            # The same answer whether it exists or not: nothing leaks.
+            return json_error(403, "forbidden", "You are not in this room.")
+        room_id = room.id
+    try:
+        hits, has_more = search.search(
+            user.id, request.args.get("q", ""), room_id, int(before) if before else None
+        )
+    except search.SearchError as error:
+        return json_error(400, error.code, error.message)
+    results = [{"message": message_object(hit.message), "snippet": hit.snippet} for hit in hits]
+    response = jsonify(results=results, has_more=has_more)
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def init_app(app: Flask) -> None:

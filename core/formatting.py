@@ -13,6 +13,7 @@ import functools
 import html
 import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import nh3
@@ -94,6 +95,34 @@ def _render_mention(
     if name is None:
         return html.escape(token.content, quote=False)
     return f'<span class="mention" data-user-id="{user_id}">@{html.escape(name)}</span>'
+
+
+def format_ts(moment: datetime) -> str:
+    """ISO-8601 UTC with milliseconds and a ``Z``."""
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def message_object(message: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored message as it is now (``models.describe``), as every client reads it: in the
+    socket's frames (``realtime.protocol.message_frame``) and in the JSON API."""
+    edited_at = message["edited_at"]
+    mentions = message["mentions"]
+    return {
+        "type": "message",
+        "id": message["id"],
+        "room": message["room"],
+        "user": message["user"],
+        "user_id": message["user_id"],
+        "text": message["text"],
+        "html": render(message["text"], mentions) if message["text"] else None,
+        "ts": format_ts(message["created_at"]),
+        "client_id": message["client_id"],
+        "edited_at": format_ts(edited_at) if edited_at is not None else None,
+        "deleted": message["deleted"],
+        "reply_to": message["reply_to"],
+        "reactions": message["reactions"],
+        "mentions": list(mentions),
+    }
 
 
 def mentioned_ids(text: str) -> list[int]:

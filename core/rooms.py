@@ -197,7 +197,7 @@ def summaries(user_id: int) -> list[RoomSummary]:
             .group_by(Message.room_id)
         ).all()
     )
-    partners = _direct_partners(user_id)
+    partners = direct_partners(user_id)
     return [
         {
             "id": room.id,
@@ -250,7 +250,7 @@ def members(room_id: int, limit: int) -> list[tuple[int, str]]:
     return people[:limit]
 
 
-def _direct_partners(user_id: int) -> dict[int, str]:
+def direct_partners(user_id: int) -> dict[int, str]:
     """For each of the user's direct rooms, the other person's display name."""
     mine = select(Membership.room_id).where(Membership.user_id == user_id)
     rows = db.session.execute(

@@ -13,9 +13,10 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import bindparam, or_, select, text
-from sqlalchemy.sql.elements import TextClause
+from sqlalchemy import column, func, literal_column, or_, select, table
+from sqlalchemy.sql.elements import ColumnElement
 
 from core.formatting import excerpt
 from core.rooms import direct_partners, room_key
@@ -112,7 +113,7 @@ def search(
         return [], False
     ids = _matching_ids(parsed.terms, rooms, authors, before, limit + 1)
     found = db.session.scalars(select(Message).where(Message.id.in_(ids[:limit]))).all()
-    by_id = {message.id: message for message in describe(list(found))}
+    by_id = {message["id"]: message for message in describe(list(found))}
     hits = [Hit(by_id[i], snippet(by_id[i], parsed.terms)) for i in ids[:limit] if i in by_id]
     return hits, len(ids) > limit
 
@@ -138,7 +139,7 @@ def _rooms(user_id: int, names: Sequence[str], room_id: int | None) -> list[int]
 
 def _authors(names: Sequence[str]) -> list[int]:
     """The ids of the users known by any of ``names`` (display name, or email before "@")."""
-    conditions = []
+    conditions: list[ColumnElement[bool]] = []
     for name in names:
         conditions.append(User.display_name.ilike(name, escape="\\"))
         local = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -147,52 +148,64 @@ def _authors(names: Sequence[str]) -> list[int]:
 
 
 def _matching_ids(
-    terms: Sequence[Term], rooms: list[int], authors: list[int] | None, before: int | None, limit: int
+    terms: Sequence[Term],
+    rooms: list[int],
+    authors: list[int] | None,
+    before: int | None,
+    limit: int,
 ) -> list[int]:
     """Ids of live messages of ``rooms`` (by ``authors``, older than ``before``) matching every
     term, newest first, at most ``limit``."""
-    params: dict[str, object] = {"rooms": rooms, "limit": limit}
-    where = ["m.deleted_at IS NULL", "m.room_id IN :rooms"]
+    conditions: list[ColumnElement[bool]] = [
+        Message.deleted_at.is_(None),
+        Message.room_id.in_(rooms),
+    ]
     if authors is not None:
-        where.append("m.user_id IN :authors")
-        params["authors"] = authors
+        conditions.append(Message.user_id.in_(authors))
     if before is not None:
-        where.append("m.id < :before")
-        params["before"] = before
+        conditions.append(Message.id < before)
     if not terms:
-        sql = f"SELECT m.id FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id DESC"
+        query = select(Message.id).where(*conditions).order_by(Message.id.desc())
     elif db.engine.dialect.name == "sqlite":
         # FTS5 walks its index newest first and stops at the limit: no sort of every match.
-        params["match"] = _fts5_match(terms)
-        where.append("messages_search MATCH :match")
-        sql = (
-            "SELECT s.rowid FROM messages_search s JOIN messages m ON m.id = s.rowid"
-            f" WHERE {' AND '.join(where)} ORDER BY s.rowid DESC"
+        match = literal_column(FTS_TABLE.name).op("MATCH")(_fts5_match(terms))
+        query = (
+            select(FTS_TABLE.c.rowid)
+            .join(Message, Message.id == FTS_TABLE.c.rowid)
+            .where(match, *conditions)
+            .order_by(FTS_TABLE.c.rowid.desc())
         )
     else:
-        tsquery = " && ".join(_tsquery(term, n, params) for n, term in enumerate(terms))
-        where.append(f"m.search @@ ({tsquery})")
-        sql = f"SELECT m.id FROM messages m WHERE {' AND '.join(where)} ORDER BY m.id DESC"
-    statement: TextClause = text(f"{sql} LIMIT :limit").bindparams(
-        bindparam("rooms", expanding=True),
-        *([bindparam("authors", expanding=True)] if authors is not None else []),
-    )
-    return list(db.session.scalars(statement, params))
+        found = literal_column("messages.search").op("@@")(_tsquery(terms))
+        query = select(Message.id).where(found, *conditions).order_by(Message.id.desc())
+    return list(db.session.scalars(query.limit(limit)))
+
+
+# The FTS5 table of the SQLite index (not a model: see the migration).
+FTS_TABLE = table("messages_search", column("rowid"))
 
 
 def _fts5_match(terms: Sequence[Term]) -> str:
     """An FTS5 query: each term a quoted string (words are ``\\w+``: no quote to escape)."""
-    return " AND ".join(f'"{" ".join(term.words)}"' + ("*" if term.prefix else "") for term in terms)
+    return " AND ".join(f'"{" ".join(t.words)}"' + ("*" if t.prefix else "") for t in terms)
 
 
-def _tsquery(term: Term, n: int, params: dict[str, object]) -> str:
-    """A tsquery for ``term``, its words bound as parameters (never spliced into SQL)."""
-    params[f"t{n}"] = " ".join(term.words)
-    if term.prefix:
-        # to_tsquery's syntax, so only the last word's prefix: the words are \w+, quoted.
-        params[f"t{n}"] = " <-> ".join(f"'{word}'" for word in term.words) + ":*"
-        return f"to_tsquery('simple', chat_unaccent(:t{n}))"
-    return f"phraseto_tsquery('simple', chat_unaccent(:t{n}))"
+def _tsquery(terms: Sequence[Term]) -> ColumnElement[Any]:
+    """One tsquery for every term: a phrase each, the last word of a prefix term a prefix."""
+    queries: list[ColumnElement[Any]] = []
+    for term in terms:
+        if term.prefix:
+            # to_tsquery's syntax: each word quoted (they are \\w+), the last one a prefix.
+            words = " <-> ".join(f"'{word}'" for word in term.words) + ":*"
+            queries.append(func.to_tsquery("simple", func.chat_unaccent(words)))
+        else:
+            queries.append(
+                func.phraseto_tsquery("simple", func.chat_unaccent(" ".join(term.words)))
+            )
+    combined = queries[0]
+    for query in queries[1:]:
+        combined = combined.op("&&")(query)
+    return combined
 
 
 def snippet(message: MessageData, terms: Sequence[Term]) -> str:

@@ -9,7 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from core import messages, rooms
 from core.throttle import message_wait
 from extensions import db
-from models import GENERAL, Room, describe, messages_before, quote
+from models import GENERAL, Room, describe, messages_after, messages_before, quote
 from realtime import commits, protocol
 from realtime.backplane import BackplaneError
 from realtime.hub import Hub
@@ -214,10 +214,25 @@ def _members(hub: Hub, conn: Connection, command: protocol.Members) -> None:
 
 
 def _history(hub: Hub, conn: Connection, command: protocol.History) -> None:
-    """A page of older messages, for a member of the room only."""
+    """A page of messages, for a member of the room only: older ones, newer ones, or a window
+    around one message (which replaces what the client shows of the room)."""
     room_id = _member_room(hub, conn, command.room, command.client_id)
-    messages, has_more = page(room_id, command.before, command.limit)
-    _send(hub, conn, protocol.history_frame(command.room, messages, has_more))
+    limit = command.limit
+    if command.around is not None:
+        older, has_more = page(room_id, command.around + 1, (limit + 1) // 2)  # It, and before.
+        newer = messages_after(room_id, command.around, limit - len(older) + 1)
+        window = [*older, *newer[: limit - len(older)]]
+        has_newer = len(newer) > limit - len(older)
+        frame = protocol.history_frame(command.room, window, has_more, True, has_newer)
+    elif command.after is not None:
+        newer = messages_after(room_id, command.after, limit + 1)
+        frame = protocol.history_frame(
+            command.room, newer[:limit], False, False, len(newer) > limit
+        )
+    else:
+        messages, has_more = page(room_id, command.before, limit)
+        frame = protocol.history_frame(command.room, messages, has_more)
+    _send(hub, conn, frame)
 
 
 def _typing(hub: Hub, conn: Connection, command: protocol.Typing) -> None:

@@ -7,8 +7,7 @@ import json
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal, NoReturn, NotRequired, TypeAlias, TypedDict, overload
+from typing import Any, Literal, NoReturn, NotRequired, TypeAlias, TypedDict, cast, overload
 
 from flask_babel import LazyString
 from flask_babel import lazy_gettext as _l
@@ -143,12 +142,15 @@ class OpenDirect:
 
 @dataclass(frozen=True)
 class History:
-    """A page of a room's messages older than ``before`` (the latest page if None)."""
+    """A page of a room's messages: older than ``before``, newer than ``after``, around message
+    ``around`` (a search result in its context), or the latest if none is given."""
 
     room: str
     before: int | None = None
     limit: int = DEFAULT_PAGE
     client_id: str | None = None
+    after: int | None = None
+    around: int | None = None
 
 
 @dataclass(frozen=True)
@@ -305,8 +307,12 @@ def _parse_create_room(fields: _Fields, _max_chars: int) -> CreateRoom:
 
 def _parse_history(fields: _Fields, _max_chars: int) -> History:
     before = fields.integer("before", required=False)
+    after = fields.integer("after", required=False, low=0)
+    around = fields.integer("around", required=False)
+    if sum(value is not None for value in (before, after, around)) > 1:
+        fields.fail(_l("Give at most one of 'before', 'after' and 'around'."))
     limit = fields.integer("limit", required=False, high=MAX_PAGE) or DEFAULT_PAGE
-    return History(fields.room(), before, limit, fields.client_id)
+    return History(fields.room(), before, limit, fields.client_id, after, around)
 
 
 def _parse_read(fields: _Fields, _max_chars: int) -> Read:
@@ -521,6 +527,7 @@ class HistoryFrame(TypedDict):
     room: str
     messages: list[MessageFrame]
     has_more: bool
+    has_newer: bool
     reset: bool
 
 
@@ -558,31 +565,12 @@ def encode(frame: Mapping[str, object]) -> str:
     return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
-def format_ts(moment: datetime) -> str:
-    """ISO-8601 UTC with milliseconds and a ``Z``."""
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+format_ts = formatting.format_ts
 
 
 def message_frame(message: StoredMessage) -> MessageFrame:
     """The ``message`` frame for a stored message as it is now (see ``models.describe``)."""
-    edited_at = message["edited_at"]
-    mentions = message["mentions"]
-    return {
-        "type": "message",
-        "id": message["id"],
-        "room": message["room"],
-        "user": message["user"],
-        "user_id": message["user_id"],
-        "text": message["text"],
-        "html": formatting.render(message["text"], mentions) if message["text"] else None,
-        "ts": format_ts(message["created_at"]),
-        "client_id": message["client_id"],
-        "edited_at": format_ts(edited_at) if edited_at is not None else None,
-        "deleted": message["deleted"],
-        "reply_to": message["reply_to"],
-        "reactions": message["reactions"],
-        "mentions": list(mentions),
-    }
+    return cast(MessageFrame, formatting.message_object(message))
 
 
 def change_frame(
@@ -650,14 +638,20 @@ def hello_frame(
 
 
 def history_frame(
-    room: str, messages: Iterable[StoredMessage], has_more: bool, reset: bool = False
+    room: str,
+    messages: Iterable[StoredMessage],
+    has_more: bool,
+    reset: bool = False,
+    has_newer: bool = False,
 ) -> HistoryFrame:
-    """A page of a room's messages, oldest first; ``reset`` replaces what the client has."""
+    """A page of a room's messages, oldest first; ``reset`` replaces what the client has;
+    ``has_newer``: newer messages than the page's exist (a page asked ``around`` or ``after``)."""
     return {
         "type": "history",
         "room": room,
         "messages": [message_frame(message) for message in messages],
         "has_more": has_more,
+        "has_newer": has_newer,
         "reset": reset,
     }
 

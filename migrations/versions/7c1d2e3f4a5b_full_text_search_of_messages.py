@@ -8,7 +8,7 @@ Neither is in the models' metadata (``migrations/env.py`` leaves them out of aut
 FTS5 table and a generated column are what the database keeps for itself. On SQLite, triggers
 keep the index in the transaction of every insert, edit and deletion. A later batch migration of
 ``messages`` on SQLite (Alembic copies the table) drops these triggers: it must create them again
-(``SQLITE_TRIGGERS``).
+(``SQLITE_TRIGGERS``). ``models.SEARCH_DDL_*`` is the same, for ``create_all``.
 """
 
 import sqlalchemy as sa
@@ -39,28 +39,22 @@ SQLITE_TRIGGERS = [
 # unaccent is a trusted extension (PostgreSQL 13+): the database's owner may create it. Its
 # function is only STABLE (its dictionary could change), so a generated column needs it wrapped
 # as IMMUTABLE, with the extension's schema spelled out, as PostgreSQL's documentation suggests.
-UNACCENT_SCHEMA = (
-    "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
-    " WHERE e.extname = 'unaccent'"
-)
-POSTGRES_FUNCTION = (
-    "CREATE OR REPLACE FUNCTION chat_unaccent(text) RETURNS text"
-    " LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT"
-    " RETURN {schema}.unaccent('{schema}.unaccent'::regdictionary, $1)"
-)
 POSTGRES = [
+    """DO $$
+DECLARE home text;
+BEGIN
+  CREATE EXTENSION IF NOT EXISTS unaccent;
+  SELECT quote_ident(n.nspname) INTO home FROM pg_extension e
+    JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'unaccent';
+  EXECUTE format(
+    'CREATE OR REPLACE FUNCTION chat_unaccent(text) RETURNS text'
+    ' LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT RETURN %s.unaccent(%L::regdictionary, $1)',
+    home, home || '.unaccent');
+END $$""",
     "ALTER TABLE messages ADD COLUMN search tsvector"
     " GENERATED ALWAYS AS (to_tsvector('simple', chat_unaccent(text))) STORED",
     "CREATE INDEX ix_messages_search ON messages USING gin (search)",
 ]
-
-
-def _postgres_unaccent(bind):
-    """Create unaccent if need be, and ``chat_unaccent`` bound to the schema it lives in."""
-    bind.execute(sa.text("CREATE EXTENSION IF NOT EXISTS unaccent"))
-    schema = bind.execute(sa.text(UNACCENT_SCHEMA)).scalar_one()
-    quoted = bind.dialect.identifier_preparer.quote_schema(schema)
-    bind.execute(sa.text(POSTGRES_FUNCTION.format(schema=quoted)))
 
 
 def upgrade():
@@ -71,7 +65,6 @@ def upgrade():
             op.execute(trigger)
         op.execute("INSERT INTO messages_search(messages_search) VALUES ('rebuild')")
     elif dialect == "postgresql":
-        _postgres_unaccent(op.get_bind())
         for statement in POSTGRES:
             op.execute(sa.text(statement))
 
