@@ -218,3 +218,26 @@ def test_the_page_session_searches_too(app, client, make_user, ws_connect):
     response = client.get("/api/search?q=session")
     assert response.status_code == 200
     assert [r["message"]["text"] for r in response.get_json()["results"]] == ["through the session"]
+
+
+def test_history_around_a_result_and_after_it(chat):
+    alice = chat["alice"]
+    ids = [post(alice, f"line {n}")["id"] for n in range(30)]
+    alice.send({"type": "history", "room": "general", "around": ids[10], "limit": 10})
+    window = until(alice, "history")
+    assert [m["id"] for m in window["messages"]] == ids[6:16]  # Four before, it, five after.
+    assert (window["reset"], window["has_more"], window["has_newer"]) == (True, True, True)
+    alice.send({"type": "history", "room": "general", "after": ids[15], "limit": 10})
+    newer = until(alice, "history")
+    assert [m["id"] for m in newer["messages"]] == ids[16:26]
+    assert (newer["reset"], newer["has_newer"]) == (False, True)
+    alice.send({"type": "history", "room": "general", "after": ids[25], "limit": 10})
+    last = until(alice, "history")
+    assert [m["id"] for m in last["messages"]] == ids[26:]
+    assert last["has_newer"] is False
+    alice.send({"type": "history", "room": "general", "around": ids[1], "limit": 10})
+    start = until(alice, "history")
+    assert [m["id"] for m in start["messages"]] == ids[:10]  # The window fills from after.
+    assert (start["has_more"], start["has_newer"]) == (False, True)
+    alice.send({"type": "history", "room": "general", "around": 5, "before": 9})
+    assert until(alice, "error")["code"] == "bad_request"
