@@ -1,0 +1,196 @@
+"""Search latency over a large chat: ``python -m bench.search`` (1,000,000 messages, minutes).
+
+    python -m bench.search                     # SQLite, 1,000,000 messages
+    python -m bench.search --messages 20000    # smaller
+    BENCH_POSTGRES=postgresql+psycopg://postgres@127.0.0.1:5432/test python -m bench.search
+
+The data set is generated, the same every time (a seeded random generator): 100 people in 50
+rooms, each person in 10 of them; each message 4 to 20 words drawn from 5,000 made-up words with
+Zipf-like frequencies (a few very common, most rare), one in twenty with a French accented word.
+Messages go in through the same path as the chat's (``models.save_messages``: the triggers or
+the generated column index them), in batches. Then each query of ``QUERIES`` runs ``--rounds``
+times through ``GET /api/search`` (Flask's test client: the server's work, no network), as one
+member, and the latency's p50 and p95 are reported, beside the reference of the same run: the
+latest page of one of that member's rooms (``messages_before``, 20 messages, as a search
+answers), the floor any search pays to describe what it found.
+"""
+
+import argparse
+import json
+import os
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from sqlalchemy import create_engine, insert, select, text
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+PEOPLE, ROOMS, ROOMS_EACH, VOCABULARY = 100, 50, 10, 5_000
+FRENCH = ["été", "déploiement", "réunion", "électricité", "fenêtre", "garçon", "problème"]
+QUERIES = {
+    "common word": "w1",
+    "rare word": "w4321",
+    "two words": "w3 w17",
+    "phrase": '"w1 w2"',
+    "prefix": "w12*",
+    "accents": "deploiement",
+    "author": "w5 from:person7",
+    "room": "w5 in:room3",
+    "no match": "zzzz",
+}
+
+
+def words():
+    """A made-up vocabulary with Zipf-like frequencies: w1 is the most common."""
+    weights = [1 / rank for rank in range(1, VOCABULARY + 1)]
+    return [f"w{rank}" for rank in range(1, VOCABULARY + 1)], weights
+
+
+def generate(app, total, batch=5_000):
+    """Fill the app's database with ``total`` messages; return a member's user id."""
+    from extensions import db
+    from models import Membership, Room, User, save_messages
+
+    rng = random.Random(42)  # noqa: S311 - a data set, the same every run, not a secret
+    vocabulary, weights = words()
+    with app.app_context():
+        no_login = "!"  # No password hash matches it: nobody logs in as them.
+        users = [
+            User(email=f"person{n}@example.com", password_hash=no_login) for n in range(PEOPLE)
+        ]
+        rooms = [Room(key=f"room{n}", title=f"room{n}", kind="public") for n in range(ROOMS)]
+        db.session.add_all(users + rooms)
+        db.session.flush()
+        members = {}
+        for user in users:
+            mine = rng.sample(rooms, ROOMS_EACH)
+            members[user.id] = [room.id for room in mine]
+            db.session.execute(
+                insert(Membership), [{"room_id": r.id, "user_id": user.id} for r in mine]
+            )
+        db.session.commit()
+        people = [user.id for user in users]
+        started = time.monotonic()
+        for start in range(0, total, batch):
+            rows = []
+            for _ in range(min(batch, total - start)):
+                author = rng.choice(people)
+                line = rng.choices(vocabulary, weights, k=rng.randint(4, 20))
+                if rng.random() < 0.05:
+                    line.append(rng.choice(FRENCH).capitalize())
+                rows.append((author, rng.choice(members[author]), " ".join(line), None, "r", "u"))
+            save_messages(rows)
+        seconds = time.monotonic() - started
+        return people[0], seconds
+
+
+def timed(call, rounds):
+    """Milliseconds of each of ``rounds`` calls."""
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def summary(times):
+    ordered = sorted(times)
+    return {
+        "p50_ms": round(statistics.median(ordered), 2),
+        "p95_ms": round(ordered[int(len(ordered) * 0.95) - 1], 2),
+    }
+
+
+def measure(app, user_id, rounds):
+    """p50 and p95 of each query, and of the reference (a history page), in milliseconds."""
+    from accounts.tokens import issue_token
+    from extensions import db
+    from models import Membership, User, messages_before
+
+    with app.app_context():
+        token = issue_token(db.session.get_one(User, user_id))
+        mine = select(Membership.room_id).where(Membership.user_id == user_id).limit(1)
+        room_id = db.session.scalar(mine)
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    results = {}
+
+    def reference():
+        with app.app_context():
+            messages_before(room_id, None, 20)
+
+    results["reference: latest page"] = summary(timed(reference, rounds))
+    for name, query in QUERIES.items():
+
+        def run(query=query):
+            response = client.get("/api/search", query_string={"q": query}, headers=headers)
+            assert response.status_code == 200, response.get_json()
+
+        results[name] = summary(timed(run, rounds))
+        response = client.get("/api/search", query_string={"q": query}, headers=headers)
+        results[name]["results"] = len(response.get_json()["results"])
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.search", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--messages", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=RESULTS / "search")
+    options = parser.parse_args()
+
+    from app import create_app
+    from extensions import db
+
+    postgres = os.environ.get("BENCH_POSTGRES")
+    with tempfile.TemporaryDirectory() as folder:
+        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        if postgres:
+            admin = create_engine(postgres, isolation_level="AUTOCOMMIT")
+            with admin.connect() as connection:
+                connection.execute(text(f"CREATE SCHEMA {schema}"))
+            url = f"{postgres}?options=-csearch_path%3D{schema}"
+        else:
+            url = f"sqlite:///{folder}/bench.db"
+        app = create_app({"SECRET_KEY": "bench" * 8, "DATABASE_URL": url, "TESTING": True})
+        try:
+            with app.app_context():
+                db.create_all()
+            user_id, load_seconds = generate(app, options.messages)
+            results = measure(app, user_id, options.rounds)
+        finally:
+            with app.app_context():
+                db.session.remove()
+                db.engine.dispose()
+            if postgres:
+                with admin.connect() as connection:
+                    connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+                admin.dispose()
+    engine = "postgresql" if postgres else "sqlite"
+    report = {
+        "engine": engine,
+        "messages": options.messages,
+        "load_seconds": round(load_seconds, 1),
+        "queries": results,
+    }
+    options.out.mkdir(parents=True, exist_ok=True)
+    (options.out / f"{engine}.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    floor = results["reference: latest page"]["p95_ms"]
+    print(f"{engine}, {options.messages:,} messages (loaded in {load_seconds:.0f} s)")
+    for name, row in results.items():
+        ratio = row["p95_ms"] / floor if floor else 0
+        found = f"  {row['results']} results" if "results" in row else ""
+        times = f"p50 {row['p50_ms']:7.2f} ms  p95 {row['p95_ms']:7.2f} ms"
+        print(f"  {name:24} {times}  ({ratio:.1f}x the reference){found}")
+
+
+if __name__ == "__main__":
+    main()
