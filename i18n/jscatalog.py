@@ -92,6 +92,18 @@ STRINGS: dict[str, LazyString] = {
     "cancel_edit": _l("Cancel editing"),
     # The list of people shown after "@" in the composer.
     "mention_list": _l("People to mention"),
+    # The search panel, under the search box: its state, and how many results it shows.
+    "search_busy": _l("Searching…"),
+    "search_none": _l("No results."),
+    "search_failed": _l("The search failed. Try again in a moment."),
+    "search_count_one": _l("{count} result"),
+    "search_count_other": _l("{count} results"),
+    "search_count_more_one": _l("{count} result so far; more below"),
+    "search_count_more_other": _l("{count} results so far; more below"),
+    "search_room_gone": _l("You are no longer in that room."),
+    # Next to "Jump to latest" under a search result's room: messages that came meanwhile.
+    "newer_waiting_one": _l("{count} new message"),
+    "newer_waiting_other": _l("{count} new messages"),
 }
 
 

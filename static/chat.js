@@ -11,6 +11,7 @@
 //   mentions, actions     and what the user does to a message
 //   notify                title count, screen reader announcements, notifications
 //   dispatch, input       frames from the server; what the user does
+//   search                the search box, its results, and opening one in its room
 
 import { startConnection } from "./js/connection.js";
 import { dispatch } from "./js/dispatch.js";
@@ -20,8 +21,10 @@ import {
   onDirectClick,
   onInput,
   onJoinClick,
+  onJumpLatestClick,
   onKeyDown,
   onLeaveRoomClick,
+  onLoadNewerClick,
   onLoadOlderClick,
   onPanelsKeyDown,
   onPanelsToggleClick,
@@ -33,6 +36,13 @@ import {
 import { onNotifyClick, setUpNotifyButton } from "./js/notify.js";
 import { confirmChanged, forgetOutbox, onStorage, restoreOutbox } from "./js/outbox.js";
 import { CLOSE_REVOKED, ServerFrame } from "./js/protocol.js";
+import {
+  closePanel,
+  onMoreClick,
+  onResultClick,
+  onSearchKeyDown,
+  onSearchSubmit,
+} from "./js/search.js";
 import { state } from "./js/state.js";
 
 const FLASH_MS = 6000;
@@ -49,6 +59,14 @@ ui.dmList.addEventListener("click", onRoomButtonClick);
 ui.publicList.addEventListener("click", onJoinClick);
 ui.online.addEventListener("click", onDirectClick);
 ui.loadOlder.addEventListener("click", onLoadOlderClick);
+ui.loadNewer.addEventListener("click", onLoadNewerClick);
+ui.jumpLatest.addEventListener("click", onJumpLatestClick);
+ui.search.addEventListener("submit", onSearchSubmit);
+ui.search.addEventListener("keydown", onSearchKeyDown);
+ui.searchPanel.addEventListener("keydown", onSearchKeyDown);
+ui.searchResults.addEventListener("click", onResultClick);
+ui.searchMore.addEventListener("click", onMoreClick);
+ui.searchClose.addEventListener("click", closePanel);
 ui.leaveRoom.addEventListener("click", onLeaveRoomClick);
 ui.scroller.addEventListener("scroll", onScroll);
 document.addEventListener("visibilitychange", onVisibilityChange);

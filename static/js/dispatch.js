@@ -1,6 +1,6 @@
 // Frames from the server, one handler per type.
 
-import { continueJump } from "./actions.js";
+import { continueJump, jumpTo } from "./actions.js";
 import { noteChange, noteHello, noteResumed } from "./changes.js";
 import { onMessageGone } from "./compose.js";
 import { markGreeted, sendFrame } from "./connection.js";
@@ -16,6 +16,7 @@ import {
   keepInView,
   renderOnline,
   renderRoomLists,
+  renderWindowControls,
   scrollToEnd,
   showNotice,
   updateLoadOlder,
@@ -25,8 +26,12 @@ import {
   applyChange,
   clearTyping,
   dropRoom,
+  holdMessage,
   markRead,
+  releaseHeld,
+  requestLatest,
   resetRoom,
+  takeRequest,
   retitleRoom,
   setMembers,
   showRoom,
@@ -107,6 +112,7 @@ function syncRooms(entries) {
   for (const entry of entries) {
     const room = upsertRoom(entry);
     room.loading = false; // A page asked for before the disconnect will never come.
+    room.requests = [];
     if (!state.resumed.has(room.key)) {
       resetRoom(room); // Not resumed: loaded afresh when opened.
       room.loaded = false;
@@ -127,6 +133,10 @@ function showGeneralHistory(frame) {
 function onChatMessage(frame) {
   const room = state.rooms.get(frame.room);
   if (!room) return;
+  if (room.hasNewer) {
+    onMessageBeyondWindow(room, frame);
+    return;
+  }
   const added = addMessage(room, frame);
   clearTyping(room, frame.user_id);
   if (added && frame.user_id !== state.me.id) {
@@ -135,6 +145,22 @@ function onChatMessage(frame) {
   }
   if (room.key === state.current) markRead(room);
   renderRoomLists();
+}
+
+// The room shows a window around a search result: a live message would land in its middle (or
+// after a gap), so it is held and counted unread. One of mine means I am writing here now: back
+// to the latest page, which holds it (and confirms it).
+function onMessageBeyondWindow(room, frame) {
+  clearTyping(room, frame.user_id);
+  if (frame.user_id === state.me.id) {
+    requestLatest(room);
+    return;
+  }
+  if (!holdMessage(room, frame)) return;
+  countUnread(room, frame);
+  tellAboutMessage(room, frame);
+  renderRoomLists();
+  if (room.key === state.current) renderWindowControls();
 }
 
 // A replayed message is already in the unread and mention counts the room frame gave: the
@@ -148,18 +174,26 @@ function countUnread(room, frame) {
 function onHistory(frame) {
   const room = state.rooms.get(frame.room);
   if (!room) return;
-  room.loading = false;
-  if (frame.reset) resetRoom(room);
+  const kind = takeRequest(room, frame);
+  const replaced = frame.reset || kind === "jump";
+  if (replaced) resetRoom(room);
   const stuck = room.key === state.current && isNearEnd();
   const before = contentHeight();
-  for (const message of frame.messages) addMessage(room, message);
+  for (const message of frame.messages) addMessage(room, message, false);
   room.loaded = true;
-  room.hasMore = frame.has_more;
+  if (kind !== "newer") room.hasMore = frame.has_more; // An "after" page says nothing of older.
+  if (kind !== "older") room.hasNewer = frame.has_newer ?? false; // Nor an older one of newer.
+  if (!room.hasNewer) releaseHeld(room);
+  const target = kind === "around" ? room.target : null;
+  if (kind === "around") room.target = null;
   if (room.key !== state.current) return;
-  if (frame.reset || stuck) scrollToEnd();
-  else keepInView(before);
+  if (target !== null) jumpTo(room, target);
+  else if (kind === "newer") renderWindowControls(); // Added below: the reader stays put.
+  else if (replaced || stuck) scrollToEnd();
+  else keepInView(before); // Older messages came above.
   updateLoadOlder();
   markRead(room);
+  renderRoomLists();
   continueJump(room);
 }
 

@@ -11,7 +11,14 @@ import { resetHiddenUnread } from "./notify.js";
 import { queueChange, queueMessage } from "./outbox.js";
 import { ClientFrame } from "./protocol.js";
 import { hideNotice, renderRoomLists, showNotice } from "./render.js";
-import { markRead, openDirect, requestHistory, showRoom } from "./rooms.js";
+import {
+  markRead,
+  openDirect,
+  requestHistory,
+  requestLatest,
+  requestNewer,
+  showRoom,
+} from "./rooms.js";
 import { state } from "./state.js";
 
 const TYPING_EVERY_MS = 3000;
@@ -118,6 +125,15 @@ export function onLeaveRoomClick() {
 
 export function onLoadOlderClick() {
   requestHistory(state.rooms.get(state.current));
+}
+
+// Under a window around a search result: the next page down, or back to the latest.
+export function onLoadNewerClick() {
+  requestNewer(state.rooms.get(state.current));
+}
+
+export function onJumpLatestClick() {
+  requestLatest(state.rooms.get(state.current));
 }
 
 export function onScroll() {

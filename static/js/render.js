@@ -246,6 +246,20 @@ export function renderTyping() {
 export function updateLoadOlder() {
   const room = state.rooms.get(state.current);
   ui.loadOlder.hidden = !(room && room.loaded && room.hasMore);
+  renderWindowControls();
+}
+
+// Under a window around a search result: the next page down, and the way back to the latest
+// (with how many live messages wait there). Focus on a control that goes away goes to the composer.
+export function renderWindowControls() {
+  const room = state.rooms.get(state.current);
+  const shown = Boolean(room && room.loaded && room.hasNewer);
+  const waiting = shown ? room.held.length : 0;
+  ui.newerCount.textContent = waiting ? tCount("newer_waiting", waiting) : "";
+  if (shown === !ui.windowControls.hidden) return;
+  const focused = ui.windowControls.contains(document.activeElement);
+  ui.windowControls.hidden = !shown;
+  if (focused && !shown) ui.input.focus();
 }
 
 export function isNearEnd() {

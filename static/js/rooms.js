@@ -42,6 +42,14 @@ function newRoom(entry) {
     loaded: false, // Its latest page (or a replay) has been shown.
     loading: false, // A history frame is on its way.
     hasMore: true,
+    // A window around a search result, not the latest page: newer messages exist that are not
+    // shown, and live ones wait in held (shown once the window reaches the latest).
+    hasNewer: false,
+    held: [], // Live messages that came while the room showed a window
+    // What each history frame on its way answers, oldest first: "older", "latest" (the first
+    // page), "newer", "around" (a search result), "jump" (back to the latest, replacing a window).
+    requests: [],
+    target: null, // The message to scroll to when the window around it arrives
     ids: new Set(),
     messages: new Map(), // id -> the message as it is now (for edits, replies, reactions)
     members: null, // user id -> name, from a members frame: for @ completion
@@ -88,6 +96,7 @@ export function resetRoom(room) {
   room.ids.clear();
   room.messages.clear();
   room.lastId = 0;
+  room.hasNewer = false;
 }
 
 export function showRoom(key) {
@@ -113,7 +122,55 @@ export function requestHistory(room) {
   const frame = { type: ClientFrame.HISTORY, room: room.key, limit: HISTORY_PAGE };
   const oldest = room.list.querySelector(".message[data-id]");
   if (room.loaded && oldest) frame.before = Number(oldest.dataset.id);
-  room.loading = sendFrame(frame);
+  sendHistory(room, frame, frame.before ? "older" : "latest");
+}
+
+function sendHistory(room, frame, kind) {
+  if (!sendFrame(frame)) return;
+  room.loading = true;
+  room.requests.push(kind);
+}
+
+// The kind of request a history frame answers (the server answers in order); null for a reset
+// nobody asked for (after a long absence).
+export function takeRequest(room, frame) {
+  if (frame.reset && room.requests[0] !== "around") return null;
+  const kind = room.requests.shift() ?? null;
+  room.loading = room.requests.length > 0;
+  return kind;
+}
+
+// The messages around one (a search result): the server's answer replaces what is shown.
+export function requestAround(room, id) {
+  const frame = { type: ClientFrame.HISTORY, room: room.key, around: id, limit: HISTORY_PAGE };
+  room.target = id;
+  sendHistory(room, frame, "around");
+}
+
+// The page after the newest message a window shows.
+export function requestNewer(room) {
+  if (room.loading || !room.hasNewer) return;
+  const frame = { type: ClientFrame.HISTORY, room: room.key, after: room.lastId };
+  sendHistory(room, { ...frame, limit: HISTORY_PAGE }, "newer");
+}
+
+// Back to the latest page, replacing the window (the answer is a plain page, not a reset).
+export function requestLatest(room) {
+  sendHistory(room, { type: ClientFrame.HISTORY, room: room.key, limit: HISTORY_PAGE }, "jump");
+}
+
+// A live message while the room shows a window: kept for later, not put below the window.
+export function holdMessage(room, frame) {
+  if (room.ids.has(frame.id) || room.held.some((held) => held.id === frame.id)) return false;
+  room.held.push(frame);
+  return true;
+}
+
+// The window reached the latest message: what was held and is newer than it now shows.
+export function releaseHeld(room) {
+  const held = room.held.filter((frame) => frame.id > room.lastId);
+  room.held = [];
+  for (const frame of held) addMessage(room, frame, false);
 }
 
 // A direct room already known is shown at once; otherwise the server's room frame will be.
@@ -130,8 +187,11 @@ export function openDirect(userId) {
 // Read markers go out at most every READ_DELAY_MS, not once per message.
 export function markRead(room) {
   if (room.key !== state.current || !isVisible()) return;
-  room.unread = 0;
-  room.mentions = 0;
+  // A window leaves the held messages unread; the marker only reaches what is shown.
+  if (!room.hasNewer) {
+    room.unread = 0;
+    room.mentions = 0;
+  }
   if (state.readTimer === null) state.readTimer = setTimeout(sendReadMarker, READ_DELAY_MS);
 }
 
@@ -144,17 +204,18 @@ function sendReadMarker() {
 }
 
 // Whether the message was new to this page (a resent or replayed one may already be here).
-export function addMessage(room, frame) {
+// follow: a live message keeps a reader at the end there; a history page scrolls as a whole.
+export function addMessage(room, frame, follow = true) {
   if (room.ids.has(frame.id)) return false;
   room.ids.add(frame.id);
   room.messages.set(frame.id, frame);
   learnFromMessage(frame);
   room.lastId = Math.max(room.lastId, frame.id);
   const own = frame.user_id === state.me.id;
-  const stuck = room.key === state.current && isNearEnd();
+  const stuck = follow && room.key === state.current && isNearEnd();
   if (own) confirmQueued(frame.client_id);
   placeMessage(room, messageElement(frame, own), frame.id);
-  if (room.key === state.current && (stuck || own)) scrollToEnd();
+  if (follow && room.key === state.current && (stuck || own)) scrollToEnd();
   return true;
 }
 
