@@ -115,6 +115,7 @@ function syncRooms(entries) {
     room.requests = [];
     if (!state.resumed.has(room.key)) {
       resetRoom(room); // Not resumed: loaded afresh when opened.
+      room.held = [];
       room.loaded = false;
     }
   }
