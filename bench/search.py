@@ -40,7 +40,7 @@ QUERIES = {
     "prefix": "w12*",
     "accents": "deploiement",
     "author": "w5 from:person7",
-    "room": "w5 in:room3",
+    "room": "w5 in:{room}",  # One of the member's rooms.
     "no match": "zzzz",
 }
 
@@ -111,12 +111,13 @@ def measure(app, user_id, rounds):
     """p50 and p95 of each query, and of the reference (a history page), in milliseconds."""
     from accounts.tokens import issue_token
     from extensions import db
-    from models import Membership, User, messages_before
+    from models import Membership, Room, User, messages_before
 
     with app.app_context():
         token = issue_token(db.session.get_one(User, user_id))
         mine = select(Membership.room_id).where(Membership.user_id == user_id).limit(1)
         room_id = db.session.scalar(mine)
+        room_name = db.session.get_one(Room, room_id).key
     client = app.test_client()
     headers = {"Authorization": f"Bearer {token}"}
     results = {}
@@ -126,7 +127,8 @@ def measure(app, user_id, rounds):
             messages_before(room_id, None, 20)
 
     results["reference: latest page"] = summary(timed(reference, rounds))
-    for name, query in QUERIES.items():
+    for name, pattern in QUERIES.items():
+        query = pattern.format(room=room_name)
 
         def run(query=query):
             response = client.get("/api/search", query_string={"q": query}, headers=headers)
