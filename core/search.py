@@ -141,9 +141,11 @@ def _authors(names: Sequence[str]) -> list[int]:
     """The ids of the users known by any of ``names`` (display name, or email before "@")."""
     conditions: list[ColumnElement[bool]] = []
     for name in names:
-        conditions.append(User.display_name.ilike(name, escape="\\"))
-        local = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        conditions.append(User.display_name.is_(None) & User.email.ilike(f"{local}@%", escape="\\"))
+        # LIKE's wildcards in a name are letters like any other.
+        literal = name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conditions.append(User.display_name.ilike(literal, escape="\\"))
+        email = User.email.ilike(f"{literal}@%", escape="\\")
+        conditions.append(User.display_name.is_(None) & email)
     return list(db.session.scalars(select(User.id).where(or_(*conditions))))
 
 
