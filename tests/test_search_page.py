@@ -149,8 +149,11 @@ def test_a_result_opens_in_a_window_that_pages_down_to_the_live_room(
         expect(controls).to_be_visible()
 
         # A live message is held, counted, never put below the window.
-        post(chat, "Live while you read")
+        live = post(chat, "Live while you read")
         expect(controls).to_contain_text("1 new message")
+        edit = {"type": "edit", "id": live["id"], "text": "Live while you read, edited"}
+        chat.send({**edit, "client_id": f"edit-{next(CLIENT_IDS)}"})
+        assert chat.recv_type("message_changed")["message"]["text"] == edit["text"]
         general = page.locator('.room-button[data-room="general"]')
         expect(general).to_contain_text("1 unread message")
         expect(message(alice, "Live while you read")).to_have_count(0)
@@ -165,11 +168,12 @@ def test_a_result_opens_in_a_window_that_pages_down_to_the_live_room(
         expect(controls).to_be_hidden()
         expect(page.locator("#message-input")).to_be_focused()
         expect(message(alice, f"filler {FILLERS - 1}")).to_have_count(1)
-        expect(message(alice, "Live while you read")).to_have_count(1)
+        held = message(alice, "Live while you read, edited")  # As it is now.
+        expect(held.locator("time.edited")).to_have_count(1)
         ids = shown_ids(alice)
         assert ids == list(range(ids[0], ids[0] + FILLERS + 3))  # No gap, nothing twice.
         assert page.locator(f"{VISIBLE_LIST} > .message .text").last.text_content() == (
-            "Live while you read"
+            "Live while you read, edited"
         )
         expect(general.locator(".badge")).to_have_count(0)  # Read, now that it is shown.
 

@@ -250,7 +250,8 @@ function onRead(frame) {
   const room = state.rooms.get(frame.room);
   if (!room) return;
   room.lastReadId = Math.max(room.lastReadId, frame.id);
-  if (room.lastReadId >= room.lastId) {
+  // A window's last message is not the room's: what it holds beyond stays unread.
+  if (room.lastReadId >= room.lastId && !room.hasNewer) {
     room.unread = 0;
     room.mentions = 0;
   }

@@ -105,8 +105,10 @@ export function showRoom(key) {
   if (key !== state.current) endComposing(); // A reply or an edit belongs to its room.
   state.current = key;
   renderCurrentRoom(room);
-  room.unread = 0;
-  room.mentions = 0;
+  if (!room.hasNewer) {
+    room.unread = 0; // A window's held messages stay unread until they are shown.
+    room.mentions = 0;
+  }
   if (!room.loaded) requestHistory(room);
   markRead(room);
   renderRoomLists();
@@ -239,6 +241,8 @@ export function clearTyping(room, userId) {
 // message this page never loaded is not shown: nothing to replace.
 export function applyChange(room, frame) {
   const { message, quoted } = frame;
+  const held = room.held.findIndex((item) => item.id === message.id);
+  if (held !== -1) room.held[held] = message; // Shown as it is now once the window reaches it.
   if (room.ids.has(message.id)) {
     room.messages.set(message.id, message);
     learnFromMessage(message);
