@@ -269,6 +269,16 @@ def test_my_message_in_a_window_brings_back_the_latest_page(
     alice.context.close()
 
 
+def test_a_search_after_the_session_ended_goes_to_the_login_page(browser, gunicorn_server):
+    alice = Person(browser, gunicorn_server.url)
+    alice.register("alice@example.com")
+    alice.context.clear_cookies()  # The session is gone; the socket is still open.
+    search(alice, "anything")
+    expect(alice.page.get_by_role("heading", name="Log in")).to_be_visible()
+    assert alice.page.url.endswith("/login?next=%2F")
+    alice.context.close()
+
+
 # ---- Accessibility ----------------------------------------------------------------------------
 
 
