@@ -453,3 +453,30 @@ class Person:
     def screenshot(self, name):
         ARTIFACTS.mkdir(exist_ok=True)
         self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+class PersonIn(Person):
+    """A Person in a browser context made by the test (a theme, a language)."""
+
+    def __init__(self, context):
+        self.context, self.page = context, context.new_page()
+        self.problems, self.dialogs = [], []
+        self.page.on("console", self._on_console)
+        self.page.on("pageerror", lambda error: self.problems.append(str(error)))
+        self.page.on("dialog", self._on_dialog)
+
+
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def serious_violations(page):
+    """axe-core's violations of serious or critical impact on the page as it is now."""
+    if not AXE.exists():
+        pytest.fail(f"{AXE} is missing: run `npm ci` (make test does)")
+    page.add_script_tag(path=str(AXE))
+    violations = page.evaluate("async () => (await axe.run()).violations")
+    return [
+        (v["id"], v["impact"], [node["target"] for node in v["nodes"]][:5])
+        for v in violations
+        if v["impact"] in {"serious", "critical"}
+    ]

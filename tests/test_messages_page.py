@@ -15,10 +15,17 @@ from sqlalchemy import select
 from websockets.sync.client import connect
 
 from extensions import db
-from helpers import PASSWORD, ROOT, VISIBLE_LIST, ChatClient, Person, token_issued_at
+from helpers import (
+    PASSWORD,
+    VISIBLE_LIST,
+    ChatClient,
+    Person,
+    PersonIn,
+    serious_violations,
+    token_issued_at,
+)
 from models import Message
 
-AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 CLIENT_IDS = itertools.count()  # Unique in a test run: a client_id is stored once per user.
 FILLERS = 60  # More than a history page (50): the first message is not loaded at first.
 
@@ -457,30 +464,6 @@ def test_messages_missed_in_another_room_are_counted_once_after_the_resume(
 
 
 # ---- Accessibility ----------------------------------------------------------------------------
-
-
-class PersonIn(Person):
-    """A Person in a browser context made by the test (a theme, a language)."""
-
-    def __init__(self, context):
-        self.context, self.page = context, context.new_page()
-        self.problems, self.dialogs = [], []
-        self.page.on("console", self._on_console)
-        self.page.on("pageerror", lambda error: self.problems.append(str(error)))
-        self.page.on("dialog", self._on_dialog)
-
-
-def serious_violations(page):
-    """axe-core's violations of serious or critical impact on the page as it is now."""
-    if not AXE.exists():
-        pytest.fail(f"{AXE} is missing: run `npm ci` (make test does)")
-    page.add_script_tag(path=str(AXE))
-    violations = page.evaluate("async () => (await axe.run()).violations")
-    return [
-        (v["id"], v["impact"], [node["target"] for node in v["nodes"]][:5])
-        for v in violations
-        if v["impact"] in {"serious", "critical"}
-    ]
 
 
 @pytest.mark.parametrize("theme", ["light", "dark"])

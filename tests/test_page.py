@@ -9,9 +9,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from helpers import ARTIFACTS, PASSWORD, ROOT
+from helpers import ARTIFACTS, PASSWORD, serious_violations
 
-AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 SIZES = {"phone": {"width": 375, "height": 740}, "desktop": {"width": 1440, "height": 900}}
 THEMES = ("light", "dark")
 
@@ -48,19 +47,6 @@ def register(page, email):
     page.get_by_label("Confirm password").fill(PASSWORD)
     page.get_by_role("button", name="Create account").click()
     expect(page.locator("#status")).to_have_attribute("data-state", "connected")
-
-
-def serious_violations(page):
-    """axe-core's violations of serious or critical impact on the page as it is now."""
-    if not AXE.exists():
-        pytest.fail(f"{AXE} is missing: run `npm ci` (make test does)")
-    page.add_script_tag(path=str(AXE))
-    violations = page.evaluate("async () => (await axe.run()).violations")
-    return [
-        (v["id"], v["impact"], [node["target"] for node in v["nodes"]][:5])
-        for v in violations
-        if v["impact"] in {"serious", "critical"}
-    ]
 
 
 def no_sideways_scroll(page):
