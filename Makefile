@@ -62,7 +62,15 @@ node_modules/axe-core/axe.min.js: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-test: lint typecheck node_modules/axe-core/axe.min.js
+# moto's standalone S3 server, a server under test (tests/test_uploads.py starts it on
+# 127.0.0.1): a virtual environment of its own, since it pins libraries of its own.
+MOTO := $(VENV)/moto
+$(MOTO)/.installed: requirements-s3.txt | $(BIN)/python
+	$(PYTHON) -m venv $(MOTO)
+	$(MOTO)/bin/pip install --quiet -r requirements-s3.txt
+	touch $@
+
+test: lint typecheck node_modules/axe-core/axe.min.js $(MOTO)/.installed
 	$(BIN)/pytest
 	CHAT_TEST_DATABASE=postgresql $(BIN)/pytest -m database
 

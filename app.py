@@ -9,6 +9,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import accounts
 import api
+import files
 import i18n
 import models
 import ops
@@ -53,6 +54,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     throttle.init_app(app)
     accounts.init_app(app)
     api.init_app(app)
+    files.init_app(app)
     pages.init_app(app)
     realtime.init_app(app)
     errors.init_app(app)

@@ -82,6 +82,27 @@ class Config:
     CHAT_REDIS_PREFIX = "chat"
     CHAT_PRESENCE_HEARTBEAT = 5
     CHAT_PRESENCE_TTL = 15
+    # Files (README "Files", docs/deploy.md "Files"). A folder under instance/ unless
+    # CHAT_S3_BUCKET is set; "" means instance/uploads.
+    CHAT_UPLOAD_DIR = ""
+    CHAT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+    CHAT_UPLOAD_QUOTA_BYTES = 1024 * 1024 * 1024  # per person, every file they keep; 0: none
+    CHAT_MAX_IMAGE_PIXELS = 50_000_000  # all frames of an animation together
+    CHAT_MAX_ATTACHMENTS = 10  # files in one message
+    CHAT_UPLOAD_TTL = 86_400  # seconds an upload that was never posted is kept
+    CHAT_UPLOAD_LIMIT = "60 per minute"  # uploads per person (Flask-Limiter syntax)
+    # Behind nginx with the local folder: the internal location that serves it
+    # (X-Accel-Redirect), e.g. "/_uploads/"; "" streams files from the app.
+    CHAT_UPLOAD_ACCEL = ""
+    # S3-compatible object storage: the bucket, and the endpoint for anything but AWS itself.
+    # Credentials come the usual boto3 ways (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, …).
+    CHAT_S3_BUCKET = ""
+    CHAT_S3_ENDPOINT_URL = ""
+    CHAT_S3_REGION = "us-east-1"
+    CHAT_S3_PREFIX = "uploads/"
+    # Seconds a presigned URL is valid when the app redirects to the store; 0: the app streams
+    # every file itself (no store address reaches the browser, nothing to add to the CSP).
+    CHAT_S3_PRESIGN_TTL = 0
     # Login and token requests, per client address and per email (Flask-Limiter syntax).
     CHAT_LOGIN_LIMIT_PER_IP = "30 per minute"
     CHAT_LOGIN_LIMIT_PER_EMAIL = "10 per minute"
@@ -137,6 +158,8 @@ def finalize(config: MutableMapping[str, Any], instance_path: str) -> None:
     if config["CHAT_PRESENCE_TTL"] < 2 * config["CHAT_PRESENCE_HEARTBEAT"]:
         # One late heartbeat must not bury a live worker and announce all its users as gone.
         raise RuntimeError("CHAT_PRESENCE_TTL must be at least twice CHAT_PRESENCE_HEARTBEAT")
+    if not config["CHAT_S3_BUCKET"] and not config["CHAT_UPLOAD_DIR"]:
+        config["CHAT_UPLOAD_DIR"] = str(Path(instance_path) / "uploads")
     if production:
         _require_real_secret(config.get("SECRET_KEY"))
     elif not config.get("SECRET_KEY"):

@@ -1,10 +1,11 @@
-"""Database models: users, rooms, and their messages with their reactions, mentions and changes."""
+"""Database models: users, rooms, and their messages with their reactions, mentions, changes
+and attached files."""
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import NamedTuple, Self, TypedDict
+from typing import Any, NamedTuple, Self, TypedDict
 
 import click
 from flask import Flask, current_app
@@ -21,12 +22,13 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     event,
     func,
     insert,
     select,
 )
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -41,6 +43,7 @@ MAX_DISPLAY_NAME_CHARS = 40
 
 
 MAX_REACTIONS = 20  # Different emoji on one message.
+MAX_FILE_NAME_CHARS = 200
 
 # The kinds of change a message goes through after it is posted (``MessageChange.kind``).
 EDIT = "edit"
@@ -67,6 +70,18 @@ class ReactionData(TypedDict):
     user_ids: list[int]
 
 
+class AttachmentData(TypedDict):
+    """A file attached to a message (or uploaded, not yet posted), as plain data."""
+
+    id: int
+    name: str
+    size: int  # Bytes, as served (an image without its metadata).
+    content_type: str  # Sniffed from the bytes.
+    width: int | None  # An image's size in pixels; None for any other file.
+    height: int | None
+    thumbnail: bool  # Whether it has a thumbnail (every image).
+
+
 class MessageData(TypedDict):
     """A stored message as it is now, as plain data (``describe``): what the socket stack sends."""
 
@@ -82,6 +97,7 @@ class MessageData(TypedDict):
     reply_to: QuoteData | None
     reactions: list[ReactionData]  # In order of first use.
     mentions: dict[int, str]  # The people it mentions (who were in the room): id -> name now.
+    attachments: list[AttachmentData]  # In the order they were sent; none once deleted.
 
 
 class MessageRow(NamedTuple):
@@ -94,6 +110,7 @@ class MessageRow(NamedTuple):
     room_key: str | None = None
     author: str | None = None  # The author's display name.
     reply_to: int | None = None  # A message of the same room (the caller checked).
+    attachments: tuple[int, ...] = ()  # The author's own uploads, not yet posted (checked too).
 
 
 def utcnow() -> datetime:
@@ -219,9 +236,49 @@ class Message(Model):
     )
     edited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The names of its files, space-separated, for the search index alone (None: no file).
+    attachment_names: Mapped[str | None] = mapped_column(Text)
 
     author: Mapped[User] = relationship(lazy="joined")
     room: Mapped[Room] = relationship(lazy="joined")
+
+
+class Attachment(Model):
+    """An uploaded file: its uploader's alone until a message carries it (``message_id``), then
+    readable by the message's room. The bytes are in the store (``files.store``) under ``key``."""
+
+    __tablename__ = "attachments"
+    __table_args__ = (Index("ix_attachments_message_id_created_at", "message_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uploader_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer, default=0)  # Its place in the message.
+    name: Mapped[str] = mapped_column(String(MAX_FILE_NAME_CHARS))
+    size: Mapped[int] = mapped_column(Integer)
+    content_type: Mapped[str] = mapped_column(String(127))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    key: Mapped[str] = mapped_column(String(80), unique=True)  # Random: nothing to guess.
+    thumbnail_key: Mapped[str | None] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    def data(self) -> AttachmentData:
+        """The file as plain data."""
+        return attachment_data(self)
+
+
+def attachment_data(row: "Attachment | Row[Any]") -> AttachmentData:
+    """An attachment (a model or a row with its columns) as plain data."""
+    return {
+        "id": row.id,
+        "name": row.name,
+        "size": row.size,
+        "content_type": row.content_type,
+        "width": row.width,
+        "height": row.height,
+        "thumbnail": row.thumbnail_key is not None,
+    }
 
 
 class Reaction(Model):
@@ -276,20 +333,23 @@ class MessageChange(Model):
 # The full-text index of messages (``core/search.py``), which the database keeps for itself:
 # not a model, so ``flask db check`` leaves it out (``migrations/env.py``). Created with the
 # table by ``create_all`` (tests) and by the migration 7c1d2e3f4a5b (every deployment).
+# Both index the text and the names of the message's files.
 # SQLite: FTS5 over the text, kept by triggers in each write's transaction; unicode61 with
 # remove_diacritics 2 ignores case and accents and stems nothing.
 SEARCH_DDL_SQLITE = [
-    "CREATE VIRTUAL TABLE messages_search USING fts5("
-    "text, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2')",
+    "CREATE VIRTUAL TABLE messages_search USING fts5(text, attachment_names,"
+    " content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 2')",
     "CREATE TRIGGER messages_search_insert AFTER INSERT ON messages BEGIN"
-    " INSERT INTO messages_search(rowid, text) VALUES (new.id, new.text); END",
+    " INSERT INTO messages_search(rowid, text, attachment_names)"
+    " VALUES (new.id, new.text, new.attachment_names); END",
     "CREATE TRIGGER messages_search_delete AFTER DELETE ON messages BEGIN"
-    " INSERT INTO messages_search(messages_search, rowid, text)"
-    " VALUES ('delete', old.id, old.text); END",
-    "CREATE TRIGGER messages_search_update AFTER UPDATE OF text ON messages BEGIN"
-    " INSERT INTO messages_search(messages_search, rowid, text)"
-    " VALUES ('delete', old.id, old.text);"
-    " INSERT INTO messages_search(rowid, text) VALUES (new.id, new.text); END",
+    " INSERT INTO messages_search(messages_search, rowid, text, attachment_names)"
+    " VALUES ('delete', old.id, old.text, old.attachment_names); END",
+    "CREATE TRIGGER messages_search_update AFTER UPDATE OF text, attachment_names ON messages"
+    " BEGIN INSERT INTO messages_search(messages_search, rowid, text, attachment_names)"
+    " VALUES ('delete', old.id, old.text, old.attachment_names);"
+    " INSERT INTO messages_search(rowid, text, attachment_names)"
+    " VALUES (new.id, new.text, new.attachment_names); END",
 ]
 # PostgreSQL: a generated tsvector (the 'simple' configuration: no English stemming of French)
 # with a GIN index. unaccent is a trusted extension (PostgreSQL 13+, the database's owner may
@@ -308,8 +368,8 @@ BEGIN
     ' LANGUAGE sql IMMUTABLE PARALLEL SAFE STRICT RETURN %%s.unaccent(%%L::regdictionary, $1)',
     home, home || '.unaccent');
 END $$""",
-    "ALTER TABLE messages ADD COLUMN search tsvector"
-    " GENERATED ALWAYS AS (to_tsvector('simple', chat_unaccent(text))) STORED",
+    "ALTER TABLE messages ADD COLUMN search tsvector GENERATED ALWAYS AS (to_tsvector('simple',"
+    " chat_unaccent(text || ' ' || coalesce(attachment_names, '')))) STORED",
     "CREATE INDEX ix_messages_search ON messages USING gin (search)",
 ]
 for _statement in SEARCH_DDL_SQLITE:
@@ -328,12 +388,13 @@ def save_message(
     room_key: str | None = None,
     author: str | None = None,
     reply_to: int | None = None,
+    attachments: tuple[int, ...] = (),
 ) -> tuple[MessageData, bool]:
     """Persist a message; return ``(data, created)``. A repeated ``client_id`` gets the original.
 
     ``room_key`` and ``author`` (the author's display name), when given, spare two queries.
     """
-    row = MessageRow(user_id, room_id, text, client_id, room_key, author, reply_to)
+    row = MessageRow(user_id, room_id, text, client_id, room_key, author, reply_to, attachments)
     try:
         (data,) = save_messages([row])
     except IntegrityError:
@@ -360,21 +421,27 @@ def save_messages(rows: Sequence[tuple[object, ...]]) -> list[MessageData]:
     """
     created_at = utcnow()
     posts = [MessageRow(*row) for row in rows]  # type: ignore[arg-type]  # checked by NamedTuple
-    values = [
-        {
-            "user_id": post.user_id,
-            "room_id": post.room_id,
-            "text": post.text,
-            "client_id": post.client_id,
-            "created_at": created_at,
-            "reply_to_id": post.reply_to,
-        }
-        for post in posts
-    ]
     # A connection of its own, not the session: the session's bookkeeping cost more than the
     # INSERT. The transaction commits when the block ends, and rolls back on any error.
     with db.engine.begin() as connection:
+        rows = _uploads_of(connection, posts)
+        files = {row.id: attachment_data(row) for row in rows}
+        values = [
+            {
+                "user_id": post.user_id,
+                "room_id": post.room_id,
+                "text": post.text,
+                "client_id": post.client_id,
+                "created_at": created_at,
+                "reply_to_id": post.reply_to,
+                "attachment_names": " ".join(files[a]["name"] for a in post.attachments) or None,
+            }
+            for post in posts
+        ]
+        # A retried client_id fails here, before its files (attached to the original) are seen.
         ids = connection.execute(_insert_returning_ids(), values).scalars().all()
+        _check_claimable(rows, posts)
+        _claim(connection, ids, posts)
         mentions = {
             message_id: _members_among(connection, post.room_id, mentioned_ids(post.text))
             for message_id, post in zip(ids, posts, strict=True)
@@ -403,9 +470,56 @@ def save_messages(rows: Sequence[tuple[object, ...]]) -> list[MessageData]:
             "reply_to": parents.get(post.reply_to) if post.reply_to is not None else None,
             "reactions": [],
             "mentions": {user: names[user] for user in mentions.get(message_id, ())},
+            "attachments": [files[attachment] for attachment in post.attachments],
         }
         for message_id, post in zip(ids, posts, strict=True)
     ]
+
+
+class AttachmentTaken(Exception):
+    """An upload a post carries is gone or already in a message (``realtime.commits`` checks
+    before storing, under the order lock; only the sweep of old uploads can race it)."""
+
+
+def _uploads_of(connection: Connection, posts: Sequence[MessageRow]) -> Sequence[Row[Any]]:
+    """The rows of the uploads the posts carry, locked until the transaction ends (PostgreSQL:
+    the sweep of old uploads waits; SQLite's single writer needs no lock)."""
+    wanted = [attachment for post in posts for attachment in post.attachments]
+    if not wanted:
+        return []
+    query = select(Attachment.__table__).where(Attachment.id.in_(wanted)).with_for_update()
+    return connection.execute(query).all()
+
+
+def _check_claimable(rows: Sequence[Row[Any]], posts: Sequence[MessageRow]) -> None:
+    """Raise ``AttachmentTaken`` unless every upload is its post's author's and unposted."""
+    found = {row.id: row for row in rows}
+    wanted = [attachment for post in posts for attachment in post.attachments]
+    if len(set(wanted)) != len(wanted):
+        raise AttachmentTaken("one upload in two posts")
+    for post in posts:
+        for attachment in post.attachments:
+            row = found.get(attachment)
+            if row is None or row.uploader_id != post.user_id or row.message_id is not None:
+                raise AttachmentTaken(attachment)
+
+
+def _claim(connection: Connection, message_ids: Sequence[int], posts: Sequence[MessageRow]) -> None:
+    """Attach each post's uploads to its new message, in the order it gave them."""
+    table = Attachment.__table__
+    assert isinstance(table, Table)  # A mapped class's ``__table__`` is typed as any FromClause.
+    claims = [
+        {"attachment": attachment, "message": message_id, "place": place}
+        for message_id, post in zip(message_ids, posts, strict=True)
+        for place, attachment in enumerate(post.attachments)
+    ]
+    if claims:
+        connection.execute(
+            table.update()
+            .where(table.c.id == bindparam("attachment"))
+            .values(message_id=bindparam("message"), position=bindparam("place")),
+            claims,
+        )
 
 
 def _members_among(connection: Connection, room_id: int, user_ids: Sequence[int]) -> list[int]:
@@ -434,6 +548,7 @@ def describe(messages: Sequence[Message]) -> list[MessageData]:
     ids = [message.id for message in messages]
     reactions = _reactions(ids)
     mentions = _mentions(ids)
+    files = attachments_of([m.id for m in messages if m.attachment_names is not None])
     quotes = _quotes({m.reply_to_id for m in messages if m.reply_to_id is not None})
     return [
         {
@@ -449,9 +564,26 @@ def describe(messages: Sequence[Message]) -> list[MessageData]:
             "reply_to": quotes.get(message.reply_to_id) if message.reply_to_id else None,
             "reactions": reactions.get(message.id, []),
             "mentions": mentions.get(message.id, {}),
+            "attachments": files.get(message.id, []),
         }
         for message in messages
     ]
+
+
+def attachments_of(message_ids: Sequence[int]) -> dict[int, list[AttachmentData]]:
+    """``{message id: its files, in order}``."""
+    if not message_ids:
+        return {}
+    rows = db.session.scalars(
+        select(Attachment)
+        .where(Attachment.message_id.in_(message_ids))
+        .order_by(Attachment.message_id, Attachment.position)
+    )
+    found: dict[int, list[AttachmentData]] = {}
+    for row in rows:
+        assert row.message_id is not None  # The query asked for attached files only.
+        found.setdefault(row.message_id, []).append(row.data())
+    return found
 
 
 def _reactions(message_ids: Sequence[int]) -> dict[int, list[ReactionData]]:

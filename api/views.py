@@ -1,4 +1,4 @@
-"""The JSON API: tokens for the WebSocket, and search."""
+"""The JSON API: tokens for the WebSocket, and search (uploads: ``files.views``)."""
 
 from collections.abc import Mapping
 
@@ -66,7 +66,7 @@ def refresh_token() -> Response | tuple[Response, int]:
 MAX_ID = 2**53  # As on the socket: larger ids would lose precision in JavaScript.
 
 
-def _api_user() -> User | None:
+def api_user() -> User | None:
     """Who asks: the page's session, or a socket token as ``Authorization: Bearer`` (scripts)."""
     if current_user.is_authenticated:
         return current_user
@@ -82,7 +82,7 @@ def _api_user() -> User | None:
 @bp.get("/search")
 def search_messages() -> Response | tuple[Response, int]:
     """``?q=…&room=…&before=…``: messages the user may read that match, newest first."""
-    user = _api_user()
+    user = api_user()
     if user is None:
         return json_error(401, "unauthenticated", "Log in, or send a token as Bearer.")
     before = request.args.get("before")

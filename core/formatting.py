@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import nh3
 from markdown_it import MarkdownIt
@@ -102,6 +103,22 @@ def format_ts(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def attachment_object(attachment: Mapping[str, Any]) -> dict[str, Any]:
+    """A file as clients read it (``models.AttachmentData`` with its addresses): in message
+    objects and in the answer to an upload. Addresses are relative to the chat's origin."""
+    attachment_id = attachment["id"]
+    return {
+        "id": attachment_id,
+        "name": attachment["name"],
+        "size": attachment["size"],
+        "content_type": attachment["content_type"],
+        "url": f"/files/{attachment_id}/{quote(attachment['name'], safe='')}",
+        "thumbnail_url": f"/thumbnails/{attachment_id}" if attachment["thumbnail"] else None,
+        "width": attachment["width"],
+        "height": attachment["height"],
+    }
+
+
 def message_object(message: Mapping[str, Any]) -> dict[str, Any]:
     """A stored message as it is now (``models.describe``), as every client reads it: in the
     socket's frames (``realtime.protocol.message_frame``) and in the JSON API."""
@@ -122,6 +139,7 @@ def message_object(message: Mapping[str, Any]) -> dict[str, Any]:
         "reply_to": message["reply_to"],
         "reactions": message["reactions"],
         "mentions": list(mentions),
+        "attachments": [attachment_object(a) for a in message.get("attachments", ())],
     }
 
 

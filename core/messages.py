@@ -17,6 +17,7 @@ from sqlalchemy import delete, select
 from core.formatting import mentioned_ids
 from core.rooms import FORBIDDEN
 from extensions import db
+from files import uploads
 from models import (
     DELETE,
     EDIT,
@@ -167,7 +168,8 @@ def _mention(message: Message, user_ids: list[int]) -> None:
 
 
 def remove(message: Message, user_id: int, client_id: str | None) -> Changed:
-    """Delete ``message``: its text, mentions and reactions are erased; a tombstone stays."""
+    """Delete ``message``: its text, mentions, reactions and files are erased; a tombstone
+    stays."""
     if (prior := _prior(user_id, client_id, message, DELETE)) is not None:
         return prior
     if not may_change(user_id, message):
@@ -178,7 +180,10 @@ def remove(message: Message, user_id: int, client_id: str | None) -> Changed:
     message.deleted_at = utcnow()
     db.session.execute(delete(Mention).where(Mention.message_id == message.id))
     db.session.execute(delete(Reaction).where(Reaction.message_id == message.id))
-    return _record(DELETE, message, user_id, client_id)
+    stored = uploads.detach(message)
+    changed = _record(DELETE, message, user_id, client_id)
+    uploads.discard(stored)  # Once the rows are gone for good: never a row without its file.
+    return changed
 
 
 def react(message: Message, user_id: int, symbol: str, client_id: str | None) -> Changed:

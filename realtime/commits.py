@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from core import messages
 from extensions import db
+from files import uploads
 from models import MessageRow, save_message, save_messages
 from realtime import protocol, stats
 from realtime.backplane import BackplaneError
@@ -49,8 +50,8 @@ class Post:
     """A message waiting for the committer, and what became of it."""
 
     __slots__ = (
-        "client_id", "conn", "done", "error", "key", "locale", "reply_to", "result", "room_id",
-        "text",
+        "attachments", "client_id", "conn", "done", "error", "key", "locale", "reply_to",
+        "result", "room_id", "text",
     )  # fmt: skip
 
     def __init__(
@@ -61,10 +62,12 @@ class Post:
         client_id: str | None,
         locale: str | None = None,
         reply_to: int | None = None,
+        attachments: tuple[int, ...] = (),
     ) -> None:
         # ``key`` None: the socket has no current room (it is refused as ``forbidden``).
         self.conn, self.key, self.text, self.client_id = conn, key, text, client_id
         self.reply_to = reply_to  # A live message of the same room, as the committer checks.
+        self.attachments = attachments  # The sender's unposted uploads, as the committer checks.
         self.locale = locale  # The sender's language, for an error told from another thread.
         self.room_id: int | None = None
         self.result: tuple[StoredMessage, bool] | None = None  # (stored, created)
@@ -218,17 +221,17 @@ def _store_and_publish(hub: Hub, batch: list[Post], unpublished: Unpublished) ->
     if the backplane fails midway, the rest is still there to be published later.
     """
     accepted: list[Post] = []
+    taken: set[int] = set()  # Uploads claimed by posts before, in this batch.
     for post in batch:
         # Checked under the lock that membership changes take: no post lands after a leave.
         post.room_id = hub.room_id(post.conn.user_id, post.key)
         if post.room_id is None:
             message = protocol.ERROR_MESSAGES["forbidden"]
             post.error = protocol.FrameError("forbidden", message, post.client_id)
-        elif post.reply_to is not None and (
-            error := _reply_refused(hub, post, post.room_id, post.reply_to)
-        ):
+        elif error := _refused(hub, post, post.room_id, taken):
             post.error = error
         else:
+            taken.update(post.attachments)
             accepted.append(post)
     try:
         _store(accepted)
@@ -249,6 +252,15 @@ def _store_and_publish(hub: Hub, batch: list[Post], unpublished: Unpublished) ->
     _publish(hub, unpublished)
 
 
+def _refused(hub: Hub, post: Post, room_id: int, taken: set[int]) -> protocol.FrameError | None:
+    """Why a post to a room the sender is in cannot be stored, or None."""
+    if post.reply_to is not None and (error := _reply_refused(hub, post, room_id, post.reply_to)):
+        return error
+    if post.attachments:
+        return _attachments_refused(post, taken)
+    return None
+
+
 def _reply_refused(hub: Hub, post: Post, room_id: int, reply_to: int) -> protocol.FrameError | None:
     """Why a reply cannot be posted (its parent is not a live message of its room), or None.
 
@@ -258,6 +270,18 @@ def _reply_refused(hub: Hub, post: Post, room_id: int, reply_to: int) -> protoco
     try:
         messages.reply_target(reply_to, room_id, hub.room_ids(post.conn.user_id))
     except messages.MessageError as error:
+        return protocol.FrameError(error.code, error.message, post.client_id)
+    return None
+
+
+def _attachments_refused(post: Post, taken: set[int]) -> protocol.FrameError | None:
+    """Why a post's files cannot be attached (not the sender's unposted uploads), or None.
+
+    Under the lock, as for replies: two posts (on any worker) cannot both take one upload.
+    """
+    try:
+        uploads.check_postable(post.conn.user_id, post.client_id, post.attachments, taken)
+    except uploads.NotPostable as error:
         return protocol.FrameError(error.code, error.message, post.client_id)
     return None
 
@@ -305,4 +329,5 @@ def _row(post: Post) -> MessageRow:
         post.key,
         post.conn.name,
         post.reply_to,
+        post.attachments,
     )

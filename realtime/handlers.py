@@ -4,6 +4,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from flask import current_app
+from flask_babel import lazy_gettext as _l
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import messages, rooms
@@ -84,7 +85,13 @@ def _post(hub: Hub, conn: Connection, command: protocol.ChatMessage) -> None:
         len(command.text),
         extra={"user_id": conn.user_id},
     )
-    post = commits.Post(conn, key, command.text, command.client_id, conn.locale, command.reply_to)
+    if len(command.attachments) > config["CHAT_MAX_ATTACHMENTS"]:
+        message = _l("A message can carry at most %(n)s files.", n=config["CHAT_MAX_ATTACHMENTS"])
+        raise protocol.FrameError("bad_request", message, command.client_id)
+    post = commits.Post(
+        conn, key, command.text, command.client_id, conn.locale, command.reply_to,
+        command.attachments,
+    )  # fmt: skip
     if not current_runtime().commits.add(post, SETTLE_WAIT):
         message = protocol.ERROR_MESSAGES["unavailable"]
         raise protocol.FrameError("unavailable", message, command.client_id)

@@ -63,6 +63,7 @@ class ChatMessage:
     client_id: str | None = None
     room: str | None = None
     reply_to: int | None = None  # The id of the message it answers, in the same room.
+    attachments: tuple[int, ...] = ()  # Uploads of the sender's (``POST /api/uploads``).
 
 
 @dataclass(frozen=True)
@@ -278,9 +279,30 @@ class _Fields:
 
 
 def _parse_message(fields: _Fields, max_chars: int) -> ChatMessage:
-    text = _validate_text(fields.string("text"), fields.client_id, max_chars)
+    attachments = _attachments(fields)
+    text = fields.string("text", required=not attachments) or ""
+    # With files the text is a caption, and may be empty.
+    if not (attachments and is_invisible(text.strip())):
+        text = _validate_text(text, fields.client_id, max_chars)
+    else:
+        text = ""
     reply_to = fields.integer("reply_to", required=False)
-    return ChatMessage(text, fields.client_id, fields.room(required=False), reply_to)
+    room = fields.room(required=False)
+    return ChatMessage(text, fields.client_id, room, reply_to, attachments)
+
+
+def _attachments(fields: _Fields) -> tuple[int, ...]:
+    """A message's ``attachments``: distinct upload ids (checked against the database later)."""
+    value = fields.frame.get("attachments")
+    if value is None:
+        return ()
+    if (
+        not isinstance(value, list)
+        or not all(type(item) is int and 0 < item <= MAX_ID for item in value)
+        or len(set(value)) != len(value)
+    ):
+        fields.fail(_l("The 'attachments' field must be a list of distinct upload ids."))
+    return tuple(value)
 
 
 def _parse_edit(fields: _Fields, max_chars: int) -> Edit:
@@ -461,6 +483,19 @@ class Reactions(TypedDict):
     user_ids: list[int]
 
 
+class AttachmentObject(TypedDict):
+    """A file of a message, with where to fetch it."""
+
+    id: int
+    name: str
+    size: int
+    content_type: str
+    url: str
+    thumbnail_url: str | None
+    width: int | None
+    height: int | None
+
+
 class MessageFrame(TypedDict):
     """A chat message, as it is now."""
 
@@ -478,6 +513,7 @@ class MessageFrame(TypedDict):
     reply_to: Quote | None
     reactions: list[Reactions]
     mentions: list[int]
+    attachments: list[AttachmentObject]
 
 
 class ChangeFrame(TypedDict):

@@ -98,6 +98,7 @@ def test_message_frame_has_utc_timestamp_and_client_id():
         "reply_to": None,
         "reactions": [],
         "mentions": {},
+        "attachments": [],
     }
     assert protocol.message_frame(stored) == {
         "type": "message",
@@ -114,6 +115,7 @@ def test_message_frame_has_utc_timestamp_and_client_id():
         "reply_to": None,
         "reactions": [],
         "mentions": [],
+        "attachments": [],
     }
 
 
