@@ -1,6 +1,7 @@
 """Database models: users, rooms, and their messages with their reactions, mentions, changes
 and attached files."""
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
@@ -236,7 +237,7 @@ class Message(Model):
     )
     edited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # The names of its files, space-separated, for the search index alone (None: no file).
+    # The names of its files as words, for the search index alone (None: no file).
     attachment_names: Mapped[str | None] = mapped_column(Text)
 
     author: Mapped[User] = relationship(lazy="joined")
@@ -434,7 +435,7 @@ def save_messages(rows: Sequence[tuple[object, ...]]) -> list[MessageData]:
                 "client_id": post.client_id,
                 "created_at": created_at,
                 "reply_to_id": post.reply_to,
-                "attachment_names": " ".join(files[a]["name"] for a in post.attachments) or None,
+                "attachment_names": searchable_names(files[a]["name"] for a in post.attachments),
             }
             for post in posts
         ]
@@ -474,6 +475,16 @@ def save_messages(rows: Sequence[tuple[object, ...]]) -> list[MessageData]:
         }
         for message_id, post in zip(ids, posts, strict=True)
     ]
+
+
+def searchable_names(names: Iterable[str]) -> str | None:
+    """File names as words for the search index: "plan-v2.pdf" is "plan v2 pdf" (PostgreSQL's
+    parser would keep it whole, as a file name), None for no file."""
+    words = " ".join(_NOT_WORD.sub(" ", name).strip() for name in names)
+    return words or None
+
+
+_NOT_WORD = re.compile(r"[\W_]+")
 
 
 class AttachmentTaken(Exception):

@@ -7,6 +7,7 @@ checked from the header before anything is decoded, so a decompression bomb is r
 """
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +58,11 @@ def prepare(source: Path, work: Path, max_pixels: int) -> Prepared:
     """Read ``source``: an image comes out clean with a thumbnail (in ``work``); anything else as
     it is, with the type its bytes tell. ``ImageError`` for an image too large or unreadable."""
     try:
-        image = Image.open(source, formats=list(INLINE))
-    except Image.DecompressionBombError:
+        with warnings.catch_warnings():
+            # Past Pillow's limit (ours) it warns, past twice it raises: both refuse here.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(source, formats=list(INLINE))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError("image_too_large") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return Prepared(source, sniff(source), ".bin")

@@ -98,10 +98,11 @@ def postgres_url(postgres):
 
 
 @pytest.fixture
-def app_config(database_url):
+def app_config(database_url, tmp_path):
     """Settings for the test app; tests may change them before ``app`` is built."""
     return {
         "TESTING": True,
+        "CHAT_UPLOAD_DIR": str(tmp_path / "uploads"),
         "SECRET_KEY": SECRET_KEY,
         "DATABASE_URL": database_url,
         # Cheap hashing keeps the suite fast; test_accounts checks the production default.

@@ -1,0 +1,514 @@
+"""Files over real HTTP and sockets: uploads, each refusal, who may fetch what, clean images,
+attachments in messages, deletion and the sweep of unposted uploads, in the folder store.
+
+The S3 store and nginx's X-Accel-Redirect have their own modules (test_uploads_s3.py, and
+test_deploy.py for nginx)."""
+
+import http.client
+import io
+import json
+import socket
+import uuid
+from datetime import timedelta
+
+import pytest
+from PIL import ExifTags, Image
+from sqlalchemy import func, select, update
+
+from extensions import db
+from helpers import login, token_issued_at
+from models import Attachment, Message, utcnow
+
+MARKERS = (b"EXIF-MARKER-7361", b"COMMENT-MARKER-7361", b"XMP-MARKER-7361")
+
+
+def png(width=64, height=48, color=(200, 30, 30)):
+    """The bytes of a PNG."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def photo_with_metadata():
+    """A 200x100 JPEG turned by its EXIF (orientation 6: shown 100x200), with a GPS position, a
+    description, a comment and XMP, each holding a marker."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    exif[ExifTags.Base.ImageDescription] = MARKERS[0].decode()
+    gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
+    gps[ExifTags.GPS.GPSLatitudeRef] = "N"
+    gps[ExifTags.GPS.GPSLatitude] = (48.0, 51.0, 24.0)
+    buffer = io.BytesIO()
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/">' + MARKERS[2] + b"</x:xmpmeta>"
+    Image.new("RGB", (200, 100), (10, 120, 200)).save(
+        buffer, "JPEG", exif=exif, comment=MARKERS[1], xmp=xmp
+    )
+    data = buffer.getvalue()
+    assert all(marker in data for marker in MARKERS)  # The test's own premise.
+    return data
+
+
+def animated_gif():
+    """A three-frame GIF with a comment."""
+    frames = [Image.new("RGB", (40, 30), (n * 80, 40, 200 - n * 60)) for n in range(3)]
+    buffer = io.BytesIO()
+    frames[0].save(
+        buffer, "GIF", save_all=True, append_images=frames[1:], duration=80, loop=0,
+        comment=MARKERS[1],
+    )  # fmt: skip
+    return buffer.getvalue()
+
+
+def multipart(fields):
+    """``(body, content type)`` of a multipart form: ``fields`` maps names to
+    ``(file name, bytes)`` or to a string."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, value in fields.items():
+        if isinstance(value, tuple):
+            filename, data = value
+            head = (
+                f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n"
+            )
+        else:
+            head, data = f'Content-Disposition: form-data; name="{name}"\r\n\r\n', value.encode()
+        parts.append(f"--{boundary}\r\n{head}".encode() + data + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+class Http:
+    """Requests to the live server as one person, by socket token."""
+
+    def __init__(self, app, server, user_id):
+        self.app, self.server, self.user_id = app, server, user_id
+
+    def headers(self):
+        return {"Authorization": f"Bearer {token_issued_at(self.app, self.user_id)}"}
+
+    def request(self, method, path, body=None, headers=None):
+        """``(status, headers, body bytes)``; the connection is closed after."""
+        host, port = self.server.split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, response.headers, response.read()
+        finally:
+            connection.close()
+
+    def upload(self, data, name="file.bin", headers=None, fields=None):
+        """``(status, JSON body)`` of ``POST /api/uploads``."""
+        body, content_type = multipart(fields if fields is not None else {"file": (name, data)})
+        sent = {"Content-Type": content_type, **(self.headers() if headers is None else headers)}
+        status, _, answer = self.request("POST", "/api/uploads", body, sent)
+        return status, json.loads(answer)
+
+    def uploaded(self, data, name="file.bin"):
+        """The description of a file that must be accepted."""
+        status, body = self.upload(data, name)
+        assert status == 201, body
+        return body
+
+    def get(self, path, headers=None):
+        """``(status, headers, body)`` of a GET with this person's token."""
+        return self.request("GET", path, headers=self.headers() if headers is None else headers)
+
+
+def until(chat, kind):
+    """The next frame of type ``kind``; any other is skipped."""
+    while (frame := chat.recv())["type"] != kind:
+        pass
+    return frame
+
+
+def post(chat, attachments, text="", room="general", client_id=None):
+    """Send a message with files; the frame that answers it (the message, or an error)."""
+    client_id = client_id or uuid.uuid4().hex
+    chat.send(
+        {"type": "message", "room": room, "text": text, "attachments": attachments,
+         "client_id": client_id}
+    )  # fmt: skip
+    while (frame := chat.recv()).get("client_id") != client_id:
+        pass
+    return frame
+
+
+@pytest.fixture
+def people(app, make_user, ws_connect, live_server):
+    """alice, bob and carol: a socket each, with ``http`` for their requests."""
+    found = {}
+    for name in ("alice", "bob", "carol"):
+        user_id = make_user(f"{name}@example.com")[0]
+        chat = ws_connect(user_id)
+        chat.id, chat.http = user_id, Http(app, live_server, user_id)
+        found[name] = chat
+    return found
+
+
+def stored_files(app):
+    """Every file in the upload folder, thumbnails included."""
+    root = app.config["CHAT_UPLOAD_DIR"]
+    from pathlib import Path
+
+    return sorted(p.name for p in Path(root).rglob("*") if p.is_file())
+
+
+def test_an_image_is_served_without_its_metadata_turned_upright_with_a_thumbnail(people):
+    alice = people["alice"]
+    described = alice.http.uploaded(photo_with_metadata(), "holiday.jpg")
+    assert described == {
+        "id": described["id"],
+        "name": "holiday.jpg",
+        "size": described["size"],
+        "content_type": "image/jpeg",
+        "url": f"/files/{described['id']}/holiday.jpg",
+        "thumbnail_url": f"/thumbnails/{described['id']}",
+        "width": 100,
+        "height": 200,
+    }
+    status, headers, body = alice.http.get(described["url"])
+    assert status == 200
+    assert headers["Content-Type"] == "image/jpeg"
+    assert headers["Content-Disposition"].startswith("inline;")
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Content-Security-Policy"] == "sandbox; default-src 'none'"
+    assert len(body) == described["size"]
+    assert not [marker for marker in MARKERS if marker in body]
+    served = Image.open(io.BytesIO(body))
+    assert served.size == (100, 200)
+    assert dict(served.getexif()) == {}
+    assert "xmp" not in served.info
+    assert "comment" not in served.info
+    status, headers, body = alice.http.get(described["thumbnail_url"])
+    assert status == 200
+    assert headers["Content-Type"] == "image/webp"
+    thumbnail = Image.open(io.BytesIO(body))
+    assert thumbnail.format == "WEBP"
+    assert thumbnail.size == (100, 200)  # Smaller than the box: never enlarged.
+
+
+def test_a_large_image_gets_a_thumbnail_within_the_box(people):
+    described = people["alice"].http.uploaded(png(1600, 900), "wide.png")
+    assert (described["width"], described["height"]) == (1600, 900)
+    _, _, body = people["alice"].http.get(described["thumbnail_url"])
+    assert Image.open(io.BytesIO(body)).size == (480, 270)
+
+
+def test_an_animation_stays_animated_and_loses_its_comment(people):
+    described = people["alice"].http.uploaded(animated_gif(), "wave.gif")
+    assert described["content_type"] == "image/gif"
+    status, headers, body = people["alice"].http.get(described["thumbnail_url"])
+    assert status == 200
+    assert headers["Content-Type"] == "image/gif"
+    served = Image.open(io.BytesIO(body))
+    assert served.n_frames == 3
+    assert MARKERS[1] not in body
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "sniffed"),
+    [
+        (b"<html><script>alert(document.cookie)</script></html>", "page.html", "text/html"),
+        (b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>', "a.svg", None),
+        (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n", "report.png", "application/pdf"),
+        (b"just some notes\n", "notes.txt", "text/plain"),
+    ],
+)
+def test_any_other_file_is_only_ever_a_download(people, data, name, sniffed):
+    alice = people["alice"]
+    described = alice.http.uploaded(data, name)
+    assert described["thumbnail_url"] is None
+    assert (described["width"], described["height"]) == (None, None)
+    if sniffed:
+        assert described["content_type"] == sniffed  # From the bytes, whatever the name says.
+    status, headers, body = alice.http.get(described["url"])
+    assert status == 200
+    assert body == data
+    assert headers["Content-Type"] == "application/octet-stream"
+    assert headers["Content-Disposition"].startswith("attachment;")
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Content-Security-Policy"] == "sandbox; default-src 'none'"
+    assert alice.http.get(f"/thumbnails/{described['id']}")[0] == 404
+
+
+def test_names_are_cleaned(people):
+    http = people["alice"].http
+    assert http.uploaded(b"x", "../../etc/passwd")["name"] == "passwd"
+    assert http.uploaded(b"x", "invoice\u202egpj.exe")["name"] == "invoice gpj.exe"
+    assert http.uploaded(b"x", "")["name"] == "file"
+    long = http.uploaded(b"x", "a" * 300 + ".txt")["name"]
+    assert (len(long), long[-4:]) == (200, ".txt")
+    described = http.uploaded(b"x", "été à l'œil.txt")
+    status, headers, _ = http.get(described["url"])
+    assert status == 200
+    assert (
+        "filename*=UTF-8''%C3%A9t%C3%A9%20%C3%A0%20l%27%C5%93il.txt"
+        in (headers["Content-Disposition"])
+    )
+
+
+@pytest.mark.database
+def test_files_in_a_message_reach_the_room_and_only_the_room(people):
+    alice, bob, carol = people["alice"], people["bob"], people["carol"]
+    alice.send({"type": "create_room", "name": "design"})
+    until(alice, "room")
+    bob.send({"type": "join_room", "room": "design"})
+    until(bob, "room")
+    picture = alice.http.uploaded(png(), "mock.png")
+    notes = alice.http.uploaded(b"colour: red\n", "notes.txt")
+    # Before it is posted, a file is its uploader's alone.
+    for person in (bob, carol):
+        assert person.http.get(picture["url"])[0] == 404
+    assert alice.http.get(picture["url"])[0] == 200
+    sent = post(alice, [notes["id"], picture["id"]], "the mock-up", room="design")
+    assert sent["type"] == "message", sent
+    assert sent["attachments"] == [notes, picture]  # In the order sent.
+    while (seen := bob.recv())["type"] != "message":
+        pass
+    assert (seen["text"], seen["attachments"]) == ("the mock-up", [notes, picture])
+    assert bob.http.get(picture["url"])[:1] == (200,)
+    assert bob.http.get(picture["thumbnail_url"])[0] == 200
+    # carol is not in the room: to her the file does not exist.
+    assert carol.http.get(picture["url"])[0] == 404
+    assert carol.http.get(picture["thumbnail_url"])[0] == 404
+    # History and search show the message with its files.
+    bob.send({"type": "history", "room": "design"})
+    page = bob.recv_type("history")
+    assert page["messages"][-1]["attachments"] == [notes, picture]
+
+
+@pytest.mark.database
+def test_a_caption_alone_or_files_alone(people):
+    alice = people["alice"]
+    only_files = post(alice, [alice.http.uploaded(png(), "a.png")["id"]])
+    assert (only_files["type"], only_files["text"]) == ("message", "")
+    empty = post(alice, [])
+    assert (empty["type"], empty["code"]) == ("error", "empty")  # No text, no file.
+    alice.send({"type": "message", "text": "   ", "client_id": "blank"})
+    assert alice.recv_type("error")["code"] == "empty"
+
+
+@pytest.mark.database
+def test_files_that_cannot_be_attached(app, people):
+    alice, bob = people["alice"], people["bob"]
+    mine = alice.http.uploaded(b"mine", "mine.txt")["id"]
+    theirs = bob.http.uploaded(b"theirs", "theirs.txt")["id"]
+    for attachments, code in [
+        ([theirs], "not_found"),  # Someone else's upload.
+        ([mine, 10**9], "not_found"),  # No such upload.
+        ("1", "bad_request"),
+        ([mine, mine], "bad_request"),
+        ([True], "bad_request"),
+        ([0], "bad_request"),
+        (list(range(1, 12)), "bad_request"),  # More than CHAT_MAX_ATTACHMENTS.
+    ]:
+        refused = post(alice, attachments, "hello")
+        assert (refused["type"], refused["code"]) == ("error", code), attachments
+    with app.app_context():
+        assert db.session.scalar(select(func.count(Message.id))) == 0  # Nothing was stored.
+    assert post(alice, [mine], "first")["type"] == "message"
+    # Posted once, a file cannot be posted again.
+    again = post(alice, [mine], "second")
+    assert (again["type"], again["code"]) == ("error", "not_found")
+
+
+@pytest.mark.database
+def test_a_retried_post_gets_its_original(people):
+    alice = people["alice"]
+    upload = alice.http.uploaded(png(), "a.png")
+    first = post(alice, [upload["id"]], "once", client_id="retry-1")
+    again = post(alice, [upload["id"]], "once", client_id="retry-1")
+    assert again == first
+
+
+@pytest.mark.database
+def test_deleting_a_message_deletes_its_files(app, people):
+    alice, bob = people["alice"], people["bob"]
+    upload = alice.http.uploaded(png(), "gone.png")
+    kept = alice.http.uploaded(b"kept", "kept.txt")
+    sent = post(alice, [upload["id"]], "soon gone")
+    post(alice, [kept["id"]], "stays")
+    assert len(stored_files(app)) == 3  # The image, its thumbnail, the text file.
+    alice.send({"type": "delete", "id": sent["id"], "client_id": "del"})
+    while (changed := alice.recv())["type"] != "message_changed":
+        pass
+    assert changed["message"]["attachments"] == []
+    for path in (upload["url"], upload["thumbnail_url"]):
+        assert alice.http.get(path)[0] == 404
+        assert bob.http.get(path)[0] == 404
+    assert len(stored_files(app)) == 1
+    assert bob.http.get(kept["url"])[0] == 200
+    with app.app_context():
+        names = select(Message.attachment_names).where(Message.id == sent["id"])
+        assert db.session.scalar(names) is None  # Out of the search index too.
+
+
+@pytest.mark.database
+def test_uploads_never_posted_are_removed_after_a_day(app, people, runner):
+    alice = people["alice"]
+    old = alice.http.uploaded(b"old", "old.txt")
+    posted = alice.http.uploaded(b"posted", "posted.txt")
+    post(alice, [posted["id"]], "kept")
+    with app.app_context():
+        a_day_ago = utcnow() - timedelta(seconds=app.config["CHAT_UPLOAD_TTL"] + 1)
+        db.session.execute(update(Attachment).values(created_at=a_day_ago))
+        db.session.commit()
+    fresh = alice.http.uploaded(b"fresh", "fresh.txt")  # Each upload sweeps old ones.
+    assert alice.http.get(old["url"])[0] == 404
+    assert alice.http.get(posted["url"])[0] == 200
+    assert alice.http.get(fresh["url"])[0] == 200
+    assert len(stored_files(app)) == 2
+    # The command does the same, for a cron job.
+    with app.app_context():
+        db.session.execute(update(Attachment).values(created_at=a_day_ago))
+        db.session.commit()
+    result = runner.invoke(args=["purge-uploads"])
+    assert result.output.strip() == "Removed 1 unposted uploads."
+    assert alice.http.get(fresh["url"])[0] == 404
+    assert alice.http.get(posted["url"])[0] == 200
+
+
+@pytest.mark.database
+def test_attachment_names_are_searchable(people):
+    alice, bob = people["alice"], people["bob"]
+    report = alice.http.uploaded(b"%PDF-1.4\n", "Quarterly-Réport.pdf")
+    sent = post(alice, [report["id"]], "as promised")
+    status, _, body = bob.http.get("/api/search?q=quarterly+report")
+    assert status == 200
+    (found,) = json.loads(body)["results"]
+    assert found["message"]["id"] == sent["id"]
+    assert found["message"]["attachments"] == [report]
+    alice.send({"type": "delete", "id": sent["id"]})
+    alice.recv_type("message_changed")
+    _, _, body = bob.http.get("/api/search?q=quarterly")
+    assert json.loads(body)["results"] == []
+
+
+# ---- Refusals --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_limits(app_config):
+    """A 64 KiB file limit and a 100 KiB quota, to test them cheaply."""
+    app_config["CHAT_MAX_UPLOAD_BYTES"] = 64 * 1024
+    app_config["CHAT_UPLOAD_QUOTA_BYTES"] = 100 * 1024
+    app_config["CHAT_MAX_IMAGE_PIXELS"] = 1_000_000
+    return app_config
+
+
+def test_each_refusal_is_a_clear_json_error(small_limits, app, people):
+    http = people["alice"].http
+    truncated = png(300, 300)[:200]
+    cases = [
+        (http.upload(b"", "empty.txt"), 400, "empty_file"),
+        (http.upload(b"", fields={"other": ("a.txt", b"x")}), 400, "no_file"),
+        (http.upload(b"", fields={"file": "not a file"}), 400, "no_file"),
+        (http.upload(b"x", headers={}), 401, "unauthenticated"),
+        (http.upload(b"x", headers={"Authorization": "Bearer forged"}), 401, "unauthenticated"),
+        (http.upload(b"x", headers={"Authorization": "Basic YTpi"}), 401, "unauthenticated"),
+        (http.upload(b"x" * (64 * 1024 + 1), "big.bin"), 413, "too_large"),
+        (http.upload(png(1001, 1000), "huge.png"), 413, "image_too_large"),
+        (http.upload(truncated, "broken.png"), 400, "bad_image"),
+    ]
+    for (status, body), want_status, code in cases:
+        assert (status, body["error"]) == (want_status, code), body
+        assert body["message"]
+    assert http.upload(b"x" * (64 * 1024 + 1))[1]["message"] == "A file may be at most 64 KiB."
+    with app.app_context():
+        assert db.session.scalar(select(func.count(Attachment.id))) == 0
+    assert stored_files(app) == []
+
+
+def test_a_decompression_bomb_is_refused_unopened(small_limits, people):
+    # A PNG of a few kilobytes announcing 5000x5000 pixels (25 times the limit; at the
+    # default limit, the same at 50 GB of pixels). The header alone refuses it.
+    bomb = io.BytesIO()
+    Image.new("1", (5000, 5000)).save(bomb, "PNG", optimize=True)
+    assert len(bomb.getvalue()) < 64 * 1024
+    status, body = people["alice"].http.upload(bomb.getvalue(), "bomb.png")
+    assert (status, body["error"]) == (413, "image_too_large")
+    assert body["message"] == "An image may have at most 1 megapixels."
+
+
+def test_the_quota_counts_every_file_kept(small_limits, app, people):
+    http = people["alice"].http
+    http.uploaded(b"x" * 60 * 1024, "one.bin")
+    status, body = http.upload(b"x" * 50 * 1024, "two.bin")
+    assert (status, body["error"]) == (413, "quota_exceeded")
+    assert people["bob"].http.upload(b"x" * 50 * 1024, "his.bin")[0] == 201  # Per person.
+
+
+def test_a_size_announced_too_large_is_refused_before_the_body(
+    small_limits, live_server, app, alice
+):
+    # Headers announcing 100 MiB, and no body at all: the answer comes anyway.
+    user_id = alice
+    host, port = live_server.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(
+            (
+                "POST /api/uploads HTTP/1.1\r\n"
+                f"Host: {live_server}\r\n"
+                f"Authorization: Bearer {token_issued_at(app, user_id)}\r\n"
+                "Content-Type: multipart/form-data; boundary=x\r\n"
+                f"Content-Length: {100 * 1024 * 1024}\r\n\r\n"
+            ).encode()
+        )
+        answer = raw.makefile("rb").read()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413")
+    assert json.loads(body)["error"] == "too_large"
+
+
+# Werkzeug's multipart parser, cut off at the limit, leaves the file it was spooling to for the
+# garbage collector to close (a ResourceWarning, nothing kept): not ours to mend.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_body_without_a_length_is_cut_at_the_limit(small_limits, people):
+    alice = people["alice"].http
+    body, content_type = multipart({"file": ("big.bin", b"x" * 200 * 1024)})
+    chunks = (body[i : i + 8192] for i in range(0, len(body), 8192))
+    host, port = alice.server.split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request(
+            "POST", "/api/uploads", body=chunks, encode_chunked=True,
+            headers={"Content-Type": content_type, "Transfer-Encoding": "chunked",
+                     **alice.headers()},
+        )  # fmt: skip
+        response = connection.getresponse()
+        status, answer = response.status, json.loads(response.read())
+    except (BrokenPipeError, ConnectionResetError):
+        pytest.fail("the server closed the connection without an answer")
+    finally:
+        connection.close()
+    assert (status, answer["error"]) == (413, "too_large")
+
+
+def test_uploads_by_session_need_the_csrf_token(app, client, make_user):
+    make_user("alice@example.com")
+    login(client)
+    page = client.get("/")
+    token = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    files = {"file": (io.BytesIO(png()), "a.png")}
+    refused = client.post("/api/uploads", data=files, content_type="multipart/form-data")
+    assert (refused.status_code, refused.get_json()["error"]) == (400, "csrf_failed")
+    files = {"file": (io.BytesIO(png()), "a.png")}
+    accepted = client.post(
+        "/api/uploads", data=files, content_type="multipart/form-data",
+        headers={"X-CSRFToken": token},
+    )  # fmt: skip
+    assert accepted.status_code == 201, accepted.get_json()
+    fetched = client.get(accepted.get_json()["url"])
+    fetched.close()
+    assert fetched.status_code == 200
+
+
+def test_fetching_needs_a_session_or_a_token(people):
+    alice = people["alice"]
+    described = alice.http.uploaded(b"secret", "secret.txt")
+    status, _, body = alice.http.get(described["url"], headers={})
+    assert (status, json.loads(body)["error"]) == (401, "unauthenticated")
+    status, _, body = alice.http.get(f"/files/{described['id'] + 1}/x")
+    assert (status, json.loads(body)["error"]) == (404, "not_found")
