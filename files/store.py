@@ -98,10 +98,12 @@ class S3Store:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self.client.upload_file(
-                str(source), self.bucket, self.prefix + key, ExtraArgs={"ContentType": content_type}
-            )
-        except (BotoCoreError, ClientError) as error:
+            # One PUT (a file is at most CHAT_MAX_UPLOAD_BYTES): no transfer threads.
+            with source.open("rb") as body:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self.prefix + key, Body=body, ContentType=content_type
+                )
+        except (BotoCoreError, ClientError, OSError) as error:
             raise StoreError(str(error)) from error
 
     def delete(self, keys: Iterable[str]) -> None:

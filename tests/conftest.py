@@ -351,6 +351,59 @@ def _wait_for_nginx(process, port, prefix):
         time.sleep(0.05)
 
 
+MOTO_SERVER = ROOT / ".venv" / "moto" / "bin" / "moto_server"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's standalone S3 server on 127.0.0.1 (``make test`` installs it in .venv/moto; CI
+    fails, never skips, without it); yields its endpoint URL."""
+    if not MOTO_SERVER.exists():
+        missing(f"{MOTO_SERVER} is missing: make .venv/moto/.installed")
+    port = free_port()
+    process = subprocess.Popen(
+        [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("moto_server did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch):
+    """A fresh, empty bucket on ``s3_server``, and the credentials boto3 reads from the
+    environment; yields ``(client, bucket)``."""
+    import boto3
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    bucket = f"chat-test-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    yield client, bucket
+    listed = client.list_objects_v2(Bucket=bucket).get("Contents", [])
+    if listed:
+        client.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": o["Key"]} for o in listed]}
+        )
+    client.delete_bucket(Bucket=bucket)
+
+
 @pytest.fixture(scope="module")
 def browser():
     """One headless Chromium for the module; CI fails, never skips, without it."""

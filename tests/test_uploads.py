@@ -8,6 +8,7 @@ import http.client
 import io
 import json
 import socket
+import urllib.request
 import uuid
 from datetime import timedelta
 
@@ -512,3 +513,89 @@ def test_fetching_needs_a_session_or_a_token(people):
     assert (status, json.loads(body)["error"]) == (401, "unauthenticated")
     status, _, body = alice.http.get(f"/files/{described['id'] + 1}/x")
     assert (status, json.loads(body)["error"]) == (404, "not_found")
+
+
+# ---- The S3 store ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3_config(app_config, s3_server, s3_bucket):
+    """The app on a bucket of moto's S3 server, streaming files; yields the boto3 client."""
+    client, bucket = s3_bucket
+    app_config.update(CHAT_S3_BUCKET=bucket, CHAT_S3_ENDPOINT_URL=s3_server, CHAT_S3_PREFIX="test/")
+    return client, bucket
+
+
+def bucket_keys(s3):
+    client, bucket = s3
+    return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def test_s3_keeps_and_streams_files_with_the_same_checks(s3_config, app, people):
+    alice, bob = people["alice"], people["bob"]
+    described = alice.http.uploaded(photo_with_metadata(), "holiday.jpg")
+    notes = alice.http.uploaded(b"<b>notes</b>", "notes.html")
+    keys = bucket_keys(s3_config)
+    assert len(keys) == 3  # The photo, its thumbnail, the notes.
+    assert all(key.startswith("test/") for key in keys)
+    assert stored_files(app) == []  # Nothing in the folder.
+    assert bob.http.get(described["url"])[0] == 404  # Not posted yet.
+    post(alice, [described["id"], notes["id"]], "from the trip")
+    status, headers, body = bob.http.get(described["url"])
+    assert (status, headers["Content-Type"], len(body)) == (200, "image/jpeg", described["size"])
+    assert not [marker for marker in MARKERS if marker in body]
+    assert headers["Content-Security-Policy"] == "sandbox; default-src 'none'"
+    status, headers, body = bob.http.get(notes["url"])
+    assert (status, body) == (200, b"<b>notes</b>")
+    assert headers["Content-Type"] == "application/octet-stream"
+    assert headers["Content-Disposition"].startswith("attachment;")
+
+
+def test_s3_presigned_redirects_only_for_who_may_read(s3_config, app_config, app, people):
+    alice, bob, carol = people["alice"], people["bob"], people["carol"]
+    app.config["CHAT_S3_PRESIGN_TTL"] = 60
+    from files import store as file_store
+
+    file_store.init_app(app)  # The store reads its settings when it is made.
+    alice.send({"type": "open_dm", "user_id": bob.id})
+    dm = until(alice, "room")["room"]
+    notes = alice.http.uploaded(b"just between us", "secret.txt")
+    post(alice, [notes["id"]], "", room=dm)
+    status, headers, _ = bob.http.get(notes["url"])
+    assert status == 302
+    assert headers["Cache-Control"] == "no-store"
+    location = headers["Location"]
+    assert location.startswith(app.config["CHAT_S3_ENDPOINT_URL"])
+    fetched = urllib.request.urlopen(location, timeout=5)  # noqa: S310 - moto on loopback
+    with fetched:
+        assert fetched.read() == b"just between us"
+        assert fetched.headers["Content-Disposition"].startswith("attachment;")
+        assert fetched.headers["Content-Type"] == "application/octet-stream"
+    assert carol.http.get(notes["url"])[0] == 404  # No address for her.
+
+
+def test_s3_deletes_with_the_message_and_the_sweep(s3_config, app, people):
+    alice = people["alice"]
+    sent = post(alice, [alice.http.uploaded(png(), "a.png")["id"]], "soon gone")
+    left = alice.http.uploaded(b"never posted", "left.txt")
+    assert len(bucket_keys(s3_config)) == 3
+    alice.send({"type": "delete", "id": sent["id"]})
+    alice.recv_type("message_changed")
+    assert len(bucket_keys(s3_config)) == 1
+    with app.app_context():
+        a_day_ago = utcnow() - timedelta(seconds=app.config["CHAT_UPLOAD_TTL"] + 1)
+        db.session.execute(update(Attachment).values(created_at=a_day_ago))
+        db.session.commit()
+    alice.http.uploaded(b"fresh", "fresh.txt")
+    assert alice.http.get(left["url"])[0] == 404
+    assert len(bucket_keys(s3_config)) == 1  # The fresh one only.
+
+
+def test_an_s3_store_that_fails_keeps_nothing(s3_config, app, people):
+    client, bucket = s3_config
+    client.delete_bucket(Bucket=bucket)
+    status, body = people["alice"].http.upload(png(), "a.png")
+    assert (status, body["error"]) == (503, "unavailable")
+    with app.app_context():
+        assert db.session.scalar(select(func.count(Attachment.id))) == 0
+    client.create_bucket(Bucket=bucket)  # For the fixture's teardown.
