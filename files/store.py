@@ -62,6 +62,8 @@ class FolderStore:
             fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
             with os.fdopen(fd, "wb") as out, source.open("rb") as data:
                 shutil.copyfileobj(data, out, CHUNK)
+            # Readable by the folder's group too: nginx's, when it sends files (setgid folder).
+            os.chmod(temporary, 0o640)
             os.replace(temporary, target)
         except OSError as error:
             raise StoreError(str(error)) from error

@@ -295,7 +295,9 @@ def make_nginx(tmp_path):
         prefix = tmp_path / f"nginx-{len(processes)}"
         prefix.mkdir()
         port = free_port()
-        _write_nginx_conf(prefix, port, [server.port for server in servers])
+        # nginx sends the uploads of the first server's folder (X-Accel-Redirect).
+        upload_dir = getattr(servers[0], "env", {}).get("CHAT_UPLOAD_DIR", prefix / "uploads")
+        _write_nginx_conf(prefix, port, [server.port for server in servers], upload_dir)
         processes.append(
             subprocess.Popen(
                 [nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
@@ -310,7 +312,7 @@ def make_nginx(tmp_path):
         process.wait(10)
 
 
-def _write_nginx_conf(prefix, port, upstreams):
+def _write_nginx_conf(prefix, port, upstreams, upload_dir):
     """The shipped site, listening on ``port`` and proxying to the gunicorns on ``upstreams``."""
     site = (ROOT / "deploy" / "nginx-chat.conf").read_text()
     # One upstream line per gunicorn, with the shipped line's parameters (max_fails=...).
@@ -324,6 +326,7 @@ def _write_nginx_conf(prefix, port, upstreams):
         "listen 80;": f"listen 127.0.0.1:{port};",
         "/srv/chat/static/": f"{ROOT}/static/",
         "/var/log/nginx/chat.access.log": f"{prefix}/access.log",
+        "/var/lib/chat/uploads/": f"{upload_dir}/",
     }.items():
         assert old in site, f"deploy/nginx-chat.conf no longer has {old!r}"
         site = site.replace(old, new)

@@ -1,6 +1,7 @@
 """The shipped deployment pieces: gunicorn behind the shipped nginx site, proxy headers."""
 
 import json
+import re
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -74,3 +75,77 @@ def test_nginx_revalidates_static_files_and_hides_metrics(app_config, nginx_serv
         urllib.request.urlopen(f"{nginx_server.url}/metrics", timeout=5)  # noqa: S310
     hidden.value.close()
     assert hidden.value.code == 404
+
+
+@pytest.fixture
+def accelerated(app_config):
+    """The gunicorn behind nginx answers file requests with X-Accel-Redirect (as deployed)."""
+    app_config["CHAT_UPLOAD_ACCEL"] = "/_uploads/"
+    app_config["CHAT_PROXY_HOPS"] = 1
+
+
+def test_nginx_sends_the_files_the_app_allows(app, accelerated, nginx_server, alice, bob):
+    import io
+    import urllib.error
+    import urllib.request
+    import uuid
+
+    from PIL import Image
+
+    def request(path, user, data=None, headers=None):
+        token = token_issued_at(app, user)
+        sent = urllib.request.Request(  # noqa: S310 - our own nginx on loopback
+            f"{nginx_server.url}{path}",
+            data=data,
+            headers={"Authorization": f"Bearer {token}", **(headers or {})},
+        )
+        try:
+            with urllib.request.urlopen(sent, timeout=5) as response:  # noqa: S310
+                return response.status, response.headers, response.read()
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code, error.headers, error.read()
+
+    def upload(user, name, data):
+        boundary = uuid.uuid4().hex
+        body = (
+            (
+                f"--{boundary}\r\n"
+                f'Content-Disposition: form-data; name="file"; filename="{name}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+            + data
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        kind = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        return request("/api/uploads", user, body, kind)
+
+    picture = io.BytesIO()
+    Image.new("RGB", (30, 20), (0, 128, 255)).save(picture, "PNG")
+    status, _, body = upload(alice, "plan.png", picture.getvalue())
+    assert status == 201, body
+    described = json.loads(body)
+    status, headers, body = request(described["url"], alice)
+    assert status == 200
+    assert headers["Content-Type"] == "image/png"
+    assert headers["Content-Disposition"].startswith("inline;")
+    assert headers["Cache-Control"] == "private, max-age=86400"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Content-Security-Policy"] == "sandbox; default-src 'none'"
+    assert "X-Accel-Redirect" not in headers
+    assert len(body) == described["size"]
+    assert Image.open(io.BytesIO(body)).size == (30, 20)
+    status, headers, body = upload(alice, "page.html", b"<script>alert(1)</script>")
+    page = json.loads(body)
+    status, headers, body = request(page["url"], alice)
+    assert (status, body) == (200, b"<script>alert(1)</script>")
+    assert headers["Content-Type"] == "application/octet-stream"
+    assert headers["Content-Disposition"].startswith("attachment;")
+    # Not posted: bob may not have it, through nginx either; and nobody reaches the folder.
+    assert request(described["url"], bob)[0] == 404
+    assert request("/_uploads/", alice)[0] == 404
+    # nginx refuses a body past its limit itself, in JSON.
+    status, _, body = upload(alice, "big.bin", b"x" * (27 * 1024 * 1024))
+    assert (status, json.loads(body)["error"]) == (413, "too_large")
+    # nginx logs the internal location ($uri): it sent the image itself.
+    assert re.search(r'"GET /_uploads/\S+\.png HTTP/1\.1" 200', nginx_server.access_log.read_text())

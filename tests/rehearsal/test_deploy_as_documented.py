@@ -35,6 +35,7 @@ WRITTEN = (
     "/etc/systemd/system/chat.service",
     "/etc/nginx/sites-available/chat",
     "/etc/nginx/sites-enabled/chat",
+    "/var/lib/chat",
 )
 STATE = Path("/run/chat-rehearsal")
 LOGS = Path("/var/log/chat-rehearsal")
@@ -170,6 +171,22 @@ class FrenchPerson:
         message = self.page.locator(".messages:not([hidden]) .message .text").filter(has_text=text)
         expect(message).to_have_count(1, timeout=10_000)
 
+    def upload(self, name, data):
+        """Upload a file with the page's session and CSRF token; the JSON answer."""
+        token = self.page.locator("input[name=csrf_token]").first.get_attribute("value")
+        answer = self.context.request.post(
+            "/api/uploads",
+            multipart={"file": {"name": name, "mimeType": "text/plain", "buffer": data}},
+            headers={"X-CSRFToken": token},
+        )
+        assert answer.status == 201, answer.text()
+        return answer.json()
+
+    def fetch(self, path):
+        """``(status, headers, body)`` of a GET with this person's session."""
+        answer = self.context.request.get(path)
+        return answer.status, answer.headers, answer.body()
+
     def log_out(self):
         self.page.get_by_role("button", name="Se déconnecter", exact=True).click()
         expect(self.page.get_by_role("heading", name="Se connecter")).to_be_visible()
@@ -184,6 +201,13 @@ def test_the_deployment_guide_works_as_written(machine, browser):
     bob.register("bob@example.com")
     alice.say("Bonjour, ça marche !")
     bob.expect_message("Bonjour, ça marche !")
+    # A file through nginx: the app checks, nginx sends it from /var/lib/chat/uploads.
+    notes = alice.upload("notes.txt", b"Compte rendu")
+    status, headers, body = alice.fetch(notes["url"])
+    assert (status, body) == (200, b"Compte rendu")
+    assert headers["content-disposition"].startswith("attachment;")
+    assert headers["content-security-policy"] == "sandbox; default-src 'none'"
+    assert bob.fetch(notes["url"])[0] == 404  # Not posted: alice's alone.
 
     old_workers = workers()
     machine("\n".join(shell_blocks("Upgrading")), "docs/deploy.md, Upgrading")
