@@ -20,19 +20,22 @@ from extensions import csrf, limiter
 from ops import logs
 from web import errors, pages
 
-CONTENT_SECURITY_POLICY = "; ".join(
-    [
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "connect-src 'self'",
-        "object-src 'none'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-    ]
-)
+
+def content_security_policy(image_sources: str = "") -> str:
+    """The pages' policy: nothing inline, nothing from elsewhere but ``image_sources``."""
+    return "; ".join(
+        [
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            f"img-src 'self' data:{' ' + image_sources if image_sources else ''}",
+            "connect-src 'self'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
@@ -59,7 +62,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     realtime.init_app(app)
     errors.init_app(app)
     ops.init_app(app)
-    app.after_request(_set_security_headers)
+    # Presigned file addresses send the page's images to the store: allow its origin.
+    policy = content_security_policy(files.store.image_origin(app.config))
+
+    def set_security_headers(response: Response) -> Response:
+        return _set_security_headers(response, policy)
+
+    app.after_request(set_security_headers)
     hops = app.config["CHAT_PROXY_HOPS"]
     if hops:
         # Behind nginx: the client's address (rate limits), scheme and host (Origin check).
@@ -70,9 +79,9 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _set_security_headers(response: Response) -> Response:
+def _set_security_headers(response: Response, policy: str) -> Response:
     """Headers every response carries (no inline script anywhere, no framing)."""
-    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("Content-Security-Policy", policy)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault("X-Frame-Options", "DENY")

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, send_file
 
@@ -167,6 +168,19 @@ def _s3_client(app: Flask) -> "S3Client":
         # Bounded waits: a store that hangs must not hold a thread for minutes.
         config=BotoConfig(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3}),
     )
+
+
+def image_origin(config: Mapping[str, object]) -> str:
+    """Where the page's images come from besides the app: the store's origin when the app
+    redirects to presigned URLs, else nothing."""
+    if not (config["CHAT_S3_BUCKET"] and config["CHAT_S3_PRESIGN_TTL"]):
+        return ""
+    endpoint = str(config["CHAT_S3_ENDPOINT_URL"] or "")
+    if endpoint:
+        parts = urlsplit(endpoint)
+        return f"{parts.scheme}://{parts.netloc}"
+    bucket, region = config["CHAT_S3_BUCKET"], config["CHAT_S3_REGION"]
+    return f"https://{bucket}.s3.amazonaws.com https://{bucket}.s3.{region}.amazonaws.com"
 
 
 def init_app(app: Flask) -> None:

@@ -551,12 +551,19 @@ def test_s3_keeps_and_streams_files_with_the_same_checks(s3_config, app, people)
     assert headers["Content-Disposition"].startswith("attachment;")
 
 
-def test_s3_presigned_redirects_only_for_who_may_read(s3_config, app_config, app, people):
-    alice, bob, carol = people["alice"], people["bob"], people["carol"]
-    app.config["CHAT_S3_PRESIGN_TTL"] = 60
-    from files import store as file_store
+@pytest.fixture
+def presigned(s3_config, app_config):
+    """The S3 store answering with redirects to presigned URLs."""
+    app_config["CHAT_S3_PRESIGN_TTL"] = 60
+    return s3_config
 
-    file_store.init_app(app)  # The store reads its settings when it is made.
+
+def test_s3_presigned_redirects_only_for_who_may_read(presigned, app, people):
+    alice, bob, carol = people["alice"], people["bob"], people["carol"]
+    # The page may show images from the store.
+    endpoint = app.config["CHAT_S3_ENDPOINT_URL"]
+    policy = alice.http.get("/login")[1]["Content-Security-Policy"]
+    assert f"img-src 'self' data: {endpoint};" in policy
     alice.send({"type": "open_dm", "user_id": bob.id})
     dm = until(alice, "room")["room"]
     notes = alice.http.uploaded(b"just between us", "secret.txt")
