@@ -1,4 +1,4 @@
-"""The JSON API: tokens for the WebSocket, and search (uploads: ``files.views``)."""
+"""The JSON API: tokens for the WebSocket, and search (files: ``api/files.py``)."""
 
 from collections.abc import Mapping
 

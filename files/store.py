@@ -1,7 +1,7 @@
 """Where the bytes of uploads live: a folder (the default) or S3-compatible object storage.
 
 Both hold immutable objects under random keys and answer a permitted request the same way: the
-caller has already checked who may read it and decided the headers (``files.views``). The folder
+caller has already checked who may read it and decided the headers (``api/files.py``). The folder
 is served by the app, or by nginx when ``CHAT_UPLOAD_ACCEL`` names its internal location
 (``X-Accel-Redirect``); object storage is streamed through the app, or, with
 ``CHAT_S3_PRESIGN_TTL``, answered with a redirect to a URL that is valid that many seconds.

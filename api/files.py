@@ -1,4 +1,5 @@
-"""HTTP for files: ``POST /api/uploads``, and fetching a file or its thumbnail.
+"""HTTP for files: ``POST /api/uploads``, and fetching a file or its thumbnail (``files/`` holds
+the rest: the store, the images, who may read what).
 
 Refusals come as early as they can: who asks, then the size the request announces, before a
 byte of the body is read; then the body, read into a temporary file at most the limit long.
@@ -196,7 +197,7 @@ def content_disposition(kind: str, name: str) -> str:
 
 
 def init_app(app: Flask) -> None:
-    """Register the routes; an upload by Bearer token needs no CSRF token (checked in the view
-    for the session)."""
+    """Register the routes; an upload by Bearer token needs no CSRF token (the view checks the
+    session's)."""
     app.register_blueprint(bp)
     csrf.exempt(upload)
