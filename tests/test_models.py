@@ -154,6 +154,17 @@ def test_the_messages_migration_keeps_existing_messages(app_config, make_app):
                 connection.execute(text(row))
         upgrade(directory=str(MIGRATIONS))
         (message,) = messages_before(db.session.scalar(select(Message.room_id)))
+        # The search index, made and remade by later migrations, holds what was there before.
+        from core import search
+
+        user_id = message["user_id"]
+        joined = "INSERT INTO memberships (room_id, user_id, last_read_id, joined_at)"
+        everywhere = " SELECT id, :user, 0, CURRENT_TIMESTAMP FROM rooms"
+        db.session.execute(text(joined + everywhere), {"user": user_id})
+        db.session.commit()
+        hits, _ = search.search(user_id, "before")
+    assert [hit.message["id"] for hit in hits] == [message["id"]]
+    assert message["attachments"] == []
     assert message["text"] == "from before"
     assert (message["edited_at"], message["deleted"], message["reply_to"]) == (None, False, None)
     assert (message["reactions"], message["mentions"]) == ([], {})
