@@ -208,6 +208,44 @@ def test_an_animation_stays_animated_and_loses_its_comment(people):
     assert MARKERS[1] not in body
 
 
+def image_bytes(mode, fmt, **options):
+    """A 50x40 image of ``mode`` saved as ``fmt``."""
+    image = Image.new(mode, (50, 40))
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [
+        (image_bytes("RGBA", "PNG"), "image/png"),
+        (image_bytes("P", "PNG", transparency=0), "image/png"),
+        (image_bytes("LA", "PNG"), "image/png"),
+        (image_bytes("I;16", "PNG"), "image/png"),
+        (image_bytes("L", "JPEG"), "image/jpeg"),
+        (image_bytes("CMYK", "JPEG"), "image/jpeg"),
+        (image_bytes("RGB", "WEBP"), "image/webp"),
+        (image_bytes("RGBA", "WEBP", lossless=True), "image/webp"),
+        (image_bytes("P", "GIF"), "image/gif"),
+    ],
+    ids=["rgba-png", "palette-png", "la-png", "16-bit-png", "grey-jpeg", "cmyk-jpeg", "webp",
+         "lossless-webp", "gif"],
+)  # fmt: skip
+def test_every_kind_of_image_is_served_with_a_thumbnail(people, data, content_type):
+    http = people["alice"].http
+    described = http.uploaded(data, "picture")
+    assert (described["content_type"], described["width"], described["height"]) == (
+        content_type, 50, 40,
+    )  # fmt: skip
+    status, headers, body = http.get(described["url"])
+    assert (status, headers["Content-Type"]) == (200, content_type)
+    assert Image.open(io.BytesIO(body)).size == (50, 40)
+    status, headers, body = http.get(described["thumbnail_url"])
+    assert (status, headers["Content-Type"]) == (200, "image/webp")
+    assert Image.open(io.BytesIO(body)).size == (50, 40)
+
+
 @pytest.mark.parametrize(
     ("data", "name", "sniffed"),
     [
@@ -420,6 +458,19 @@ def test_each_refusal_is_a_clear_json_error(small_limits, app, people):
     with app.app_context():
         assert db.session.scalar(select(func.count(Attachment.id))) == 0
     assert stored_files(app) == []
+
+
+@pytest.fixture
+def two_a_minute(app_config):
+    app_config["CHAT_UPLOAD_LIMIT"] = "2 per minute"
+
+
+def test_uploads_are_rate_limited_per_person(two_a_minute, people):
+    alice, bob = people["alice"].http, people["bob"].http
+    assert [alice.upload(b"x", "a.txt")[0] for _ in range(2)] == [201, 201]
+    status, body = alice.upload(b"x", "a.txt")
+    assert (status, body["error"]) == (429, "rate_limited")
+    assert bob.upload(b"x", "b.txt")[0] == 201
 
 
 def test_a_decompression_bomb_is_refused_unopened(small_limits, people):
