@@ -498,7 +498,13 @@ def _uploads_of(connection: Connection, posts: Sequence[MessageRow]) -> Sequence
     wanted = [attachment for post in posts for attachment in post.attachments]
     if not wanted:
         return []
-    query = select(Attachment.__table__).where(Attachment.id.in_(wanted)).with_for_update()
+    # In id order, as the sweep deletes them: two lockers never wait on each other in a ring.
+    query = (
+        select(Attachment.__table__)
+        .where(Attachment.id.in_(wanted))
+        .order_by(Attachment.id)
+        .with_for_update()
+    )
     return connection.execute(query).all()
 
 

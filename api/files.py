@@ -91,7 +91,7 @@ def upload() -> tuple[Response, int]:
     announced = request.content_length
     if announced is not None and announced > limit + MULTIPART_SLACK:
         return _too_large("too_large")
-    uploads.purge_unposted(config["CHAT_UPLOAD_TTL"])
+    uploads.sweep(config["CHAT_UPLOAD_TTL"])
     used = uploads.used_bytes(user.id)
     if quota and announced is not None and used + announced - MULTIPART_SLACK > quota:
         return _too_large("quota_exceeded")

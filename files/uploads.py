@@ -7,6 +7,7 @@ written after the bytes are stored and deleted before they are, so a row never p
 nothing; a crash between the two leaves bytes no row names, never the reverse.
 """
 
+import logging
 import secrets
 import unicodedata
 from collections.abc import Collection, Sequence
@@ -22,6 +23,8 @@ from extensions import db
 from files.images import Prepared
 from files.store import StoreError, store
 from models import MAX_FILE_NAME_CHARS, Attachment, Message, utcnow
+
+log = logging.getLogger(__name__)
 
 PURGE_BATCH = 100  # Old uploads removed per sweep (each upload request runs one).
 NO_SUCH_FILE = _l("No such file to attach: upload it first, and attach each file to one message.")
@@ -187,6 +190,16 @@ def purge_unposted(ttl: float, limit: int = PURGE_BATCH) -> int:
     db.session.commit()
     discard(sorted({key for pair in removed for key in pair if key is not None}))
     return len(removed)
+
+
+def sweep(ttl: float) -> None:
+    """``purge_unposted`` as a side job of an upload: a failure (a deadlock with a message taking
+    one of those files, the database gone) is logged and left to the next upload."""
+    try:
+        purge_unposted(ttl)
+    except SQLAlchemyError:
+        db.session.rollback()
+        log.warning("the sweep of unposted uploads failed; the next upload tries again")
 
 
 def _keys(rows: Sequence[Attachment]) -> list[str]:
