@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Collection, Sequence
 from datetime import timedelta
 
+from blinker import Namespace
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -25,6 +26,12 @@ from files.store import StoreError, store
 from models import MAX_FILE_NAME_CHARS, Attachment, Message, utcnow
 
 log = logging.getLogger(__name__)
+
+# For whoever watches (``ops.metrics``): a file was stored (``size``: its bytes as kept, and
+# ``image``), or old uploads were removed (``count``).
+signals = Namespace()
+upload_stored = signals.signal("upload-stored")
+uploads_purged = signals.signal("uploads-purged")
 
 PURGE_BATCH = 100  # Old uploads removed per sweep (each upload request runs one).
 NO_SUCH_FILE = _l("No such file to attach: upload it first, and attach each file to one message.")
@@ -119,6 +126,7 @@ def create(user_id: int, name: str, prepared: Prepared) -> Attachment:
         store().delete(keys)
         message = str(_l("The file could not be stored. Try again in a moment."))
         raise UploadError(503, "unavailable", message) from error
+    upload_stored.send(None, size=attachment.size, image=attachment.width is not None)
     return attachment
 
 
@@ -189,6 +197,7 @@ def purge_unposted(ttl: float, limit: int = PURGE_BATCH) -> int:
     ).all()
     db.session.commit()
     discard(sorted({key for pair in removed for key in pair if key is not None}))
+    uploads_purged.send(None, count=len(removed))
     return len(removed)
 
 

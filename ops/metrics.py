@@ -38,6 +38,7 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 
 from extensions import limiter
+from files import uploads
 from realtime import stats
 from realtime.runtime import Runtime, runtime_of
 from realtime.stats import Count
@@ -51,6 +52,7 @@ PUBLISH_INTERVAL = 1.0  # Seconds between copies of a worker's plain counters, u
 # Not HTTP requests for the latency histogram: the socket (its greeting has its own) and this.
 UNTIMED_ENDPOINTS = frozenset({"realtime.chat_socket", "metrics"})
 LOGIN_ENDPOINTS = frozenset({"accounts.login", "api.create_token"})
+UPLOAD_ENDPOINT = "files.upload"
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -121,6 +123,9 @@ BACKPLANE_RECONNECTS = Counter(
 LOGIN_FAILURES = Counter(
     "chat_login_failures", "Logins and token requests refused for a wrong email or password."
 )
+UPLOADS = Counter("chat_uploads", "Uploads answered, by status.", ["status"])
+UPLOAD_BYTES = Counter("chat_upload_bytes", "Bytes of uploaded files stored, by kind.", ["kind"])
+UPLOADS_PURGED = Counter("chat_uploads_purged", "Uploads never posted, removed after their TTL.")
 RATE_LIMITED = Counter(
     "chat_rate_limited", "Requests and frames refused by a rate limit, by kind.", ["kind"]
 )
@@ -135,6 +140,9 @@ _COUNTED = {
     Count.REFUSED_MESSAGES: RATE_LIMITED.labels(kind="message"),
 }
 _LOGIN_LIMITED = RATE_LIMITED.labels(kind="login")
+_UPLOAD_LIMITED = RATE_LIMITED.labels(kind="upload")
+_IMAGE_BYTES = UPLOAD_BYTES.labels(kind="image")
+_FILE_BYTES = UPLOAD_BYTES.labels(kind="file")
 
 
 # ---- Plain counters, copied in ------------------------------------------------------------
@@ -269,11 +277,23 @@ def _on_request_finished(_app: Flask, response: Response, **_extra: object) -> N
     started = g.get("chat_request_started")
     if started is not None:
         HTTP_SECONDS.observe(time.perf_counter() - started)
+    if endpoint == UPLOAD_ENDPOINT:
+        UPLOADS.labels(status=str(status)).inc()
+        if status == 429:
+            _UPLOAD_LIMITED.inc()
     if endpoint in LOGIN_ENDPOINTS:
         if status == 401:
             LOGIN_FAILURES.inc()
         elif status == 429:
             _LOGIN_LIMITED.inc()
+
+
+def _on_upload_stored(_sender: object, size: int, image: bool) -> None:
+    (_IMAGE_BYTES if image else _FILE_BYTES).inc(size)
+
+
+def _on_uploads_purged(_sender: object, count: int) -> None:
+    UPLOADS_PURGED.inc(count)
 
 
 def _listen(app: Flask) -> None:
@@ -285,6 +305,8 @@ def _listen(app: Flask) -> None:
         (stats.messages_stored, _on_messages_stored),
         (stats.presence_sent, _on_presence_sent),
         (stats.backplane_lost, _on_backplane_lost),
+        (uploads.upload_stored, _on_upload_stored),
+        (uploads.uploads_purged, _on_uploads_purged),
     ):
         signal.connect(receiver, weak=False)
     flask_request_started.connect(_on_request_started, app)

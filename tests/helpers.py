@@ -17,6 +17,7 @@ import psutil
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from playwright.sync_api import expect
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
@@ -233,6 +234,35 @@ def raw_socket_that_never_reads(live_server, token):
         ).encode()
     )
     return sock
+
+
+# ---- Metrics -----------------------------------------------------------------------------------
+
+
+def parse(text):
+    """``{(sample name, frozenset of labels): value}`` of a scrape."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples, name, **labels):
+    """One sample's value; 0 when it is not there (yet)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def scrape_client(client):
+    """Scrape an app in this process through its test client."""
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    return parse(response.text)
+
+
+def moved(before, after, name, **labels):
+    """How much a sample grew between two scrapes."""
+    return value(after, name, **labels) - value(before, name, **labels)
 
 
 # ---- The database ------------------------------------------------------------------------------

@@ -17,39 +17,21 @@ from unittest import mock
 import pytest
 import redis
 from gunicorn.config import Config as GunicornConfig
-from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
 from helpers import (
     ROOT,
     ChatClient,
     GunicornServer,
+    moved,
+    parse,
     raw_socket_that_never_reads,
+    scrape_client,
     token_issued_at,
+    value,
     wait_until,
 )
 from realtime.runtime import runtime_of
-
-
-def parse(text):
-    """``{(sample name, frozenset of labels): value}`` of a scrape."""
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples, name, **labels):
-    """One sample's value; 0 when it is not there (yet)."""
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def scrape_client(client):
-    """Scrape an app in this process through its test client."""
-    response = client.get("/metrics")
-    assert response.status_code == 200, response.text
-    return parse(response.text)
 
 
 def scrape_url(url):
@@ -57,11 +39,6 @@ def scrape_url(url):
     with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:  # noqa: S310 - loopback
         assert response.status == 200
         return parse(response.read().decode())
-
-
-def moved(before, after, name, **labels):
-    """How much a sample grew between two scrapes."""
-    return value(after, name, **labels) - value(before, name, **labels)
 
 
 @pytest.fixture

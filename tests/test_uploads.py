@@ -17,7 +17,7 @@ from PIL import ExifTags, Image
 from sqlalchemy import func, select, update
 
 from extensions import db
-from helpers import login, token_issued_at
+from helpers import login, moved, scrape_client, token_issued_at
 from models import Attachment, Message, utcnow
 
 MARKERS = (b"EXIF-MARKER-7361", b"COMMENT-MARKER-7361", b"XMP-MARKER-7361")
@@ -657,3 +657,30 @@ def test_an_s3_store_that_fails_keeps_nothing(s3_config, app, people):
     with app.app_context():
         assert db.session.scalar(select(func.count(Attachment.id))) == 0
     client.create_bucket(Bucket=bucket)  # For the fixture's teardown.
+
+
+# ---- Metrics -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def metrics_on(app_config):
+    app_config["CHAT_METRICS"] = True
+
+
+def test_uploads_are_counted(metrics_on, small_limits, app, people):
+    client, http = app.test_client(), people["alice"].http
+    before = scrape_client(client)
+    picture = http.uploaded(png(), "a.png")
+    notes = http.uploaded(b"notes", "a.txt")
+    assert http.upload(b"x" * (64 * 1024 + 1), "big.bin")[0] == 413
+    with app.app_context():
+        a_day_ago = utcnow() - timedelta(seconds=app.config["CHAT_UPLOAD_TTL"] + 1)
+        db.session.execute(update(Attachment).values(created_at=a_day_ago))
+        db.session.commit()
+    http.uploaded(b"fresh", "fresh.txt")
+    after = scrape_client(client)
+    assert moved(before, after, "chat_uploads_total", status="201") == 3
+    assert moved(before, after, "chat_uploads_total", status="413") == 1
+    assert moved(before, after, "chat_upload_bytes_total", kind="image") == picture["size"]
+    assert moved(before, after, "chat_upload_bytes_total", kind="file") == notes["size"] + 5
+    assert moved(before, after, "chat_uploads_purged_total") == 2
