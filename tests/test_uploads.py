@@ -15,9 +15,10 @@ from datetime import timedelta
 import pytest
 from PIL import ExifTags, Image
 from sqlalchemy import func, select, update
+from websockets.sync.client import connect
 
 from extensions import db
-from helpers import login, moved, scrape_client, token_issued_at
+from helpers import ChatClient, login, moved, scrape_client, token_issued_at
 from models import Attachment, Message, utcnow
 
 MARKERS = (b"EXIF-MARKER-7361", b"COMMENT-MARKER-7361", b"XMP-MARKER-7361")
@@ -684,3 +685,43 @@ def test_uploads_are_counted(metrics_on, small_limits, app, people):
     assert moved(before, after, "chat_upload_bytes_total", kind="image") == picture["size"]
     assert moved(before, after, "chat_upload_bytes_total", kind="file") == notes["size"] + 5
     assert moved(before, after, "chat_uploads_purged_total") == 2
+
+
+# ---- Several instances -------------------------------------------------------------------------
+
+
+@pytest.mark.database
+def test_two_instances_joined_by_redis_share_files_and_limits(
+    app, make_user, scaled_config, s3_server, s3_bucket, start_servers
+):
+    """Two gunicorns, one database, one Redis, one bucket: a file uploaded to one is posted
+    through the other and fetched from either; the upload limit counts across both."""
+    _client, bucket = s3_bucket
+    scaled_config.update(
+        CHAT_S3_BUCKET=bucket, CHAT_S3_ENDPOINT_URL=s3_server, CHAT_UPLOAD_LIMIT="3 per minute"
+    )  # The bucket's credentials are in the environment, which gunicorn inherits.
+    first, second = start_servers(scaled_config, instances=2, workers=1)
+    alice, bob = make_user("alice@example.com")[0], make_user("bob@example.com")[0]
+    on_first = Http(app, f"127.0.0.1:{first.port}", alice)
+    on_second = Http(app, f"127.0.0.1:{second.port}", alice)
+    picture = on_first.uploaded(png(), "shared.png")
+    url = "ws://127.0.0.1:{}/ws?token={}"
+    with (
+        connect(url.format(second.port, token_issued_at(app, alice)), open_timeout=5) as one,
+        connect(url.format(first.port, token_issued_at(app, bob)), open_timeout=5) as two,
+    ):
+        poster, reader = ChatClient(one), ChatClient(two)
+        poster.recv_type("hello")
+        reader.recv_type("hello")
+        sent = post(poster, [picture["id"]], "from the other host")
+        assert sent["attachments"] == [picture]
+        seen = until(reader, "message")
+        assert seen["attachments"] == [picture]
+    status, _, body = Http(app, f"127.0.0.1:{second.port}", bob).get(picture["url"])
+    assert status == 200
+    assert Image.open(io.BytesIO(body)).size == (64, 48)
+    # Three a minute in all: two more, one on each host, then the fourth is refused.
+    assert on_second.upload(b"x", "b.txt")[0] == 201
+    assert on_first.upload(b"x", "c.txt")[0] == 201
+    status, body = on_second.upload(b"x", "d.txt")
+    assert (status, body["error"]) == (429, "rate_limited")
