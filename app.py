@@ -9,6 +9,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import accounts
 import api
+import archive
 import files
 import i18n
 import models
@@ -58,6 +59,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     accounts.init_app(app)
     api.init_app(app)
     files.init_app(app)
+    archive.init_app(app)
     pages.init_app(app)
     realtime.init_app(app)
     errors.init_app(app)

@@ -2,6 +2,7 @@
 servers. Test modules import from here, never from ``conftest`` (fixtures only) or each other."""
 
 import base64
+import http.client
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import psutil
@@ -234,6 +236,66 @@ def raw_socket_that_never_reads(live_server, token):
         ).encode()
     )
     return sock
+
+
+# ---- Uploads -----------------------------------------------------------------------------------
+
+
+def multipart(fields):
+    """``(body, content type)`` of a multipart form: ``fields`` maps names to
+    ``(file name, bytes)`` or to a string."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, value in fields.items():
+        if isinstance(value, tuple):
+            filename, data = value
+            head = (
+                f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n"
+            )
+        else:
+            head, data = f'Content-Disposition: form-data; name="{name}"\r\n\r\n', value.encode()
+        parts.append(f"--{boundary}\r\n{head}".encode() + data + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+class Http:
+    """Requests to the live server as one person, by socket token."""
+
+    def __init__(self, app, server, user_id):
+        self.app, self.server, self.user_id = app, server, user_id
+
+    def headers(self):
+        return {"Authorization": f"Bearer {token_issued_at(self.app, self.user_id)}"}
+
+    def request(self, method, path, body=None, headers=None):
+        """``(status, headers, body bytes)``; the connection is closed after."""
+        host, port = self.server.split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return response.status, response.headers, response.read()
+        finally:
+            connection.close()
+
+    def upload(self, data, name="file.bin", headers=None, fields=None):
+        """``(status, JSON body)`` of ``POST /api/uploads``."""
+        body, content_type = multipart(fields if fields is not None else {"file": (name, data)})
+        sent = {"Content-Type": content_type, **(self.headers() if headers is None else headers)}
+        status, _, answer = self.request("POST", "/api/uploads", body, sent)
+        return status, json.loads(answer)
+
+    def uploaded(self, data, name="file.bin"):
+        """The description of a file that must be accepted."""
+        status, body = self.upload(data, name)
+        assert status == 201, body
+        return body
+
+    def get(self, path, headers=None):
+        """``(status, headers, body)`` of a GET with this person's token."""
+        return self.request("GET", path, headers=self.headers() if headers is None else headers)
 
 
 # ---- Metrics -----------------------------------------------------------------------------------
