@@ -104,6 +104,26 @@ STRINGS: dict[str, LazyString] = {
     # Next to "Jump to latest" under a search result's room: messages that came meanwhile.
     "newer_waiting_one": _l("{count} new message"),
     "newer_waiting_other": _l("{count} new messages"),
+    # A message's files: the list's accessible name, and an image's (it opens full size).
+    "attachments_label": _l("Files"),
+    "open_image": _l("{name}, open full size"),
+    # Read by screen readers after a new message's text: {names} is a list of file names.
+    "with_files_one": _l("(file: {names})"),
+    "with_files_other": _l("({count} files: {names})"),
+    # The tray of files to send, above the composer: each file's state and its remove button.
+    "uploading": _l("Uploading…"),
+    "uploaded": _l("Ready to send"),
+    "upload_progress": _l("Uploading {name}"),
+    "upload_failed": _l("The upload failed. Remove the file and try again."),
+    "file_too_large": _l("Too large: a file may be at most {size}."),
+    "file_empty": _l("This file is empty."),
+    "remove": _l("Remove"),
+    "remove_file": _l("Remove {name}"),
+    "too_many_files": _l("A message may carry at most {count} files."),
+    "wait_for_uploads": _l("Your files are still uploading: send once they are ready."),
+    "remove_failed_uploads": _l("Remove the files that could not be uploaded, then send."),
+    # The name given to a screenshot pasted from the clipboard: {time} is when, {ext} its type.
+    "pasted_name": _l("Pasted image {time}.{ext}"),
 }
 
 

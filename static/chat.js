@@ -12,7 +12,9 @@
 //   notify                title count, screen reader announcements, notifications
 //   dispatch, input       frames from the server; what the user does
 //   search                the search box, its results, and opening one in its room
+//   attachments, uploads  a message's files and the lightbox; the tray of files to send
 
+import { onLightboxClick, onLightboxClose } from "./js/attachments.js";
 import { startConnection } from "./js/connection.js";
 import { dispatch } from "./js/dispatch.js";
 import { root, ui } from "./js/dom.js";
@@ -44,6 +46,15 @@ import {
   onSearchSubmit,
 } from "./js/search.js";
 import { state } from "./js/state.js";
+import {
+  onAttachClick,
+  onDragLeave,
+  onDragOver,
+  onDrop,
+  onFilesPicked,
+  onPageDrop,
+  onPaste,
+} from "./js/uploads.js";
 
 const FLASH_MS = 6000;
 
@@ -53,6 +64,17 @@ setTimeout(() => document.querySelector(".flashes")?.remove(), FLASH_MS);
 ui.composer.addEventListener("submit", onSubmit);
 ui.input.addEventListener("keydown", onKeyDown);
 ui.input.addEventListener("input", onInput);
+ui.input.addEventListener("paste", onPaste);
+ui.attach.addEventListener("click", onAttachClick);
+ui.fileInput.addEventListener("change", onFilesPicked);
+ui.conversation.addEventListener("dragover", onDragOver);
+ui.conversation.addEventListener("dragleave", onDragLeave);
+ui.conversation.addEventListener("drop", onDrop);
+window.addEventListener("dragover", onPageDrop);
+window.addEventListener("drop", onPageDrop);
+ui.lightbox.addEventListener("close", onLightboxClose);
+ui.lightbox.addEventListener("click", onLightboxClick);
+ui.lightboxClose.addEventListener("click", () => ui.lightbox.close());
 ui.createRoom.addEventListener("submit", onCreateRoom);
 ui.roomList.addEventListener("click", onRoomButtonClick);
 ui.dmList.addEventListener("click", onRoomButtonClick);

@@ -561,6 +561,28 @@ class PersonIn(Person):
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 
 
+def signed_up_in(browser, base_url, email, theme, locale):
+    """Someone signed up in a browser context of ``theme`` and ``locale``, ready for axe-core
+    (which Playwright injects as an inline script: the context bypasses our CSP)."""
+    context = browser.new_context(
+        base_url=base_url,
+        viewport={"width": 1100, "height": 800},
+        color_scheme=theme,
+        locale=locale,
+        bypass_csp=True,
+    )
+    person = PersonIn(context)
+    page = person.page
+    page.goto("/register")  # By id: the labels are in French in half of the runs.
+    page.locator("#email").fill(email)
+    page.locator("#password").fill(PASSWORD)
+    page.locator("#confirm").fill(PASSWORD)
+    page.locator("#submit").click()
+    person.expect_connected()
+    assert page.locator("html").get_attribute("lang") == locale[:2]
+    return person
+
+
 def serious_violations(page):
     """axe-core's violations of serious or critical impact on the page as it is now."""
     if not AXE.exists():
@@ -572,3 +594,59 @@ def serious_violations(page):
         for v in violations
         if v["impact"] in {"serious", "critical"}
     ]
+
+
+SOCKET_URL = re.compile(r"/ws\?")  # The page's socket, to route through a test.
+
+
+class SocketRoute:
+    """The page's sockets, through the test: it records the frames the page sends, drops those
+    ``drop_sent`` matches, and drops the server's answers that ``drop_answer`` matches (in a
+    hello's history too), as if the connection had gone each time before they arrived.
+
+    Playwright runs these handlers only while the test is inside a Playwright call: wait with
+    ``pump_until``, not ``helpers.wait_until``.
+    """
+
+    def __init__(self, page):
+        self.sent = []  # Every JSON frame the page sent, decoded.
+        self.drop_sent = lambda frame: False
+        self.drop_answer = lambda frame: False
+        self.hide_server_close = False  # The server closes, the page's socket stays open.
+        self.page_side = None  # The page's end of the latest socket, to close it.
+        page.route_web_socket(SOCKET_URL, self._route)
+
+    def _route(self, ws):
+        self.page_side = ws
+        server = ws.connect_to_server()
+        ws.on_message(lambda message: self._to_server(server, message))
+        server.on_message(lambda message: self._to_page(ws, message))
+        if self.hide_server_close:
+            server.on_close(lambda code, reason: None)
+
+    def _to_server(self, server, message):
+        frame = json.loads(message)  # The page sends JSON only.
+        self.sent.append(frame)
+        if not self.drop_sent(frame):
+            server.send(message)
+
+    def _to_page(self, ws, message):
+        frame = json.loads(message)
+        if frame["type"] == "hello":
+            frame["history"] = [item for item in frame["history"] if not self.drop_answer(item)]
+        elif self.drop_answer(frame):
+            return
+        ws.send(json.dumps(frame))
+
+    def client_ids(self, text):
+        """The client_id of each message frame the page sent with ``text``."""
+        return [f["client_id"] for f in self.sent if f["type"] == "message" and f["text"] == text]
+
+
+def pump_until(page, condition, what, timeout=10):
+    """Wait until ``condition()`` holds, letting Playwright run the socket route meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        page.wait_for_timeout(20)  # Playwright's event loop runs the route's handlers here.

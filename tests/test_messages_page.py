@@ -16,12 +16,11 @@ from websockets.sync.client import connect
 
 from extensions import db
 from helpers import (
-    PASSWORD,
     VISIBLE_LIST,
     ChatClient,
     Person,
-    PersonIn,
     serious_violations,
+    signed_up_in,
     token_issued_at,
 )
 from models import Message
@@ -469,22 +468,8 @@ def test_messages_missed_in_another_room_are_counted_once_after_the_resume(
 @pytest.mark.parametrize("theme", ["light", "dark"])
 @pytest.mark.parametrize("locale", ["en-US", "fr-FR"])
 def test_everything_at_once_passes_axe(app, browser, gunicorn_server, make_user, theme, locale):
-    context = browser.new_context(
-        base_url=gunicorn_server.url,
-        viewport={"width": 1100, "height": 800},
-        color_scheme=theme,
-        locale=locale,
-        bypass_csp=True,  # Playwright injects axe as an inline script, which our CSP forbids.
-    )
-    reader = PersonIn(context)
-    page = reader.page
-    page.goto("/register")  # By id: the labels are in French in half of the runs.
-    page.locator("#email").fill("reader@example.com")
-    page.locator("#password").fill(PASSWORD)
-    page.locator("#confirm").fill(PASSWORD)
-    page.locator("#submit").click()
-    reader.expect_connected()
-    assert page.locator("html").get_attribute("lang") == locale[:2]
+    reader = signed_up_in(browser, gunicorn_server.url, "reader@example.com", theme, locale)
+    context, page = reader.context, reader.page
     me = user_id(reader)
     page.locator("#room-name").fill("side")
     page.locator("#create-room button").click()

@@ -7,21 +7,18 @@ and lose the server's answers on the way to the page (``SocketRoute``) to keep a
 unconfirmed across a reload while the server is up.
 """
 
-import json
 import re
-import time
 
 import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
 
 from extensions import db
-from helpers import PASSWORD, VISIBLE_LIST, Person
+from helpers import PASSWORD, VISIBLE_LIST, Person, SocketRoute, pump_until
 from models import Message
 
 RECONNECT_TIMEOUT_MS = 20_000
 KEY_ROOT = "chat.outbox."
-SOCKET_URL = re.compile(r"/ws\?")
 
 pytestmark = pytest.mark.browser
 
@@ -33,59 +30,6 @@ def people(browser, gunicorn_server):
     yield alice, bob
     alice.context.close()
     bob.context.close()
-
-
-class SocketRoute:
-    """The page's sockets, through the test: it records the frames the page sends, drops those
-    ``drop_sent`` matches, and drops the server's answers that ``drop_answer`` matches (in a
-    hello's history too), as if the connection had gone each time before they arrived.
-
-    Playwright runs these handlers only while the test is inside a Playwright call: wait with
-    ``pump_until``, not ``helpers.wait_until``.
-    """
-
-    def __init__(self, page):
-        self.sent = []  # Every JSON frame the page sent, decoded.
-        self.drop_sent = lambda frame: False
-        self.drop_answer = lambda frame: False
-        self.hide_server_close = False  # The server closes, the page's socket stays open.
-        self.page_side = None  # The page's end of the latest socket, to close it.
-        page.route_web_socket(SOCKET_URL, self._route)
-
-    def _route(self, ws):
-        self.page_side = ws
-        server = ws.connect_to_server()
-        ws.on_message(lambda message: self._to_server(server, message))
-        server.on_message(lambda message: self._to_page(ws, message))
-        if self.hide_server_close:
-            server.on_close(lambda code, reason: None)
-
-    def _to_server(self, server, message):
-        frame = json.loads(message)  # The page sends JSON only.
-        self.sent.append(frame)
-        if not self.drop_sent(frame):
-            server.send(message)
-
-    def _to_page(self, ws, message):
-        frame = json.loads(message)
-        if frame["type"] == "hello":
-            frame["history"] = [item for item in frame["history"] if not self.drop_answer(item)]
-        elif self.drop_answer(frame):
-            return
-        ws.send(json.dumps(frame))
-
-    def client_ids(self, text):
-        """The client_id of each message frame the page sent with ``text``."""
-        return [f["client_id"] for f in self.sent if f["type"] == "message" and f["text"] == text]
-
-
-def pump_until(page, condition, what, timeout=10):
-    """Wait until ``condition()`` holds, letting Playwright run the socket route meanwhile."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        page.wait_for_timeout(20)  # Playwright's event loop runs the route's handlers here.
 
 
 def stored_texts(app):

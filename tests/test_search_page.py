@@ -14,12 +14,11 @@ from playwright.sync_api import expect
 from websockets.sync.client import connect
 
 from helpers import (
-    PASSWORD,
     VISIBLE_LIST,
     ChatClient,
     Person,
-    PersonIn,
     serious_violations,
+    signed_up_in,
     token_issued_at,
 )
 
@@ -295,22 +294,8 @@ def test_search_panel_and_window_pass_axe(app, browser, gunicorn_server, make_us
     writer, _ = make_user("writer@example.com")
     with chat_socket(app, gunicorn_server, writer) as chat:
         found = post_history(chat)
-    context = browser.new_context(
-        base_url=gunicorn_server.url,
-        viewport={"width": 1100, "height": 800},
-        color_scheme=theme,
-        locale=locale,
-        bypass_csp=True,  # Playwright injects axe as an inline script, which our CSP forbids.
-    )
-    reader = PersonIn(context)
-    page = reader.page
-    page.goto("/register")  # By id: the labels are in French in half of the runs.
-    page.locator("#email").fill("reader@example.com")
-    page.locator("#password").fill(PASSWORD)
-    page.locator("#confirm").fill(PASSWORD)
-    page.locator("#submit").click()
-    reader.expect_connected()
-    assert page.locator("html").get_attribute("lang") == locale[:2]
+    reader = signed_up_in(browser, gunicorn_server.url, "reader@example.com", theme, locale)
+    context, page = reader.context, reader.page
     search(reader, "deploiement")
     expect(results(reader)).to_have_count(2)
     results(reader).nth(1).hover()

@@ -1,6 +1,8 @@
-// What the user does to a message: reply, react (picker.js), edit, delete, toggle a reaction, and
-// follow a reply's quote to its parent, loading older pages until it is there.
+// What the user does to a message: reply, react (picker.js), edit, delete, toggle a reaction,
+// open an image full size, and follow a reply's quote to its parent, loading older pages until
+// it is there.
 
+import { openLightbox } from "./attachments.js";
 import { root, ui } from "./dom.js";
 import { startEdit, startReply } from "./compose.js";
 import { t } from "./i18n.js";
@@ -20,6 +22,11 @@ let dialog = null; // The delete confirmation, made on first use.
 // One listener per room's list (rooms.js): what was clicked says what to do.
 export function onMessageClick(event) {
   if (event.target.closest(".picker")) return; // The picker has its own listeners.
+  const image = event.target.closest(".attachment-image");
+  if (image) {
+    openLightbox(image); // Pending messages too: the button carries what the lightbox needs.
+    return;
+  }
   const room = state.rooms.get(event.currentTarget.dataset.room);
   const item = event.target.closest(".message[data-id]");
   if (!room || !item) return;

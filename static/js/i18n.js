@@ -3,6 +3,8 @@
 
 const catalog = readCatalog();
 
+export const locale = catalog.locale;
+
 export const formats = {
   time: new Intl.DateTimeFormat(catalog.locale, { hour: "2-digit", minute: "2-digit" }),
   dateTime: new Intl.DateTimeFormat(catalog.locale, { dateStyle: "medium", timeStyle: "short" }),

@@ -20,6 +20,7 @@ import {
   showRoom,
 } from "./rooms.js";
 import { state } from "./state.js";
+import { clearTray, trayState } from "./uploads.js";
 
 const TYPING_EVERY_MS = 3000;
 const LOAD_OLDER_PX = 40; // Scrolled this close to the top: fetch the page before.
@@ -29,20 +30,32 @@ const LOAD_OLDER_PX = 40; // Scrolled this close to the top: fetch the page befo
 export function onSubmit(event) {
   event.preventDefault();
   const text = ui.input.value.trim();
-  if (!text) return;
   const editing = editingId();
   if (editing !== null) {
+    if (!text) return; // An edit changes the text only; the tray waits for the next message.
     queueChange({ type: ClientFrame.EDIT, id: editing, text: toWire(text) });
     endComposing();
     hideNotice();
-  } else if (queueMessage(toWire(text), replyingTo())) {
+  } else {
+    sendMessage(text);
+  }
+  ui.input.focus();
+}
+
+// The text and the files in the tray, as one message; nothing is lost while a file is not in.
+function sendMessage(text) {
+  const files = trayState();
+  if (files.uploading) showNotice(t("wait_for_uploads"));
+  else if (files.failed) showNotice(t("remove_failed_uploads"));
+  else if (!text && !files.ready.length) return;
+  else if (queueMessage(toWire(text), replyingTo(), files.ready)) {
     ui.input.value = "";
+    clearTray();
     endComposing();
     hideNotice();
   } else {
     showNotice(t("still_connecting"));
   }
-  ui.input.focus();
 }
 
 export function onKeyDown(event) {

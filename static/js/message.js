@@ -1,8 +1,9 @@
 // One message as an element: who and when, "edited", the quote of the message it replies to,
-// its text (or a tombstone), its reactions and its actions. User text only ever goes in as
+// its text (or a tombstone), its files, its reactions and its actions. User text only ever goes in as
 // textContent; formatting is copied node by node (markup.js). Buttons carry data attributes and
 // no listeners: actions.js listens on each room's list.
 
+import { attachmentList } from "./attachments.js";
 import { formats, t, tCount } from "./i18n.js";
 import { formatted } from "./markup.js";
 import { nameOf } from "./people.js";
@@ -16,7 +17,10 @@ export function messageElement(frame, own) {
   if (frame.mentions?.includes(state.me.id)) item.classList.add("mentions-me");
   item.append(metaLine(frame));
   if (frame.reply_to) item.append(replyQuote(frame.reply_to));
-  item.append(textBlock(frame));
+  const files = frame.deleted ? [] : (frame.attachments ?? []);
+  // A message of files alone has no text: its caption is optional.
+  if (frame.deleted || frame.text || !files.length) item.append(textBlock(frame));
+  if (files.length) item.append(attachmentList(files));
   if (frame.reactions?.length) item.append(reactionBar(frame));
   if (frame.id && !frame.deleted) item.append(actionBar(frame, own));
   return item;

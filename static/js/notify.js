@@ -3,7 +3,7 @@
 // mentions me says so.
 
 import { ui } from "./dom.js";
-import { t } from "./i18n.js";
+import { formats, t, tCount } from "./i18n.js";
 import { mentionsAsNames } from "./people.js";
 import { showRoom } from "./rooms.js";
 import { state } from "./state.js";
@@ -33,9 +33,13 @@ function mentionsMe(frame) {
   return Boolean(frame.mentions?.includes(state.me.id));
 }
 
-// What was written, as text: mentions read "@alice", not "<@1>".
+// What was written, as text: mentions read "@alice", not "<@1>"; then the files' names.
 function plainText(frame) {
-  return mentionsAsNames(frame.text);
+  const text = mentionsAsNames(frame.text);
+  const names = (frame.attachments ?? []).map((attachment) => attachment.name);
+  if (!names.length) return text;
+  const files = tCount("with_files", names.length, { names: formats.list.format(names) });
+  return text ? `${text} ${files}` : files;
 }
 
 // A role=log region reads what is appended; the last few lines are plenty to keep.

@@ -54,8 +54,8 @@ function withStorage(action) {
 
 function storeItem(item) {
   if (sessionEnded) return;
-  const { client_id, kind, frame, room, queued_at } = item;
-  const value = JSON.stringify({ client_id, kind, frame, room, queued_at });
+  const { client_id, kind, frame, room, queued_at, attachments } = item;
+  const value = JSON.stringify({ client_id, kind, frame, room, queued_at, attachments });
   withStorage((storage) => storage.setItem(keyPrefix + client_id, value));
 }
 
@@ -85,7 +85,8 @@ function parseItem(key, value, now) {
     (item.kind === KIND_MESSAGE || item.kind === KIND_CHANGE) &&
     typeof item.frame === "object" &&
     item.frame?.client_id === item.client_id &&
-    Number.isFinite(item.queued_at);
+    Number.isFinite(item.queued_at) &&
+    (item.attachments === undefined || Array.isArray(item.attachments));
   return valid && now - item.queued_at <= MAX_AGE_MS ? item : null;
 }
 
@@ -115,22 +116,25 @@ export function restoreOutbox() {
   }
 }
 
-function addItem(kind, frame, room) {
+function addItem(kind, frame, room, attachments = undefined) {
   lastQueuedAt = Math.max(Date.now(), lastQueuedAt + 1);
   const item = { client_id: frame.client_id, kind, frame, room, queued_at: lastQueuedAt };
+  if (attachments?.length) item.attachments = attachments; // Descriptions, to draw it pending.
   state.outbox.set(item.client_id, { ...item, element: null });
   storeItem(item);
   return state.outbox.get(item.client_id);
 }
 
-// False if there is no room to show it in yet (before the first hello).
-export function queueMessage(text, replyTo = null) {
+// False if there is no room to show it in yet (before the first hello). attachments: the
+// uploads' descriptions; the frame carries their ids.
+export function queueMessage(text, replyTo = null, attachments = []) {
   const room = state.rooms.get(state.current);
   if (!room) return false;
   const frame = { type: ClientFrame.MESSAGE, room: room.key, text, client_id: newClientId() };
   if (replyTo !== null) frame.reply_to = replyTo;
-  const item = addItem(KIND_MESSAGE, frame, room.key);
-  item.element = appendPending(room, text, replyTo);
+  if (attachments.length) frame.attachments = attachments.map((attachment) => attachment.id);
+  const item = addItem(KIND_MESSAGE, frame, room.key, attachments);
+  item.element = appendPending(room, text, replyTo, attachments);
   scrollToEnd();
   sendFrame(frame); // Not sent if the socket is down: resendAll sends it after the next hello.
   return true;
@@ -154,7 +158,8 @@ function roomOfMessage(id) {
 function drawPending(item) {
   const room = state.rooms.get(item.room);
   if (!room) return false;
-  item.element = appendPending(room, item.frame.text, item.frame.reply_to ?? null);
+  const { text, reply_to: replyTo } = item.frame;
+  item.element = appendPending(room, text, replyTo ?? null, item.attachments ?? []);
   return true;
 }
 

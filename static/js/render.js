@@ -83,8 +83,8 @@ function nextMessageAfter(room, id) {
 
 // A message of ours not confirmed yet, at the end of its room's list; a reply with its quote,
 // if the parent is on the page.
-export function appendPending(room, text, replyTo = null) {
-  const element = messageElement({ user: state.me.name, text, ts: null }, true);
+export function appendPending(room, text, replyTo = null, attachments = []) {
+  const element = messageElement({ user: state.me.name, text, ts: null, attachments }, true);
   const parent = replyTo === null ? undefined : room.messages?.get(replyTo);
   if (parent) element.querySelector(".meta").after(replyQuote(quoteOf(parent)));
   element.classList.add("pending");

@@ -18,6 +18,9 @@ export const state = {
   // sent or typed, not confirmed yet; kept in localStorage too (outbox.js). element: the pending
   // message shown, null for a change or a message restored before its room came.
   outbox: new Map(),
+  // Files for the next message (uploads.js): { key, name, size, status: "uploading" | "done" |
+  // "failed", description (the server's, once done), error, request, element }.
+  tray: [],
   publicRooms: [], // Public rooms from hello and room_created: { room, title, members }
   replaying: false, // Between a resuming hello and the end of the replay of what was missed.
   hiddenUnread: 0, // Messages from others that arrived while the tab was hidden.
