@@ -211,8 +211,11 @@ def _tsquery(terms: Sequence[Term]) -> ColumnElement[Any]:
 
 
 def snippet(message: MessageData, terms: Sequence[Term]) -> str:
-    """The message's text around its first match, escaped, the matching words in ``<mark>``."""
+    """The message's text around its first match, escaped, the matching words in ``<mark>``.
+    Its files' names follow the text: a match in a name shows (and a file alone has a snippet)."""
     line = excerpt(message["text"], message["mentions"], limit=10_000)
+    names = [attachment["name"] for attachment in message["attachments"]]
+    line = " · ".join(([line] if line else []) + [f"📎 {name}" for name in names])
     words = list(_WORD.finditer(line))
     marked = [_matches(fold(word.group()), terms) for word in words]
     first = next((n for n, hit in enumerate(marked) if hit), 0)
