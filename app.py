@@ -8,6 +8,7 @@ from flask import Flask, Response
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import accounts
+import admin
 import api
 import archive
 import files
@@ -60,6 +61,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     api.init_app(app)
     files.init_app(app)
     archive.init_app(app)
+    admin.init_app(app)
     pages.init_app(app)
     realtime.init_app(app)
     errors.init_app(app)

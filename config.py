@@ -103,6 +103,10 @@ class Config:
     # Seconds a presigned URL is valid when the app redirects to the store; 0: the app streams
     # every file itself (no store address reaches the browser, nothing to add to the CSP).
     CHAT_S3_PRESIGN_TTL = 0
+    # Who may make an account: "open" (anyone who reaches the server), "invite" (only through
+    # an invitation link) or "closed" (administrators make them). The admin page's choice wins.
+    CHAT_REGISTRATION = "open"
+    CHAT_RESET_MAX_AGE = 86_400  # seconds a password-reset link from the admin page is valid
     # Login and token requests, per client address and per email (Flask-Limiter syntax).
     CHAT_LOGIN_LIMIT_PER_IP = "30 per minute"
     CHAT_LOGIN_LIMIT_PER_EMAIL = "10 per minute"
@@ -145,6 +149,8 @@ def finalize(config: MutableMapping[str, Any], instance_path: str) -> None:
     production = config["CHAT_ENV"] == "production"
     if config["CHAT_LOG_FORMAT"] not in {"text", "json"}:
         raise RuntimeError("CHAT_LOG_FORMAT must be 'text' or 'json'")
+    if config["CHAT_REGISTRATION"] not in {"open", "invite", "closed"}:
+        raise RuntimeError("CHAT_REGISTRATION must be 'open', 'invite' or 'closed'")
     if config["CHAT_SEND_QUEUE_SIZE"] <= config["CHAT_RESUME_LIMIT"] + 200:
         # A resume queues up to CHAT_RESUME_LIMIT messages plus a frame per room (200 at most).
         raise RuntimeError("CHAT_SEND_QUEUE_SIZE must exceed CHAT_RESUME_LIMIT + 200")

@@ -47,6 +47,11 @@ MAX_REACTIONS = 20  # Different emoji on one message.
 MAX_FILE_NAME_CHARS = 200
 
 # The kinds of change a message goes through after it is posted (``MessageChange.kind``).
+# An account's role: administrators run the server (the admin page, moderation).
+ADMIN = "admin"
+MEMBER = "member"
+ROLES = (ADMIN, MEMBER)
+
 EDIT = "edit"
 DELETE = "delete"
 REACT = "react"
@@ -141,6 +146,19 @@ class User(UserMixin, Model):
     display_name: Mapped[str | None] = mapped_column(String(MAX_DISPLAY_NAME_CHARS))
     # A language code of LANGUAGES; None means "from the browser" (Accept-Language).
     locale: Mapped[str | None] = mapped_column(String(8))
+    role: Mapped[str] = mapped_column(String(16), default=MEMBER, server_default=MEMBER)
+    # Set while the account is deactivated: no login, no session, no socket; messages stay.
+    deactivated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether this account runs the server (and is active)."""
+        return self.role == ADMIN and self.deactivated_at is None
+
+    @property
+    def is_active(self) -> bool:
+        """Flask-Login's flag: a deactivated account is never logged in."""
+        return self.deactivated_at is None
 
     @property
     def default_name(self) -> str:
@@ -169,6 +187,48 @@ class User(UserMixin, Model):
     def by_email(cls, email: str) -> Self | None:
         """Return the user with ``email`` (any case), or None."""
         return db.session.scalar(select(cls).where(cls.email == email.strip().lower()))
+
+
+class AuditEntry(Model):
+    """One administrative action: who (None: the shell), what, on whom or what, and when."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    action: Mapped[str] = mapped_column(String(32))
+    target_type: Mapped[str] = mapped_column(String(16))  # "user", "room", "message", "server"
+    target_id: Mapped[int | None] = mapped_column(Integer)
+    # What the target was called then, and the change ("member → admin"): plain text, as shown.
+    details: Mapped[str] = mapped_column(Text, default="")
+
+
+class Invitation(Model):
+    """A link that makes an account (whatever the registration policy: an administrator made
+    it) and joins it to chosen public rooms; it may expire, run out of uses, or be revoked."""
+
+    __tablename__ = "invitations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # SHA-256 of the link's secret: the database alone never holds a usable link.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    max_uses: Mapped[int | None] = mapped_column(Integer)  # None: any number
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    room_keys: Mapped[str] = mapped_column(Text, default="")  # Space-separated public rooms.
+
+
+class Setting(Model):
+    """A server setting changed on the admin page; it wins over the configuration's default."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
 
 
 class Login(Model):

@@ -4,6 +4,7 @@ import click
 from flask.cli import with_appcontext
 
 from accounts.forms import DUPLICATE_EMAIL, normalize_email, password_problem
+from accounts.policy import promote_if_first
 from extensions import db
 from models import User
 
@@ -26,5 +27,8 @@ def create_user_command(email: str, password: str) -> None:
     user = User(email=email)
     user.set_password(password)
     db.session.add(user)
+    db.session.flush()
+    promote_if_first(user)
     db.session.commit()
-    click.echo(f"Created user {user.name} <{email}>.")
+    role = " (administrator: the server's first account)" if user.is_admin else ""
+    click.echo(f"Created user {user.name} <{email}>{role}.")

@@ -88,6 +88,27 @@ class RegisterForm(FlaskForm):
             raise ValidationError(problem)
 
 
+class ResetForm(FlaskForm):
+    """A new password, twice, from a reset link an administrator handed over."""
+
+    password = PasswordField(_l("New password"), validators=[InputRequired()])
+    confirm = PasswordField(
+        _l("Confirm new password"),
+        validators=[InputRequired(), EqualTo("password", message=PASSWORDS_DIFFER)],
+    )
+    submit = SubmitField(_l("Set password"))
+
+    def __init__(self, user: User, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.user = user
+
+    def validate_password(self, field: PasswordField) -> None:
+        """Long enough, and not the email."""
+        problem = password_problem(field.data, self.user.email)
+        if problem:
+            raise ValidationError(problem)
+
+
 class PasswordForm(FlaskForm):
     """Change the password: the current one, then the new one twice."""
 

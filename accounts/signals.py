@@ -4,7 +4,11 @@ The pages never reach into the socket stack: they send one of these, with the ap
 and ``realtime`` closes or renames the user's sockets. Blinker ships with Flask.
 """
 
-from blinker import Namespace
+from typing import TypedDict, Unpack, cast
+
+from blinker import NamedSignal, Namespace
+from flask import Flask, current_app
+from werkzeug.local import LocalProxy
 
 _signals = Namespace()
 
@@ -15,3 +19,20 @@ user_renamed = _signals.signal("user-renamed")
 user_signed_out = _signals.signal("user-signed-out")
 #: ``user_id``: a user changed their password; every other session, token and socket ends.
 password_changed = _signals.signal("password-changed")
+#: ``user_id``: an administrator deactivated the account; every session, token and socket ends.
+user_deactivated = _signals.signal("user-deactivated")
+
+
+class Details(TypedDict, total=False):
+    """What a signal tells besides ``user_id``."""
+
+    name: str  # user_renamed
+    everywhere: bool  # user_signed_out
+
+
+def announce(signal: NamedSignal, user_id: int, **details: Unpack[Details]) -> None:
+    """Tell the listeners (the socket stack) what happened to ``user_id``'s account."""
+    # The app itself, not the proxy (Flask types ``current_app`` as the app): the socket stack
+    # subscribed with the app as sender.
+    app = cast("LocalProxy[Flask]", current_app)._get_current_object()
+    signal.send(app, user_id=user_id, **details)

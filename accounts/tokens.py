@@ -1,4 +1,6 @@
-"""Short-lived signed tokens that let a logged-in user open the WebSocket."""
+"""Short-lived signed tokens: to open the WebSocket, and to set a new password once."""
+
+import hashlib
 
 from flask import current_app
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -41,6 +43,39 @@ def revoke(user: User, end_sessions: bool = False) -> None:
     db.session.commit()
 
 
+def reset_token(user: User) -> str:
+    """A token that sets a new password for ``user``, once, within ``CHAT_RESET_MAX_AGE``
+    seconds: it names the current password (a fingerprint of its hash), so any new password
+    spends it."""
+    return _reset_serializer().dumps({"uid": user.id, "h": _fingerprint(user)})
+
+
+def user_of_reset(token: str) -> User | None:
+    """The active user a reset token was made for, if it is still good."""
+    try:
+        payload = _reset_serializer().loads(token, max_age=current_app.config["CHAT_RESET_MAX_AGE"])
+    except BadSignature:  # SignatureExpired among them.
+        return None
+    if not isinstance(payload, dict) or type(payload.get("uid")) is not int:
+        return None
+    user = db.session.get(User, payload["uid"])
+    if user is None or not user.is_active or _fingerprint(user) != payload.get("h"):
+        return None
+    return user
+
+
+def _fingerprint(user: User) -> str:
+    """Of the password's hash, so that a token (signed, not secret) shows nothing of it."""
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
+
+
+def _reset_serializer() -> URLSafeTimedSerializer:
+    """Password-reset links: the socket tokens' keys, a salt of their own."""
+    config = current_app.config
+    keys = [*config["SECRET_KEY_FALLBACKS"], config["SECRET_KEY"]]
+    return URLSafeTimedSerializer(keys, salt="chat-password-reset")
+
+
 def verify_token(token: str) -> User:
     """Return the user ``token`` was issued to, or raise ``TokenError``."""
     try:
@@ -56,6 +91,6 @@ def verify_token(token: str) -> User:
         raise TokenError("invalid_token")
     user = db.session.get(User, user_id)
     # A deleted user or a bumped version (logout everywhere, password change) revokes the token.
-    if user is None or user.token_version != version:
+    if user is None or user.token_version != version or not user.is_active:
         raise TokenError("invalid_token")
     return user

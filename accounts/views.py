@@ -4,10 +4,9 @@ import secrets
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from functools import cache
-from typing import ParamSpec, TypedDict, TypeVar, Unpack, cast
+from typing import ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
-from blinker import NamedSignal
 from flask import (
     Blueprint,
     Flask,
@@ -28,35 +27,32 @@ from flask_login import current_user, login_required, login_user, logout_user
 from flask_login.config import COOKIE_DURATION
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
-from werkzeug.local import LocalProxy
 from werkzeug.security import check_password_hash, generate_password_hash
 from werkzeug.wrappers import Response
 
+from accounts import invitations
 from accounts.forms import (
     DUPLICATE_EMAIL,
     LoginForm,
     PasswordForm,
     ProfileForm,
     RegisterForm,
+    ResetForm,
 )
-from accounts.signals import password_changed, user_renamed, user_signed_out
-from accounts.tokens import revoke
+from accounts.policy import INVITE, OPEN, promote_if_first, registration_policy
+from accounts.signals import announce, password_changed, user_renamed, user_signed_out
+from accounts.tokens import revoke, user_of_reset
 from extensions import db, limiter, login_manager
-from models import Login, User, utcnow
+from models import Invitation, Login, User, utcnow
 
 bp = Blueprint("accounts", __name__)
 
 INVALID_LOGIN = _l("Invalid email or password.")
+INVITATION_GONE = _l("This invitation has just been used up, revoked or has expired.")
+DEACTIVATED = _l("This account is deactivated. Ask an administrator of this server.")
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class _Details(TypedDict, total=False):
-    """What a signal tells besides ``user_id`` (see ``accounts.signals``)."""
-
-    name: str  # user_renamed
-    everywhere: bool  # user_signed_out
 
 
 @cache
@@ -110,7 +106,7 @@ def load_user(session_id: str) -> User | None:
     if login is None or login.user_id != int(user_id):
         return None
     user = db.session.get(User, int(user_id))
-    if user is None or user.session_version != int(version):
+    if user is None or user.session_version != int(version) or not user.is_active:
         return None
     g.chat_user_id = user.id  # For the request's log lines (ops/logs.py).
     return user
@@ -169,26 +165,53 @@ def _end_login() -> None:
 
 @bp.route("/register", methods=["GET", "POST"])
 def register() -> Response | tuple[str, int]:
-    """Create an account and log it in."""
+    """Create an account and log it in, if registration is open."""
     if current_user.is_authenticated:
         return redirect(url_for("chat.index"))
+    policy = registration_policy()
+    if policy != OPEN:
+        return render_template("registration_closed.html", by_invitation=policy == INVITE), 403
+    return _register(None)
+
+
+@bp.route("/join/<secret>", methods=["GET", "POST"])
+def join(secret: str) -> Response | tuple[str, int]:
+    """An invitation link: create an account (whatever the policy: an administrator made the
+    link), joined to the invitation's rooms."""
+    if current_user.is_authenticated:
+        flash(_("You already have an account: this invitation is for someone new."), "info")
+        return redirect(url_for("chat.index"))
+    invitation = invitations.find(secret)
+    if invitation is None:
+        return render_template("link_invalid.html"), 404
+    return _register(invitation)
+
+
+def _register(invitation: Invitation | None) -> Response | tuple[str, int]:
     form = RegisterForm()
     if form.validate_on_submit():
-        user = _create_account(form)
+        user = _create_account(form, invitation)
         if user is not None:
             _start_session(user)
             flash(_("Welcome, %(name)s!", name=user.name), "success")
             return redirect(url_for("chat.index"))
     status = 400 if form.is_submitted() else 200
-    return render_template("register.html", form=form), status
+    return render_template("register.html", form=form, invited=invitation is not None), status
 
 
-def _create_account(form: RegisterForm) -> User | None:
-    """Save the account the form describes; None if the email was taken meanwhile."""
+def _create_account(form: RegisterForm, invitation: Invitation | None) -> User | None:
+    """Save the account the form describes; None if the email was taken meanwhile, or the
+    invitation used up."""
     user = User(email=form.email.data)
     user.set_password(form.password.data)
     db.session.add(user)
     try:
+        db.session.flush()
+        if invitation is not None and not invitations.use(invitation, user):
+            db.session.rollback()
+            form.form_errors.append(INVITATION_GONE)
+            return None
+        promote_if_first(user)
         db.session.commit()
     except IntegrityError:
         # Someone registered the same email between validation and commit.
@@ -209,14 +232,16 @@ def login() -> Response | tuple[str, int]:
     status = 200
     if form.validate_on_submit():
         user = authenticate(form.email.data, form.password.data)
-        if user is not None:
+        if user is not None and user.is_active:
             _start_session(user, remember=form.remember.data)
             return redirect(target)
-        form.form_errors.append(INVALID_LOGIN)
-        status = 401
+        # Only the right password learns that the account exists and is deactivated.
+        form.form_errors.append(INVALID_LOGIN if user is None else DEACTIVATED)
+        status = 401 if user is None else 403
     elif form.is_submitted():
         status = 400
-    return render_template("login.html", form=form), status
+    open_ = registration_policy() == OPEN
+    return render_template("login.html", form=form, registration_open=open_), status
 
 
 @bp.post("/logout")
@@ -228,7 +253,7 @@ def logout() -> Response:
         _end_login()
         # A token copied from the page must not open sockets after its owner logged out.
         revoke(current_user)
-        _announce(user_signed_out, current_user.id, everywhere=False)
+        announce(user_signed_out, current_user.id, everywhere=False)
     return _sign_out(_("You have been logged out."))
 
 
@@ -250,12 +275,32 @@ def change_password() -> Response | tuple[str, int]:
         user: User = current_user._get_current_object()
         user.set_password(form.password.data)
         revoke(user, end_sessions=True)
-        _announce(password_changed, user.id)
+        announce(password_changed, user.id)
         _start_session(user)  # This browser stays signed in, with a new session.
         flash(_("Your password was changed; you were signed out everywhere else."), "success")
         return redirect(url_for("chat.index"))
     status = 400 if form.is_submitted() else 200
     return render_template("password.html", form=form), status
+
+
+@bp.route("/reset/<token>", methods=["GET", "POST"])
+def reset_password(token: str) -> Response | tuple[str, int]:
+    """A password-reset link from the admin page: set a new password, once; every session,
+    token and socket of the account ends, and the new password logs in."""
+    user = user_of_reset(token)
+    if user is None:
+        return render_template("link_invalid.html"), 404
+    form = ResetForm(user)
+    if form.validate_on_submit():
+        user.set_password(form.password.data)  # Spends this link, and any other.
+        revoke(user, end_sessions=True)
+        announce(password_changed, user.id)
+        if current_user.is_authenticated:
+            logout_user()
+        flash(_("Your password is set: log in with it."), "success")
+        return redirect(url_for("accounts.login"))
+    status = 400 if form.is_submitted() else 200
+    return render_template("reset.html", form=form, email=user.email), status
 
 
 @bp.route("/profile", methods=["GET", "POST"])
@@ -273,7 +318,7 @@ def profile() -> Response | tuple[str, int]:
         user.locale = form.locale.data or None
         db.session.commit()
         if user.name != old_name:
-            _announce(user_renamed, user.id, name=user.name)
+            announce(user_renamed, user.id, name=user.name)
         # Flashed after the commit, so it is already in the language just chosen.
         refresh()
         flash(_("Your profile was saved."), "success")
@@ -290,16 +335,8 @@ def profile() -> Response | tuple[str, int]:
 def logout_everywhere() -> Response:
     """End every session and socket of this user, on every device."""
     revoke(current_user, end_sessions=True)
-    _announce(user_signed_out, current_user.id, everywhere=True)
+    announce(user_signed_out, current_user.id, everywhere=True)
     return _sign_out(_("You have been logged out on every device."))
-
-
-def _announce(signal: NamedSignal, user_id: int, **details: Unpack[_Details]) -> None:
-    """Tell the listeners (the socket stack) what happened to ``user_id``'s account."""
-    # The app itself, not the proxy (Flask types ``current_app`` as the app): the socket stack
-    # subscribed with the app as sender.
-    app = cast("LocalProxy[Flask]", current_app)._get_current_object()
-    signal.send(app, user_id=user_id, **details)
 
 
 def init_app(app: Flask) -> None:

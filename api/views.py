@@ -7,7 +7,7 @@ from flask_login import current_user
 
 from accounts.forms import MAX_EMAIL_CHARS, MAX_PASSWORD_CHARS
 from accounts.tokens import TokenError, issue_token, verify_token
-from accounts.views import authenticate, limit_logins
+from accounts.views import DEACTIVATED, authenticate, limit_logins
 from core import rooms, search
 from core.formatting import message_object
 from core.text import is_unicode
@@ -52,6 +52,8 @@ def create_token() -> Response | tuple[Response, int]:
     user = authenticate(*credentials)
     if user is None:
         return json_error(401, "invalid_credentials", "Invalid email or password.")
+    if not user.is_active:
+        return json_error(403, "deactivated", str(DEACTIVATED))
     return _token_response(user)
 
 
@@ -60,7 +62,7 @@ def refresh_token() -> Response | tuple[Response, int]:
     """A fresh token for the logged-in session (the chat page calls it before reconnecting)."""
     if not current_user.is_authenticated:
         return json_error(401, "unauthenticated", "Log in first.")
-    return _token_response(current_user)
+    return _token_response(current_user)  # The loader refuses a deactivated account's session.
 
 
 MAX_ID = 2**53  # As on the socket: larger ids would lose precision in JavaScript.

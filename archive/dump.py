@@ -19,12 +19,15 @@ from sqlalchemy.engine import Connection
 
 from models import (
     Attachment,
+    AuditEntry,
+    Invitation,
     Membership,
     Mention,
     Message,
     MessageChange,
     Reaction,
     Room,
+    Setting,
     User,
 )
 
@@ -32,7 +35,19 @@ FORMAT = "chat-export"
 VERSION = 1
 BATCH = 1000  # Rows per INSERT on import, and per fetch on export.
 # In the order an import needs them.
-MODELS = (User, Room, Membership, Message, Attachment, Reaction, Mention, MessageChange)
+MODELS = (
+    User,
+    Room,
+    Membership,
+    Message,
+    Attachment,
+    Reaction,
+    Mention,
+    MessageChange,
+    Invitation,
+    AuditEntry,
+    Setting,
+)
 NO_PASSWORD = "!"  # noqa: S105 - not a hash of anything: no password ever matches it
 
 

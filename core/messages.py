@@ -3,7 +3,8 @@
 Every change is one transaction: the change itself and its ``MessageChange`` row, whose number
 orders it among all changes (a resuming client replays from it) and whose ``client_id`` makes a
 retry a no-op. The caller holds the hub's order lock, so numbers follow the order in which
-changes are published. ``may_change`` is the one permission check for edits and deletions.
+changes are published. ``may_change`` is the one permission check for edits and deletions
+(an administrator's deletion of someone else's message is also written to the audit log).
 """
 
 from collections.abc import Collection
@@ -14,6 +15,7 @@ from flask_babel import LazyString
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import delete, select
 
+from core.audit import audit
 from core.formatting import mentioned_ids
 from core.rooms import FORBIDDEN
 from extensions import db
@@ -29,6 +31,7 @@ from models import (
     Message,
     MessageChange,
     Reaction,
+    User,
     as_utc,
     utcnow,
 )
@@ -68,9 +71,15 @@ def find(message_id: int, room_ids: Collection[int]) -> Message:
     return message
 
 
-def may_change(user_id: int, message: Message) -> bool:
-    """Whether ``user_id`` may edit or delete ``message``: its author (administrators to come)."""
-    return message.user_id == user_id
+def may_change(user_id: int, message: Message, kind: str) -> bool:
+    """Whether ``user_id`` may make a change of ``kind`` (EDIT or DELETE) to ``message``: its
+    author; an administrator may also delete it (moderation), never put words in it."""
+    if message.user_id == user_id:
+        return True
+    if kind != DELETE:
+        return False
+    user = db.session.get(User, user_id)
+    return user is not None and user.is_admin
 
 
 def reply_target(message_id: int, room_id: int, room_ids: Collection[int]) -> Message:
@@ -138,7 +147,7 @@ def edit(
     if (prior := _prior(user_id, client_id, message, EDIT)) is not None:
         return prior
     _live(message)
-    if not may_change(user_id, message):
+    if not may_change(user_id, message, EDIT):
         raise MessageError("forbidden", _l("You can only edit your own messages."))
     if window and utcnow() - as_utc(message.created_at) > timedelta(seconds=window):
         raise MessageError("forbidden", _l("This message is too old to be edited."))
@@ -172,10 +181,12 @@ def remove(message: Message, user_id: int, client_id: str | None) -> Changed:
     stays."""
     if (prior := _prior(user_id, client_id, message, DELETE)) is not None:
         return prior
-    if not may_change(user_id, message):
+    if not may_change(user_id, message, DELETE):
         raise MessageError("forbidden", _l("You can only delete your own messages."))
     if message.deleted_at is not None:
         return _unchanged(DELETE, message)
+    if message.user_id != user_id:  # Moderation: recorded, in the deletion's transaction.
+        audit(user_id, "delete_message", "message", message.id, f"by user {message.user_id}")
     message.text = ""
     message.deleted_at = utcnow()
     db.session.execute(delete(Mention).where(Mention.message_id == message.id))

@@ -9,6 +9,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 
+from core.audit import audit
 from extensions import db
 from models import (
     DIRECT,
@@ -142,11 +143,33 @@ def leave_public(room: Room, user_id: int) -> None:
         db.session.commit()
 
 
+def remove_member(key: str, user_id: int, actor_id: int) -> tuple[Room, User]:
+    """An administrator takes ``user_id`` out of public room ``key`` (moderation, audited);
+    the room and the person removed."""
+    actor = db.session.get(User, actor_id)
+    if actor is None or not actor.is_admin:
+        raise RoomError("forbidden", _l("Only administrators can remove people from a room."))
+    room = find_room(key)
+    if room is None or room.kind != PUBLIC:
+        raise RoomError("not_found", _l("There is no such public room."))
+    if room.key == GENERAL:
+        raise RoomError("bad_request", _l("Everyone is in general: deactivate the account."))
+    membership = db.session.get(Membership, (room.id, user_id))
+    target = db.session.get(User, user_id)
+    if membership is None or target is None:
+        raise RoomError("not_found", _l("That person is not in this room."))
+    db.session.delete(membership)
+    audit(actor_id, "remove_member", "room", room.id, f"{target.name} ({target.email})")
+    db.session.commit()
+    return room, target
+
+
 def open_direct(user_id: int, other_id: int) -> tuple[Room, bool]:
     """The direct room between two users, created with both in it if new; ``(room, created)``."""
     if other_id == user_id:
         raise RoomError("bad_request", _l("You cannot open a direct conversation with yourself."))
-    if db.session.get(User, other_id) is None:
+    other = db.session.get(User, other_id)
+    if other is None or not other.is_active:  # A deactivated account takes no new threads.
         raise RoomError("not_found", NO_SUCH_USER)
     key = direct_key(user_id, other_id)
     room = find_room(key)
@@ -239,11 +262,12 @@ def _unread_counts(user_id: int, mentioning: bool = False) -> dict[int, int]:
 
 
 def members(room_id: int, limit: int) -> list[tuple[int, str]]:
-    """``[(user id, name)]`` of up to ``limit`` people in a room, sorted by name."""
+    """``[(user id, name)]`` of up to ``limit`` active people in a room, sorted by name (the
+    page suggests mentions from them)."""
     users = db.session.scalars(
         select(User)
         .join(Membership, Membership.user_id == User.id)
-        .where(Membership.room_id == room_id)
+        .where(Membership.room_id == room_id, User.deactivated_at.is_(None))
         .order_by(User.id)
     ).all()
     people = sorted(((user.id, user.name) for user in users), key=lambda p: (p[1].casefold(), p[0]))

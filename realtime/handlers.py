@@ -153,6 +153,19 @@ def _leave_room(hub: Hub, conn: Connection, command: protocol.LeaveRoom) -> None
         hub.presence.note(room_id, command.room, conn.user_id, conn.name)
 
 
+def _remove_member(hub: Hub, conn: Connection, command: protocol.RemoveMember) -> None:
+    """An administrator takes someone out of a public room: for them it is as if they had left
+    it (``room_left``, with who removed them); its members see them go."""
+    with hub.ordered():
+        room, target = rooms.remove_member(command.room, command.user_id, conn.user_id)
+        hub.unsubscribe(target.id, room.id, room.key, GENERAL)
+        left = {"type": "room_left", "room": room.key, "removed_by": conn.user_id}
+        hub.send_to_user(target.id, protocol.encode(left))
+        hub.presence.note(room.id, room.key, target.id, target.name)
+        done = {"type": "member_removed", "room": room.key, "user_id": target.id}
+        _send(hub, conn, {**done, "client_id": command.client_id})
+
+
 def _open_direct(hub: Hub, conn: Connection, command: protocol.OpenDirect) -> None:
     """Open the direct room with another user; both of them get it in their room list."""
     with hub.ordered():
@@ -279,6 +292,7 @@ _HANDLERS: dict[type, _Handler] = dict(
         _filed(protocol.CreateRoom, _create_room),
         _filed(protocol.JoinRoom, _join_room),
         _filed(protocol.LeaveRoom, _leave_room),
+        _filed(protocol.RemoveMember, _remove_member),
         _filed(protocol.OpenDirect, _open_direct),
         _filed(protocol.History, _history),
         _filed(protocol.Typing, _typing),

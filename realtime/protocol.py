@@ -134,6 +134,15 @@ class LeaveRoom:
 
 
 @dataclass(frozen=True)
+class RemoveMember:
+    """An administrator takes someone out of a public room (moderation)."""
+
+    room: str
+    user_id: int
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
 class OpenDirect:
     """Open (or create) the direct-message room with another user."""
 
@@ -178,6 +187,7 @@ Command = (
     | CreateRoom
     | JoinRoom
     | LeaveRoom
+    | RemoveMember
     | OpenDirect
     | History
     | Typing
@@ -347,6 +357,9 @@ _PARSERS: dict[str, Callable[[_Fields, int], Command]] = {
     "create_room": _parse_create_room,
     "join_room": lambda fields, _: JoinRoom(fields.room(), fields.client_id),
     "leave_room": lambda fields, _: LeaveRoom(fields.room(), fields.client_id),
+    "remove_member": lambda fields, _: RemoveMember(
+        fields.room(), fields.integer("user_id"), fields.client_id
+    ),
     "open_dm": lambda fields, _: OpenDirect(fields.integer("user_id"), fields.client_id),
     "history": _parse_history,
     "typing": lambda fields, _: Typing(fields.room(), fields.client_id),

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from flask import Flask, current_app
 from sqlalchemy.exc import SQLAlchemyError
 
-from accounts.signals import password_changed, user_renamed, user_signed_out
+from accounts.signals import password_changed, user_deactivated, user_renamed, user_signed_out
 from extensions import db
 from realtime.backplane import BackplaneError, RedisBackplane
 from realtime.commits import GroupCommit
@@ -84,6 +84,7 @@ class Runtime:
         user_renamed.connect(self._on_renamed, sender=self._app)
         user_signed_out.connect(self._on_revoked, sender=self._app)
         password_changed.connect(self._on_revoked, sender=self._app)
+        user_deactivated.connect(self._on_revoked, sender=self._app)
 
     def _on_revoked(self, _app: Flask, user_id: int, **_details: object) -> None:
         """Their tokens no longer open sockets: close the open ones, on every worker, with 4001."""

@@ -368,7 +368,10 @@ def test_attachment_names_are_searchable(people):
     alone = post(alice, [alice.http.uploaded(b"%PDF-1.4\n", "minutes.pdf")["id"]], "")
     _, _, body = bob.http.get("/api/search?q=minutes")
     (found,) = json.loads(body)["results"]
-    assert (found["message"]["id"], found["snippet"]) == (alone["id"], "📎 <mark>minutes</mark>.pdf")
+    assert (found["message"]["id"], found["snippet"]) == (
+        alone["id"],
+        "📎 <mark>minutes</mark>.pdf",
+    )
     alice.send({"type": "delete", "id": sent["id"]})
     alice.recv_type("message_changed")
     _, _, body = bob.http.get("/api/search?q=quarterly")
