@@ -5,6 +5,7 @@ Pages over Flask's test client, sockets over real WebSockets (a threaded server,
 gunicorn instances joined by Redis for deactivation), the shell's commands through Click.
 """
 
+import re
 from contextlib import ExitStack
 from datetime import timedelta
 
@@ -361,3 +362,69 @@ def test_a_reset_link_sets_a_password_once_and_ends_every_session(app, alice, bo
     assert app.test_client().get(f"/reset/{token}").status_code == 404  # Once.
     assert app.test_client().get("/reset/forged").status_code == 404
     assert audit_actions(app) == [(alice, "reset_link", "user", bob)]
+
+
+# ---- The admin page -------------------------------------------------------------------------
+
+
+def admin_client(app, user_id, email="alice@example.com"):
+    make_admin(app, user_id)
+    client = app.test_client()
+    assert login(client, email).status_code == 302
+    return client
+
+
+def post_on_page(client, path, data=None):
+    """POST a form of the admin page with the page's CSRF token; the page it redirects to."""
+    token = csrf_token(client.get("/admin/"))
+    response = client.post(path, data={**(data or {}), "csrf_token": token})
+    assert response.status_code == 302, response.text
+    return client.get("/admin/")
+
+
+def test_only_administrators_open_the_admin_page_or_post_its_forms(app, alice, bob):
+    member = app.test_client()
+    login(member, "bob@example.com")
+    token = csrf_token(member.get("/profile"))
+    for path in ("/admin/",):
+        assert member.get(path).status_code == 403
+    for path in (f"/admin/people/{alice}/deactivate", "/admin/registration", "/admin/invitations"):
+        assert member.post(path, data={"csrf_token": token}).status_code == 403
+    assert app.test_client().get("/admin/").status_code == 302  # To the login page.
+    assert "Administration" not in member.get("/").text
+    admin = admin_client(app, alice)
+    assert "Administration" in admin.get("/").text
+    page = admin.get("/admin/")
+    assert page.status_code == 200
+    assert "bob@example.com" in page.text
+
+
+def test_the_admin_page_deactivates_resets_and_invites(app, alice, bob):
+    admin = admin_client(app, alice)
+    page = post_on_page(admin, f"/admin/people/{bob}/deactivate")
+    assert "bob is deactivated and signed out everywhere." in page.text
+    assert user(app, "bob@example.com").deactivated_at is not None
+    page = post_on_page(admin, f"/admin/people/{alice}/deactivate")
+    assert "You cannot deactivate your own account." in page.text
+    page = post_on_page(admin, f"/admin/people/{alice}/role", {"role": "member"})
+    assert "This is the last administrator" in page.text
+    post_on_page(admin, f"/admin/people/{bob}/reactivate")
+    page = post_on_page(admin, f"/admin/people/{bob}/reset")
+    link = re.search(r'id="new-link" class="new-link" value="([^"]+)"', page.text).group(1)
+    assert "/reset/" in link
+    assert "new-link" not in admin.get("/admin/").text  # Shown once.
+    page = post_on_page(admin, "/admin/invitations", {"days": "2", "uses": "3"})
+    link = re.search(r'id="new-link" class="new-link" value="([^"]+)"', page.text).group(1)
+    assert app.test_client().get(link.removeprefix("http://localhost")).status_code == 200
+    page = post_on_page(admin, "/admin/invitations", {"days": "forever"})
+    assert "whole numbers" in page.text
+    page = post_on_page(admin, "/admin/registration", {"policy": "invite"})
+    assert "Registration is now: invite." in page.text
+    assert [a[1] for a in audit_actions(app)] == [
+        "set_role",
+        "deactivate",
+        "reactivate",
+        "reset_link",
+        "create_invitation",
+        "set_registration",
+    ]
