@@ -3,12 +3,16 @@
     python -m bench.search                     # SQLite, 1,000,000 messages
     python -m bench.search --messages 20000    # smaller
     BENCH_POSTGRES=postgresql+psycopg://postgres@127.0.0.1:5432/test python -m bench.search
+    python -m bench.search --keep              # keep the data set; the next run reuses it
 
 The data set is generated, the same every time (a seeded random generator): 100 people in 50
 rooms, each person in 10 of them; each message 4 to 20 words drawn from 5,000 made-up words with
 Zipf-like frequencies (a few very common, most rare), one in twenty with a French accented word.
 Messages go in through the same path as the chat's (``models.save_messages``: the triggers or
-the generated column index them), in batches. Then each query of ``QUERIES`` runs ``--rounds``
+the generated column index them), in batches, then the planner's statistics are refreshed
+(``VACUUM ANALYZE`` on PostgreSQL, ``ANALYZE`` on SQLite), as a deployment's autovacuum would
+after so many writes: without them PostgreSQL plans a common word as if it were rare. Then each
+query of ``QUERIES`` runs ``--rounds``
 times through ``GET /api/search`` (Flask's test client: the server's work, no network), as one
 member, and the latency's p50 and p95 are reported, beside the reference of the same run: the
 latest page of one of that member's rooms (``messages_before``, 20 messages, as a search
@@ -26,6 +30,7 @@ import uuid
 from pathlib import Path
 
 from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy.exc import DBAPIError
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -140,6 +145,36 @@ def measure(app, user_id, rounds):
     return results
 
 
+def analyze(app):
+    """Refresh the planner's statistics, as a deployment's autovacuum (PostgreSQL) or the app's
+    ``PRAGMA optimize`` would after so many writes: a fresh bulk load has none."""
+    from extensions import db
+
+    with app.app_context():
+        if db.engine.dialect.name == "postgresql":
+            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text("VACUUM ANALYZE"))
+        else:
+            db.session.execute(text("ANALYZE"))
+            db.session.commit()
+
+
+def kept_member(url, total):
+    """The member's id if ``url`` holds a ``--keep``-ed data set of ``total`` messages, else
+    None (none yet, or a run stopped while loading)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            if connection.scalar(text("SELECT count(*) FROM messages")) != total:
+                return None
+            member = "SELECT id FROM users WHERE email = 'person0@example.com'"
+            return connection.scalar(text(member))
+    except DBAPIError:
+        return None
+    finally:
+        engine.dispose()
+
+
 def main():
     parser = argparse.ArgumentParser(
         prog="python -m bench.search", description=__doc__.split("\n")[0]
@@ -147,46 +182,66 @@ def main():
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--out", type=Path, default=RESULTS / "search")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the generated data set (SQLite: bench_search_<messages>.db in the temporary"
+        " folder; PostgreSQL: the schema bench_search_<messages>) and reuse it on the next run"
+        " of the same size: to measure a change of the queries without loading again",
+    )
     options = parser.parse_args()
 
     from app import create_app
     from extensions import db
 
     postgres = os.environ.get("BENCH_POSTGRES")
+    kept = f"bench_search_{options.messages}"
     with tempfile.TemporaryDirectory() as folder:
-        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        schema = kept if options.keep else f"bench_{uuid.uuid4().hex[:8]}"
         if postgres:
             admin = create_engine(postgres, isolation_level="AUTOCOMMIT")
-            with admin.connect() as connection:
-                connection.execute(text(f"CREATE SCHEMA {schema}"))
             url = f"{postgres}?options=-csearch_path%3D{schema}"
+        elif options.keep:
+            url = f"sqlite:///{Path(tempfile.gettempdir()) / kept}.db"
         else:
             url = f"sqlite:///{folder}/bench.db"
+        user_id = kept_member(url, options.messages) if options.keep else None
+        if user_id is None and postgres:
+            with admin.connect() as connection:
+                connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                connection.execute(text(f"CREATE SCHEMA {schema}"))
+        elif user_id is None:
+            Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
         app = create_app({"SECRET_KEY": "bench" * 8, "DATABASE_URL": url, "TESTING": True})
+        load_seconds = None
         try:
-            with app.app_context():
-                db.create_all()
-            user_id, load_seconds = generate(app, options.messages)
+            if user_id is None:
+                with app.app_context():
+                    db.create_all()
+                user_id, load_seconds = generate(app, options.messages)
+                analyze(app)
             results = measure(app, user_id, options.rounds)
         finally:
             with app.app_context():
                 db.session.remove()
                 db.engine.dispose()
             if postgres:
-                with admin.connect() as connection:
-                    connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+                if not options.keep:
+                    with admin.connect() as connection:
+                        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
                 admin.dispose()
     engine = "postgresql" if postgres else "sqlite"
     report = {
         "engine": engine,
         "messages": options.messages,
-        "load_seconds": round(load_seconds, 1),
+        "load_seconds": round(load_seconds, 1) if load_seconds is not None else None,
         "queries": results,
     }
     options.out.mkdir(parents=True, exist_ok=True)
     (options.out / f"{engine}.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     floor = results["reference: latest page"]["p95_ms"]
-    print(f"{engine}, {options.messages:,} messages (loaded in {load_seconds:.0f} s)")
+    loaded = f"loaded in {load_seconds:.0f} s" if load_seconds is not None else "kept"
+    print(f"{engine}, {options.messages:,} messages ({loaded})")
     for name, row in results.items():
         ratio = row["p95_ms"] / floor if floor else 0
         found = f"  {row['results']} results" if "results" in row else ""
