@@ -7,6 +7,7 @@
 //   outbox, rooms         unconfirmed messages and changes; room records, moving between rooms
 //   people, changes       names by user id; the last change seen (for the resume)
 //   message, markup       one message as an element; its formatting, copied node by node
+//   avatars, grouping     a person's picture or initials; consecutive messages under one header
 //   compose, picker,      replying or editing in the composer; the reaction picker; @ completion
 //   mentions, actions     and what the user does to a message
 //   notify                title count, screen reader announcements, notifications

@@ -34,7 +34,7 @@ def test_two_people_chat_safely_and_survive_a_server_restart(people, gunicorn_se
     bob.register("bob@example.com")
     bob.log_out()
     bob.log_in("bob@example.com")
-    expect(alice.page.locator("#online li > span")).to_have_text(["alice", "bob"])
+    expect(alice.page.locator("#online li > .person-name")).to_have_text(["alice", "bob"])
 
     alice.say("Bonjour Bob !")
     expect(bob.messages("Bonjour Bob !")).to_have_count(1)

@@ -8,7 +8,7 @@ import { isVisible } from "./dom.js";
 import { tellAboutMessage } from "./notify.js";
 import { onMembersChanged } from "./mentions.js";
 import { isQueued, markFailed, resendAll, retryLater } from "./outbox.js";
-import { learnName } from "./people.js";
+import { learnAvatar, learnName } from "./people.js";
 import { ClientFrame, ERROR_UNAVAILABLE, GENERAL, ServerFrame } from "./protocol.js";
 import {
   contentHeight,
@@ -226,6 +226,7 @@ function onPresence(frame) {
   if (!room) return;
   for (const person of frame.offline) room.online.delete(person.user_id);
   for (const person of frame.online) {
+    learnAvatar(person.user_id, person.avatar_url); // A new picture may come with the same name.
     if (room.online.get(person.user_id) !== person.user) onOnlineOrRenamed(room, person);
   }
   if (room.key === state.current) renderOnline();

@@ -1,9 +1,10 @@
-// One message as an element: who and when, "edited", the quote of the message it replies to,
-// its text (or a tombstone), its files, its reactions and its actions. User text only ever goes in as
-// textContent; formatting is copied node by node (markup.js). Buttons carry data attributes and
-// no listeners: actions.js listens on each room's list.
+// One message as an element: its author's avatar, who and when, "edited", the quote of the
+// message it replies to, its text (or a tombstone), its files, its reactions and its actions.
+// User text only ever goes in as textContent; formatting is copied node by node (markup.js).
+// Buttons carry data attributes and no listeners: actions.js listens on each room's list.
 
 import { attachmentList } from "./attachments.js";
+import { avatarElement } from "./avatars.js";
 import { formats, t, tCount } from "./i18n.js";
 import { formatted } from "./markup.js";
 import { nameOf } from "./people.js";
@@ -15,6 +16,11 @@ export function messageElement(frame, own) {
   if (frame.id) item.dataset.id = frame.id;
   if (frame.deleted) item.classList.add("deleted");
   if (frame.mentions?.includes(state.me.id)) item.classList.add("mentions-me");
+  // What grouping.js reads: who wrote it, and when (none yet while it is pending).
+  if (Number.isInteger(frame.user_id)) item.dataset.userId = frame.user_id;
+  if (frame.ts) item.dataset.ts = frame.ts;
+  item.append(avatarElement(frame.user_id, frame.user, frame.avatar_url ?? null));
+  if (frame.ts) item.append(gutterTime(frame.ts));
   item.append(metaLine(frame));
   if (frame.reply_to) item.append(replyQuote(frame.reply_to));
   const files = frame.deleted ? [] : (frame.attachments ?? []);
@@ -43,10 +49,24 @@ function metaLine(frame) {
 function timeElement(ts) {
   const moment = new Date(ts);
   const time = document.createElement("time");
+  time.className = "sent";
   time.dateTime = ts;
   const today = moment.toDateString() === new Date().toDateString();
   time.textContent = (today ? formats.time : formats.dateTime).format(moment);
   time.title = formats.full.format(moment);
+  return time;
+}
+
+// A continued message's time, shown in the avatar's place on hover or focus: hours and minutes
+// only, to fit there (its group's header has the date and AM/PM). For the eye only: the header's
+// own time, visually hidden, is what screen readers read.
+function gutterTime(ts) {
+  const time = document.createElement("span");
+  time.className = "gutter-time";
+  time.setAttribute("aria-hidden", "true");
+  const parts = formats.time.formatToParts(new Date(ts));
+  const kept = parts.filter((part) => part.type !== "dayPeriod");
+  time.textContent = kept.map((part) => part.value).join("").trim();
   return time;
 }
 

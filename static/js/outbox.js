@@ -17,7 +17,7 @@
 
 import { sendFrame } from "./connection.js";
 import { ClientFrame } from "./protocol.js";
-import { appendPending, scrollToEnd, showFailed } from "./render.js";
+import { appendPending, removeMessageElement, scrollToEnd, showFailed } from "./render.js";
 import { state } from "./state.js";
 
 const RETRY_UNAVAILABLE_MS = 3000;
@@ -186,7 +186,7 @@ export function isQueued(clientId) {
 function dropItem(clientId) {
   const item = state.outbox.get(clientId);
   if (!item) return;
-  item.element?.remove();
+  if (item.element) removeMessageElement(item.element);
   state.outbox.delete(clientId);
 }
 

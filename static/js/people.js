@@ -1,8 +1,20 @@
 // Names by user id, learnt from every frame that names someone (messages, members, presence,
 // rooms): for reaction tooltips, mentions shown as @name in the composer, and replies. Names
 // are not unique and people rename themselves: the id is what counts, the latest name is shown.
+// Pictures too, for the online list: avatar_url, a field the server does not send yet.
 
 const names = new Map(); // user id -> latest name seen
+const avatars = new Map(); // user id -> latest avatar_url seen
+
+// Absent says nothing (an older server); null means no picture (any more).
+export function learnAvatar(id, url) {
+  if (typeof url === "string") avatars.set(id, url);
+  else if (url === null) avatars.delete(id);
+}
+
+export function avatarOf(id) {
+  return avatars.get(id);
+}
 
 export function learnName(id, name) {
   if (typeof id === "number" && typeof name === "string") names.set(id, name);
@@ -15,6 +27,7 @@ export function nameOf(id) {
 // Everyone named in a message as it is now: its author, its parent's author.
 export function learnFromMessage(message) {
   learnName(message.user_id, message.user);
+  learnAvatar(message.user_id, message.avatar_url);
   if (message.reply_to) learnName(message.reply_to.user_id, message.reply_to.user);
 }
 

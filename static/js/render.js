@@ -2,10 +2,12 @@
 // a message's formatting is built node by node (markup.js).
 // Buttons carry data attributes and no listeners: input.js listens on their lists.
 
+import { avatarElement } from "./avatars.js";
 import { root, ui } from "./dom.js";
+import { regroup, regroupAround, removeGrouped } from "./grouping.js";
 import { formats, t, tCount } from "./i18n.js";
 import { messageElement, replyQuote } from "./message.js";
-import { mentionsAsNames } from "./people.js";
+import { avatarOf, mentionsAsNames } from "./people.js";
 import { EXCERPT_CHARS, GENERAL } from "./protocol.js";
 import { state } from "./state.js";
 
@@ -65,6 +67,7 @@ export function renderRoomTitle(room) {
 // Pending messages (sent, not yet confirmed) stay: they are re-sent and confirmed later.
 export function clearConfirmedMessages(room) {
   for (const item of [...room.list.children]) if (!item.classList.contains("pending")) item.remove();
+  regroup(room.list);
 }
 
 // ---- Messages -----------------------------------------------------------------------------
@@ -72,6 +75,12 @@ export function clearConfirmedMessages(room) {
 // Messages are kept in id order: history pages arrive older, live ones newer; pending stay last.
 export function placeMessage(room, element, id) {
   room.list.insertBefore(element, nextMessageAfter(room, id));
+  regroupAround(element);
+}
+
+// A pending message confirmed (its real one takes its place) or dropped.
+export function removeMessageElement(element) {
+  if (element.isConnected) removeGrouped(element);
 }
 
 function nextMessageAfter(room, id) {
@@ -84,12 +93,14 @@ function nextMessageAfter(room, id) {
 // A message of ours not confirmed yet, at the end of its room's list; a reply with its quote,
 // if the parent is on the page.
 export function appendPending(room, text, replyTo = null, attachments = []) {
-  const element = messageElement({ user: state.me.name, text, ts: null, attachments }, true);
+  const mine = { user: state.me.name, user_id: state.me.id, text, ts: null, attachments };
+  const element = messageElement(mine, true);
   const parent = replyTo === null ? undefined : room.messages?.get(replyTo);
   if (parent) element.querySelector(".meta").after(replyQuote(quoteOf(parent)));
   element.classList.add("pending");
   element.title = t("not_sent");
   room.list.append(element);
+  regroupAround(element);
   return element;
 }
 
@@ -104,6 +115,7 @@ export function replaceMessageElement(room, message) {
   for (const kept of old.querySelectorAll(":scope > .keep-on-replace")) fresh.append(kept);
   if (old.classList.contains("highlight")) fresh.classList.add("highlight");
   old.replaceWith(fresh);
+  regroupAround(fresh);
   if (!active) return;
   if (active.isConnected) active.focus();
   else (fresh.querySelector(control) ?? ui.input).focus();
@@ -217,8 +229,9 @@ export function renderOnline() {
 function personItem(id, name) {
   const item = document.createElement("li");
   const label = document.createElement("span");
+  label.className = "person-name";
   label.textContent = name;
-  item.append(label);
+  item.append(avatarElement(id, name, avatarOf(id) ?? null), label);
   if (id === state.me.id) {
     item.className = "me";
     return item;

@@ -6,7 +6,7 @@ import { endComposing } from "./compose.js";
 import { sendFrame } from "./connection.js";
 import { isVisible } from "./dom.js";
 import { confirmQueued } from "./outbox.js";
-import { learnFromMessage, learnName } from "./people.js";
+import { learnAvatar, learnFromMessage, learnName } from "./people.js";
 import { ClientFrame, HISTORY_PAGE, directRoomKey } from "./protocol.js";
 import {
   clearConfirmedMessages,
@@ -71,7 +71,10 @@ export function upsertRoom(entry) {
   room.membersStale = true; // A new socket, or a room joined again: ask afresh when needed.
   room.lastReadId = Math.max(room.lastReadId, entry.last_read_id);
   room.online = new Map(entry.online.map((person) => [person.id, person.name]));
-  for (const person of entry.online) learnName(person.id, person.name);
+  for (const person of entry.online) {
+    learnName(person.id, person.name);
+    learnAvatar(person.id, person.avatar_url);
+  }
   labelList(room);
   return room;
 }
