@@ -5,7 +5,7 @@ and themes. Every wait is on what the page shows."""
 import pytest
 from playwright.sync_api import expect
 
-from helpers import PASSWORD, serious_violations, signed_up_in
+from helpers import PASSWORD, VISIBLE_LIST, Person, serious_violations, signed_up_in
 
 pytestmark = pytest.mark.browser
 
@@ -39,3 +39,27 @@ def test_the_first_account_runs_the_server_from_the_admin_page(
     stranger.close()
     assert root.problems == []
     root.context.close()
+
+
+def test_an_administrator_deletes_a_members_message_from_the_page(browser, gunicorn_server):
+    root, member = Person(browser, gunicorn_server.url), Person(browser, gunicorn_server.url)
+    root.register("root@example.com")  # The first account: the administrator.
+    member.register("member@example.com")
+    member.say("Buy cheap watches")
+    spam = root.page.locator(f"{VISIBLE_LIST} > .message").filter(has_text="Buy cheap watches")
+    expect(spam).to_have_count(1)
+    # The member sees no Delete on the administrator's messages; the administrator does on theirs.
+    root.say("Welcome, everyone")
+    own = member.page.locator(f"{VISIBLE_LIST} > .message").filter(has_text="Welcome, everyone")
+    expect(own.get_by_role("button", name="Reply", exact=True)).to_have_count(1)
+    expect(own.get_by_role("button", name="Delete", exact=True)).to_have_count(0)
+    expect(spam.get_by_role("button", name="Edit", exact=True)).to_have_count(0)
+    spam.hover()
+    spam.get_by_role("button", name="Delete", exact=True).click()
+    root.page.get_by_role("dialog").get_by_role("button", name="Delete", exact=True).click()
+    for person in (root, member):
+        tombstone = person.page.locator(f"{VISIBLE_LIST} > .message.deleted .text")
+        expect(tombstone).to_have_text("Message deleted")
+    assert root.problems == [] and member.problems == []  # noqa: PT018 - both pages at once
+    root.context.close()
+    member.context.close()

@@ -177,7 +177,9 @@ function actionBar(frame, own) {
   bar.setAttribute("role", "group");
   bar.setAttribute("aria-label", t("actions_label", { name: frame.user }));
   bar.append(actionButton("reply", t("reply")), actionButton("react", t("react")));
-  if (own) bar.append(actionButton("edit", t("edit")), actionButton("delete", t("delete")));
+  if (own) bar.append(actionButton("edit", t("edit")));
+  // Administrators delete anyone's message (moderation); nobody edits someone else's.
+  if (own || state.me.admin) bar.append(actionButton("delete", t("delete")));
   return bar;
 }
 

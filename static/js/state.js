@@ -5,7 +5,12 @@ import { root } from "./dom.js";
 import { GENERAL } from "./protocol.js";
 
 export const state = {
-  me: { id: Number(root.dataset.userId), name: root.dataset.userName }, // name: renames follow
+  // name: renames follow; admin: may delete anyone's message (the server checks it again).
+  me: {
+    id: Number(root.dataset.userId),
+    name: root.dataset.userName,
+    admin: root.dataset.userAdmin === "true",
+  },
   token: root.dataset.token, // for the next socket; a fresh one is fetched before each reconnect
   socket: null,
   greeted: false, // Nothing but the resume frame may be sent before the server's hello.
