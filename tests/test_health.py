@@ -108,7 +108,10 @@ def test_probes_are_not_rate_limited(app_config):
     script = (
         "from app import create_app\n"
         f"config = {{**{app_config!r}, 'RATELIMIT_DEFAULT': '1 per hour'}}\n"
-        "client = create_app(config).test_client()\n"
+        "app = create_app(config)\n"
+        "from extensions import db\n"
+        "with app.app_context(): db.create_all()  # The login page reads the settings table.\n"
+        "client = app.test_client()\n"
         "paths = ['/login', '/login'] + ['/healthz', '/readyz'] * 3\n"
         "print([client.get(path).status_code for path in paths])\n"
     )
