@@ -3,6 +3,7 @@ servers. Test modules import from here, never from ``conftest`` (fixtures only) 
 
 import base64
 import http.client
+import itertools
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -650,3 +652,44 @@ def pump_until(page, condition, what, timeout=10):
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         page.wait_for_timeout(20)  # Playwright's event loop runs the route's handlers here.
+
+
+# ---- A real socket beside the pages (the browser tests post through it) -----------------------
+
+CLIENT_IDS = itertools.count()  # Unique in a test run: a client_id is stored once per user.
+
+
+@contextmanager
+def chat_socket(app, gunicorn_server, uid):
+    """A real WebSocket of user ``uid``, greeted."""
+    host = gunicorn_server.url.removeprefix("http://")
+    with connect(f"ws://{host}/ws?token={token_issued_at(app, uid)}", open_timeout=5) as ws:
+        chat = ChatClient(ws)
+        chat.recv_type("hello")
+        yield chat
+
+
+def answer(chat, client_id, kind):
+    """The frame of type ``kind`` that answers ``client_id``; other frames are skipped."""
+    while True:
+        frame = chat.recv()
+        if frame.get("client_id") == client_id:
+            assert frame["type"] == kind, frame
+            return frame
+
+
+def post(chat, text, reply_to=None):
+    """Post ``text`` (a reply to ``reply_to``); the saved message."""
+    client_id = f"post-{next(CLIENT_IDS)}"
+    frame = {"type": "message", "text": text, "client_id": client_id}
+    if reply_to is not None:
+        frame["reply_to"] = reply_to
+    chat.send(frame)
+    return answer(chat, client_id, "message")
+
+
+def change(chat, frame):
+    """Send an edit, delete, react or unreact; its message_changed frame."""
+    client_id = f"change-{next(CLIENT_IDS)}"
+    chat.send({**frame, "client_id": client_id})
+    return answer(chat, client_id, "message_changed")

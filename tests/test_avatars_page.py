@@ -5,29 +5,26 @@ WebSocket; times set in the database before a page loads them. Every wait is on 
 shows (Playwright's expect), never a sleep.
 """
 
-import itertools
 import re
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from playwright.sync_api import expect
 from sqlalchemy import update
-from websockets.sync.client import connect
 
 from extensions import db
 from helpers import (
     VISIBLE_LIST,
-    ChatClient,
     Person,
     SocketRoute,
+    change,
+    chat_socket,
+    post,
     serious_violations,
     signed_up_in,
-    token_issued_at,
 )
 from models import Message
 
-CLIENT_IDS = itertools.count()
 FILLERS = 60  # More than a history page (50): the oldest are not loaded at first.
 CONTINUED = re.compile(r"\bcontinued\b")
 
@@ -43,42 +40,6 @@ def app_config(app_config):
 
 
 # ---- Helpers ----------------------------------------------------------------------------------
-
-
-@contextmanager
-def chat_socket(app, gunicorn_server, uid):
-    """A real WebSocket of user ``uid``, greeted."""
-    host = gunicorn_server.url.removeprefix("http://")
-    with connect(f"ws://{host}/ws?token={token_issued_at(app, uid)}", open_timeout=5) as ws:
-        chat = ChatClient(ws)
-        chat.recv_type("hello")
-        yield chat
-
-
-def answer(chat, client_id, kind):
-    """The frame of type ``kind`` that answers ``client_id``; other frames are skipped."""
-    while True:
-        frame = chat.recv()
-        if frame.get("client_id") == client_id:
-            assert frame["type"] == kind, frame
-            return frame
-
-
-def post(chat, text, reply_to=None):
-    """Post ``text`` (a reply to ``reply_to``); the saved message."""
-    client_id = f"post-{next(CLIENT_IDS)}"
-    frame = {"type": "message", "text": text, "client_id": client_id}
-    if reply_to is not None:
-        frame["reply_to"] = reply_to
-    chat.send(frame)
-    return answer(chat, client_id, "message")
-
-
-def change(chat, frame):
-    """Send an edit, delete, react or unreact; its message_changed frame."""
-    client_id = f"change-{next(CLIENT_IDS)}"
-    chat.send({**frame, "client_id": client_id})
-    return answer(chat, client_id, "message_changed")
 
 
 def backdate(app, times):

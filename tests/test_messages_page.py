@@ -5,27 +5,24 @@ when a test needs messages the pages did not write, posts through a real WebSock
 is on what a page shows (Playwright's expect), never a sleep.
 """
 
-import itertools
 import re
-from contextlib import contextmanager
 
 import pytest
 from playwright.sync_api import expect
 from sqlalchemy import select
-from websockets.sync.client import connect
 
 from extensions import db
 from helpers import (
     VISIBLE_LIST,
-    ChatClient,
     Person,
+    change,
+    chat_socket,
+    post,
     serious_violations,
     signed_up_in,
-    token_issued_at,
 )
 from models import Message
 
-CLIENT_IDS = itertools.count()  # Unique in a test run: a client_id is stored once per user.
 FILLERS = 60  # More than a history page (50): the first message is not loaded at first.
 
 pytestmark = pytest.mark.browser
@@ -78,42 +75,6 @@ def no_problems(*persons):
     for person in persons:
         assert person.problems == []
         assert person.dialogs == []  # window.alert/confirm never ran: confirmation is a <dialog>.
-
-
-@contextmanager
-def chat_socket(app, gunicorn_server, uid):
-    """A real WebSocket of user ``uid``, greeted."""
-    host = gunicorn_server.url.removeprefix("http://")
-    with connect(f"ws://{host}/ws?token={token_issued_at(app, uid)}", open_timeout=5) as ws:
-        chat = ChatClient(ws)
-        chat.recv_type("hello")
-        yield chat
-
-
-def answer(chat, client_id, kind):
-    """The frame of type ``kind`` that answers ``client_id``; other frames are skipped."""
-    while True:
-        frame = chat.recv()
-        if frame.get("client_id") == client_id:
-            assert frame["type"] == kind, frame
-            return frame
-
-
-def post(chat, text, reply_to=None):
-    """Post ``text`` (a reply to ``reply_to``); the saved message."""
-    client_id = f"post-{next(CLIENT_IDS)}"
-    frame = {"type": "message", "text": text, "client_id": client_id}
-    if reply_to is not None:
-        frame["reply_to"] = reply_to
-    chat.send(frame)
-    return answer(chat, client_id, "message")
-
-
-def change(chat, frame):
-    """Send an edit, delete, react or unreact; its message_changed frame."""
-    client_id = f"change-{next(CLIENT_IDS)}"
-    chat.send({**frame, "client_id": client_id})
-    return answer(chat, client_id, "message_changed")
 
 
 def action(person, text, name):

@@ -5,24 +5,21 @@ searches through /api/search and opens results over its own socket. Every wait i
 page shows (Playwright's expect), never a sleep.
 """
 
-import itertools
 import re
-from contextlib import contextmanager
 
 import pytest
 from playwright.sync_api import expect
-from websockets.sync.client import connect
 
 from helpers import (
+    CLIENT_IDS,
     VISIBLE_LIST,
-    ChatClient,
     Person,
+    chat_socket,
+    post,
     serious_violations,
     signed_up_in,
-    token_issued_at,
 )
 
-CLIENT_IDS = itertools.count()  # Unique in a test run: a client_id is stored once per user.
 FILLERS = 120  # More than two history pages (50): the window around an early one is not the end.
 EARLY = 10  # The found message comes after this many fillers.
 
@@ -38,27 +35,6 @@ def app_config(app_config):
 
 
 # ---- Helpers ----------------------------------------------------------------------------------
-
-
-@contextmanager
-def chat_socket(app, gunicorn_server, uid):
-    """A real WebSocket of user ``uid``, greeted."""
-    host = gunicorn_server.url.removeprefix("http://")
-    with connect(f"ws://{host}/ws?token={token_issued_at(app, uid)}", open_timeout=5) as ws:
-        chat = ChatClient(ws)
-        chat.recv_type("hello")
-        yield chat
-
-
-def post(chat, text):
-    """Post ``text`` to general; the saved message."""
-    client_id = f"post-{next(CLIENT_IDS)}"
-    chat.send({"type": "message", "text": text, "client_id": client_id})
-    while True:
-        frame = chat.recv()
-        if frame.get("client_id") == client_id:
-            assert frame["type"] == "message", frame
-            return frame
 
 
 def post_history(chat):
