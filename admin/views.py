@@ -62,8 +62,10 @@ def index() -> str:
         )
     entries = db.session.scalars(
         select(AuditEntry).order_by(AuditEntry.id.desc()).limit(AUDIT_SHOWN)
-    )
-    names = {user.id: user.name for user in db.session.scalars(select(User))}
+    ).all()
+    actors = {entry.actor_id for entry in entries if entry.actor_id is not None}
+    shown = db.session.scalars(select(User).where(User.id.in_(actors)))
+    names = {user.id: user.name for user in shown}  # Only the people the log names.
     return render_template(
         "admin.html",
         query=query,
@@ -75,7 +77,7 @@ def index() -> str:
         ).all(),
         policy=registration_policy(),
         policies=POLICIES,
-        entries=entries.all(),
+        entries=entries,
         names=names,
         new_link=session.pop(LINK_KEY, None),
     )

@@ -32,7 +32,7 @@ function isImage(attachment) {
 }
 
 // The thumbnail's box: the image scaled down (never up) to fit THUMB_WIDTH by THUMB_HEIGHT.
-export function thumbnailBox(width, height) {
+function thumbnailBox(width, height) {
   const scale = Math.min(1, THUMB_WIDTH / width, THUMB_HEIGHT / height);
   const side = (length) => Math.max(1, Math.round(length * scale));
   return { width: side(width), height: side(height) };

@@ -30,9 +30,17 @@ export function addFiles(files) {
       showNotice(t("too_many_files", { count: MAX_FILES }));
       break;
     }
-    const item = { key: nextKey, name: file.name || "file", size: file.size, status: UPLOADING };
+    const item = {
+      key: nextKey,
+      name: file.name || "file",
+      size: file.size,
+      status: UPLOADING,
+      description: null,
+      error: "",
+      request: null,
+      element: null,
+    };
     nextKey += 1;
-    Object.assign(item, { description: null, error: "", request: null, element: null });
     state.tray.push(item);
     item.element = trayItem(item);
     ui.tray.append(item.element);
