@@ -15,6 +15,7 @@ from flask_login import UserMixin
 from flask_migrate import upgrade
 from sqlalchemy import (
     DDL,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    true,
 )
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -149,6 +151,13 @@ class User(UserMixin, Model):
     role: Mapped[str] = mapped_column(String(16), default=MEMBER, server_default=MEMBER)
     # Set while the account is deactivated: no login, no session, no socket; messages stay.
     deactivated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The uploaded avatar's key in the file store ("avatars/<id>/<hash>.webp"); None: initials.
+    avatar: Mapped[str | None] = mapped_column(String(96))
+
+    @property
+    def avatar_url(self) -> str | None:
+        """Where pages load the uploaded avatar (immutable: a new picture gets a new key)."""
+        return f"/{self.avatar}" if self.avatar else None
 
     @property
     def is_admin(self) -> bool:
@@ -219,7 +228,10 @@ class Invitation(Model):
     max_uses: Mapped[int | None] = mapped_column(Integer)  # None: any number
     uses: Mapped[int] = mapped_column(Integer, default=0)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    room_keys: Mapped[str] = mapped_column(Text, default="")  # Space-separated public rooms.
+    room_keys: Mapped[str] = mapped_column(Text, default="")  # Space-separated room keys.
+    # A server link (an administrator's) makes accounts; a room link only lets an existing
+    # account in (it makes one only while registration is open).
+    makes_accounts: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
 
 class Setting(Model):
@@ -242,7 +254,8 @@ class Login(Model):
 
 
 class Room(Model):
-    """A public room anyone may join, or a direct-message thread between two users."""
+    """A public room anyone may join, a private room its members invite to, or a direct-message
+    thread between two users."""
 
     __tablename__ = "rooms"
 
@@ -250,11 +263,16 @@ class Room(Model):
     # How frames name the room: a public room's name in lower case, or "dm:<low id>:<high id>".
     key: Mapped[str] = mapped_column(String(80), unique=True)
     title: Mapped[str] = mapped_column(String(64))  # The name as its creator wrote it.
-    kind: Mapped[str] = mapped_column(String(16))  # PUBLIC or DIRECT
+    kind: Mapped[str] = mapped_column(String(16))  # PUBLIC, PRIVATE or DIRECT
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    topic: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # Set while archived: read-only (no message, edit, reaction or join), still searchable.
+    archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 PUBLIC = "public"
+PRIVATE = "private"
 DIRECT = "direct"
 GENERAL = "general"
 
