@@ -298,6 +298,11 @@ def public_rooms() -> list[PublicRoom]:
     return [{"room": key, "title": title, "members": count} for key, title, count in rows]
 
 
+def archived_ids() -> set[int]:
+    """Ids of the archived rooms (read-only: no message, edit, reaction or join)."""
+    return set(db.session.scalars(select(Room.id).where(Room.archived_at.is_not(None))))
+
+
 def member_ids(room_id: int) -> list[int]:
     """Ids of the users in a room."""
     return list(db.session.scalars(select(Membership.user_id).where(Membership.room_id == room_id)))

@@ -24,7 +24,7 @@ from flask import Flask
 from flask_babel import force_locale
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from core import messages
+from core import messages, rooms
 from extensions import db
 from files import uploads
 from models import MessageRow, save_message, save_messages
@@ -222,12 +222,16 @@ def _store_and_publish(hub: Hub, batch: list[Post], unpublished: Unpublished) ->
     """
     accepted: list[Post] = []
     taken: set[int] = set()  # Uploads claimed by posts before, in this batch.
+    archived = rooms.archived_ids()  # One query a batch; archiving takes the same lock.
     for post in batch:
         # Checked under the lock that membership changes take: no post lands after a leave.
         post.room_id = hub.room_id(post.conn.user_id, post.key)
         if post.room_id is None:
             message = protocol.ERROR_MESSAGES["forbidden"]
             post.error = protocol.FrameError("forbidden", message, post.client_id)
+        elif post.room_id in archived:
+            message = protocol.ERROR_MESSAGES["archived"]
+            post.error = protocol.FrameError("archived", message, post.client_id)
         elif error := _refused(hub, post, post.room_id, taken):
             post.error = error
         else:

@@ -46,6 +46,7 @@ ERROR_MESSAGES: dict[str, Translatable] = {
     "too_long": _l("The message is longer than {max_chars} characters."),
     "unavailable": _l("The message could not be saved; please send it again."),
     "forbidden": FORBIDDEN,
+    "archived": _l("This room is archived: it can be read and searched, not changed."),
     "rate_limited": _l("You are sending too fast; wait a moment."),
     "no_such_user": NO_SUCH_USER,
     "bad_text": _l("The message contains control characters (such as NUL or terminal escapes)."),
