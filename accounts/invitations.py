@@ -1,14 +1,18 @@
-"""Invitation links to the server: a secret in the link, its hash in the database; each use
-makes an account and joins it to the invitation's public rooms, in one transaction."""
+"""Invitation links: a secret in the link, its hash in the database. An administrator's link to
+the server makes an account and joins it to the invitation's rooms, in one transaction; a
+member's link to a room lets accounts into that room."""
 
 import hashlib
 import secrets
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import ColumnElement, or_, select, update
 
+from core.rooms import ARCHIVED, RoomError
 from extensions import db
-from models import GENERAL, PUBLIC, Invitation, Membership, Room, User, as_utc, utcnow
+from models import DIRECT, GENERAL, Invitation, Membership, Room, User, as_utc, utcnow
 
 
 def _hash(secret: str) -> str:
@@ -20,6 +24,7 @@ def create(
     expires_at: datetime | None,
     max_uses: int | None,
     room_keys: list[str],
+    makes_accounts: bool = True,
 ) -> tuple[Invitation, str]:
     """A new invitation (flushed, not committed: the caller audits it) and its link's secret,
     which is shown once and never stored."""
@@ -30,6 +35,7 @@ def create(
         expires_at=expires_at,
         max_uses=max_uses,
         room_keys=" ".join(room_keys),
+        makes_accounts=makes_accounts,
     )
     db.session.add(invitation)
     db.session.flush()
@@ -54,21 +60,48 @@ def find(secret: str) -> Invitation | None:
     return db.session.scalar(query)
 
 
-def use(invitation: Invitation, user: User) -> bool:
+def use(invitation: Invitation, user: User) -> list[Room] | None:
     """Count one use (atomically: two people on the last use, one wins) and join ``user``
-    (flushed) to the rooms; False, with nothing done, if it was used up meanwhile."""
+    (flushed) to the rooms; the rooms newly joined, or None, with nothing done, if it was used
+    up meanwhile."""
     counted = db.session.execute(
         update(Invitation)
         .where(Invitation.id == invitation.id, *_usable())
         .values(uses=Invitation.uses + 1)
     )
     if counted.rowcount != 1:  # type: ignore[attr-defined]
-        return False
+        return None
     keys = [key for key in invitation.room_keys.split() if key != GENERAL]
-    if keys:
-        rooms = db.session.scalars(select(Room).where(Room.key.in_(keys), Room.kind == PUBLIC))
-        db.session.add_all(Membership(room_id=room.id, user_id=user.id) for room in rooms)
-    return True
+    if not keys:
+        return []
+    mine = select(Membership.room_id).where(Membership.user_id == user.id)
+    rooms = db.session.scalars(
+        select(Room).where(Room.key.in_(keys), Room.kind != DIRECT, Room.id.not_in(mine))
+    ).all()
+    db.session.add_all(Membership(room_id=room.id, user_id=user.id) for room in rooms)
+    db.session.flush()
+    return list(rooms)
+
+
+@dataclass(frozen=True)
+class Link:
+    """A room invitation just made: its secret is in no database, and shown once."""
+
+    secret: str
+    expires_at: datetime | None
+    max_uses: int | None
+
+
+def room_link(room: Room, created_by: int, days: int | None, uses: int | None) -> Link:
+    """A member's invitation link to ``room`` (committed); an archived or direct room has none."""
+    if room.kind == DIRECT:
+        raise RoomError("bad_request", _l("A direct conversation has no invitation link."))
+    if room.archived_at is not None:
+        raise RoomError("archived", ARCHIVED)
+    expires_at = utcnow() + timedelta(days=days) if days else None
+    _, secret = create(created_by, expires_at, uses, [room.key], makes_accounts=False)
+    db.session.commit()
+    return Link(secret, expires_at, uses)
 
 
 def state(invitation: Invitation) -> str:

@@ -42,6 +42,7 @@ from accounts.forms import (
 from accounts.policy import INVITE, OPEN, promote_if_first, registration_policy
 from accounts.signals import announce, password_changed, user_renamed, user_signed_out
 from accounts.tokens import revoke, user_of_reset
+from core.signals import announce_added
 from extensions import db, limiter, login_manager
 from models import Invitation, Login, User, utcnow
 
@@ -176,15 +177,39 @@ def register() -> Response | tuple[str, int]:
 
 @bp.route("/join/<secret>", methods=["GET", "POST"])
 def join(secret: str) -> Response | tuple[str, int]:
-    """An invitation link: create an account (whatever the policy: an administrator made the
-    link), joined to the invitation's rooms."""
-    if current_user.is_authenticated:
-        flash(_("You already have an account: this invitation is for someone new."), "info")
-        return redirect(url_for("chat.index"))
+    """An invitation link. An administrator's link to the server makes an account (whatever the
+    policy) joined to its rooms; a member's link to a room lets a signed-in person in at once,
+    and makes an account only while registration is open."""
     invitation = invitations.find(secret)
     if invitation is None:
         return render_template("link_invalid.html"), 404
+    if current_user.is_authenticated:
+        if invitation.makes_accounts:
+            flash(_("You already have an account: this invitation is for someone new."), "info")
+            return redirect(url_for("chat.index"))
+        return _enter_rooms(invitation)
+    if not invitation.makes_accounts and registration_policy() != OPEN:
+        flash(_("Log in to join the room you were invited to."), "info")
+        return redirect(url_for("accounts.login", next=request.path))
     return _register(invitation)
+
+
+def _enter_rooms(invitation: Invitation) -> Response:
+    """A signed-in person uses a room link: they are in its room now, in every open tab."""
+    user: User = current_user._get_current_object()
+    joined = invitations.use(invitation, user)
+    if joined is None:
+        db.session.rollback()
+        flash(str(INVITATION_GONE), "error")
+        return redirect(url_for("chat.index"))
+    db.session.commit()
+    for room in joined:
+        announce_added(room.id, [user.id], invitation.created_by)
+        flash(_("You joined %(room)s.", room=room.title), "success")
+    if not joined:
+        flash(_("You are already in this room."), "info")
+    keys = invitation.room_keys.split()
+    return redirect(url_for("chat.index", room=keys[0]) if keys else url_for("chat.index"))
 
 
 def _register(invitation: Invitation | None) -> Response | tuple[str, int]:
@@ -207,7 +232,7 @@ def _create_account(form: RegisterForm, invitation: Invitation | None) -> User |
     db.session.add(user)
     try:
         db.session.flush()
-        if invitation is not None and not invitations.use(invitation, user):
+        if invitation is not None and invitations.use(invitation, user) is None:
             db.session.rollback()
             form.form_errors.append(INVITATION_GONE)
             return None

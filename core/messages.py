@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 
 from core.audit import audit
 from core.formatting import mentioned_ids
-from core.rooms import FORBIDDEN
+from core.rooms import ARCHIVED, FORBIDDEN
 from extensions import db
 from files import uploads
 from models import (
@@ -61,13 +61,16 @@ class Changed:
 def find(message_id: int, room_ids: Collection[int]) -> Message:
     """The message ``message_id``, if it is in one of ``room_ids`` (the user's rooms).
 
-    ``not_found`` when there is no such message, ``forbidden`` when it is in another room.
+    ``not_found`` when there is no such message, ``forbidden`` when it is in another room,
+    ``archived`` when its room is.
     """
     message = db.session.get(Message, message_id)
     if message is None:
         raise MessageError("not_found", NO_SUCH_MESSAGE)
     if message.room_id not in room_ids:
         raise MessageError("forbidden", FORBIDDEN)
+    if message.room.archived_at is not None:  # Read-only: even moderation unarchives first.
+        raise MessageError("archived", ARCHIVED)
     return message
 
 

@@ -1,7 +1,10 @@
-"""Rooms and memberships in the database: public rooms, direct messages, unread counts."""
+"""Rooms and memberships in the database: public and private rooms, direct messages, unread
+counts, and what members, creators and administrators may do to a room."""
 
 import re
+import secrets
 import unicodedata
+from dataclasses import dataclass
 from typing import TypedDict
 
 from flask_babel import LazyString
@@ -14,13 +17,16 @@ from extensions import db
 from models import (
     DIRECT,
     GENERAL,
+    PRIVATE,
     PUBLIC,
+    Attachment,
     Membership,
     Mention,
     Message,
     Room,
     User,
     ensure_general,
+    utcnow,
 )
 
 # 1 to 32 Latin letters (accents welcome), digits, "-" or "_", starting with a letter or digit.
@@ -36,7 +42,10 @@ class RoomSummary(TypedDict):
     id: int
     room: str  # The key.
     title: str  # A direct room's is the other person's display name.
-    kind: str  # PUBLIC or DIRECT
+    kind: str  # PUBLIC, PRIVATE or DIRECT
+    topic: str
+    archived: bool
+    created_by: int | None
     unread: int  # Messages by others after the user's read marker.
     mentions: int  # Of them, those that mention the user.
     last_id: int  # The room's newest message id, 0 when it has none.
@@ -56,8 +65,14 @@ def room_key(name: str) -> str:
     return unicodedata.normalize("NFKC", name).casefold()
 
 
+MAX_TOPIC_CHARS = 250
+PRIVATE_PREFIX = "p:"  # A private room's key: this and random characters, so names leak nothing.
+DIRECT_PREFIX = "dm:"
+
 # Lazy: translated when an error frame is built, in the language of that socket's user.
 FORBIDDEN = _l("You are not in this room.")
+ARCHIVED = _l("This room is archived: it can be read and searched, not changed.")
+NOT_MANAGER = _l("Only the room's creator or an administrator can do this.")
 NO_SUCH_USER = _l("No such user is online in any of your rooms.")
 
 
@@ -106,36 +121,70 @@ def _add_member(room_id: int, user_id: int) -> bool:
     return True
 
 
-def create_room(name: str, user_id: int) -> Room:
-    """Create a public room named ``name`` with its creator in it; return the room."""
-    room = Room(key=room_key(name), title=name, kind=PUBLIC)
+def create_room(name: str, user_id: int, private: bool = False) -> Room:
+    """Create a room named ``name`` with its creator in it; return the room.
+
+    A public room's key is its name's (unique); a private room's is random, and its name need
+    not be unique: refusing a name would tell that a private room has it.
+    """
+    if private:
+        key = PRIVATE_PREFIX + secrets.token_hex(6)  # Lower case: keys are case-folded.
+        room = Room(key=key, title=name, kind=PRIVATE, created_by=user_id)
+    else:
+        _check_name_free(name, None)
+        room = Room(key=room_key(name), title=name, kind=PUBLIC, created_by=user_id)
     db.session.add(room)
     try:
         db.session.flush()
     except IntegrityError:
         db.session.rollback()
-        raise RoomError(
-            "name_taken", _l("A room named “%(name)s” already exists.", name=name)
-        ) from None
+        raise _name_taken(name) from None
     db.session.add(Membership(room_id=room.id, user_id=user_id))
     db.session.commit()
     return room
 
 
+def _name_taken(name: str) -> RoomError:
+    return RoomError("name_taken", _l("A room named “%(name)s” already exists.", name=name))
+
+
+def _check_name_free(name: str, room_id: int | None) -> None:
+    """A public name must not be what another public room goes by, key or (renamed) name."""
+    key = room_key(name)
+    others = db.session.execute(
+        select(Room.id, Room.key, Room.title).where(Room.kind == PUBLIC)
+    ).all()
+    for other_id, other_key, title in others:
+        if other_id != room_id and key in (other_key, room_key(title)):
+            raise _name_taken(name)
+
+
+def hidden(key: str) -> RoomError:
+    """The answer to an outsider about a room they may not see: the same whether it exists."""
+    if key.startswith((DIRECT_PREFIX, PRIVATE_PREFIX)):
+        return RoomError("forbidden", FORBIDDEN)
+    return RoomError("not_found", _l("There is no room named “%(name)s”.", name=key))
+
+
 def join_public(key: str, user_id: int) -> tuple[Room, bool]:
-    """Join the public room ``key``; return ``(room, newly_joined)``."""
+    """Join the public room ``key``; return ``(room, newly_joined)``. A member of a private
+    room "joins" it again (the page asks so after a link); an outsider is ``forbidden``."""
     room = find_room(key)
-    if room is None or room.kind != PUBLIC:
-        # A direct room's key gets the same answer whether it exists or not: nothing leaks.
-        if key.startswith("dm:"):
-            raise RoomError("forbidden", FORBIDDEN)
-        raise RoomError("not_found", _l("There is no room named “%(name)s”.", name=key))
+    if room is None or room.kind == DIRECT:
+        raise hidden(key)
+    if room.kind == PRIVATE:
+        if not is_member(room.id, user_id):
+            raise hidden(key)
+        return room, False
+    if room.archived_at is not None and not is_member(room.id, user_id):
+        raise RoomError("archived", ARCHIVED)
     return room, _add_member(room.id, user_id)
 
 
-def leave_public(room: Room, user_id: int) -> None:
-    """Leave a public room other than ``general``."""
-    if room.key == GENERAL or room.kind != PUBLIC:
+def leave_room(room: Room, user_id: int) -> None:
+    """Leave a public or private room other than ``general`` (a private room stays, even
+    empty: an administrator may delete it)."""
+    if room.key == GENERAL or room.kind == DIRECT:
         raise RoomError("bad_request", _l("You cannot leave this room."))
     membership = db.session.get(Membership, (room.id, user_id))
     if membership is not None:
@@ -143,15 +192,36 @@ def leave_public(room: Room, user_id: int) -> None:
         db.session.commit()
 
 
-def remove_member(key: str, user_id: int, actor_id: int) -> tuple[Room, User]:
-    """An administrator takes ``user_id`` out of public room ``key`` (moderation, audited);
-    the room and the person removed."""
-    actor = db.session.get(User, actor_id)
-    if actor is None or not actor.is_admin:
-        raise RoomError("forbidden", _l("Only administrators can remove people from a room."))
-    room = find_room(key)
-    if room is None or room.kind != PUBLIC:
-        raise RoomError("not_found", _l("There is no such public room."))
+def _actor(actor_id: int | None) -> User | None:
+    """The person acting, or None for the shell."""
+    return db.session.get(User, actor_id) if actor_id is not None else None
+
+
+def may_manage(room: Room, actor: User | None) -> bool:
+    """Whether ``actor`` (None: the shell) may rename, archive or remove people from ``room``."""
+    return actor is None or actor.is_admin or (room.created_by == actor.id and actor.is_active)
+
+
+def _managed(room: Room, actor_id: int | None) -> User | None:
+    """Check that ``actor_id`` manages ``room``; the actor (None: the shell)."""
+    actor = _actor(actor_id)
+    if not may_manage(room, actor):
+        raise RoomError("forbidden", NOT_MANAGER)
+    return actor
+
+
+def _audit_if_admin(actor: User | None, room: Room, action: str, details: str) -> None:
+    """Log what an administrator (or the shell) did to a room that is not their own."""
+    if actor is None or (actor.is_admin and room.created_by != actor.id):
+        audit(actor.id if actor else None, action, "room", room.id, details)
+
+
+def remove_member(room: Room, user_id: int, actor_id: int | None) -> User:
+    """The room's creator or an administrator takes ``user_id`` out of ``room`` (audited for
+    an administrator); the person removed."""
+    actor = _managed(room, actor_id)
+    if room.kind == DIRECT:
+        raise RoomError("bad_request", _l("Nobody can be removed from a direct conversation."))
     if room.key == GENERAL:
         raise RoomError("bad_request", _l("Everyone is in general: deactivate the account."))
     membership = db.session.get(Membership, (room.id, user_id))
@@ -159,9 +229,122 @@ def remove_member(key: str, user_id: int, actor_id: int) -> tuple[Room, User]:
     if membership is None or target is None:
         raise RoomError("not_found", _l("That person is not in this room."))
     db.session.delete(membership)
-    audit(actor_id, "remove_member", "room", room.id, f"{target.name} ({target.email})")
+    _audit_if_admin(actor, room, "remove_member", f"{room.title}: {target.name} ({target.email})")
     db.session.commit()
-    return room, target
+    return target
+
+
+def invite(room: Room, user_id: int, actor_id: int) -> tuple[User, bool]:
+    """A member of ``room`` brings ``user_id`` in; ``(the person, newly added)``.
+
+    Only someone the member can already see (who shares a room with them): stepping through
+    ids must not list every account.
+    """
+    if room.kind == DIRECT:
+        raise RoomError("bad_request", _l("Nobody can be invited to a direct conversation."))
+    if room.archived_at is not None:
+        raise RoomError("archived", ARCHIVED)
+    target = db.session.get(User, user_id)
+    if target is None or not target.is_active or not _share_a_room(actor_id, user_id):
+        raise RoomError("not_found", NO_SUCH_USER)
+    return target, _add_member(room.id, user_id)
+
+
+def _share_a_room(user_id: int, other_id: int) -> bool:
+    mine = select(Membership.room_id).where(Membership.user_id == user_id)
+    shared = select(Membership.room_id).where(
+        Membership.user_id == other_id, Membership.room_id.in_(mine)
+    )
+    return db.session.scalar(shared.limit(1)) is not None
+
+
+def add_members(room: Room, user_ids: list[int]) -> list[int]:
+    """Put people in ``room`` (an invitation link's use); those newly added."""
+    return [user_id for user_id in user_ids if _add_member(room.id, user_id)]
+
+
+@dataclass(frozen=True)
+class Update:
+    """What an ``update_room`` changes; None leaves it as it is."""
+
+    title: str | None = None
+    topic: str | None = None
+
+
+def update_room(room: Room, change: Update, actor_id: int | None) -> bool:
+    """Rename ``room`` (creator or administrator) and/or set its topic (any member, checked by
+    the caller); whether anything changed."""
+    if room.kind == DIRECT:
+        raise RoomError("bad_request", _l("A direct conversation has no name or topic to set."))
+    if room.archived_at is not None:
+        raise RoomError("archived", ARCHIVED)
+    changed = False
+    if change.title is not None and change.title != room.title:
+        actor = _managed(room, actor_id)
+        if room.key == GENERAL and change.title.casefold() != GENERAL:
+            raise RoomError("bad_request", _l("general keeps its name."))
+        if room.kind == PUBLIC:
+            _check_name_free(change.title, room.id)
+        _audit_if_admin(actor, room, "rename_room", f"{room.title} → {change.title}")
+        room.title = change.title
+        changed = True
+    if change.topic is not None and change.topic != room.topic:
+        if len(change.topic) > MAX_TOPIC_CHARS:
+            raise RoomError(
+                "too_long", _l("A topic is at most %(n)s characters.", n=MAX_TOPIC_CHARS)
+            )
+        room.topic = change.topic
+        changed = True
+    if changed:
+        db.session.commit()
+    return changed
+
+
+def set_archived(room: Room, archived: bool, actor_id: int | None) -> bool:
+    """Archive ``room`` (read-only, still searchable) or make it writable again; whether it
+    changed."""
+    actor = _managed(room, actor_id)
+    if room.key == GENERAL or room.kind == DIRECT:
+        raise RoomError("bad_request", _l("This room cannot be archived."))
+    if (room.archived_at is not None) == archived:
+        return False
+    room.archived_at = utcnow() if archived else None
+    _audit_if_admin(actor, room, "archive_room" if archived else "unarchive_room", room.title)
+    db.session.commit()
+    return True
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """A room just deleted: what the sockets and the file store must forget."""
+
+    room_id: int
+    key: str
+    kind: str
+    member_ids: list[int]
+    file_keys: list[str]  # In the file store: attachments and their thumbnails.
+
+
+def delete_room(room: Room, actor_id: int | None) -> Deleted:
+    """An administrator deletes ``room`` with its messages and what hangs on them (audited);
+    the caller deletes its files from the store once this committed."""
+    actor = _actor(actor_id)
+    if actor is not None and not actor.is_admin:
+        raise RoomError("forbidden", _l("Only administrators can delete a room."))
+    if room.key == GENERAL or room.kind == DIRECT:
+        raise RoomError("bad_request", _l("This room cannot be deleted."))
+    files = db.session.execute(
+        select(Attachment.key, Attachment.thumbnail_key)
+        .join(Message, Message.id == Attachment.message_id)
+        .where(Message.room_id == room.id)
+    ).all()
+    keys = sorted({key for pair in files for key in pair if key is not None})
+    gone = Deleted(room.id, room.key, room.kind, member_ids(room.id), keys)
+    audit(actor_id, "delete_room", "room", room.id, f"{room.title} ({room.key})")
+    # The database cascades to memberships, messages and all that hangs on them.
+    db.session.delete(room)
+    db.session.commit()
+    return gone
 
 
 def open_direct(user_id: int, other_id: int) -> tuple[Room, bool]:
@@ -227,6 +410,9 @@ def summaries(user_id: int) -> list[RoomSummary]:
             "room": room.key,
             "title": partners.get(room.id, room.title),
             "kind": room.kind,
+            "topic": room.topic,
+            "archived": room.archived_at is not None,
+            "created_by": room.created_by,
             "unread": unread.get(room.id, 0),
             "mentions": mentions.get(room.id, 0),
             "last_id": last_ids.get(room.id, 0),

@@ -7,11 +7,13 @@ from flask import current_app
 from flask_babel import lazy_gettext as _l
 from sqlalchemy.exc import SQLAlchemyError
 
+from accounts import invitations
 from core import messages, rooms
+from core.formatting import format_ts
 from core.throttle import message_wait
 from extensions import db
-from models import GENERAL, Room, describe, messages_after, messages_before, quote
-from realtime import commits, protocol
+from models import GENERAL, PUBLIC, Room, describe, messages_after, messages_before, quote
+from realtime import commits, protocol, room_events
 from realtime.backplane import BackplaneError
 from realtime.hub import Hub
 from realtime.protocol import StoredMessage
@@ -121,13 +123,14 @@ def _switch(hub: Hub, conn: Connection, command: protocol.Switch) -> None:
 
 
 def _create_room(hub: Hub, conn: Connection, command: protocol.CreateRoom) -> None:
-    """Create a public room with its creator in it, and let everyone discover it."""
+    """Create a room with its creator in it; everyone may discover a public one."""
     with hub.ordered():
-        room = rooms.create_room(command.name, conn.user_id)
+        room = rooms.create_room(command.name, conn.user_id, command.private)
         hub.subscribe(conn.user_id, room.id, room.key)
         hub.send_to_user(conn.user_id, protocol.encode(_entry(hub, room, conn.user_id)))
-        created = {"type": "room_created", "room": room.key, "title": room.title}
-        hub.send_to_all(protocol.encode(created))
+        if room.kind == PUBLIC:
+            created = {"type": "room_created", "room": room.key, "title": room.title}
+            hub.send_to_all(protocol.encode(created))
 
 
 def _join_room(hub: Hub, conn: Connection, command: protocol.JoinRoom) -> None:
@@ -143,27 +146,97 @@ def _join_room(hub: Hub, conn: Connection, command: protocol.JoinRoom) -> None:
 
 
 def _leave_room(hub: Hub, conn: Connection, command: protocol.LeaveRoom) -> None:
-    """Leave a public room: the user's sockets stop receiving it and its members see them go."""
+    """Leave a room: the user's sockets stop receiving it and its members see them go."""
     with hub.ordered():
-        room_id = _member_room(hub, conn, command.room, command.client_id)
-        rooms.leave_public(db.session.get_one(Room, room_id), conn.user_id)
-        hub.unsubscribe(conn.user_id, room_id, command.room, GENERAL)
-        left = {"type": "room_left", "room": command.room}
+        room = _room_of_member(hub, conn, command.room, command.client_id)
+        rooms.leave_room(room, conn.user_id)
+        hub.unsubscribe(conn.user_id, room.id, room.key, GENERAL)
+        left = {"type": "room_left", "room": room.key}
         hub.send_to_user(conn.user_id, protocol.encode(left))
-        hub.presence.note(room_id, command.room, conn.user_id, conn.name)
+        hub.presence.note(room.id, room.key, conn.user_id, conn.name)
+
+
+def _room_of_member(hub: Hub, conn: Connection, key: str, client_id: str | None) -> Room:
+    """Room ``key``, which the user is in (``forbidden`` otherwise, whatever the room)."""
+    return db.session.get_one(Room, _member_room(hub, conn, key, client_id))
+
+
+def _managed_room(hub: Hub, conn: Connection, key: str) -> Room:
+    """Room ``key`` as someone who may manage it sees it: an administrator also manages public
+    rooms they are not in; a private or direct room is hidden from every outsider."""
+    if hub.room_id(conn.user_id, key) is not None:
+        return db.session.get_one(Room, hub.room_id(conn.user_id, key))
+    room = rooms.find_room(key)
+    if room is None or room.kind != PUBLIC:
+        raise rooms.hidden(key)
+    return room
 
 
 def _remove_member(hub: Hub, conn: Connection, command: protocol.RemoveMember) -> None:
-    """An administrator takes someone out of a public room: for them it is as if they had left
-    it (``room_left``, with who removed them); its members see them go."""
+    """The room's creator or an administrator takes someone out: for them it is as if they had
+    left it (``room_left``, with who removed them); its members see them go."""
     with hub.ordered():
-        room, target = rooms.remove_member(command.room, command.user_id, conn.user_id)
+        room = _managed_room(hub, conn, command.room)
+        target = rooms.remove_member(room, command.user_id, conn.user_id)
         hub.unsubscribe(target.id, room.id, room.key, GENERAL)
         left = {"type": "room_left", "room": room.key, "removed_by": conn.user_id}
         hub.send_to_user(target.id, protocol.encode(left))
         hub.presence.note(room.id, room.key, target.id, target.name)
         done = {"type": "member_removed", "room": room.key, "user_id": target.id}
         _send(hub, conn, {**done, "client_id": command.client_id})
+
+
+def _invite(hub: Hub, conn: Connection, command: protocol.Invite) -> None:
+    """A member brings someone in: their open tabs get the room at once."""
+    with hub.ordered():
+        room = _room_of_member(hub, conn, command.room, command.client_id)
+        target, added = rooms.invite(room, command.user_id, conn.user_id)
+        if added:
+            room_events.tell_added(hub, room, target.id, conn.user_id)
+        done = {"type": "invited", "room": room.key, "user_id": target.id, "added": added}
+        _send(hub, conn, {**done, "client_id": command.client_id})
+
+
+def _invite_link(hub: Hub, conn: Connection, command: protocol.InviteLink) -> None:
+    """A member gets a link that lets people into the room (shown once)."""
+    room = _room_of_member(hub, conn, command.room, command.client_id)
+    link = invitations.room_link(room, conn.user_id, command.days, command.uses)
+    frame = {
+        "type": "invite_link",
+        "room": room.key,
+        "url": _path("accounts.join", secret=link.secret),
+        "expires_at": format_ts(link.expires_at) if link.expires_at else None,
+        "max_uses": link.max_uses,
+        "client_id": command.client_id,
+    }
+    _send(hub, conn, frame)
+
+
+def _path(endpoint: str, **values: str) -> str:
+    """A page's path: sockets have no request context, so ``url_for`` is not at hand."""
+    root = current_app.config["APPLICATION_ROOT"]
+    return current_app.url_map.bind("localhost", script_name=root).build(endpoint, values)
+
+
+def _update_room(hub: Hub, conn: Connection, command: protocol.UpdateRoom) -> None:
+    """Rename a room or set its topic; everyone who can see it learns it."""
+    with hub.ordered():
+        room = _room_of_member(hub, conn, command.room, command.client_id)
+        change = rooms.Update(command.title, command.topic)
+        if rooms.update_room(room, change, conn.user_id):
+            room_events.tell_updated(hub, room, conn.user_id)
+        else:  # Nothing changed: the asking socket alone hears so.
+            _send(hub, conn, room_events.updated_frame(room, conn.user_id))
+
+
+def _archive_room(hub: Hub, conn: Connection, command: protocol.ArchiveRoom) -> None:
+    """Archive a room (read-only, still searchable) or make it writable again."""
+    with hub.ordered():
+        room = _managed_room(hub, conn, command.room)
+        if rooms.set_archived(room, command.archived, conn.user_id):
+            room_events.tell_updated(hub, room, conn.user_id)
+        else:
+            _send(hub, conn, room_events.updated_frame(room, conn.user_id))
 
 
 def _open_direct(hub: Hub, conn: Connection, command: protocol.OpenDirect) -> None:
@@ -293,6 +366,10 @@ _HANDLERS: dict[type, _Handler] = dict(
         _filed(protocol.JoinRoom, _join_room),
         _filed(protocol.LeaveRoom, _leave_room),
         _filed(protocol.RemoveMember, _remove_member),
+        _filed(protocol.Invite, _invite),
+        _filed(protocol.InviteLink, _invite_link),
+        _filed(protocol.UpdateRoom, _update_room),
+        _filed(protocol.ArchiveRoom, _archive_room),
         _filed(protocol.OpenDirect, _open_direct),
         _filed(protocol.History, _history),
         _filed(protocol.Typing, _typing),

@@ -13,7 +13,7 @@ from flask_babel import LazyString
 from flask_babel import lazy_gettext as _l
 
 from core import formatting
-from core.rooms import FORBIDDEN, NO_SUCH_USER, ROOM_NAME, room_key
+from core.rooms import FORBIDDEN, MAX_TOPIC_CHARS, NO_SUCH_USER, ROOM_NAME, room_key
 from core.text import has_control_characters, is_invisible, is_single_emoji, is_unicode
 
 # Close codes the server sends (RFC 6455 7.4; 4000-4999 are ours to define). The page has the
@@ -112,9 +112,48 @@ class Switch:
 
 @dataclass(frozen=True)
 class CreateRoom:
-    """Create a public room and join it."""
+    """Create a public or private room and join it."""
 
     name: str
+    client_id: str | None = None
+    private: bool = False
+
+
+@dataclass(frozen=True)
+class Invite:
+    """A member brings someone into a room."""
+
+    room: str
+    user_id: int
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class InviteLink:
+    """A member asks for an invitation link to a room."""
+
+    room: str
+    days: int | None = None  # Until it expires; None: never.
+    uses: int | None = None  # None: any number.
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class UpdateRoom:
+    """Rename a room and/or set its topic (None: leave it)."""
+
+    room: str
+    title: str | None = None
+    topic: str | None = None
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ArchiveRoom:
+    """Archive a room (read-only) or make it writable again."""
+
+    room: str
+    archived: bool
     client_id: str | None = None
 
 
@@ -189,6 +228,10 @@ Command = (
     | JoinRoom
     | LeaveRoom
     | RemoveMember
+    | Invite
+    | InviteLink
+    | UpdateRoom
+    | ArchiveRoom
     | OpenDirect
     | History
     | Typing
@@ -257,6 +300,13 @@ class _Fields:
             return None
         if not isinstance(value, str) or not is_unicode(value):
             self.fail(_l("The '%(name)s' field must be a string.", name=name))
+        return value
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        """A true/false field."""
+        value = self.frame.get(name, default)
+        if not isinstance(value, bool):
+            self.fail(_l("The '%(name)s' field must be true or false.", name=name))
         return value
 
     @overload
@@ -332,10 +382,40 @@ def _parse_reaction(add: bool) -> Callable[[_Fields, int], React]:
 
 
 def _parse_create_room(fields: _Fields, _max_chars: int) -> CreateRoom:
-    name = unicodedata.normalize("NFKC", fields.string("name").strip())
-    if not ROOM_NAME.fullmatch(name):
+    name = _room_name(fields, "name", required=True)
+    assert name is not None  # Required: a missing one was refused.
+    return CreateRoom(name, fields.client_id, fields.flag("private"))
+
+
+def _room_name(fields: _Fields, name: str, required: bool) -> str | None:
+    value = fields.string(name, required)
+    if value is None:
+        return None
+    value = unicodedata.normalize("NFKC", value.strip())
+    if not ROOM_NAME.fullmatch(value):
         fields.fail(ERROR_MESSAGES["bad_room_name"], "bad_room_name")
-    return CreateRoom(name, fields.client_id)
+    return value
+
+
+def _parse_update_room(fields: _Fields, _max_chars: int) -> UpdateRoom:
+    title = _room_name(fields, "title", required=False)
+    topic = fields.string("topic", required=False)
+    if topic is not None:
+        if has_control_characters(topic):
+            fields.fail(ERROR_MESSAGES["bad_text"], "bad_text")
+        topic = " ".join(topic.split())  # One line: the header shows it under the name.
+        if len(topic) > MAX_TOPIC_CHARS:
+            message = _l("A topic is at most %(n)s characters.", n=MAX_TOPIC_CHARS)
+            fields.fail(message, "too_long")
+    if title is None and topic is None:
+        fields.fail(_l("Give a 'title', a 'topic', or both."))
+    return UpdateRoom(fields.room(), title, topic, fields.client_id)
+
+
+def _parse_invite_link(fields: _Fields, _max_chars: int) -> InviteLink:
+    days = fields.integer("days", required=False, high=365)
+    uses = fields.integer("uses", required=False, high=1000)
+    return InviteLink(fields.room(), days, uses, fields.client_id)
 
 
 def _parse_history(fields: _Fields, _max_chars: int) -> History:
@@ -360,6 +440,12 @@ _PARSERS: dict[str, Callable[[_Fields, int], Command]] = {
     "leave_room": lambda fields, _: LeaveRoom(fields.room(), fields.client_id),
     "remove_member": lambda fields, _: RemoveMember(
         fields.room(), fields.integer("user_id"), fields.client_id
+    ),
+    "invite": lambda fields, _: Invite(fields.room(), fields.integer("user_id"), fields.client_id),
+    "invite_link": _parse_invite_link,
+    "update_room": _parse_update_room,
+    "archive_room": lambda fields, _: ArchiveRoom(
+        fields.room(), fields.flag("archived", True), fields.client_id
     ),
     "open_dm": lambda fields, _: OpenDirect(fields.integer("user_id"), fields.client_id),
     "history": _parse_history,
@@ -549,6 +635,9 @@ class RoomEntry(TypedDict):
     room: str
     title: str
     kind: str
+    topic: str
+    archived: bool
+    created_by: int | None
     unread: int
     last_id: int
     last_read_id: int
@@ -655,6 +744,9 @@ def room_entry(summary: RoomSummary, online: list[Person]) -> RoomEntry:
         "room": summary["room"],
         "title": summary["title"],
         "kind": summary["kind"],
+        "topic": summary["topic"],
+        "archived": summary["archived"],
+        "created_by": summary["created_by"],
         "unread": summary["unread"],
         "last_id": summary["last_id"],
         "last_read_id": summary["last_read_id"],

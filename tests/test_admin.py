@@ -214,9 +214,9 @@ def test_an_administrator_removes_someone_from_a_room(app, ws_connect, alice, bo
     carol = make_user("carol@example.com")[0]
     make_admin(app, alice)
     admin, target, member = ws_connect(alice), ws_connect(bob), ws_connect(carol)
-    admin.send({"type": "create_room", "name": "python"})
-    until(admin, "room")
-    for chat in (target, member):
+    target.send({"type": "create_room", "name": "python"})  # Not the administrator's own room.
+    until(target, "room")
+    for chat in (admin, member):
         chat.send({"type": "join_room", "room": "python"})
         until(chat, "room")
     member.send({"type": "remove_member", "room": "python", "user_id": bob, "client_id": "m"})
