@@ -265,7 +265,9 @@ class Room(Model):
     title: Mapped[str] = mapped_column(String(64))  # The name as its creator wrote it.
     kind: Mapped[str] = mapped_column(String(16))  # PUBLIC, PRIVATE or DIRECT
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # Who made it (they may rename and archive it). No foreign key: SQLite cannot add one to a
+    # table without copying it, and accounts are deactivated, never deleted.
+    created_by: Mapped[int | None] = mapped_column(Integer)
     topic: Mapped[str] = mapped_column(Text, default="", server_default="")
     # Set while archived: read-only (no message, edit, reaction or join), still searchable.
     archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -68,6 +68,7 @@ def use(invitation: Invitation, user: User) -> list[Room] | None:
         update(Invitation)
         .where(Invitation.id == invitation.id, *_usable())
         .values(uses=Invitation.uses + 1)
+        .execution_options(synchronize_session=False)  # The row is read again after.
     )
     if counted.rowcount != 1:  # type: ignore[attr-defined]
         return None

@@ -1,5 +1,6 @@
-"""``/admin``: people (search, role, deactivation, a password-reset link), invitation links,
-the registration policy and the audit log. Administrators only; anyone else gets 403.
+"""``/admin``: people (search, role, deactivation, a password-reset link), rooms (rename, topic,
+archive, delete), invitation links, the registration policy and the audit log. Administrators
+only; anyone else gets 403.
 
 Every change is a small POST form (CSRF-protected like every form here) that redirects back
 with a flash saying what happened: a reload never repeats it.
@@ -19,16 +20,20 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from werkzeug.wrappers import Response
 
 from accounts import invitations
 from accounts.policy import POLICIES, registration_policy
 from admin import actions
+from core import rooms as room_rules
 from core.audit import audit
+from core.signals import announce_deleted, announce_update
 from extensions import db
-from models import GENERAL, PUBLIC, AuditEntry, Invitation, Room, User, utcnow
+from files import uploads
+from models import DIRECT, AuditEntry, Invitation, Membership, Message, Room, User, utcnow
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -37,6 +42,23 @@ AUDIT_SHOWN = 100
 LINK_KEY = "admin_link"  # A link made by the last action, shown once on the page.
 MAX_INVITE_DAYS = 365
 MAX_INVITE_USES = 10_000
+
+# How the audit log names each action (``core.audit`` stores the code).
+ACTIONS = {
+    "set_role": _l("Role changed"),
+    "deactivate": _l("Deactivated"),
+    "reactivate": _l("Reactivated"),
+    "reset_link": _l("Password-reset link made"),
+    "set_registration": _l("Registration policy"),
+    "create_invitation": _l("Invitation link made"),
+    "revoke_invitation": _l("Invitation link revoked"),
+    "delete_message": _l("Message deleted"),
+    "remove_member": _l("Removed from a room"),
+    "rename_room": _l("Room renamed"),
+    "archive_room": _l("Room archived"),
+    "unarchive_room": _l("Room unarchived"),
+    "delete_room": _l("Room deleted"),
+}
 
 
 @bp.before_request
@@ -72,15 +94,32 @@ def index() -> str:
         people=db.session.scalars(people).all(),
         invitations=db.session.scalars(select(Invitation).order_by(Invitation.id.desc())).all(),
         invitation_state=invitations.state,
-        rooms=db.session.scalars(
-            select(Room).where(Room.kind == PUBLIC, Room.key != GENERAL).order_by(Room.key)
-        ).all(),
+        rooms=(listed := _rooms()),
+        room_titles=lambda keys: ", ".join(
+            next((f"#{room.title}" for room, _, _ in listed if room.key == key), key)
+            for key in keys.split()
+        ),
+        actions=ACTIONS,
         policy=registration_policy(),
         policies=POLICIES,
         entries=entries,
         names=names,
         new_link=session.pop(LINK_KEY, None),
     )
+
+
+def _rooms() -> list[tuple[Room, int, int]]:
+    """Every room but direct ones: ``(room, members, messages)``, by name."""
+    members = (
+        select(func.count(Membership.user_id))
+        .where(Membership.room_id == Room.id)
+        .scalar_subquery()
+    )
+    posted = select(func.count(Message.id)).where(Message.room_id == Room.id).scalar_subquery()
+    rows = db.session.execute(
+        select(Room, members, posted).where(Room.kind != DIRECT).order_by(Room.key)
+    ).all()
+    return [(room, count, total) for room, count, total in rows]
 
 
 def _person(user_id: int) -> User:
@@ -158,7 +197,7 @@ def create_invitation() -> Response:
     days, uses = _bounded("days", MAX_INVITE_DAYS), _bounded("uses", MAX_INVITE_USES)
     if days is False or uses is False:
         return _back(_("Days and uses are whole numbers from 1, or empty for no limit."), "error")
-    known = {room.key for room in db.session.scalars(select(Room).where(Room.kind == PUBLIC))}
+    known = {room.key for room in db.session.scalars(select(Room).where(Room.kind != DIRECT))}
     rooms = [key for key in request.form.getlist("rooms") if key in known]
     expires = utcnow() + timedelta(days=days) if days else None
     invitation, secret = invitations.create(current_user.id, expires, uses or None, rooms)
@@ -189,6 +228,64 @@ def revoke_invitation(invitation_id: int) -> Response:
         audit(current_user.id, "revoke_invitation", "invitation", invitation.id)
         db.session.commit()
     return _back(_("The invitation is revoked."))
+
+
+def _room(room_id: int) -> Room:
+    room = db.session.get(Room, room_id)
+    if room is None or room.kind == DIRECT:  # Direct rooms are nobody else's business.
+        abort(404)
+    return room
+
+
+@bp.post("/rooms/<int:room_id>")
+def update_room(room_id: int) -> Response:
+    """Rename a room and set its topic; open tabs show it at once."""
+    room = _room(room_id)
+    title, topic = request.form.get("title", "").strip(), request.form.get("topic")
+    try:
+        name = room_rules.parse_room_name(title) if title else None
+        change = room_rules.Update(name, topic)
+        changed = room_rules.update_room(room, change, current_user.id)
+    except room_rules.RoomError as error:
+        db.session.rollback()
+        return _back(str(error.message), "error")
+    if not changed:
+        return _back(_("Nothing changed."), "info")
+    announce_update(room.id, current_user.id)
+    return _back(_("The room %(room)s is saved.", room=room.title))
+
+
+@bp.post("/rooms/<int:room_id>/archive")
+def archive_room(room_id: int) -> Response:
+    """Archive a room (read-only, still searchable), or make it writable again."""
+    room = _room(room_id)
+    archived = request.form.get("archived") != "0"
+    try:
+        changed = room_rules.set_archived(room, archived, current_user.id)
+    except room_rules.RoomError as error:
+        return _back(str(error.message), "error")
+    if changed:
+        announce_update(room.id, current_user.id)
+    if archived:
+        return _back(_("%(room)s is archived: read-only, still searchable.", room=room.title))
+    return _back(_("%(room)s is writable again.", room=room.title))
+
+
+@bp.post("/rooms/<int:room_id>/delete")
+def delete_room(room_id: int) -> Response:
+    """Delete a room for good, once its name is typed to confirm."""
+    room = _room(room_id)
+    if request.form.get("confirm", "").strip() != room.title:
+        message = _("Type the room's name, %(room)s, to delete it.", room=room.title)
+        return _back(message, "error")
+    title = room.title
+    try:
+        deleted = room_rules.delete_room(room, current_user.id)
+    except room_rules.RoomError as error:
+        return _back(str(error.message), "error")
+    uploads.discard(deleted.file_keys)  # Once the rows are gone for good.
+    announce_deleted(deleted, current_user.id)
+    return _back(_("%(room)s is deleted, with its messages and files.", room=title))
 
 
 def init_app(app: Flask) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 
 from core.audit import audit
+from core.text import has_control_characters
 from extensions import db
 from models import (
     DIRECT,
@@ -73,6 +74,9 @@ DIRECT_PREFIX = "dm:"
 FORBIDDEN = _l("You are not in this room.")
 ARCHIVED = _l("This room is archived: it can be read and searched, not changed.")
 NOT_MANAGER = _l("Only the room's creator or an administrator can do this.")
+BAD_ROOM_NAME = _l(
+    "Room names are 1 to 32 letters, digits, '-' or '_', starting with a letter or a digit."
+)
 NO_SUCH_USER = _l("No such user is online in any of your rooms.")
 
 
@@ -83,6 +87,24 @@ class RoomError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def parse_room_name(value: str) -> str:
+    """A room name as it is kept (NFKC), if it keeps the rules; ``bad_room_name`` otherwise."""
+    value = unicodedata.normalize("NFKC", value.strip())
+    if not ROOM_NAME.fullmatch(value):
+        raise RoomError("bad_room_name", BAD_ROOM_NAME)
+    return value
+
+
+def clean_topic(topic: str) -> str:
+    """A topic as it is kept: one line (the header shows it under the name), checked."""
+    if has_control_characters(topic):
+        raise RoomError("bad_text", _l("A topic cannot hold control characters."))
+    topic = " ".join(topic.split())
+    if len(topic) > MAX_TOPIC_CHARS:
+        raise RoomError("too_long", _l("A topic is at most %(n)s characters.", n=MAX_TOPIC_CHARS))
+    return topic
 
 
 def direct_key(user_id: int, other_id: int) -> str:
@@ -288,12 +310,9 @@ def update_room(room: Room, change: Update, actor_id: int | None) -> bool:
         _audit_if_admin(actor, room, "rename_room", f"{room.title} → {change.title}")
         room.title = change.title
         changed = True
-    if change.topic is not None and change.topic != room.topic:
-        if len(change.topic) > MAX_TOPIC_CHARS:
-            raise RoomError(
-                "too_long", _l("A topic is at most %(n)s characters.", n=MAX_TOPIC_CHARS)
-            )
-        room.topic = change.topic
+    topic = clean_topic(change.topic) if change.topic is not None else None
+    if topic is not None and topic != room.topic:
+        room.topic = topic
         changed = True
     if changed:
         db.session.commit()

@@ -224,9 +224,9 @@ def _update_room(hub: Hub, conn: Connection, command: protocol.UpdateRoom) -> No
         room = _room_of_member(hub, conn, command.room, command.client_id)
         change = rooms.Update(command.title, command.topic)
         if rooms.update_room(room, change, conn.user_id):
-            room_events.tell_updated(hub, room, conn.user_id)
+            room_events.tell_updated(hub, room, conn.user_id, command.client_id)
         else:  # Nothing changed: the asking socket alone hears so.
-            _send(hub, conn, room_events.updated_frame(room, conn.user_id))
+            _send(hub, conn, room_events.updated_frame(room, conn.user_id, command.client_id))
 
 
 def _archive_room(hub: Hub, conn: Connection, command: protocol.ArchiveRoom) -> None:
@@ -234,9 +234,9 @@ def _archive_room(hub: Hub, conn: Connection, command: protocol.ArchiveRoom) -> 
     with hub.ordered():
         room = _managed_room(hub, conn, command.room)
         if rooms.set_archived(room, command.archived, conn.user_id):
-            room_events.tell_updated(hub, room, conn.user_id)
+            room_events.tell_updated(hub, room, conn.user_id, command.client_id)
         else:
-            _send(hub, conn, room_events.updated_frame(room, conn.user_id))
+            _send(hub, conn, room_events.updated_frame(room, conn.user_id, command.client_id))
 
 
 def _open_direct(hub: Hub, conn: Connection, command: protocol.OpenDirect) -> None:

@@ -4,7 +4,6 @@ Every frame is a JSON object with a ``type``. See the protocol reference in READ
 """
 
 import json
-import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn, NotRequired, TypeAlias, TypedDict, cast, overload
@@ -13,7 +12,15 @@ from flask_babel import LazyString
 from flask_babel import lazy_gettext as _l
 
 from core import formatting
-from core.rooms import FORBIDDEN, MAX_TOPIC_CHARS, NO_SUCH_USER, ROOM_NAME, room_key
+from core.rooms import (
+    BAD_ROOM_NAME,
+    FORBIDDEN,
+    NO_SUCH_USER,
+    RoomError,
+    clean_topic,
+    parse_room_name,
+    room_key,
+)
 from core.text import has_control_characters, is_invisible, is_single_emoji, is_unicode
 
 # Close codes the server sends (RFC 6455 7.4; 4000-4999 are ours to define). The page has the
@@ -50,9 +57,7 @@ ERROR_MESSAGES: dict[str, Translatable] = {
     "rate_limited": _l("You are sending too fast; wait a moment."),
     "no_such_user": NO_SUCH_USER,
     "bad_text": _l("The message contains control characters (such as NUL or terminal escapes)."),
-    "bad_room_name": _l(
-        "Room names are 1 to 32 letters, digits, '-' or '_', starting with a letter or a digit."
-    ),
+    "bad_room_name": BAD_ROOM_NAME,
 }
 
 
@@ -391,22 +396,20 @@ def _room_name(fields: _Fields, name: str, required: bool) -> str | None:
     value = fields.string(name, required)
     if value is None:
         return None
-    value = unicodedata.normalize("NFKC", value.strip())
-    if not ROOM_NAME.fullmatch(value):
-        fields.fail(ERROR_MESSAGES["bad_room_name"], "bad_room_name")
-    return value
+    try:
+        return parse_room_name(value)
+    except RoomError as error:
+        fields.fail(error.message, error.code)
 
 
 def _parse_update_room(fields: _Fields, _max_chars: int) -> UpdateRoom:
     title = _room_name(fields, "title", required=False)
     topic = fields.string("topic", required=False)
     if topic is not None:
-        if has_control_characters(topic):
-            fields.fail(ERROR_MESSAGES["bad_text"], "bad_text")
-        topic = " ".join(topic.split())  # One line: the header shows it under the name.
-        if len(topic) > MAX_TOPIC_CHARS:
-            message = _l("A topic is at most %(n)s characters.", n=MAX_TOPIC_CHARS)
-            fields.fail(message, "too_long")
+        try:
+            topic = clean_topic(topic)
+        except RoomError as error:
+            fields.fail(error.message, error.code)
     if title is None and topic is None:
         fields.fail(_l("Give a 'title', a 'topic', or both."))
     return UpdateRoom(fields.room(), title, topic, fields.client_id)

@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 LISTENER_KEY = "chat.room_events"
 
 
-def updated_frame(room: Room, by: int | None) -> dict[str, object]:
-    """``room_updated``: a room's name, topic and archiving as they are now."""
+def updated_frame(room: Room, by: int | None, client_id: str | None = None) -> dict[str, object]:
+    """``room_updated``: a room's name, topic and archiving as they are now (``client_id``: of
+    the frame that changed it, the sender's confirmation)."""
     return {
         "type": "room_updated",
         "room": room.key,
@@ -34,13 +35,14 @@ def updated_frame(room: Room, by: int | None) -> dict[str, object]:
         "topic": room.topic,
         "archived": room.archived_at is not None,
         "by": by,
+        "client_id": client_id,
     }
 
 
-def tell_updated(hub: Hub, room: Room, by: int | None) -> None:
+def tell_updated(hub: Hub, room: Room, by: int | None, client_id: str | None = None) -> None:
     """Everyone who can see ``room`` learns its name, topic and archiving: a public room's
     title is in everyone's list of rooms to join; another's only its members see."""
-    payload = protocol.encode(updated_frame(room, by))
+    payload = protocol.encode(updated_frame(room, by, client_id))
     if room.kind == PUBLIC:
         hub.send_to_all(payload)
     else:

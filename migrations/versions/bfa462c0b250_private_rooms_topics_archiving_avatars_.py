@@ -16,9 +16,6 @@ branch_labels = None
 depends_on = None
 
 
-_CREATOR = sa.ForeignKey("users.id", name="fk_rooms_created_by_users", ondelete="SET NULL")
-
-
 def upgrade():
     # Plain ADD COLUMNs, never a batch copy of ``rooms``: on SQLite that would drop and recreate
     # the table that memberships and messages cascade from.
@@ -26,10 +23,7 @@ def upgrade():
         "invitations",
         sa.Column("makes_accounts", sa.Boolean(), server_default=sa.true(), nullable=False),
     )
-    # SQLite cannot add a constraint to a table; accounts are deactivated, never deleted, so
-    # the missing foreign key there never leaves a dangling creator.
-    creator = [] if op.get_context().dialect.name == "sqlite" else [_CREATOR]
-    op.add_column("rooms", sa.Column("created_by", sa.Integer(), *creator, nullable=True))
+    op.add_column("rooms", sa.Column("created_by", sa.Integer(), nullable=True))
     op.add_column("rooms", sa.Column("topic", sa.Text(), server_default="", nullable=False))
     op.add_column("rooms", sa.Column("archived_at", sa.DateTime(timezone=True), nullable=True))
     op.add_column("users", sa.Column("avatar", sa.String(length=96), nullable=True))
