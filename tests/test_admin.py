@@ -18,7 +18,7 @@ from accounts import invitations
 from admin import actions
 from extensions import db
 from helpers import PASSWORD, ChatClient, csrf_token, login, submit_form, token_issued_at
-from models import ADMIN, MEMBER, AuditEntry, Membership, Room, User, utcnow
+from models import ADMIN, MEMBER, AuditEntry, Invitation, Membership, Room, User, utcnow
 
 
 def user(app, email):
@@ -382,15 +382,48 @@ def post_on_page(client, path, data=None):
     return client.get("/admin/")
 
 
-def test_only_administrators_open_the_admin_page_or_post_its_forms(app, alice, bob):
-    member = app.test_client()
+def admin_endpoints(app, user_id, room_id, invitation_id):
+    """``(method, path)`` of every page and form of the admin blueprint, ids filled in."""
+    values = {"user_id": user_id, "room_id": room_id, "invitation_id": invitation_id}
+    found = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith("admin."):
+            path = rule.rule
+            for name, value in values.items():
+                path = path.replace(f"<int:{name}>", str(value))
+            found += [(method, path) for method in sorted(rule.methods - {"HEAD", "OPTIONS"})]
+    return found
+
+
+def test_only_administrators_open_the_admin_page_or_post_its_forms(app, alice, bob, make_user):
+    carol = make_user("carol@example.com")[0]
+    with app.app_context():
+        room = Room(key="ops", title="ops", kind="public")
+        db.session.add(room)
+        db.session.commit()
+        invitation, _ = invitations.create(alice, None, None, [])
+        db.session.commit()
+        ids = (carol, room.id, invitation.id)
+    endpoints = admin_endpoints(app, *ids)
+    assert len(endpoints) == 11  # People, rooms, registration, invitations: every one listed.
+    member, outsider, gone = app.test_client(), app.test_client(), app.test_client()
     login(member, "bob@example.com")
+    login(gone, "carol@example.com")
     token = csrf_token(member.get("/profile"))
-    for path in ("/admin/",):
-        assert member.get(path).status_code == 403
-    for path in (f"/admin/people/{alice}/deactivate", "/admin/registration", "/admin/invitations"):
-        assert member.post(path, data={"csrf_token": token}).status_code == 403
-    assert app.test_client().get("/admin/").status_code == 302  # To the login page.
+    with app.app_context():
+        actions.deactivate(db.session.get(User, carol), actor_id=None)
+    for method, path in endpoints:
+        sent = {"data": {"csrf_token": token, "confirm": "ops"}} if method == "POST" else {}
+        assert member.open(path, method=method, **sent).status_code == 403, path
+        for signed_out in (outsider, gone):  # A deactivated person's session has ended.
+            answered = signed_out.open(path, method=method, **sent)
+            assert answered.status_code in (302, 400), path  # To the login page, or no CSRF.
+            if answered.status_code == 302:
+                assert "/login" in answered.headers["Location"]
+    with app.app_context():
+        assert db.session.get(Room, ids[1]) is not None  # Nothing happened.
+        assert db.session.get(Invitation, ids[2]).revoked_at is None
+        assert db.session.get(User, bob).role == MEMBER
     assert "Administration" not in member.get("/").text
     admin = admin_client(app, alice)
     assert "Administration" in admin.get("/").text
