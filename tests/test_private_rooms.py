@@ -15,6 +15,8 @@ from extensions import db
 from helpers import PASSWORD, Http, csrf_token, login, submit_form
 from models import ADMIN, AuditEntry, Membership, Message, Room, User, utcnow
 
+pytestmark = pytest.mark.database  # See conftest.py: run on PostgreSQL too.
+
 MISSING = "p:000000000000"  # A private key no room has.
 
 
