@@ -63,3 +63,44 @@ def test_an_administrator_deletes_a_members_message_from_the_page(browser, gunic
     assert root.problems == [] and member.problems == []  # noqa: PT018 - both pages at once
     root.context.close()
     member.context.close()
+
+
+def test_an_administrator_renames_archives_and_deletes_a_room_from_the_page(
+    browser, gunicorn_server
+):
+    root, member = Person(browser, gunicorn_server.url), Person(browser, gunicorn_server.url)
+    root.register("root@example.com")  # The first account: the administrator.
+    member.register("member@example.com")
+    member.page.get_by_label("New room").fill("standup")
+    member.page.get_by_role("button", name="Create").click()
+    title = member.page.locator("#room-title")
+    expect(title).to_have_text("#standup")
+    member.say("notes from monday")
+    admin = root.page
+    admin.goto(f"{gunicorn_server.url}/admin/")
+    row = admin.locator("tr").filter(has=admin.get_by_label("Name of standup"))
+    row.get_by_label("Name of standup").fill("daily")
+    row.get_by_label("Topic of standup").fill("fifteen minutes, standing")
+    row.get_by_role("button", name="Save standup").click()
+    expect(admin.locator(".flash")).to_contain_text("daily")
+    expect(title).to_have_text("#daily")  # The member's open tab, at once.
+    expect(member.page.get_by_text("fifteen minutes, standing")).to_be_visible()
+    admin.get_by_role("button", name="Archive daily").click()
+    expect(admin.get_by_role("button", name="Unarchive daily")).to_be_visible()
+    expect(member.page.get_by_role("textbox", name="Message")).to_have_count(0)
+    assert serious_violations(admin) == []
+    # Deleting asks for the room's name; a wrong one deletes nothing.
+    row = admin.locator("tr").filter(has=admin.get_by_label("Type daily to delete it"))
+    row.get_by_label("Type daily to delete it").fill("standup")
+    row.get_by_role("button", name="Delete daily").click()
+    expect(admin.locator(".flash")).to_contain_text("Type the room's name")
+    row = admin.locator("tr").filter(has=admin.get_by_label("Type daily to delete it"))
+    row.get_by_label("Type daily to delete it").fill("daily")
+    row.get_by_role("button", name="Delete daily").click()
+    expect(admin.locator(".flash")).to_contain_text("deleted")
+    expect(title).to_have_text("#general")  # The member's tab left the room.
+    expect(member.page.locator(".room-button").filter(has_text="#daily")).to_have_count(0)
+    admin.goto(f"{gunicorn_server.url}/admin/")
+    expect(admin.get_by_text("Room deleted")).to_be_visible()  # In the audit log.
+    assert root.problems == []
+    assert member.problems == []
