@@ -56,6 +56,15 @@ def busy_chat(app, make_user, ws_connect, live_server):
     while alice.recv()["type"] != "room":
         pass
     post(alice, "in design", room="design")
+    alice.send({"type": "update_room", "room": "design", "topic": "pixels", "title": "UX"})
+    alice.send({"type": "archive_room", "room": "design"})
+    alice.send({"type": "create_room", "name": "Board", "private": True})
+    while (private := alice.recv())["type"] != "room":
+        pass
+    post(alice, "behind closed doors", room=private["room"])
+    alice.send({"type": "invite_link", "room": private["room"], "days": 3, "uses": 2})
+    while alice.recv()["type"] != "invite_link":
+        pass
     alice.send({"type": "open_dm", "user_id": bob_id})
     while (frame := alice.recv())["type"] != "room":
         pass
@@ -97,7 +106,11 @@ def test_sqlite_to_postgresql_loses_nothing(app, busy_chat, runner, tmp_path, po
     assert result.exit_code == 0, result.output
     before = contents(app)
     assert result.output.strip() == f"Exported {sum(len(r) for r in before.values())} rows."
-    kinds = ("users", "messages", "reactions", "mentions", "message_changes", "attachments")
+    kinds = ("users", "messages", "reactions", "mentions", "message_changes", "attachments",
+             "invitations")  # fmt: skip
+    rooms = {row["title"]: row for row in before["rooms"]}
+    assert (rooms["UX"]["topic"], rooms["Board"]["kind"]) == ("pixels", "private")
+    assert rooms["UX"]["archived_at"] is not None
     assert all(before[name] for name in (*kinds, "memberships"))
 
     target = make_app({**app_config, "DATABASE_URL": postgres_url})
