@@ -492,11 +492,12 @@ def direct_partners(user_id: int) -> dict[int, str]:
 
 
 def public_rooms() -> list[PublicRoom]:
-    """Every public room, with its number of members, for people to discover and join."""
+    """Every public room that is not archived, with its number of members, for people to
+    discover and join."""
     rows = db.session.execute(
         select(Room.key, Room.title, func.count(Membership.user_id))
         .outerjoin(Membership, Membership.room_id == Room.id)
-        .where(Room.kind == PUBLIC)
+        .where(Room.kind == PUBLIC, Room.archived_at.is_(None))  # Archived ones take nobody.
         .group_by(Room.id)
         .order_by(Room.key)
     )
