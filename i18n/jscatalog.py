@@ -124,6 +124,42 @@ STRINGS: dict[str, LazyString] = {
     "remove_failed_uploads": _l("Remove the files that could not be uploaded, then send."),
     # The name given to a screenshot pasted from the clipboard: {time} is when, {ext} its type.
     "pasted_name": _l("Pasted image {time}.{ext}"),
+    # Rooms: read by screen readers before a private room's name (a lock icon for the eye), and
+    # shown after an archived room's name in the list.
+    "private_room": _l("Private room"),
+    "archived_mark": _l("archived"),
+    # The room menu's dialogs: their state lines. {room} is "#name", {name} a person's name.
+    "not_connected": _l("Not connected: try again in a moment."),
+    "saving": _l("Saving…"),
+    "loading": _l("Loading…"),
+    "invite_heading": _l("Invite people to {room}"),
+    "invite": _l("Invite"),
+    "nobody_matches": _l("Nobody matches."),
+    "nobody_left": _l("Everyone is in this room already."),
+    "invite_label": _l("Invite {name}"),
+    "inviting": _l("Inviting {name}…"),
+    "invited_added": _l("{name} is in the room now."),
+    "invited_already": _l("{name} is already in the room."),
+    "you_name": _l("{name} (you)"),
+    "members_heading": _l("Members of {room}"),
+    "remove_member": _l("Remove {name} from the room"),
+    "member_removed": _l("{name} is no longer in the room."),
+    # An invitation link just made: {until} is a "link_expires"/"link_no_expiry" string, {uses}
+    # a "link_uses"/"link_any_uses" one.
+    "link_made": _l("Link made ({until}, {uses})."),
+    "link_expires": _l("expires {date}"),
+    "link_no_expiry": _l("never expires"),
+    "link_uses_one": _l("{count} use"),
+    "link_uses_other": _l("{count} uses"),
+    "link_any_uses": _l("any number of uses"),
+    "copied": _l("Copied."),
+    "copy_failed": _l("Copying was refused: the link is selected, copy it with Ctrl+C."),
+    # Notices under the conversation when someone else changes my rooms.
+    "added_you": _l("{name} added you to {room}"),
+    "added_you_generic": _l("You were added to {room}"),
+    "removed_you": _l("{name} removed you from {room}"),
+    "removed_you_generic": _l("You were removed from {room}"),
+    "room_deleted": _l("{room} was deleted."),
 }
 
 

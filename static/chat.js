@@ -13,6 +13,7 @@
 //   notify                title count, screen reader announcements, notifications
 //   dispatch, input       frames from the server; what the user does
 //   search                the search box, its results, and opening one in its room
+//   roommenu              the room's menu: topic, rename, invite, links, members, archive
 //   attachments, uploads  a message's files and the lightbox; the tray of files to send
 
 import { onLightboxClick, onLightboxClose } from "./js/attachments.js";
@@ -46,6 +47,14 @@ import {
   onSearchKeyDown,
   onSearchSubmit,
 } from "./js/search.js";
+import {
+  onDocumentClick,
+  onMenuButtonClick,
+  onMenuButtonKeyDown,
+  onMenuClick,
+  onMenuKeyDown,
+  setUpDialogs,
+} from "./js/roommenu.js";
 import { state } from "./js/state.js";
 import {
   onAttachClick,
@@ -68,9 +77,9 @@ ui.input.addEventListener("input", onInput);
 ui.input.addEventListener("paste", onPaste);
 ui.attach.addEventListener("click", onAttachClick);
 ui.fileInput.addEventListener("change", onFilesPicked);
-ui.conversation.addEventListener("dragover", onDragOver);
+ui.conversation.addEventListener("dragover", onConversationDragOver);
 ui.conversation.addEventListener("dragleave", onDragLeave);
-ui.conversation.addEventListener("drop", onDrop);
+ui.conversation.addEventListener("drop", onConversationDrop);
 window.addEventListener("dragover", onPageDrop);
 window.addEventListener("drop", onPageDrop);
 ui.lightbox.addEventListener("close", onLightboxClose);
@@ -97,6 +106,26 @@ ui.panelsToggle.addEventListener("click", onPanelsToggleClick);
 root.addEventListener("keydown", onPanelsKeyDown);
 ui.notify.addEventListener("click", onNotifyClick);
 setUpNotifyButton();
+ui.roomMenuButton.addEventListener("click", onMenuButtonClick);
+ui.roomMenuButton.addEventListener("keydown", onMenuButtonKeyDown);
+ui.roomMenu.addEventListener("keydown", onMenuKeyDown);
+ui.roomMenu.addEventListener("click", onMenuClick);
+document.addEventListener("click", onDocumentClick);
+setUpDialogs();
+
+// An archived room takes no files: no drop hint, and nothing put in the hidden tray.
+function isArchivedHere() {
+  return Boolean(state.rooms.get(state.current)?.archived);
+}
+
+function onConversationDragOver(event) {
+  if (!isArchivedHere()) onDragOver(event);
+}
+
+function onConversationDrop(event) {
+  if (isArchivedHere()) event.preventDefault();
+  else onDrop(event);
+}
 
 // ---- The outbox's hooks on the connection -------------------------------------------------
 // What outbox.js must hear of and connection.js and dispatch.js do not tell it: kept here, on

@@ -33,6 +33,7 @@ export function onMessageClick(event) {
   const message = room.messages.get(Number(item.dataset.id));
   const control = event.target.closest("button");
   if (!message || !control) return;
+  if (room.archived && !control.classList.contains("reply-quote")) return; // Read-only.
   if (control.classList.contains("reply-quote")) jumpTo(room, Number(control.dataset.replyId));
   else if (control.classList.contains("reaction")) toggleReaction(message, control);
   else if (control.dataset.action) act(control.dataset.action, room, message, control);

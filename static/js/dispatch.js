@@ -5,11 +5,12 @@ import { noteChange, noteHello, noteResumed } from "./changes.js";
 import { onMessageGone } from "./compose.js";
 import { markGreeted, sendFrame } from "./connection.js";
 import { isVisible } from "./dom.js";
+import { t } from "./i18n.js";
 import { tellAboutMessage } from "./notify.js";
 import { onMembersChanged } from "./mentions.js";
 import { isQueued, markFailed, resendAll, retryLater } from "./outbox.js";
-import { learnAvatar, learnName } from "./people.js";
-import { ClientFrame, ERROR_UNAVAILABLE, GENERAL, ServerFrame } from "./protocol.js";
+import { learnAvatar, learnName, nameOf } from "./people.js";
+import { ClientFrame, ERROR_UNAVAILABLE, GENERAL, Kind, ServerFrame } from "./protocol.js";
 import {
   contentHeight,
   isNearEnd,
@@ -17,6 +18,7 @@ import {
   renderOnline,
   renderRoomLists,
   renderWindowControls,
+  roomLabel,
   scrollToEnd,
   showNotice,
   updateLoadOlder,
@@ -24,6 +26,7 @@ import {
 import {
   addMessage,
   applyChange,
+  applyRoomUpdate,
   clearTyping,
   dropRoom,
   holdMessage,
@@ -38,6 +41,16 @@ import {
   showTyping,
   upsertRoom,
 } from "./rooms.js";
+import {
+  claimError,
+  forgetRoomDialogs,
+  onInviteLink,
+  onInvited,
+  onMemberRemoved,
+  onMembersArrived,
+  onRoomUpdated as answerRoomUpdated,
+} from "./roommenu.js";
+import { retitleResults } from "./search.js";
 import { state } from "./state.js";
 
 export function dispatch(frame) {
@@ -84,6 +97,21 @@ export function dispatch(frame) {
     case ServerFrame.RESUMED:
       noteResumed(frame.changes);
       break;
+    case ServerFrame.ROOM_UPDATED:
+      onRoomUpdated(frame);
+      break;
+    case ServerFrame.ROOM_DELETED:
+      onRoomDeleted(frame);
+      break;
+    case ServerFrame.INVITED:
+      onInvited(frame);
+      break;
+    case ServerFrame.INVITE_LINK:
+      onInviteLink(frame);
+      break;
+    case ServerFrame.MEMBER_REMOVED:
+      onMemberRemoved(frame);
+      break;
     default:
       console.warn("ignoring a frame of unknown type", frame.type);
   }
@@ -100,6 +128,7 @@ function onHello(frame) {
   syncRooms(frame.rooms);
   showGeneralHistory(frame);
   state.publicRooms = frame.public_rooms;
+  if (state.rooms.has(state.wantRoom)) takeWantedRoom();
   if (!state.rooms.has(state.current)) state.current = GENERAL;
   showRoom(state.current);
   resendAll();
@@ -198,20 +227,87 @@ function onHistory(frame) {
   continueJump(room);
 }
 
+// The room this tab asked for is here: it becomes the current one (hello or onRoom shows it).
+// A /?room= from an invitation link is spent: the address stops naming it.
+function takeWantedRoom() {
+  state.current = state.wantRoom;
+  state.wantRoom = null;
+  const params = new URLSearchParams(location.search);
+  if (!params.has("room")) return;
+  params.delete("room");
+  const query = params.toString();
+  history.replaceState(history.state, "", `${location.pathname}${query ? `?${query}` : ""}`);
+}
+
 function onRoom(entry) {
-  upsertRoom(entry);
+  const known = state.rooms.has(entry.room);
+  const room = upsertRoom(entry);
+  if (!known && entry.invited_by != null && entry.invited_by !== state.me.id) tellAdded(room, entry);
+  if (!known && isPrivateICreated(entry)) state.wantRoom = entry.room;
   if (state.wantRoom === entry.room) {
-    state.wantRoom = null;
+    takeWantedRoom();
     showRoom(entry.room);
   } else {
     renderRoomLists();
   }
 }
 
+// Its key is random: the private room this tab just created is known by its name.
+function isPrivateICreated(entry) {
+  const asked = state.wantPrivate;
+  if (asked === null || entry.kind !== Kind.PRIVATE || entry.created_by !== state.me.id) return false;
+  if (entry.title !== asked.normalize("NFKC")) return false;
+  state.wantPrivate = null;
+  return true;
+}
+
+// Someone put me in a room (an invitation, or a link they made): said, not shown over what I read.
+function tellAdded(room, entry) {
+  const name = nameOf(entry.invited_by);
+  const label = roomLabel(room);
+  const text = name ? t("added_you", { name, room: label }) : t("added_you_generic", { room: label });
+  showNotice(text, "info");
+}
+
 function onRoomLeft(frame) {
+  const room = state.rooms.get(frame.room);
+  forgetRoomDialogs(frame.room);
+  if (room && frame.removed_by != null && frame.removed_by !== state.me.id) {
+    const name = nameOf(frame.removed_by);
+    const label = roomLabel(room);
+    const text = name ? t("removed_you", { name, room: label }) : t("removed_you_generic", { room: label });
+    showNotice(text, "info");
+  }
   dropRoom(frame.room);
   if (state.current === frame.room) showRoom(GENERAL);
   else renderRoomLists();
+}
+
+// A name, a topic or archiving changed: the lists, the header, the composer and search results.
+function onRoomUpdated(frame) {
+  const room = applyRoomUpdate(frame);
+  if (room) retitleResults(room);
+  answerRoomUpdated(frame);
+  if (!room) renderRoomLists(); // A room to join was renamed.
+}
+
+// An administrator deleted a room: forgotten; if it was on screen, general instead, and why.
+function onRoomDeleted(frame) {
+  state.publicRooms = state.publicRooms.filter((item) => item.room !== frame.room);
+  const room = state.rooms.get(frame.room);
+  forgetRoomDialogs(frame.room);
+  if (!room) {
+    renderRoomLists();
+    return;
+  }
+  const label = roomLabel(room);
+  dropRoom(frame.room);
+  if (state.current !== frame.room) {
+    renderRoomLists();
+    return;
+  }
+  showRoom(GENERAL);
+  showNotice(t("room_deleted", { room: label }), "info");
 }
 
 function onRoomCreated(frame) {
@@ -260,6 +356,7 @@ function onRead(frame) {
 }
 
 function onError(frame) {
+  if (claimError(frame)) return; // Said in the room menu's dialog that asked.
   showNotice(frame.message);
   if (!isQueued(frame.client_id)) return;
   if (frame.code === ERROR_UNAVAILABLE) retryLater(frame.client_id);
@@ -282,4 +379,5 @@ function onMembers(frame) {
   if (!room) return;
   setMembers(room, frame.members);
   onMembersChanged(room);
+  onMembersArrived(room);
 }

@@ -5,6 +5,12 @@ export const root = document.getElementById("chat");
 export const ui = {
   status: document.getElementById("status"),
   roomTitle: document.getElementById("room-title"),
+  roomTopic: document.getElementById("room-topic"),
+  roomMenuButton: document.getElementById("room-menu-button"),
+  roomMenu: document.getElementById("room-menu"),
+  composerArea: document.getElementById("composer-area"),
+  archivedNotice: document.getElementById("archived-notice"),
+  roomPrivate: document.getElementById("room-private"),
   leaveRoom: document.getElementById("leave-room"),
   roomList: document.getElementById("room-list"),
   dmList: document.getElementById("dm-list"),

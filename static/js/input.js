@@ -100,13 +100,19 @@ export function onInput() {
 
 // ---- Rooms --------------------------------------------------------------------------------
 
-// The room shows when its room frame arrives (room keys are names in lower case).
+// The room shows when its room frame arrives (a public room's key is its name in lower case;
+// a private room's is random, so dispatch.js knows it by its name).
 export function onCreateRoom(event) {
   event.preventDefault();
   const name = ui.roomName.value.trim();
   if (!name) return;
-  state.wantRoom = name.toLowerCase();
-  if (sendFrame({ type: ClientFrame.CREATE_ROOM, name })) ui.roomName.value = "";
+  const isPrivate = ui.roomPrivate.checked;
+  if (isPrivate) state.wantPrivate = name;
+  else state.wantRoom = name.toLowerCase();
+  const frame = { type: ClientFrame.CREATE_ROOM, name, private: isPrivate };
+  if (!sendFrame(frame)) return;
+  ui.roomName.value = "";
+  ui.roomPrivate.checked = false;
 }
 
 // The room and direct-message lists are rebuilt often: one listener on each list, not per button.

@@ -19,6 +19,11 @@ export const ClientFrame = Object.freeze({
   REACT: "react",
   UNREACT: "unreact",
   MEMBERS: "members",
+  INVITE: "invite",
+  INVITE_LINK: "invite_link",
+  UPDATE_ROOM: "update_room",
+  ARCHIVE_ROOM: "archive_room",
+  REMOVE_MEMBER: "remove_member",
 });
 
 // Frames the server sends.
@@ -37,10 +42,18 @@ export const ServerFrame = Object.freeze({
   MESSAGE_CHANGED: "message_changed",
   MEMBERS: "members",
   RESUMED: "resumed",
+  ROOM_UPDATED: "room_updated",
+  ROOM_DELETED: "room_deleted",
+  INVITED: "invited",
+  INVITE_LINK: "invite_link",
+  MEMBER_REMOVED: "member_removed",
 });
 
 // The one error code the page treats specially: nothing was saved, the same frame may be re-sent.
 export const ERROR_UNAVAILABLE = "unavailable";
+
+// Room kinds, as room frames name them. A private room's key is "p:" and random characters.
+export const Kind = Object.freeze({ PUBLIC: "public", PRIVATE: "private", DIRECT: "direct" });
 
 // Close codes. Only 4001 and 4029 change what the page does (connection.js); on any other it
 // reconnects with backoff and resumes. The rest are named so that the list is complete.

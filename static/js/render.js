@@ -8,7 +8,7 @@ import { regroup, regroupAround, removeGrouped } from "./grouping.js";
 import { formats, t, tCount } from "./i18n.js";
 import { messageElement, replyQuote } from "./message.js";
 import { avatarOf, mentionsAsNames } from "./people.js";
-import { EXCERPT_CHARS, GENERAL } from "./protocol.js";
+import { EXCERPT_CHARS, GENERAL, Kind } from "./protocol.js";
 import { state } from "./state.js";
 
 const NEAR_END_PX = 80; // Closer than this to the bottom counts as reading the latest messages.
@@ -20,8 +20,10 @@ export function setStatus(stateName, text) {
   ui.status.textContent = text;
 }
 
-export function showNotice(text) {
+// tone: "error" (a refusal, the default) or "info" (news, such as being added to a room).
+export function showNotice(text, tone = "error") {
   ui.notice.textContent = text;
+  ui.notice.dataset.tone = tone;
   ui.notice.hidden = false;
 }
 
@@ -49,19 +51,67 @@ export function labelList(room) {
   room.list.setAttribute("aria-label", label);
 }
 
-function roomLabel(room) {
-  return room.kind === "direct" ? `@${room.title}` : `#${room.title}`;
+export function roomLabel(room) {
+  return room.kind === Kind.DIRECT ? `@${room.title}` : `#${room.title}`;
 }
 
 // Only the current room's list is shown; the header names it.
 export function renderCurrentRoom(room) {
   for (const other of state.rooms.values()) other.list.hidden = other !== room;
   renderRoomTitle(room);
-  ui.leaveRoom.hidden = room.kind !== "public" || room.key === GENERAL;
+  ui.leaveRoom.hidden = room.kind === Kind.DIRECT || room.key === GENERAL;
+  ui.roomMenuButton.hidden = room.kind === Kind.DIRECT;
+  renderArchived(room);
 }
 
+// The name (a lock first for a private room) and, under it, the topic: text, never markup.
 export function renderRoomTitle(room) {
-  ui.roomTitle.textContent = roomLabel(room);
+  const label = roomLabel(room);
+  if (room.kind === Kind.PRIVATE) ui.roomTitle.replaceChildren(lockIcon(), label);
+  else ui.roomTitle.textContent = label;
+  ui.roomTopic.textContent = room.topic ?? "";
+  ui.roomTopic.hidden = !room.topic;
+}
+
+// A lock for the eye; "Private room" for screen readers.
+function lockIcon() {
+  const lock = document.createElement("span");
+  lock.className = "lock";
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("focusable", "false");
+  svg.setAttribute("viewBox", "0 0 24 24");
+  svg.setAttribute("width", "14");
+  svg.setAttribute("height", "14");
+  const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+  path.setAttribute("fill", "currentColor");
+  path.setAttribute(
+    "d",
+    "M12 2a5 5 0 0 0-5 5v3H6a2 2 0 0 0-2 2v8a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2v-8a2 2 0 0 0-2-2h-1V7a5 5 0 0 0-5-5zm-3 8V7a3 3 0 0 1 6 0v3H9z",
+  );
+  svg.append(path);
+  const said = document.createElement("span");
+  said.className = "visually-hidden";
+  said.textContent = `${t("private_room")} `;
+  lock.append(svg, said);
+  return lock;
+}
+
+// An archived room is read-only: a notice instead of the composer, no controls on messages.
+// Focus in the composer goes to the notice, not to <body>.
+export function renderArchived(room) {
+  const archived = Boolean(room.archived);
+  const focused = ui.composerArea.contains(document.activeElement);
+  ui.composerArea.hidden = archived;
+  ui.archivedNotice.hidden = !archived;
+  if (archived && focused) ui.archivedNotice.focus();
+  lockControls(room.list, archived);
+}
+
+// Reactions, reply, edit and delete answer "archived" in an archived room: not offered.
+export function lockControls(element, archived) {
+  for (const bar of element.querySelectorAll(".actions")) bar.hidden = archived;
+  for (const button of element.querySelectorAll(".reaction")) button.disabled = archived;
 }
 
 // Pending messages (sent, not yet confirmed) stay: they are re-sent and confirmed later.
@@ -114,6 +164,7 @@ export function replaceMessageElement(room, message) {
   const control = active && controlSelector(active);
   for (const kept of old.querySelectorAll(":scope > .keep-on-replace")) fresh.append(kept);
   if (old.classList.contains("highlight")) fresh.classList.add("highlight");
+  if (room.archived) lockControls(fresh, true);
   old.replaceWith(fresh);
   regroupAround(fresh);
   if (!active) return;
@@ -157,8 +208,8 @@ export function renderRoomLists() {
   // The buttons are rebuilt: a keyboard user must not lose their place (focus falling to <body>).
   const focusedRoom = document.activeElement?.closest?.(".room-button")?.dataset.room;
   const mine = [...state.rooms.values()].sort((a, b) => a.title.localeCompare(b.title));
-  ui.roomList.replaceChildren(...mine.filter((r) => r.kind === "public").map(roomButton));
-  const direct = mine.filter((r) => r.kind === "direct");
+  ui.roomList.replaceChildren(...mine.filter((r) => r.kind !== Kind.DIRECT).map(roomButton));
+  const direct = mine.filter((r) => r.kind === Kind.DIRECT);
   ui.dmList.replaceChildren(...direct.map(roomButton));
   ui.dmHint.hidden = direct.length > 0;
   const others = state.publicRooms.filter((item) => !state.rooms.has(item.room));
@@ -175,11 +226,23 @@ function roomButton(room) {
   button.type = "button";
   button.className = "room-button";
   button.dataset.room = room.key;
-  button.textContent = roomLabel(room);
+  const name = document.createElement("span"); // One flex item: the badges go to the right.
+  name.className = "room-button-name";
+  if (room.kind === Kind.PRIVATE) name.append(lockIcon());
+  name.append(roomLabel(room));
+  if (room.archived) name.append(" ", archivedMark());
+  button.append(name);
   if (room.key === state.current) button.setAttribute("aria-current", "true");
   if (room.unread > 0 || room.mentions > 0) button.append(" ", badges(room));
   item.append(button);
   return item;
+}
+
+function archivedMark() {
+  const mark = document.createElement("span");
+  mark.className = "archived-mark";
+  mark.textContent = t("archived_mark");
+  return mark;
 }
 
 // Unread and mention counts, side by side: "@2" before "5".

@@ -12,6 +12,7 @@ import {
   clearConfirmedMessages,
   isNearEnd,
   labelList,
+  lockControls,
   newMessageList,
   placeMessage,
   renderCurrentRoom,
@@ -67,6 +68,9 @@ export function upsertRoom(entry) {
     state.rooms.set(entry.room, room);
   }
   Object.assign(room, { title: entry.title, kind: entry.kind, unread: entry.unread });
+  room.topic = entry.topic ?? "";
+  room.archived = Boolean(entry.archived);
+  room.createdBy = entry.created_by ?? null;
   room.mentions = entry.mentions ?? 0;
   room.membersStale = true; // A new socket, or a room joined again: ask afresh when needed.
   room.lastReadId = Math.max(room.lastReadId, entry.last_read_id);
@@ -76,6 +80,26 @@ export function upsertRoom(entry) {
     learnAvatar(person.id, person.avatar_url);
   }
   labelList(room);
+  return room;
+}
+
+// A room_updated frame: its name, topic and archiving as they are now; the room record, or
+// undefined for a room this page is not in (a public room to join: its title only).
+export function applyRoomUpdate(frame) {
+  const listed = state.publicRooms.find((item) => item.room === frame.room);
+  if (listed) listed.title = frame.title;
+  const room = state.rooms.get(frame.room);
+  if (!room) return undefined;
+  const wasArchived = room.archived;
+  Object.assign(room, { title: frame.title, topic: frame.topic, archived: frame.archived });
+  labelList(room);
+  if (room.key === state.current) {
+    if (room.archived && !wasArchived) endComposing(); // A reply or an edit can no longer go.
+    renderCurrentRoom(room);
+  } else {
+    lockControls(room.list, room.archived);
+  }
+  renderRoomLists();
   return room;
 }
 
@@ -219,7 +243,9 @@ export function addMessage(room, frame, follow = true) {
   const own = frame.user_id === state.me.id;
   const stuck = follow && room.key === state.current && isNearEnd();
   if (own) confirmQueued(frame.client_id);
-  placeMessage(room, messageElement(frame, own), frame.id);
+  const element = messageElement(frame, own);
+  if (room.archived) lockControls(element, true);
+  placeMessage(room, element, frame.id);
   if (follow && room.key === state.current && (stuck || own)) scrollToEnd();
   return true;
 }

@@ -155,6 +155,14 @@ function part(className, text) {
   return span;
 }
 
+// A room was renamed: the results already shown name it anew.
+export function retitleResults(room) {
+  const selector = `.search-result[data-room="${CSS.escape(room.key)}"] .result-room`;
+  for (const label of ui.searchResults.querySelectorAll(selector)) {
+    label.textContent = roomLabel(room.key);
+  }
+}
+
 function roomLabel(key) {
   const room = state.rooms.get(key);
   if (!room) return `#${key}`;

@@ -17,7 +17,10 @@ export const state = {
   resumed: new Set(), // Rooms this connection asked to resume.
   attempt: 0, // Reconnection attempts since the last hello: the backoff's exponent.
   current: GENERAL, // The room on screen.
-  wantRoom: null, // A room this tab asked for (created, joined, DM): show it when it arrives.
+  // A room this tab asked for (created, joined, DM, or named by /?room= after an invitation
+  // link): show it when it arrives.
+  wantRoom: new URLSearchParams(location.search).get("room"),
+  wantPrivate: null, // The name of a private room this tab created: its key is the server's.
   rooms: new Map(), // room key -> room record, see newRoom() in rooms.js
   // client_id -> { client_id, kind: "message" | "change", frame, room, queued_at, element }:
   // sent or typed, not confirmed yet; kept in localStorage too (outbox.js). element: the pending
