@@ -8,7 +8,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from helpers import VISIBLE_LIST, Person, serious_violations, signed_up_in
+from helpers import VISIBLE_LIST, Person, SocketRoute, serious_violations, signed_up_in
 
 pytestmark = pytest.mark.browser
 
@@ -104,6 +104,19 @@ def test_a_private_room_is_hidden_until_its_creator_invites_someone(people):
     expect(bob.page.locator("#room-title")).to_have_text("Private room #secret")
     bob.say("Only us here")
     expect(alice.messages("Only us here")).to_have_count(1)
+
+    # Its creator takes him out again, from the members list; his page says who did.
+    dialog = open_menu_item(alice, "Members")
+    expect(dialog.get_by_role("listitem")).to_have_text(
+        [re.compile(r"^alice \(you\)$"), re.compile("^bob")]
+    )
+    expect(dialog.get_by_role("button", name="Remove alice from the room")).to_have_count(0)
+    dialog.get_by_role("button", name="Remove bob from the room").click()
+    expect(dialog.get_by_role("status")).to_have_text("bob is no longer in the room.")
+    expect(dialog.get_by_role("listitem")).to_have_count(1)
+    expect(bob.page.locator("#notice")).to_have_text("alice removed you from #secret")
+    expect(bob.page.locator("#room-title")).to_have_text("#general")
+    expect(room_button(bob, "secret")).to_have_count(0)
     assert alice.problems == [] and bob.problems == []  # noqa: PT018 - both pages at once
 
 
@@ -131,6 +144,16 @@ def test_an_invitation_link_brings_a_signed_in_person_into_the_room(people, guni
     expect(room_button(carol, "hideout")).to_have_attribute("data-room", key)
     carol.say("Thanks for the link")
     expect(alice.messages("Thanks for the link")).to_have_count(1)
+    # A restart: both pages resume the room by its opaque key and go on in it.
+    gunicorn_server.kill()
+    expect(carol.page.locator("#status")).to_have_attribute("data-state", "reconnecting")
+    gunicorn_server.start()
+    alice.expect_connected()
+    carol.expect_connected()
+    expect(carol.page.locator("#room-title")).to_have_text("Private room #hideout")
+    carol.say("Still here after a restart")
+    expect(alice.messages("Still here after a restart")).to_have_count(1)
+    expect(carol.messages("Thanks for the link")).to_have_count(1)  # Resumed, not doubled.
     assert alice.problems == [] and carol.problems == []  # noqa: PT018 - both pages at once
 
 
@@ -174,8 +197,11 @@ def test_a_topic_and_a_new_name_reach_everyone_at_once(people):
     assert problems == []
 
 
-def test_an_archived_room_is_read_only_until_it_is_unarchived(people):
-    alice, bob = people("alice", "bob")
+def test_an_archived_room_is_read_only_until_it_is_unarchived(people, browser, gunicorn_server):
+    (alice,) = people("alice")
+    bob = Person(browser, gunicorn_server.url)
+    route = SocketRoute(bob.page)  # To hold back, at the end, one frame from his page.
+    bob.register("bob@example.com")
     create_room(alice, "old")
     join_room(bob, "old")
     bob.say("Said before the archive")
@@ -211,7 +237,21 @@ def test_an_archived_room_is_read_only_until_it_is_unarchived(people):
     expect(alice.messages("A draft that must survive")).to_have_count(1)
     message.hover()
     expect(message.get_by_role("button", name="Reply", exact=True)).to_be_visible()
+
+    # Archived again while his page has not heard of it yet (the frame held back): what he
+    # sends is refused like any refusal, and stays on his screen, marked as not sent.
+    route.drop_answer = lambda frame: frame["type"] == "room_updated" and frame["archived"]
+    open_menu_item(alice, "Archive")
+    expect(alice.page.locator("#archived-notice")).to_be_visible()
+    bob.say("Too late for this one")
+    expect(bob.page.locator("#notice")).to_have_text(
+        "This room is archived: it can be read and searched, not changed."
+    )
+    failed = bob.page.locator(f"{VISIBLE_LIST} > .message.failed")
+    expect(failed).to_contain_text("Too late for this one")
+    expect(alice.messages("Too late for this one")).to_have_count(0)
     assert alice.problems == [] and bob.problems == []  # noqa: PT018 - both pages at once
+    bob.context.close()
 
 
 @pytest.mark.parametrize("theme", ["light", "dark"])
