@@ -7,7 +7,7 @@ import { sendFrame } from "./connection.js";
 import { isVisible } from "./dom.js";
 import { confirmQueued } from "./outbox.js";
 import { learnAvatar, learnFromMessage, learnName } from "./people.js";
-import { ClientFrame, HISTORY_PAGE, directRoomKey } from "./protocol.js";
+import { ClientFrame, HISTORY_PAGE, Kind, directRoomKey } from "./protocol.js";
 import {
   clearConfirmedMessages,
   isNearEnd,
@@ -86,9 +86,8 @@ export function upsertRoom(entry) {
 // A room_updated frame: its name, topic and archiving as they are now; the room record, or
 // undefined for a room this page is not in (a public room to join: its title only).
 export function applyRoomUpdate(frame) {
-  const listed = state.publicRooms.find((item) => item.room === frame.room);
-  if (listed) listed.title = frame.title;
   const room = state.rooms.get(frame.room);
+  updatePublicList(frame, room);
   if (!room) return undefined;
   const wasArchived = room.archived;
   Object.assign(room, { title: frame.title, topic: frame.topic, archived: frame.archived });
@@ -101,6 +100,20 @@ export function applyRoomUpdate(frame) {
   }
   renderRoomLists();
   return room;
+}
+
+// The list of rooms to join holds public rooms that are not archived (an archived one takes
+// nobody): archiving takes a room out of it, unarchiving brings it back, under its new name.
+function updatePublicList(frame, room) {
+  const at = state.publicRooms.findIndex((item) => item.room === frame.room);
+  const isPublic = room ? room.kind === Kind.PUBLIC : true; // Outsiders hear of public ones only.
+  if (frame.archived || !isPublic) {
+    if (at !== -1) state.publicRooms.splice(at, 1);
+  } else if (at === -1) {
+    state.publicRooms.push({ room: frame.room, title: frame.title, members: null }); // Unknown.
+  } else {
+    state.publicRooms[at].title = frame.title;
+  }
 }
 
 export function retitleRoom(room, title) {

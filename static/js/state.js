@@ -29,7 +29,9 @@ export const state = {
   // Files for the next message (uploads.js): { key, name, size, status: "uploading" | "done" |
   // "failed", description (the server's, once done), error, request, element }.
   tray: [],
-  publicRooms: [], // Public rooms from hello and room_created: { room, title, members }
+  // Public rooms not archived, from hello, room_created and room_updated: { room, title,
+  // members } (members: null when only a room_updated told of it).
+  publicRooms: [],
   replaying: false, // Between a resuming hello and the end of the replay of what was missed.
   hiddenUnread: 0, // Messages from others that arrived while the tab was hidden.
   readTimer: null, // The pending read marker's timeout, if one is due.
