@@ -269,7 +269,19 @@ def test_the_room_menu_and_an_archived_room_pass_axe(browser, gunicorn_server, t
     expect(page.locator("#room-title")).to_contain_text("#quiet")
     page.locator("#room-menu-button").click()
     expect(page.locator("#room-menu")).to_be_visible()
-    expect(page.locator("#room-menu [role=menuitem]").first).to_be_focused()
+    items = page.locator("#room-menu [role=menuitem]:visible")
+    expect(items.first).to_be_focused()
+    page.keyboard.press("ArrowUp")  # Round to the last item, and back.
+    expect(items.last).to_be_focused()
+    page.keyboard.press("ArrowDown")
+    expect(items.first).to_be_focused()
+    page.keyboard.press("End")
+    expect(page.locator('#room-menu [data-action="archive"]')).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(page.locator("#room-menu")).to_be_hidden()
+    expect(page.locator("#room-menu-button")).to_be_focused()
+    page.keyboard.press("ArrowDown")  # Opens it again, on its first item.
+    expect(items.first).to_be_focused()
     assert serious_violations(page) == [], "the room menu"
     person.screenshot(f"room-menu-{theme}-{locale}")
     page.locator('#room-menu [data-action="invite"]').click()
