@@ -77,7 +77,12 @@ def use(invitation: Invitation, user: User) -> list[Room] | None:
         return []
     mine = select(Membership.room_id).where(Membership.user_id == user.id)
     rooms = db.session.scalars(
-        select(Room).where(Room.key.in_(keys), Room.kind != DIRECT, Room.id.not_in(mine))
+        select(Room).where(
+            Room.key.in_(keys),
+            Room.kind != DIRECT,
+            Room.archived_at.is_(None),  # An archived room takes nobody, by link or not.
+            Room.id.not_in(mine),
+        )
     ).all()
     db.session.add_all(Membership(room_id=room.id, user_id=user.id) for room in rooms)
     db.session.flush()
@@ -103,6 +108,21 @@ def room_link(room: Room, created_by: int, days: int | None, uses: int | None) -
     _, secret = create(created_by, expires_at, uses, [room.key], makes_accounts=False)
     db.session.commit()
     return Link(secret, expires_at, uses)
+
+
+def rooms_to_enter(invitation: Invitation, user: User) -> list[Room]:
+    """The rooms of a room link that ``user`` is not in yet and may enter (not archived)."""
+    mine = select(Membership.room_id).where(Membership.user_id == user.id)
+    return list(
+        db.session.scalars(
+            select(Room).where(
+                Room.key.in_(invitation.room_keys.split()),
+                Room.kind != DIRECT,
+                Room.archived_at.is_(None),
+                Room.id.not_in(mine),
+            )
+        )
+    )
 
 
 def state(invitation: Invitation) -> str:

@@ -42,6 +42,7 @@ from accounts.forms import (
 from accounts.policy import INVITE, OPEN, promote_if_first, registration_policy
 from accounts.signals import announce, password_changed, user_renamed, user_signed_out
 from accounts.tokens import revoke, user_of_reset
+from core import rooms
 from core.signals import announce_added
 from extensions import db, limiter, login_manager
 from models import Invitation, Login, User, utcnow
@@ -194,22 +195,28 @@ def join(secret: str) -> Response | tuple[str, int]:
     return _register(invitation)
 
 
-def _enter_rooms(invitation: Invitation) -> Response:
-    """A signed-in person uses a room link: they are in its room now, in every open tab."""
+def _enter_rooms(invitation: Invitation) -> Response | tuple[str, int]:
+    """A signed-in person uses a room link: they are in its room now, in every open tab. A use
+    is counted only when it lets someone in: a member's click spends nothing."""
     user: User = current_user._get_current_object()
+    keys = invitation.room_keys.split()
+    there = url_for("chat.index", room=keys[0]) if keys else url_for("chat.index")
+    if not invitations.rooms_to_enter(invitation, user):
+        if rooms.rooms_of_member(keys, user.id):
+            flash(_("You are already in this room."), "info")
+            return redirect(there)
+        return render_template("link_invalid.html"), 404  # Deleted or archived meanwhile.
     joined = invitations.use(invitation, user)
-    if joined is None:
+    if not joined:  # Used up, or the room went, between the two reads.
         db.session.rollback()
         flash(str(INVITATION_GONE), "error")
         return redirect(url_for("chat.index"))
     db.session.commit()
     for room in joined:
-        announce_added(room.id, [user.id], invitation.created_by)
+        # No ``invited_by``: the person opened the link themselves (the page goes to the room).
+        announce_added(room.id, [user.id], None)
         flash(_("You joined %(room)s.", room=room.title), "success")
-    if not joined:
-        flash(_("You are already in this room."), "info")
-    keys = invitation.room_keys.split()
-    return redirect(url_for("chat.index", room=keys[0]) if keys else url_for("chat.index"))
+    return redirect(there)
 
 
 def _register(invitation: Invitation | None) -> Response | tuple[str, int]:

@@ -504,6 +504,12 @@ def public_rooms() -> list[PublicRoom]:
     return [{"room": key, "title": title, "members": count} for key, title, count in rows]
 
 
+def rooms_of_member(keys: list[str], user_id: int) -> list[Room]:
+    """Those of rooms ``keys`` that ``user_id`` is in."""
+    mine = select(Membership.room_id).where(Membership.user_id == user_id)
+    return list(db.session.scalars(select(Room).where(Room.key.in_(keys), Room.id.in_(mine))))
+
+
 def archived_ids() -> set[int]:
     """Ids of the archived rooms (read-only: no message, edit, reaction or join)."""
     return set(db.session.scalars(select(Room.id).where(Room.archived_at.is_not(None))))

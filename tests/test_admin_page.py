@@ -88,7 +88,6 @@ def test_an_administrator_renames_archives_and_deletes_a_room_from_the_page(
     admin.get_by_role("button", name="Archive daily").click()
     expect(admin.get_by_role("button", name="Unarchive daily")).to_be_visible()
     expect(member.page.get_by_role("textbox", name="Message")).to_have_count(0)
-    assert serious_violations(admin) == []
     # Deleting asks for the room's name; a wrong one deletes nothing.
     row = admin.locator("tr").filter(has=admin.get_by_label("Type daily to delete it"))
     row.get_by_label("Type daily to delete it").fill("standup")

@@ -294,7 +294,7 @@ def test_a_room_link_lets_a_signed_in_person_in_at_once(app, team, client):
     assert response.status_code == 302
     assert response.headers["Location"] == f"/?room={key}"
     entry = until(carol, "room")  # Carol's open tab has it at once.
-    assert (entry["room"], entry["invited_by"]) == (key, alice.id)
+    assert entry["room"] == key
     room = room_of(app, key)
     with app.app_context():
         assert db.session.get(Membership, (room.id, carol.id)) is not None
@@ -404,3 +404,28 @@ def test_the_admin_page_renames_archives_and_deletes_a_room_with_its_files(
     assert room_of(app, "general") is not None
     text = client.get("/admin/").get_data(as_text=True)
     assert "Room deleted" in text  # The audit log names actions, not codes.
+
+
+def test_a_room_link_spends_nothing_on_members_and_opens_no_archived_or_deleted_room(
+    app, team, client
+):
+    alice, carol = team["alice"], team["carol"]
+    key = private_room(alice)["room"]
+    url = room_link(alice, key, uses=1)["url"]
+    login(client, "alice@example.com")  # Already in it: sent to the room, the use kept.
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"/?room={key}"
+    with app.app_context():
+        from models import Invitation
+
+        assert db.session.scalars(select(Invitation)).one().uses == 0
+    answer(alice, {"type": "archive_room", "room": key})
+    other = app.test_client()
+    login(other, "carol@example.com")
+    assert other.get(url).status_code == 404  # An archived room takes nobody.
+    answer(alice, {"type": "archive_room", "room": key, "archived": False})
+    assert other.get(url).status_code == 302
+    entry = until(carol, "room")
+    assert entry["room"] == key
+    assert "invited_by" not in entry  # They opened the link themselves.
