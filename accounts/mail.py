@@ -155,7 +155,7 @@ def compose(to: str, subject: str, template: str, **context: object) -> EmailMes
     message["From"] = sender
     message["To"] = to
     message["Subject"] = subject
-    message["Date"] = formatdate()
+    message["Date"] = formatdate(usegmt=True)
     # The sender's domain, not the machine's name (make_msgid would look it up).
     message["Message-ID"] = make_msgid(domain=_domain_of(sender))
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies.
