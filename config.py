@@ -5,8 +5,11 @@ import re
 import secrets
 import tempfile
 from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 # Settings the environment may override. The type of each default decides how its value is parsed.
 ENV_KEYS = ("SECRET_KEY", "SECRET_KEY_FALLBACKS", "DATABASE_URL", "REDIS_URL")
@@ -110,6 +113,86 @@ class Config:
     # Login and token requests, per client address and per email (Flask-Limiter syntax).
     CHAT_LOGIN_LIMIT_PER_IP = "30 per minute"
     CHAT_LOGIN_LIMIT_PER_EMAIL = "10 per minute"
+    # Mail (README "Configuration", docs/deploy.md "Mail"); "" sends none and hides "Forgot
+    # password?". smtp://[user:password@]host[:port] (STARTTLS when the server offers it, never
+    # with ?starttls=no) or smtps://… (TLS from the first byte); ?timeout=<seconds>, 10.
+    CHAT_SMTP_URL = ""
+    CHAT_MAIL_FROM = ""  # "" means chat@ the host of CHAT_PUBLIC_URL, else of the SMTP server.
+    # The address people open the chat at (https://chat.example.com), for the links mail holds;
+    # without it, the request's own (a forged Host header could then mislead a link: production
+    # with mail requires it).
+    CHAT_PUBLIC_URL = ""
+    CHAT_FORGOT_MAX_AGE = 3600  # seconds a "forgot password" link sent by mail is valid
+    # "Forgot password?" requests, per client address and per email: each may send a mail.
+    CHAT_FORGOT_LIMIT_PER_IP = "20 per hour"
+    CHAT_FORGOT_LIMIT_PER_EMAIL = "5 per hour"
+
+
+SMTP_URL_FORMS = "smtp://[user:password@]host[:port] or smtps://[user:password@]host[:port]"
+SMTP_PORTS = {"smtp": 25, "smtps": 465}
+SMTP_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """Where and how to send mail, read from ``CHAT_SMTP_URL``."""
+
+    host: str
+    port: int
+    implicit_tls: bool  # smtps://: TLS from the first byte.
+    starttls: bool  # smtp://: upgrade when the server offers it (False with ?starttls=no).
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    timeout: float = SMTP_TIMEOUT
+
+
+def smtp_settings(url: str) -> SmtpSettings:
+    """Parse ``CHAT_SMTP_URL``; raise ValueError with a reason (never the URL, which may hold
+    a password)."""
+    parts = urlsplit(url)
+    if parts.scheme not in SMTP_PORTS:
+        raise ValueError("the scheme must be smtp or smtps")
+    try:
+        port = SMTP_PORTS[parts.scheme] if parts.port is None else parts.port
+    except ValueError:  # Not a number, or out of range.
+        port = 0
+    if not port:
+        raise ValueError("the port must be a number from 1 to 65535")
+    if not parts.hostname:
+        raise ValueError("it names no host")
+    if parts.path not in {"", "/"} or parts.fragment:
+        raise ValueError("it has a path; only ?starttls=no and ?timeout=<seconds> may follow")
+    if parts.password is not None and not parts.username:
+        raise ValueError("a password needs a user name")
+    options = _smtp_options(parts.query, parts.scheme)
+    return SmtpSettings(
+        host=parts.hostname,
+        port=port,
+        implicit_tls=parts.scheme == "smtps",
+        starttls=parts.scheme == "smtp" and options.get("starttls", "yes") == "yes",
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+        timeout=float(options.get("timeout", SMTP_TIMEOUT)),
+    )
+
+
+def _smtp_options(query: str, scheme: str) -> dict[str, str]:
+    """The options after ``?``: ``starttls=yes|no`` (smtp:// only), ``timeout=<seconds>``."""
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = options.keys() - {"starttls", "timeout"}
+    if unknown:
+        raise ValueError(f"unknown option {sorted(unknown)[0]!r}")
+    if options.get("starttls", "yes") not in {"yes", "no"} or (
+        "starttls" in options and scheme != "smtp"
+    ):
+        raise ValueError("starttls is yes or no, and only for smtp://")
+    try:
+        timeout = float(options.get("timeout", SMTP_TIMEOUT))
+    except ValueError:
+        timeout = 0
+    if not 0 < timeout <= 300:
+        raise ValueError("timeout is a number of seconds, above 0 and at most 300")
+    return options
 
 
 def load_environment(
@@ -164,6 +247,7 @@ def finalize(config: MutableMapping[str, Any], instance_path: str) -> None:
     if config["CHAT_PRESENCE_TTL"] < 2 * config["CHAT_PRESENCE_HEARTBEAT"]:
         # One late heartbeat must not bury a live worker and announce all its users as gone.
         raise RuntimeError("CHAT_PRESENCE_TTL must be at least twice CHAT_PRESENCE_HEARTBEAT")
+    _check_mail(config, production)
     if not config["CHAT_S3_BUCKET"] and not config["CHAT_UPLOAD_DIR"]:
         config["CHAT_UPLOAD_DIR"] = str(Path(instance_path) / "uploads")
     if production:
@@ -187,6 +271,38 @@ def finalize(config: MutableMapping[str, Any], instance_path: str) -> None:
     # Rate-limit counters live in Redis when there is one, so every worker shares them.
     config.setdefault("RATELIMIT_STORAGE_URI", config.get("REDIS_URL") or "memory://")
     config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+
+
+def _check_mail(config: MutableMapping[str, Any], production: bool) -> None:
+    """Refuse a malformed ``CHAT_SMTP_URL``, ``CHAT_PUBLIC_URL`` or ``CHAT_MAIL_FROM``; fill in
+    the sender's default."""
+    public = config["CHAT_PUBLIC_URL"]
+    parts = urlsplit(public)
+    if public and (
+        parts.scheme not in {"http", "https"}
+        or not parts.hostname
+        or parts.path not in {"", "/"}
+        or parts.query
+        or parts.fragment
+    ):
+        raise RuntimeError(
+            "CHAT_PUBLIC_URL must be scheme://host[:port], like https://chat.example"
+        )
+    if not config["CHAT_SMTP_URL"]:
+        return
+    try:
+        smtp = smtp_settings(config["CHAT_SMTP_URL"])
+    except ValueError as error:
+        raise RuntimeError(f"CHAT_SMTP_URL must be {SMTP_URL_FORMS}: {error}") from None
+    if production and not public:
+        raise RuntimeError(
+            "CHAT_SMTP_URL needs CHAT_PUBLIC_URL in production: the address links in mail lead to"
+        )
+    if not config["CHAT_MAIL_FROM"]:
+        config["CHAT_MAIL_FROM"] = f"chat@{parts.hostname or smtp.host}"
+    sender = config["CHAT_MAIL_FROM"]
+    if "@" not in parseaddr(sender)[1] or any(char in sender for char in "\r\n"):
+        raise RuntimeError("CHAT_MAIL_FROM must be an address, like chat@example.com")
 
 
 def _require_real_secret(key: str | bytes | None) -> None:

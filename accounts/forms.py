@@ -58,6 +58,20 @@ class LoginForm(FlaskForm):
     submit = SubmitField(_l("Log in"))
 
 
+class ForgotForm(FlaskForm):
+    """The address of an account whose password is forgotten."""
+
+    email = EmailField(_l("Email"), validators=[InputRequired(), Length(max=MAX_EMAIL_CHARS)])
+    submit = SubmitField(_l("Send me a link"))
+
+    def validate_email(self, field: EmailField) -> None:
+        """A well-formed address (whether it has an account is never said)."""
+        try:
+            field.data = normalize_email(field.data)
+        except ValueError as error:
+            raise ValidationError(str(error)) from None
+
+
 class RegisterForm(FlaskForm):
     """A new account: email, password and its confirmation."""
 

@@ -1,4 +1,5 @@
-"""Short-lived signed tokens: to open the WebSocket, and to set a new password once."""
+"""Short-lived signed tokens: to open the WebSocket, and to set a new password once (from an
+administrator's link or a "forgot password" mail)."""
 
 import hashlib
 
@@ -43,19 +44,30 @@ def revoke(user: User, end_sessions: bool = False) -> None:
     db.session.commit()
 
 
-def reset_token(user: User) -> str:
+# Reset links, by who handed them over: an administrator (the admin page) or the mail a
+# "forgot password" request sent, shorter-lived. A salt each, so neither passes for the other.
+RESET_SALT = "chat-password-reset"
+FORGOT_SALT = "chat-password-forgot"
+RESET_AGES = {RESET_SALT: "CHAT_RESET_MAX_AGE", FORGOT_SALT: "CHAT_FORGOT_MAX_AGE"}
+
+
+def reset_token(user: User, mailed: bool = False) -> str:
     """A token that sets a new password for ``user``, once, within ``CHAT_RESET_MAX_AGE``
-    seconds: it names the current password (a fingerprint of its hash), so any new password
-    spends it."""
-    return _reset_serializer().dumps({"uid": user.id, "h": _fingerprint(user)})
+    seconds (``CHAT_FORGOT_MAX_AGE`` when ``mailed``): it names the current password (a
+    fingerprint of its hash), so any new password spends it."""
+    salt = FORGOT_SALT if mailed else RESET_SALT
+    return _reset_serializer(salt).dumps({"uid": user.id, "h": _fingerprint(user)})
 
 
 def user_of_reset(token: str) -> User | None:
     """The active user a reset token was made for, if it is still good."""
-    try:
-        payload = _reset_serializer().loads(token, max_age=current_app.config["CHAT_RESET_MAX_AGE"])
-    except BadSignature:  # SignatureExpired among them.
-        return None
+    payload = None
+    for salt, max_age in RESET_AGES.items():
+        try:
+            payload = _reset_serializer(salt).loads(token, max_age=current_app.config[max_age])
+            break
+        except BadSignature:  # SignatureExpired among them.
+            continue
     if not isinstance(payload, dict) or type(payload.get("uid")) is not int:
         return None
     user = db.session.get(User, payload["uid"])
@@ -69,11 +81,11 @@ def _fingerprint(user: User) -> str:
     return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
 
 
-def _reset_serializer() -> URLSafeTimedSerializer:
-    """Password-reset links: the socket tokens' keys, a salt of their own."""
+def _reset_serializer(salt: str) -> URLSafeTimedSerializer:
+    """Password-reset links: the socket tokens' keys, a salt per kind of link."""
     config = current_app.config
     keys = [*config["SECRET_KEY_FALLBACKS"], config["SECRET_KEY"]]
-    return URLSafeTimedSerializer(keys, salt="chat-password-reset")
+    return URLSafeTimedSerializer(keys, salt=salt)
 
 
 def verify_token(token: str) -> User:

@@ -1,15 +1,18 @@
-"""Accounts: register, log in, log out, profile, password, and the session user loader."""
+"""Accounts: register, log in, log out, profile, password (changed, reset, forgotten), and the
+session user loader."""
 
 import secrets
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from functools import cache
+from email.message import EmailMessage
+from functools import cache, partial
 from typing import ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
     Flask,
+    abort,
     current_app,
     flash,
     g,
@@ -19,7 +22,7 @@ from flask import (
     session,
     url_for,
 )
-from flask_babel import format_date, refresh
+from flask_babel import force_locale, format_date, get_locale, ngettext, refresh
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_limiter.util import get_remote_address
@@ -30,9 +33,10 @@ from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 from werkzeug.wrappers import Response
 
-from accounts import invitations
+from accounts import invitations, mail
 from accounts.forms import (
     DUPLICATE_EMAIL,
+    ForgotForm,
     LoginForm,
     PasswordForm,
     ProfileForm,
@@ -41,7 +45,7 @@ from accounts.forms import (
 )
 from accounts.policy import INVITE, OPEN, promote_if_first, registration_policy
 from accounts.signals import announce, password_changed, user_renamed, user_signed_out
-from accounts.tokens import revoke, user_of_reset
+from accounts.tokens import reset_token, revoke, user_of_reset
 from core import rooms
 from core.signals import announce_added
 from extensions import db, limiter, login_manager
@@ -86,16 +90,27 @@ def limit_logins(view: Callable[P, R]) -> Callable[P, R]:
 
     The form and ``POST /api/token`` share the counters: two doors, one budget of guesses.
     """
-    per_ip = limiter.shared_limit(
-        lambda: current_app.config["CHAT_LOGIN_LIMIT_PER_IP"], scope="login-ip", methods=["POST"]
+    return _limit_posts(view, "login", "CHAT_LOGIN_LIMIT_PER_IP", "CHAT_LOGIN_LIMIT_PER_EMAIL")
+
+
+def limit_forgot(view: Callable[P, R]) -> Callable[P, R]:
+    """Throttle "forgot password" per client address and per email: each may send a mail, and
+    nobody's mailbox is to be flooded from here."""
+    return _limit_posts(view, "forgot", "CHAT_FORGOT_LIMIT_PER_IP", "CHAT_FORGOT_LIMIT_PER_EMAIL")
+
+
+def _limit_posts(view: Callable[P, R], scope: str, per_ip: str, per_email: str) -> Callable[P, R]:
+    """Limit the POSTs of ``view`` by the settings named ``per_ip`` and ``per_email``."""
+    by_ip = limiter.shared_limit(
+        lambda: current_app.config[per_ip], scope=f"{scope}-ip", methods=["POST"]
     )
-    per_email = limiter.shared_limit(
-        lambda: current_app.config["CHAT_LOGIN_LIMIT_PER_EMAIL"],
-        scope="login-email",
+    by_email = limiter.shared_limit(
+        lambda: current_app.config[per_email],
+        scope=f"{scope}-email",
         key_func=login_key,
         methods=["POST"],
     )
-    return per_ip(per_email(view))
+    return by_ip(by_email(view))
 
 
 def load_user(session_id: str) -> User | None:
@@ -273,7 +288,8 @@ def login() -> Response | tuple[str, int]:
     elif form.is_submitted():
         status = 400
     open_ = registration_policy() == OPEN
-    return render_template("login.html", form=form, registration_open=open_), status
+    forgot = mail.outbox() is not None
+    return render_template("login.html", form=form, registration_open=open_, forgot=forgot), status
 
 
 @bp.post("/logout")
@@ -315,10 +331,56 @@ def change_password() -> Response | tuple[str, int]:
     return render_template("password.html", form=form), status
 
 
+@bp.route("/forgot", methods=["GET", "POST"])
+@limit_forgot
+def forgot_password() -> Response | tuple[str, int]:
+    """Mail a reset link to an address, if an account has it: the answer is the same either
+    way, and comes before anything is looked up (the outbox's thread does it)."""
+    outbox = mail.outbox()
+    if outbox is None:
+        abort(404)  # No mail server: an administrator hands out reset links (admin page).
+    form = ForgotForm()
+    if form.validate_on_submit():
+        base_url = current_app.config["CHAT_PUBLIC_URL"] or request.host_url
+        outbox.submit(partial(_forgot_mail, form.email.data, str(get_locale()), base_url))
+        sent = ngettext(
+            "If an account has this address, we sent it a link to set a new password. It works"
+            " once, within %(num)s minute.",
+            "If an account has this address, we sent it a link to set a new password. It works"
+            " once, within %(num)s minutes.",
+            _forgot_minutes(),
+        )
+        flash(sent, "info")
+        return redirect(url_for("accounts.login"))
+    status = 400 if form.is_submitted() else 200
+    return render_template("forgot.html", form=form), status
+
+
+def _forgot_mail(email: str, locale: str, base_url: str) -> EmailMessage | None:
+    """The mail with a reset link for the active account of ``email``, in its language (else
+    the request's); None when there is no such account. Run by the outbox's thread."""
+    user = User.by_email(email)
+    if user is None or not user.is_active:
+        return None
+    token = reset_token(user, mailed=True)
+    link = mail.external_url(base_url, "accounts.reset_password", token=token)
+    with force_locale(user.locale or locale):
+        subject = _("Set a new password for the chat")
+        return mail.compose(
+            user.email, subject, "forgot_password", user=user, link=link, minutes=_forgot_minutes()
+        )
+
+
+def _forgot_minutes() -> int:
+    """How long a mailed reset link is valid, in whole minutes (at least one)."""
+    return max(1, current_app.config["CHAT_FORGOT_MAX_AGE"] // 60)
+
+
 @bp.route("/reset/<token>", methods=["GET", "POST"])
 def reset_password(token: str) -> Response | tuple[str, int]:
-    """A password-reset link from the admin page: set a new password, once; every session,
-    token and socket of the account ends, and the new password logs in."""
+    """A password-reset link, from the admin page or a "forgot password" mail: set a new
+    password, once; every session, token and socket of the account ends, and the new password
+    logs in."""
     user = user_of_reset(token)
     if user is None:
         return render_template("link_invalid.html"), 404
@@ -372,8 +434,9 @@ def logout_everywhere() -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Register the blueprint and the session loader."""
+    """Register the blueprint, the session loader and the outbox (with ``CHAT_SMTP_URL``)."""
     app.register_blueprint(bp)
+    mail.init_app(app)
     login_manager.init_app(app)
     login_manager.user_loader(load_user)
     login_manager.login_view = "accounts.login"
