@@ -114,6 +114,11 @@ def test_the_french_catalog_covers_every_string_in_the_code(tmp_path):
     assert [m.id for m in french.values() if not m.string or m.fuzzy] == []
 
 
+def _key(text):
+    """A message's id or string; a plural's forms (a list from ``read_mo``) as a tuple."""
+    return tuple(text) if isinstance(text, list | tuple) else text
+
+
 def test_every_committed_catalog_is_the_compiled_form_of_its_po():
     # The .mo files are committed (every way of installing the app has them): each must say
     # what its .po says, so a translation edited without `make catalogs` fails here.
@@ -121,9 +126,9 @@ def test_every_committed_catalog_is_the_compiled_form_of_its_po():
         mo_path = po_path.with_suffix(".mo")
         assert mo_path.is_file(), f"{mo_path} is missing: run `make catalogs` and commit it"
         with po_path.open("rb") as file:
-            source = {m.id: m.string for m in read_po(file) if m.id and not m.fuzzy}
+            source = {_key(m.id): _key(m.string) for m in read_po(file) if m.id and not m.fuzzy}
         with mo_path.open("rb") as file:
-            compiled = {m.id: m.string for m in read_mo(file) if m.id}
+            compiled = {_key(m.id): _key(m.string) for m in read_mo(file) if m.id}
         assert compiled == source, f"{mo_path} is out of date: run `make catalogs` and commit it"
 
 
