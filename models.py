@@ -273,6 +273,11 @@ class Room(Model):
     archived_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+NOTIFY_ALL = "all"
+NOTIFY_MENTIONS = "mentions"  # And every message of a direct room.
+NOTIFY_NOTHING = "nothing"
+NOTIFY_LEVELS = (NOTIFY_ALL, NOTIFY_MENTIONS, NOTIFY_NOTHING)
+
 PUBLIC = "public"
 PRIVATE = "private"
 DIRECT = "direct"
@@ -292,6 +297,9 @@ class Membership(Model):
     )
     last_read_id: Mapped[int] = mapped_column(Integer, default=0)
     joined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # What tells this person about new messages here: NOTIFY_ALL, NOTIFY_MENTIONS or
+    # NOTIFY_NOTHING; None is the default (all in a direct room, mentions elsewhere).
+    notify: Mapped[str | None] = mapped_column(String(16))
 
 
 class Message(Model):

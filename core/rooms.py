@@ -18,6 +18,9 @@ from extensions import db
 from models import (
     DIRECT,
     GENERAL,
+    NOTIFY_ALL,
+    NOTIFY_LEVELS,
+    NOTIFY_MENTIONS,
     PRIVATE,
     PUBLIC,
     Attachment,
@@ -47,6 +50,7 @@ class RoomSummary(TypedDict):
     topic: str
     archived: bool
     created_by: int | None
+    notify: str  # What tells the user about new messages here (``notify_level``).
     unread: int  # Messages by others after the user's read marker.
     mentions: int  # Of them, those that mention the user.
     last_id: int  # The room's newest message id, 0 when it has none.
@@ -404,15 +408,35 @@ def mark_read(room_id: int, user_id: int, message_id: int) -> int:
     return membership.last_read_id
 
 
+def notify_level(kind: str, chosen: str | None) -> str:
+    """What tells a member about new messages: their choice, else every message of a direct
+    room and the mentions elsewhere."""
+    if chosen is not None:
+        return chosen
+    return NOTIFY_ALL if kind == DIRECT else NOTIFY_MENTIONS
+
+
+def set_notify(room: Room, user_id: int, level: str) -> str:
+    """Store what tells ``user_id`` about new messages in ``room``; the level now."""
+    if level not in NOTIFY_LEVELS:
+        raise RoomError("bad_request", _l("A notification level is all, mentions or nothing."))
+    membership = db.session.get(Membership, (room.id, user_id))
+    if membership is None:
+        raise RoomError("forbidden", FORBIDDEN)
+    membership.notify = level
+    db.session.commit()
+    return level
+
+
 def summaries(user_id: int) -> list[RoomSummary]:
     """The user's rooms as the page lists them: title, kind, unread count and last message id."""
     rows = db.session.execute(
-        select(Room, Membership.last_read_id)
+        select(Room, Membership.last_read_id, Membership.notify)
         .join(Membership, Membership.room_id == Room.id)
         .where(Membership.user_id == user_id)
         .order_by(Room.kind.desc(), Room.key)
     ).all()
-    room_ids = [room.id for room, _ in rows]
+    room_ids = [room.id for room, _, _ in rows]
     unread = _unread_counts(user_id)
     mentions = _unread_counts(user_id, mentioning=True)
     last_ids = dict(
@@ -432,12 +456,13 @@ def summaries(user_id: int) -> list[RoomSummary]:
             "topic": room.topic,
             "archived": room.archived_at is not None,
             "created_by": room.created_by,
+            "notify": notify_level(room.kind, chosen),
             "unread": unread.get(room.id, 0),
             "mentions": mentions.get(room.id, 0),
             "last_id": last_ids.get(room.id, 0),
             "last_read_id": last_read,
         }
-        for room, last_read in rows
+        for room, last_read, chosen in rows
     ]
 
 

@@ -212,6 +212,14 @@ def _invite_link(hub: Hub, conn: Connection, command: protocol.InviteLink) -> No
     _send(hub, conn, frame)
 
 
+def _notify(hub: Hub, conn: Connection, command: protocol.Notify) -> None:
+    """Choose what tells the user about a room's new messages; all their tabs learn it."""
+    room = _room_of_member(hub, conn, command.room, command.client_id)
+    level = rooms.set_notify(room, conn.user_id, command.level)
+    frame = {"type": "notify", "room": room.key, "level": level, "client_id": command.client_id}
+    hub.send_to_user(conn.user_id, protocol.encode(frame))
+
+
 def _path(endpoint: str, **values: str) -> str:
     """A page's path: sockets have no request context, so ``url_for`` is not at hand."""
     root = current_app.config["APPLICATION_ROOT"]
@@ -370,6 +378,7 @@ _HANDLERS: dict[type, _Handler] = dict(
         _filed(protocol.InviteLink, _invite_link),
         _filed(protocol.UpdateRoom, _update_room),
         _filed(protocol.ArchiveRoom, _archive_room),
+        _filed(protocol.Notify, _notify),
         _filed(protocol.OpenDirect, _open_direct),
         _filed(protocol.History, _history),
         _filed(protocol.Typing, _typing),

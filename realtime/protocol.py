@@ -154,6 +154,15 @@ class UpdateRoom:
 
 
 @dataclass(frozen=True)
+class Notify:
+    """What tells the user about new messages in a room: all, mentions or nothing."""
+
+    room: str
+    level: str
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
 class ArchiveRoom:
     """Archive a room (read-only) or make it writable again."""
 
@@ -237,6 +246,7 @@ Command = (
     | InviteLink
     | UpdateRoom
     | ArchiveRoom
+    | Notify
     | OpenDirect
     | History
     | Typing
@@ -450,6 +460,7 @@ _PARSERS: dict[str, Callable[[_Fields, int], Command]] = {
     "archive_room": lambda fields, _: ArchiveRoom(
         fields.room(), fields.flag("archived", True), fields.client_id
     ),
+    "notify": lambda fields, _: Notify(fields.room(), fields.string("level"), fields.client_id),
     "open_dm": lambda fields, _: OpenDirect(fields.integer("user_id"), fields.client_id),
     "history": _parse_history,
     "typing": lambda fields, _: Typing(fields.room(), fields.client_id),
@@ -641,6 +652,7 @@ class RoomEntry(TypedDict):
     topic: str
     archived: bool
     created_by: int | None
+    notify: str
     unread: int
     last_id: int
     last_read_id: int
@@ -750,6 +762,7 @@ def room_entry(summary: RoomSummary, online: list[Person]) -> RoomEntry:
         "topic": summary["topic"],
         "archived": summary["archived"],
         "created_by": summary["created_by"],
+        "notify": summary["notify"],
         "unread": summary["unread"],
         "last_id": summary["last_id"],
         "last_read_id": summary["last_read_id"],

@@ -46,6 +46,7 @@ import {
   forgetRoomDialogs,
   onInviteLink,
   onInvited,
+  onNotifyAnswered,
   onMemberRemoved,
   onMembersArrived,
   onRoomUpdated as answerRoomUpdated,
@@ -111,6 +112,9 @@ export function dispatch(frame) {
       break;
     case ServerFrame.MEMBER_REMOVED:
       onMemberRemoved(frame);
+      break;
+    case ServerFrame.NOTIFY:
+      onNotify(frame);
       break;
     default:
       console.warn("ignoring a frame of unknown type", frame.type);
@@ -289,6 +293,14 @@ function onRoomUpdated(frame) {
   if (room) retitleResults(room);
   answerRoomUpdated(frame);
   if (!room) renderRoomLists(); // A room to join was renamed.
+}
+
+// The room's notification level changed (from any of my tabs or devices): its badge follows.
+function onNotify(frame) {
+  const room = state.rooms.get(frame.room);
+  if (room) room.notify = frame.level;
+  onNotifyAnswered(frame);
+  renderRoomLists();
 }
 
 // An administrator deleted a room: forgotten; if it was on screen, general instead, and why.

@@ -1,10 +1,12 @@
 // Telling about a new message from someone else: in the tab title while hidden, to screen
-// readers through #announcer, and as a notification if the user allowed them. A message that
-// mentions me says so.
+// readers through #announcer, and as a notification if the user allowed them, as far as the
+// room's notification level wants it (all, mentions and direct messages, or nothing). A message
+// that mentions me says so.
 
 import { ui } from "./dom.js";
 import { formats, t, tCount } from "./i18n.js";
 import { mentionsAsNames } from "./people.js";
+import { Kind, Notify } from "./protocol.js";
 import { showRoom } from "./rooms.js";
 import { state } from "./state.js";
 
@@ -13,12 +15,22 @@ const NOTIFICATION_CHARS = 120;
 const pageTitle = document.title;
 
 export function tellAboutMessage(room, frame) {
-  if (document.hidden) countHiddenUnread();
+  const wanted = isWanted(room, frame);
+  if (document.hidden && wanted) countHiddenUnread();
   if (state.replaying) return; // Missed while disconnected: shown and counted, not announced as news.
-  const here = room.key === state.current && !mentionsMe(frame);
+  const onScreen = room.key === state.current;
+  const here = onScreen && !mentionsMe(frame);
   const who = here ? frame.user : fromWhere(room, frame);
-  announce(t("announce", { name: who, text: plainText(frame) }));
-  if (document.hidden) notify(room, frame);
+  if (wanted || onScreen) announce(t("announce", { name: who, text: plainText(frame) }));
+  if (document.hidden && wanted) notify(room, frame);
+}
+
+// Whether the room's level wants this message told (the server's default: every message of a
+// direct room, the mentions elsewhere).
+export function isWanted(room, frame) {
+  if (room.notify === Notify.NOTHING) return false;
+  if (room.notify === Notify.ALL) return true;
+  return room.kind === Kind.DIRECT || mentionsMe(frame);
 }
 
 // Where a message was written, for a notification or an announcement made from another room.

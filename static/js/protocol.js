@@ -24,6 +24,7 @@ export const ClientFrame = Object.freeze({
   UPDATE_ROOM: "update_room",
   ARCHIVE_ROOM: "archive_room",
   REMOVE_MEMBER: "remove_member",
+  NOTIFY: "notify",
 });
 
 // Frames the server sends.
@@ -47,7 +48,11 @@ export const ServerFrame = Object.freeze({
   INVITED: "invited",
   INVITE_LINK: "invite_link",
   MEMBER_REMOVED: "member_removed",
+  NOTIFY: "notify",
 });
+
+// What tells a person about new messages in a room (room frames' "notify", the notify frame).
+export const Notify = Object.freeze({ ALL: "all", MENTIONS: "mentions", NOTHING: "nothing" });
 
 // The one error code the page treats specially: nothing was saved, the same frame may be re-sent.
 export const ERROR_UNAVAILABLE = "unavailable";

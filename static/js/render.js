@@ -8,7 +8,7 @@ import { regroup, regroupAround, removeGrouped } from "./grouping.js";
 import { formats, t, tCount } from "./i18n.js";
 import { messageElement, replyQuote } from "./message.js";
 import { avatarOf, mentionsAsNames } from "./people.js";
-import { EXCERPT_CHARS, GENERAL, Kind } from "./protocol.js";
+import { EXCERPT_CHARS, GENERAL, Kind, Notify } from "./protocol.js";
 import { state } from "./state.js";
 
 const NEAR_END_PX = 80; // Closer than this to the bottom counts as reading the latest messages.
@@ -60,7 +60,7 @@ export function renderCurrentRoom(room) {
   for (const other of state.rooms.values()) other.list.hidden = other !== room;
   renderRoomTitle(room);
   ui.leaveRoom.hidden = room.kind === Kind.DIRECT || room.key === GENERAL;
-  ui.roomMenuButton.hidden = room.kind === Kind.DIRECT;
+  ui.roomMenuButton.hidden = false; // A direct room's menu has its notifications only.
   renderArchived(room);
 }
 
@@ -231,11 +231,28 @@ function roomButton(room) {
   if (room.kind === Kind.PRIVATE) name.append(lockIcon());
   name.append(roomLabel(room));
   if (room.archived) name.append(" ", archivedMark());
+  if (room.notify === Notify.NOTHING) name.append(" ", mutedMark());
   button.append(name);
   if (room.key === state.current) button.setAttribute("aria-current", "true");
-  if (room.unread > 0 || room.mentions > 0) button.append(" ", badges(room));
+  // A muted room keeps its unread count (shown when it is opened), not its badge.
+  const counted = room.unread > 0 || room.mentions > 0;
+  if (counted && room.notify !== Notify.NOTHING) button.append(" ", badges(room));
   item.append(button);
   return item;
+}
+
+// A bell struck through for the eye; screen readers hear "muted".
+function mutedMark() {
+  const mark = document.createElement("span");
+  mark.className = "muted-mark";
+  const icon = document.createElement("span");
+  icon.setAttribute("aria-hidden", "true");
+  icon.textContent = "🔕";
+  const said = document.createElement("span");
+  said.className = "visually-hidden";
+  said.textContent = t("muted");
+  mark.append(icon, said);
+  return mark;
 }
 
 function archivedMark() {

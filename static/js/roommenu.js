@@ -1,6 +1,7 @@
 // The current room's menu in the header: a menu button (arrows, Home, End, Escape) whose items
-// open a dialog each: set the topic, rename, invite people, make an invitation link, list the
-// members (and remove one), or archive and unarchive. Direct rooms have no menu. What the
+// open a dialog each: notifications, set the topic, rename, invite people, make an invitation
+// link, list the members (and remove one), or archive and unarchive. A direct room's menu has
+// its notifications only. What the
 // server answers (invited, invite_link, member_removed, room_updated, error) comes back here
 // from dispatch.js, matched by client_id. The server checks every permission again: the menu
 // only leaves out what it would refuse.
@@ -21,6 +22,7 @@ const dialogs = {
   invite: byId("invite-dialog"),
   link: byId("link-dialog"),
   members: byId("members-dialog"),
+  notify: byId("notify-dialog"),
 };
 
 const pending = new Map(); // client_id -> { kind, room, userId, name }: asked, not answered
@@ -36,6 +38,7 @@ function mayManage(room) {
 
 // The items the menu offers in a room, as the server would allow them.
 function offered(room) {
+  if (room.kind === Kind.DIRECT) return { notify: true };
   const writable = !room.archived;
   const managed = mayManage(room) && room.key !== GENERAL;
   return {
@@ -46,12 +49,12 @@ function offered(room) {
     members: true,
     archive: writable && managed,
     unarchive: room.archived && managed,
+    notify: true,
   };
 }
 
 function currentRoom() {
-  const room = state.rooms.get(state.current);
-  return room && room.kind !== Kind.DIRECT ? room : null;
+  return state.rooms.get(state.current) ?? null;
 }
 
 // ---- The menu -----------------------------------------------------------------------------
@@ -138,6 +141,7 @@ function act(action, room) {
   else if (action === "invite") openInvite(room);
   else if (action === "link") openLink(room);
   else if (action === "members") openMembers(room);
+  else if (action === "notify") openNotify(room);
   else if (action === "archive" || action === "unarchive") archive(room, action === "archive");
 }
 
@@ -191,6 +195,7 @@ export function setUpDialogs() {
   byId("invite-filter").addEventListener("input", renderInvite);
   byId("invite-people").addEventListener("click", onInviteClick);
   byId("members-people").addEventListener("click", onRemoveClick);
+  byId("notify-form").addEventListener("submit", onNotifySubmit);
 }
 
 function onDialogClosed(kind) {
@@ -475,6 +480,29 @@ export function onMemberRemoved(frame) {
     dialogs.members.querySelector("[data-close]").focus(); // Its button is gone.
   }
   renderMembers();
+}
+
+// ---- Notifications --------------------------------------------------------------------------
+
+function openNotify(room) {
+  for (const input of byId("notify-form").elements.level) input.checked = input.value === room.notify;
+  openDialog("notify", room);
+}
+
+function onNotifySubmit(event) {
+  event.preventDefault();
+  if (!opened) return;
+  const level = byId("notify-form").elements.level.value;
+  const frame = { type: ClientFrame.NOTIFY, room: opened.room, level };
+  if (ask(frame, { kind: "notify", room: opened.room })) setStatus("notify", t("saving"));
+  else setStatus("notify", t("not_connected"), true);
+}
+
+// A notify frame (from any of my tabs): the level is stored; the dialog that asked closes.
+export function onNotifyAnswered(frame) {
+  const entry = pending.get(frame.client_id);
+  pending.delete(frame.client_id);
+  if (entry && isOpen("notify", frame.room)) dialogs.notify.close();
 }
 
 // ---- Refusals -------------------------------------------------------------------------------

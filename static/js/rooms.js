@@ -7,7 +7,7 @@ import { sendFrame } from "./connection.js";
 import { isVisible } from "./dom.js";
 import { confirmQueued } from "./outbox.js";
 import { learnAvatar, learnFromMessage, learnName } from "./people.js";
-import { ClientFrame, HISTORY_PAGE, Kind, directRoomKey } from "./protocol.js";
+import { ClientFrame, HISTORY_PAGE, Kind, Notify, directRoomKey } from "./protocol.js";
 import {
   clearConfirmedMessages,
   isNearEnd,
@@ -71,6 +71,7 @@ export function upsertRoom(entry) {
   room.topic = entry.topic ?? "";
   room.archived = Boolean(entry.archived);
   room.createdBy = entry.created_by ?? null;
+  room.notify = entry.notify ?? (entry.kind === Kind.DIRECT ? Notify.ALL : Notify.MENTIONS);
   room.mentions = entry.mentions ?? 0;
   room.membersStale = true; // A new socket, or a room joined again: ask afresh when needed.
   room.lastReadId = Math.max(room.lastReadId, entry.last_read_id);
