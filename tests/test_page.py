@@ -176,9 +176,11 @@ def test_unread_count_in_the_title_while_the_tab_is_hidden(open_page):
         "() => { Object.defineProperty(document, 'hidden', {value: true, configurable: true});"
         " document.dispatchEvent(new Event('visibilitychange')); }"
     )
-    for text in ("one", "two"):
+    # general tells its mentions only (the default level): the chatter between is not counted.
+    for text in ("<@1> one", "chatter", "<@1> two"):  # The reader is the first account.
         writer.get_by_role("textbox", name="Message").fill(text)
         writer.keyboard.press("Enter")
+    expect(reader.locator(".message .text").filter(has_text="@reader two")).to_have_count(1)
     expect(reader).to_have_title(f"(2) {title}")
     reader.evaluate(
         "() => { Object.defineProperty(document, 'hidden', {value: false, configurable: true});"

@@ -184,7 +184,13 @@ def test_a_topic_and_a_new_name_reach_everyone_at_once(people):
     expect(carol.page.get_by_role("button", name="Join #Roadmap")).to_be_visible()
 
     # Bob is neither its creator nor an administrator: a topic, yes; a name, no.
-    assert menu_items(bob) == ["Set topic", "Invite people", "Invitation link", "Members"]
+    assert menu_items(bob) == [
+        "Notifications",
+        "Set topic",
+        "Invite people",
+        "Invitation link",
+        "Members",
+    ]
     assert "Rename" in menu_items(alice)
     # A name another room has is refused, in the dialog, which stays open.
     dialog = open_menu_item(alice, "Rename")
@@ -224,8 +230,8 @@ def test_an_archived_room_is_read_only_until_it_is_unarchived(people, browser, g
     expect(message.get_by_role("button", name="Reply", exact=True)).to_have_count(0)
     # It takes nobody new: carol's list of rooms to join no longer offers it.
     expect(carol.page.get_by_role("button", name="Join #old")).to_have_count(0)
-    assert menu_items(bob) == ["Members"]
-    assert menu_items(alice) == ["Members", "Unarchive"]
+    assert menu_items(bob) == ["Notifications", "Members"]
+    assert menu_items(alice) == ["Notifications", "Members", "Unarchive"]
     # Still searchable, from the header.
     bob.page.get_by_role("searchbox", name="Search messages").fill("archive")
     bob.page.get_by_role("searchbox", name="Search messages").press("Enter")
