@@ -333,5 +333,8 @@ def serve(user_id: int, name: str) -> Response | tuple[Response, int]:
 def init_app(app: Flask) -> None:
     """Register the routes; the views check the CSRF token themselves, once the size is known."""
     app.register_blueprint(bp)
+    app.add_template_global(
+        lambda: size_text(current_app.config["CHAT_MAX_AVATAR_BYTES"]), "avatar_size_text"
+    )
     csrf.exempt(upload)
     csrf.exempt(delete)
