@@ -91,6 +91,7 @@ class Config:
     CHAT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024
     CHAT_UPLOAD_QUOTA_BYTES = 1024 * 1024 * 1024  # per person, every file they keep; 0: none
     CHAT_MAX_IMAGE_PIXELS = 50_000_000  # all frames of an animation together
+    CHAT_MAX_AVATAR_BYTES = 5 * 1024 * 1024  # an uploaded profile picture, before it is cropped
     CHAT_MAX_ATTACHMENTS = 10  # files in one message
     CHAT_UPLOAD_TTL = 86_400  # seconds an upload that was never posted is kept
     CHAT_UPLOAD_LIMIT = "60 per minute"  # uploads per person (Flask-Limiter syntax)

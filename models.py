@@ -97,6 +97,7 @@ class MessageData(TypedDict):
     room: str  # The room's key.
     user_id: int
     user: str  # The author's display name.
+    avatar_url: str | None  # The author's uploaded picture now (when sent); None: the initials.
     text: str  # "" once deleted.
     created_at: datetime  # Aware, in UTC.
     client_id: str | None
@@ -109,7 +110,8 @@ class MessageData(TypedDict):
 
 
 class MessageRow(NamedTuple):
-    """What ``save_messages`` stores; a ``room_key`` or ``author`` of None is looked up."""
+    """What ``save_messages`` stores; a ``room_key`` or ``author`` of None is looked up (with
+    ``author``, the author's ``avatar_url`` too: a given ``author`` comes with its picture)."""
 
     user_id: int
     room_id: int
@@ -119,6 +121,7 @@ class MessageRow(NamedTuple):
     author: str | None = None  # The author's display name.
     reply_to: int | None = None  # A message of the same room (the caller checked).
     attachments: tuple[int, ...] = ()  # The author's own uploads, not yet posted (checked too).
+    avatar_url: str | None = None  # The author's picture (the socket knows it, as the name).
 
 
 def utcnow() -> datetime:
@@ -478,12 +481,16 @@ def save_message(
     author: str | None = None,
     reply_to: int | None = None,
     attachments: tuple[int, ...] = (),
+    avatar_url: str | None = None,
 ) -> tuple[MessageData, bool]:
     """Persist a message; return ``(data, created)``. A repeated ``client_id`` gets the original.
 
-    ``room_key`` and ``author`` (the author's display name), when given, spare two queries.
+    ``room_key`` and ``author`` (the author's display name, with ``avatar_url``, their picture),
+    when given, spare two queries.
     """
-    row = MessageRow(user_id, room_id, text, client_id, room_key, author, reply_to, attachments)
+    row = MessageRow(
+        user_id, room_id, text, client_id, room_key, author, reply_to, attachments, avatar_url
+    )
     try:
         (data,) = save_messages([row])
     except IntegrityError:
@@ -545,12 +552,14 @@ def save_messages(rows: Sequence[tuple[object, ...]]) -> list[MessageData]:
     # client_id) finds its row.
     names = _names({user for users in mentions.values() for user in users})
     parents = _quotes({post.reply_to for post in posts if post.reply_to is not None})
+    authors = [_author(post) for post in posts]
     return [
         {
             "id": message_id,
             "room": post.room_key or db.session.get_one(Room, post.room_id).key,
             "user_id": post.user_id,
-            "user": post.author or db.session.get_one(User, post.user_id).name,
+            "user": author,
+            "avatar_url": avatar_url,
             "text": post.text,
             "created_at": created_at,
             "client_id": post.client_id,
@@ -561,8 +570,16 @@ def save_messages(rows: Sequence[tuple[object, ...]]) -> list[MessageData]:
             "mentions": {user: names[user] for user in mentions.get(message_id, ())},
             "attachments": [files[attachment] for attachment in post.attachments],
         }
-        for message_id, post in zip(ids, posts, strict=True)
+        for message_id, post, (author, avatar_url) in zip(ids, posts, authors, strict=True)
     ]
+
+
+def _author(post: MessageRow) -> tuple[str, str | None]:
+    """The post's author's name and picture: as given, else looked up (one query)."""
+    if post.author is not None:
+        return post.author, post.avatar_url
+    user = db.session.get_one(User, post.user_id)
+    return user.name, user.avatar_url
 
 
 def searchable_names(names: Iterable[str]) -> str | None:
@@ -661,6 +678,7 @@ def describe(messages: Sequence[Message]) -> list[MessageData]:
             "room": message.room.key,
             "user_id": message.user_id,
             "user": message.author.name,
+            "avatar_url": message.author.avatar_url,
             "text": message.text,
             "created_at": as_utc(message.created_at),
             "client_id": message.client_id,

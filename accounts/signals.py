@@ -21,6 +21,8 @@ user_signed_out = _signals.signal("user-signed-out")
 password_changed = _signals.signal("password-changed")
 #: ``user_id``: an administrator deactivated the account; every session, token and socket ends.
 user_deactivated = _signals.signal("user-deactivated")
+#: ``user_id``, ``avatar_url``: a user uploaded or removed their picture (None: the initials).
+avatar_changed = _signals.signal("avatar-changed")
 
 
 class Details(TypedDict, total=False):
@@ -28,6 +30,7 @@ class Details(TypedDict, total=False):
 
     name: str  # user_renamed
     everywhere: bool  # user_signed_out
+    avatar_url: str | None  # avatar_changed
 
 
 def announce(signal: NamedSignal, user_id: int, **details: Unpack[Details]) -> None:

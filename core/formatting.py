@@ -130,6 +130,8 @@ def message_object(message: Mapping[str, Any]) -> dict[str, Any]:
         "room": message["room"],
         "user": message["user"],
         "user_id": message["user_id"],
+        # The author's uploaded picture (an immutable address), or None: draw their initials.
+        "avatar_url": message.get("avatar_url"),
         "text": message["text"],
         "html": render(message["text"], mentions) if message["text"] else None,
         "ts": format_ts(message["created_at"]),

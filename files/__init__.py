@@ -1,20 +1,21 @@
 """Files people share: uploads, their store, the images made safe to show (the routes are in
-``api/files.py``)."""
+``api/files.py``), and avatars (``avatars.py``, with their routes)."""
 
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 from PIL import Image
 
-from files import store
+from files import avatars, store
 from files.uploads import purge_unposted
 
 
 def init_app(app: Flask) -> None:
-    """Choose the store and register ``flask purge-uploads``."""
+    """Choose the store, register the avatars' routes and ``flask purge-uploads``."""
     # Pillow refuses to open past twice its limit and warns past it; ours is checked first.
     Image.MAX_IMAGE_PIXELS = app.config["CHAT_MAX_IMAGE_PIXELS"]
     store.init_app(app)
+    avatars.init_app(app)
     app.cli.add_command(purge_uploads_command)
 
 

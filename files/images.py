@@ -57,17 +57,25 @@ class Prepared:
 def prepare(source: Path, work: Path, max_pixels: int) -> Prepared:
     """Read ``source``: an image comes out clean with a thumbnail (in ``work``); anything else as
     it is, with the type its bytes tell. ``ImageError`` for an image too large or unreadable."""
+    image = open_image(source)
+    if image is None:
+        return Prepared(source, sniff(source), ".bin")
+    with image:
+        return _prepare_image(image, work, max_pixels)
+
+
+def open_image(source: Path) -> Image.Image | None:
+    """``source`` opened, only its header read, if it is one of the ``INLINE`` formats; None if
+    not. ``ImageError`` ``image_too_large`` past Pillow's limit (``CHAT_MAX_IMAGE_PIXELS``)."""
     try:
         with warnings.catch_warnings():
             # Past Pillow's limit (ours) it warns, past twice it raises: both refuse here.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(source, formats=list(INLINE))
+            return Image.open(source, formats=list(INLINE))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError("image_too_large") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return Prepared(source, sniff(source), ".bin")
-    with image:
-        return _prepare_image(image, work, max_pixels)
+        return None
 
 
 def _prepare_image(image: Image.Image, work: Path, max_pixels: int) -> Prepared:
@@ -83,11 +91,11 @@ def _prepare_image(image: Image.Image, work: Path, max_pixels: int) -> Prepared:
             width, height = _save_animation(image, fmt, clean)
             thumbnail = clean
         else:
-            upright = _upright(image)
-            width, height = upright.size
-            _save_still(upright, fmt, clean)
+            turned = upright(image)
+            width, height = turned.size
+            _save_still(turned, fmt, clean)
             thumbnail = work / "thumbnail.webp"
-            _save_thumbnail(upright, thumbnail)
+            _save_thumbnail(turned, thumbnail)
     except Image.DecompressionBombError:
         raise ImageError("image_too_large") from None
     except (OSError, ValueError, SyntaxError, EOFError, KeyError):
@@ -95,7 +103,7 @@ def _prepare_image(image: Image.Image, work: Path, max_pixels: int) -> Prepared:
     return Prepared(clean, content_type, extension, width, height, thumbnail)
 
 
-def _upright(image: Image.Image) -> Image.Image:
+def upright(image: Image.Image) -> Image.Image:
     """The image turned as its EXIF orientation says (the orientation is about to be dropped)."""
     image.load()
     turned = ImageOps.exif_transpose(image)

@@ -334,4 +334,5 @@ def _row(post: Post) -> MessageRow:
         post.conn.name,
         post.reply_to,
         post.attachments,
+        post.conn.avatar_url,  # Like the name: the socket knows it, no query per message.
     )

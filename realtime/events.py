@@ -92,11 +92,24 @@ class Rename:
     name: str
 
 
-Event = ToRoom | Messages | Change | ToUser | ToAll | CloseUser | Subscribe | Unsubscribe | Rename
+@dataclass(frozen=True, slots=True)
+class Avatar:
+    """A user's picture changed (``url`` None: removed, their initials again)."""
+
+    kind: ClassVar[str] = "avatar"
+    user: int
+    url: str | None
+
+
+Event = (
+    ToRoom | Messages | Change | ToUser | ToAll | CloseUser | Subscribe | Unsubscribe | Rename
+    | Avatar
+)  # fmt: skip
 KINDS: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
         ToRoom, Messages, Change, ToUser, ToAll, CloseUser, Subscribe, Unsubscribe, Rename,
+        Avatar,
     )
 }  # fmt: skip
 

@@ -277,6 +277,15 @@ class Hub:
         for room_id, key in rooms.items():  # As in _subscribe; their own tabs need it too.
             self.presence.note(room_id, key, user_id, name, echo=True)
 
+    def set_avatar(self, user_id: int, url: str | None) -> None:
+        """Give a user's sockets, on every worker, their new picture (None: none)."""
+        self._publish_and_apply(events.Avatar(user_id, url))
+
+    def _set_avatar(self, user_id: int, url: str | None) -> None:
+        with self._lock:
+            for conn in self._sockets.get(user_id, ()):
+                conn.avatar_url = url
+
     def rooms_of(self, user_id: int) -> dict[int, str]:
         """``{room id: key}`` of an online user's rooms (empty when they are offline)."""
         person = self.everyone().get(user_id)
@@ -601,5 +610,6 @@ _DELIVERIES: dict[type, _Delivery] = dict(
             lambda hub, e, _p: hub._unsubscribe(e.user, e.room, e.key, e.fallback),
         ),
         _filed(events.Rename, lambda hub, e, _p: hub._rename(e.user, e.name)),
+        _filed(events.Avatar, lambda hub, e, _p: hub._set_avatar(e.user, e.url)),
     ]
 )

@@ -570,6 +570,7 @@ class Person(TypedDict):
 
     id: int
     name: str
+    avatar_url: NotRequired[str | None]  # hello's user: your uploaded picture; None: initials.
 
 
 class PresenceUser(TypedDict):
@@ -618,6 +619,7 @@ class MessageFrame(TypedDict):
     room: str
     user: str
     user_id: int
+    avatar_url: str | None  # The author's uploaded picture (immutable address); None: initials.
     text: str  # As typed; "" once deleted.
     html: str | None  # ``text``'s Markdown as sanitized HTML; None: nothing to format.
     ts: str

@@ -11,7 +11,13 @@ from collections.abc import Callable, Iterable
 from flask import Flask, current_app
 from sqlalchemy.exc import SQLAlchemyError
 
-from accounts.signals import password_changed, user_deactivated, user_renamed, user_signed_out
+from accounts.signals import (
+    avatar_changed,
+    password_changed,
+    user_deactivated,
+    user_renamed,
+    user_signed_out,
+)
 from extensions import db
 from realtime.backplane import BackplaneError, RedisBackplane
 from realtime.commits import GroupCommit
@@ -85,6 +91,7 @@ class Runtime:
         user_signed_out.connect(self._on_revoked, sender=self._app)
         password_changed.connect(self._on_revoked, sender=self._app)
         user_deactivated.connect(self._on_revoked, sender=self._app)
+        avatar_changed.connect(self._on_avatar_changed, sender=self._app)
 
     def _on_revoked(self, _app: Flask, user_id: int, **_details: object) -> None:
         """Their tokens no longer open sockets: close the open ones, on every worker, with 4001."""
@@ -105,6 +112,20 @@ class Runtime:
         except (SQLAlchemyError, BackplaneError):
             log.warning(
                 "could not announce the new name of user %s", user_id, extra={"user_id": user_id}
+            )
+
+    def _on_avatar_changed(self, _app: Flask, user_id: int, avatar_url: str | None) -> None:
+        """A user's picture changed: their messages from now on carry it, on every worker.
+
+        In the hub's order, as messages are stored: a greeting reads the picture and registers
+        its socket in one step, so no socket keeps the old one.
+        """
+        try:
+            with self.hub.ordered():
+                self.hub.set_avatar(user_id, avatar_url)
+        except BackplaneError:
+            log.warning(
+                "could not announce the new picture of user %s", user_id, extra={"user_id": user_id}
             )
 
     def _bury(self, gone: Iterable[tuple[int, str, dict[int, str]]]) -> None:

@@ -9,6 +9,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from PIL import Image
 from playwright.sync_api import expect
 from sqlalchemy import update
 
@@ -311,3 +312,152 @@ def test_grouped_messages_pass_axe_and_fit_a_phone(
     reader.screenshot(f"avatars-phone-panels-{theme}-{locale}")
     assert reader.problems == []
     reader.context.close()
+
+
+# ---- Uploaded pictures ------------------------------------------------------------------------
+
+AVATAR_SRC = re.compile(r"^/avatars/\d+/[0-9a-f]{16}\.webp$")
+
+
+def picture_file(tmp_path, name="me.png", size=(400, 300)):
+    """A PNG on disk, for the file input: its left half red, its right half blue."""
+    image = Image.new("RGB", size, (20, 40, 220))
+    image.paste((220, 20, 20), (0, 0, size[0] // 2, size[1]))
+    path = tmp_path / name
+    image.save(path, "PNG")
+    return path
+
+
+def expect_loaded(image, width=256):
+    """``image`` (a locator of an <img>) has loaded the server's picture."""
+    expect(image).to_have_attribute("src", AVATAR_SRC)
+    expect(image).to_have_js_property("complete", True)
+    expect(image).to_have_js_property("naturalWidth", width)
+
+
+def test_an_uploaded_picture_shows_beside_messages_and_in_the_online_lists(people, tmp_path):
+    alice, bob = people
+    page = alice.page
+    page.goto("/profile")
+    current = page.locator("#avatar-current")
+    expect(current.locator(".avatar")).to_have_text("AL")  # The initials, as in the chat.
+    expect(page.locator("#avatar-remove")).to_be_hidden()
+
+    # A file that is not a picture: told at once, beside the input, before anything is sent.
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    field = page.get_by_label("New picture", exact=True)
+    field.set_input_files(notes)
+    error = page.locator("#avatar-error")
+    expect(error).to_have_text(re.compile("This file is not a picture"))
+    expect(field).to_have_attribute("aria-invalid", "true")
+    expect(field).to_have_attribute("aria-describedby", "avatar-hint avatar-error")
+    # A damaged one passes the page's checks; the server's reason is told in the same place.
+    damaged = tmp_path / "damaged.png"
+    damaged.write_bytes(picture_file(tmp_path).read_bytes()[:300])
+    field.set_input_files(damaged)
+    expect(error).to_be_hidden()
+    page.get_by_role("button", name="Upload").click()
+    expect(error).to_have_text("This picture could not be read: it may be damaged.")
+    expect(field).to_be_focused()
+    assert [problem for problem in alice.problems if "400" not in problem] == []
+    alice.problems.clear()  # The browser logs the refusal (400): that one was expected.
+
+    # A picture: previewed, then uploaded, and shown as the current one.
+    field.set_input_files(picture_file(tmp_path))
+    expect(error).to_be_hidden()
+    expect(field).not_to_have_attribute("aria-invalid", "true")
+    preview = page.locator("#avatar-preview-image")
+    expect(preview).to_be_visible()
+    expect(preview).to_have_attribute("src", re.compile(r"^data:image/png;base64,"))
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#avatar-status")).to_have_text("Your picture was saved.")
+    expect(preview).to_be_hidden()
+    expect_loaded(current.locator("img.avatar"))
+    url = current.locator("img.avatar").get_attribute("src")
+    expect(page.locator("#avatar-remove")).to_be_visible()
+
+    # In the chat: beside her messages, on both pages, and in both online lists.
+    page.goto("/")
+    alice.expect_connected()
+    mine = page.locator("#online li.me > img.avatar")
+    expect(mine).to_have_attribute("src", url)  # Known from hello before she says anything.
+    alice.say("Look, a picture")
+    for person in people:
+        avatar = message(person, "Look, a picture").locator(":scope > .avatar")
+        expect(avatar).to_have_attribute("src", url)
+        expect_loaded(avatar)
+        expect(avatar).to_have_css("width", "36px")
+        expect(avatar).to_have_attribute("alt", "")
+        expect(avatar).to_have_attribute("aria-hidden", "true")
+        in_list = person.page.locator("#online li", has_text="alice").locator(".avatar")
+        expect(in_list).to_have_attribute("src", url)
+        expect(in_list).to_have_css("width", "24px")
+    # Bob has none: his initials, everywhere.
+    bob.say("Mine are initials")
+    expect(message(alice, "Mine are initials").locator(":scope > .avatar")).to_have_text("BO")
+    expect(page.locator("#online li", has_text="bob").locator(".avatar")).to_have_text("BO")
+    no_problems(alice, bob)
+
+    # Removed on the profile page (a plain form): the initials again, on the profile and in the
+    # messages she sends from then on.
+    page.goto("/profile")
+    page.locator("#avatar-remove").get_by_role("button", name="Remove").click()
+    expect(page.locator(".flash")).to_have_text(re.compile("Your picture was removed"))
+    expect(current.locator(".avatar")).to_have_text("AL")
+    page.goto("/")
+    alice.expect_connected()
+    alice.say("Back to initials")
+    expect(message(bob, "Back to initials").locator(":scope > .avatar")).to_have_text("AL")
+    expect(bob.page.locator("#online li", has_text="alice").locator(".avatar")).to_have_text("AL")
+
+
+def test_a_picture_that_cannot_load_gives_way_to_the_initials(people, browser, tmp_path):
+    alice, _ = people
+    alice.page.goto("/profile")
+    alice.page.get_by_label("New picture", exact=True).set_input_files(picture_file(tmp_path))
+    alice.page.get_by_role("button", name="Upload").click()
+    expect(alice.page.locator("#avatar-current img.avatar")).to_be_visible()
+    alice.page.goto("/")
+    alice.expect_connected()
+    alice.say("A picture nobody can fetch")
+
+    # Carol's browser cannot fetch pictures (the file gone, a proxy in the way): her page, fresh
+    # (nothing cached), shows the initials in their place, in the message and in the list.
+    carol = Person(browser, alice.page.url.rsplit("/", 1)[0])
+    refused = []
+    carol.context.route(
+        re.compile(r"/avatars/"), lambda route: (refused.append(1), route.fulfill(status=404))
+    )
+    carol.register("carol@example.com")
+    avatar = message(carol, "A picture nobody can fetch").locator(":scope > .avatar")
+    expect(avatar).to_have_text("AL")
+    expect(avatar).to_have_class(re.compile(r"^avatar avatar-\d$"))
+    assert avatar.evaluate("e => e.tagName") == "SPAN"
+    expect(carol.page.locator("#online li", has_text="alice").locator(".avatar")).to_have_text("AL")
+    assert refused  # It was asked for, and refused.
+    assert all("404" in problem for problem in carol.problems), carol.problems
+    carol.context.close()
+
+
+@pytest.mark.parametrize(("theme", "locale"), [("light", "en-US"), ("dark", "fr-FR")])
+def test_the_profile_picture_passes_axe(browser, gunicorn_server, tmp_path, theme, locale):
+    person = signed_up_in(browser, gunicorn_server.url, "reader@example.com", theme, locale)
+    page = person.page
+    page.goto("/profile")
+    expect(page.locator("#avatar-current .avatar")).to_have_text("RE")
+    assert serious_violations(page) == []
+    page.locator("#avatar-upload").click()  # No file: the error, told beside the input.
+    expect(page.locator("#avatar-error")).to_be_visible()
+    page.locator("#avatar-input").set_input_files(picture_file(tmp_path))
+    expect(page.locator("#avatar-preview-image")).to_be_visible()
+    assert serious_violations(page) == []
+    person.screenshot(f"profile-avatar-preview-{theme}-{locale}")
+    page.locator("#avatar-upload").click()
+    expect_loaded(page.locator("#avatar-current img.avatar"))
+    page.set_viewport_size({"width": 375, "height": 740})
+    assert page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
+    assert serious_violations(page) == []
+    person.screenshot(f"profile-avatar-phone-{theme}-{locale}")
+    assert person.problems == []
+    person.context.close()

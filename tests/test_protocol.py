@@ -90,6 +90,7 @@ def test_message_frame_has_utc_timestamp_and_client_id():
         "room": "general",
         "user_id": 1,
         "user": "alice",
+        "avatar_url": "/avatars/1/0123456789abcdef.webp",
         "text": "hi",
         "created_at": datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
         "client_id": "c1",
@@ -106,6 +107,7 @@ def test_message_frame_has_utc_timestamp_and_client_id():
         "room": "general",
         "user": "alice",
         "user_id": 1,
+        "avatar_url": "/avatars/1/0123456789abcdef.webp",
         "text": "hi",
         "html": None,  # Nothing to format: show the text.
         "ts": "2026-01-02T03:04:05.678Z",

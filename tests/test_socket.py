@@ -34,7 +34,7 @@ def message_count(app):
 
 def test_hello_names_the_user_and_who_is_online(ws_connect, alice, bob):
     first = ws_connect(alice)
-    assert first.hello["user"] == {"id": alice, "name": "alice"}
+    assert first.hello["user"] == {"id": alice, "name": "alice", "avatar_url": None}
     assert first.hello["online"] == ["alice"]
     assert first.hello["history"] == []
     second = ws_connect(bob)

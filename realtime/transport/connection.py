@@ -54,9 +54,13 @@ class Connection:
         *,
         max_message_bytes: int = 65536,
         ping_interval: float | None = None,
+        avatar_url: str | None = None,
     ) -> None:
         self.user_id = user_id
         self.name = name
+        # The user's uploaded picture, carried by their messages (None: their initials); the
+        # greeting reads it, ``Hub.set_avatar`` changes it.
+        self.avatar_url = avatar_url
         # The user's language, for errors told outside the socket's request (poller, committer).
         self.locale = locale
         self.current: str | None = None  # Key of the room that plain-text frames go to.

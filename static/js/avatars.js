@@ -1,6 +1,6 @@
-// A person's avatar: their picture when the server gives one (avatar_url, a future field of
-// messages and presence lists), else a circle with their initials on a colour picked from their
-// user id. Decorative: the name beside it is the text; screen readers skip it (aria-hidden).
+// A person's avatar: their picture when the server gives one (avatar_url, in messages and
+// hello's user; people.js keeps the latest of each), else a circle with their initials on a
+// colour picked from their user id. Decorative: the name beside it is the text; screen readers skip it (aria-hidden).
 
 import { locale } from "./i18n.js";
 

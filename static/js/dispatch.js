@@ -125,6 +125,7 @@ function onHello(frame) {
   markGreeted();
   noteHello(frame.changes);
   state.me.name = frame.user.name; // Renamed while away, perhaps.
+  learnAvatar(frame.user.id, frame.user.avatar_url); // My picture, for the online list.
   state.replaying = state.resumed.size > 0;
   // The server queues all of the replay before it reads a frame, so the answer to this no-op
   // switch (the socket's current room is already general) comes right after the last of it.

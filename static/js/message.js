@@ -7,7 +7,7 @@ import { attachmentList } from "./attachments.js";
 import { avatarElement } from "./avatars.js";
 import { formats, t, tCount } from "./i18n.js";
 import { formatted } from "./markup.js";
-import { nameOf } from "./people.js";
+import { avatarOf, nameOf } from "./people.js";
 import { state } from "./state.js";
 
 export function messageElement(frame, own) {
@@ -19,7 +19,7 @@ export function messageElement(frame, own) {
   // What grouping.js reads: who wrote it, and when (none yet while it is pending).
   if (Number.isInteger(frame.user_id)) item.dataset.userId = frame.user_id;
   if (frame.ts) item.dataset.ts = frame.ts;
-  item.append(avatarElement(frame.user_id, frame.user, frame.avatar_url ?? null));
+  item.append(avatarElement(frame.user_id, frame.user, pictureOf(frame)));
   if (frame.ts) item.append(gutterTime(frame.ts));
   item.append(metaLine(frame));
   if (frame.reply_to) item.append(replyQuote(frame.reply_to));
@@ -30,6 +30,12 @@ export function messageElement(frame, own) {
   if (frame.reactions?.length) item.append(reactionBar(frame));
   if (frame.id && !frame.deleted) item.append(actionBar(frame, own));
   return item;
+}
+
+// The picture the message carries; a pending one carries none yet: its author's latest.
+function pictureOf(frame) {
+  if (frame.avatar_url !== undefined) return frame.avatar_url;
+  return avatarOf(frame.user_id) ?? null;
 }
 
 function metaLine(frame) {

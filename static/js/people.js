@@ -1,15 +1,22 @@
 // Names by user id, learnt from every frame that names someone (messages, members, presence,
 // rooms): for reaction tooltips, mentions shown as @name in the composer, and replies. Names
 // are not unique and people rename themselves: the id is what counts, the latest name is shown.
-// Pictures too, for the online list: avatar_url, a field the server does not send yet.
+// Pictures too, for the online list: the avatar_url of messages and of hello's user.
 
 const names = new Map(); // user id -> latest name seen
 const avatars = new Map(); // user id -> latest avatar_url seen
+const avatarWatchers = []; // Called with a user id whose picture changed (render.js: the list).
 
 // Absent says nothing (an older server); null means no picture (any more).
 export function learnAvatar(id, url) {
+  const before = avatars.get(id);
   if (typeof url === "string") avatars.set(id, url);
   else if (url === null) avatars.delete(id);
+  if (avatars.get(id) !== before) for (const watcher of avatarWatchers) watcher(id);
+}
+
+export function onAvatarChange(watcher) {
+  avatarWatchers.push(watcher);
 }
 
 export function avatarOf(id) {

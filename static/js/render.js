@@ -7,7 +7,7 @@ import { root, ui } from "./dom.js";
 import { regroup, regroupAround, removeGrouped } from "./grouping.js";
 import { formats, t, tCount } from "./i18n.js";
 import { messageElement, replyQuote } from "./message.js";
-import { avatarOf, mentionsAsNames } from "./people.js";
+import { avatarOf, mentionsAsNames, onAvatarChange } from "./people.js";
 import { EXCERPT_CHARS, GENERAL, Kind, Notify } from "./protocol.js";
 import { state } from "./state.js";
 
@@ -298,6 +298,17 @@ function joinButton(entry) {
 }
 
 // ---- Who is online, who is typing ---------------------------------------------------------
+
+// A picture learnt (from hello, a message): the list shows it, once for all those learnt at once.
+let onlineRedraw = false;
+onAvatarChange(() => {
+  if (onlineRedraw) return;
+  onlineRedraw = true;
+  queueMicrotask(() => {
+    onlineRedraw = false;
+    renderOnline();
+  });
+});
 
 export function renderOnline() {
   const room = state.rooms.get(state.current);
