@@ -191,6 +191,13 @@ def test_the_corpus_in_a_browser_runs_nothing_and_shows_the_text(
     reader.context.add_init_script(CAPTURE_NOTIFICATIONS)
     reader.register("reader@example.com")
     me = int(reader.page.locator("#chat").get_attribute("data-user-id"))
+    # Every message is to become a notification: general tells all of them, not only mentions.
+    reader.page.get_by_role("button", name="Room menu").click()
+    reader.page.get_by_role("menuitem", name="Notifications").click()
+    levels = reader.page.get_by_role("dialog", name="Notifications")
+    levels.get_by_label("All messages").check()
+    levels.get_by_role("button", name="Save").click()
+    expect(levels).to_be_hidden()
     corpus = [
         *PAYLOADS,
         f"<@{me}> <img src=x onerror=alert(1)>",  # A mention, then markup: both as text.
