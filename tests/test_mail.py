@@ -365,3 +365,41 @@ def test_a_malformed_smtp_url_stops_the_start_with_a_clear_message(
         make_app({**app_config, "CHAT_SMTP_URL": url})
     assert reason in str(raised.value)
     assert "hunter2" not in str(raised.value)
+
+
+# ---- In a browser ------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(("theme", "locale"), [("light", "en-US"), ("dark", "fr-FR")])
+def test_forgot_password_in_a_browser_is_accessible_in_both_languages(
+    browser, gunicorn_server, make_user, inbox, theme, locale
+):
+    from playwright.sync_api import expect
+
+    from helpers import PASSWORD, serious_violations
+
+    make_user("zoe@example.com")
+    context = browser.new_context(
+        base_url=gunicorn_server.url, color_scheme=theme, locale=locale, bypass_csp=True
+    )
+    page = context.new_page()
+    page.goto("/login")
+    page.locator('a[href="/forgot"]').click()
+    expect(page.locator("#email")).to_be_focused()
+    assert serious_violations(page) == []
+    page.locator("#email").fill("zoe@example.com")
+    page.locator("#submit").click()
+    expect(page.locator(".flash")).to_be_visible()  # The same answer for any address.
+    assert serious_violations(page) == []
+    path = urlsplit(link_in(inbox.wait_for(1))).path  # The mail names the public URL.
+    page.goto(path)
+    assert serious_violations(page) == []
+    page.locator("#password").fill(PASSWORD + "!")
+    page.locator("#confirm").fill(PASSWORD + "!")
+    page.locator("#submit").click()
+    expect(page.locator(".flash.flash-success")).to_be_visible()
+    page.goto(path)  # Spent: the new password changed what the link was signed with.
+    expect(page.locator("h1")).not_to_have_text("")
+    assert page.locator("#password").count() == 0
+    context.close()
