@@ -129,6 +129,7 @@ STRINGS: dict[str, LazyString] = {
     "private_room": _l("Private room"),
     "archived_mark": _l("archived"),
     "muted": _l("muted"),
+    "leave_question": _l("Leave {room}?"),
     # The room menu's dialogs: their state lines. {room} is "#name", {name} a person's name.
     "not_connected": _l("Not connected: try again in a moment."),
     "saving": _l("Saving…"),

@@ -91,6 +91,17 @@ def test_unknown_api_path_is_json_404(client):
     assert response.json["error"] == "not_found"
 
 
+def test_a_script_asking_for_json_gets_json_errors_anywhere(client):
+    asked = client.get("/nowhere", headers={"Accept": "application/json"})
+    assert asked.status_code == 404
+    assert asked.json["error"] == "not_found"
+    browser = client.get(
+        "/nowhere", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    )
+    assert browser.status_code == 404
+    assert browser.mimetype == "text/html"
+
+
 def test_wrong_method_is_json_405(client):
     response = client.delete("/api/token")
     assert response.status_code == 405

@@ -305,3 +305,25 @@ def test_the_room_menu_and_an_archived_room_pass_axe(browser, gunicorn_server, t
     person.screenshot(f"room-archived-{theme}-{locale}")
     assert person.problems == []
     person.context.close()
+
+
+def test_leaving_a_private_room_asks_first(people):
+    (alice,) = people("alice")
+    create_room(alice, "hideout", private=True)
+    page = alice.page
+    page.get_by_role("button", name="Leave room").click()
+    question = page.get_by_role("dialog", name="Leave #hideout?")
+    expect(question).to_contain_text("only a new invitation brings you back")
+    question.get_by_role("button", name="Cancel").click()
+    expect(question).to_be_hidden()
+    expect(page.get_by_role("button", name="Leave room")).to_be_focused()
+    expect(room_button(alice, "hideout")).to_have_count(1)  # Still in it.
+    page.get_by_role("button", name="Leave room").click()
+    question.get_by_role("button", name="Leave", exact=True).click()
+    expect(room_button(alice, "hideout")).to_have_count(0)
+    expect(page.locator("#room-title")).to_have_text("#general")
+    # A public room is left at once: it can be joined again.
+    create_room(alice, "open")
+    page.get_by_role("button", name="Leave room").click()
+    expect(room_button(alice, "open")).to_have_count(0)
+    assert alice.problems == []

@@ -27,8 +27,13 @@ def json_error(status: int, code: str, message: str | None = None) -> tuple[Resp
 
 
 def _wants_json() -> bool:
-    """API and socket clients are programs: they get JSON errors."""
-    return request.path.startswith(JSON_PREFIXES)
+    """API and socket clients are programs: they get JSON errors; so does a page's own script
+    that asks for JSON first (the avatar upload's XHR), wherever it posts."""
+    if request.path.startswith(JSON_PREFIXES):
+        return True
+    return request.accept_mimetypes.best_match(["text/html", "application/json"]) == (
+        "application/json"
+    )
 
 
 def _handle_http_error(error: HTTPException) -> tuple[Response, int] | tuple[str, int]:

@@ -9,8 +9,8 @@ import { t } from "./i18n.js";
 import { onMentionInput, onMentionKeyDown, toWire } from "./mentions.js";
 import { resetHiddenUnread } from "./notify.js";
 import { queueChange, queueMessage } from "./outbox.js";
-import { ClientFrame } from "./protocol.js";
-import { hideNotice, renderRoomLists, showNotice } from "./render.js";
+import { ClientFrame, Kind } from "./protocol.js";
+import { hideNotice, renderRoomLists, roomLabel, showNotice } from "./render.js";
 import {
   markRead,
   openDirect,
@@ -138,8 +138,27 @@ export function onDirectClick(event) {
   closePanels();
 }
 
+// Leaving a private room asks first: only a new invitation brings you back.
 export function onLeaveRoomClick() {
-  sendFrame({ type: ClientFrame.LEAVE_ROOM, room: state.current });
+  const room = state.rooms.get(state.current);
+  if (room?.kind !== Kind.PRIVATE) {
+    sendFrame({ type: ClientFrame.LEAVE_ROOM, room: state.current });
+    return;
+  }
+  const dialog = document.getElementById("leave-dialog");
+  document.getElementById("leave-question").textContent = t("leave_question", {
+    room: roomLabel(room),
+  });
+  dialog.returnValue = "";
+  dialog.addEventListener(
+    "close",
+    () => {
+      if (dialog.returnValue === "leave") sendFrame({ type: ClientFrame.LEAVE_ROOM, room: room.key });
+      else ui.leaveRoom.focus();
+    },
+    { once: true },
+  );
+  dialog.showModal();
 }
 
 export function onLoadOlderClick() {
