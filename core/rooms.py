@@ -491,16 +491,19 @@ def _unread_counts(user_id: int, mentioning: bool = False) -> dict[int, int]:
     return dict(db.session.execute(query).all())
 
 
-def members(room_id: int, limit: int) -> list[tuple[int, str]]:
-    """``[(user id, name)]`` of up to ``limit`` active people in a room, sorted by name (the
-    page suggests mentions from them)."""
+def members(room_id: int, limit: int) -> list[tuple[int, str, str | None]]:
+    """``[(user id, name, avatar url)]`` of up to ``limit`` active people in a room, sorted by
+    name (the page suggests mentions from them, and draws their pictures in its lists)."""
     users = db.session.scalars(
         select(User)
         .join(Membership, Membership.user_id == User.id)
         .where(Membership.room_id == room_id, User.deactivated_at.is_(None))
         .order_by(User.id)
     ).all()
-    people = sorted(((user.id, user.name) for user in users), key=lambda p: (p[1].casefold(), p[0]))
+    people = sorted(
+        ((user.id, user.name, user.avatar_url) for user in users),
+        key=lambda p: (p[1].casefold(), p[0]),
+    )
     return people[:limit]
 
 

@@ -309,7 +309,8 @@ def _members(hub: Hub, conn: Connection, command: protocol.Members) -> None:
     """The people in a room, for a member of it."""
     room_id = _member_room(hub, conn, command.room, command.client_id)
     people: list[protocol.Person] = [
-        {"id": user_id, "name": name} for user_id, name in rooms.members(room_id, MAX_MEMBERS)
+        {"id": user_id, "name": name, "avatar_url": avatar}
+        for user_id, name, avatar in rooms.members(room_id, MAX_MEMBERS)
     ]
     _send(hub, conn, protocol.members_frame(command.room, people))
 

@@ -311,9 +311,10 @@ def test_members_of_a_room(app, trio):
     alice.send({"type": "members", "room": "general"})
     frame = alice.recv_type("members")
     assert frame["members"] == [
-        {"id": alice.id, "name": "alice"}, {"id": bob.id, "name": "bob"},
-        {"id": carol.id, "name": "carol"},
-    ]  # fmt: skip
+        {"id": alice.id, "name": "alice", "avatar_url": None},
+        {"id": bob.id, "name": "bob", "avatar_url": None},
+        {"id": carol.id, "name": "carol", "avatar_url": None},
+    ]  # No pictures uploaded: the initials.
     alice.send({"type": "open_dm", "user_id": bob.id})
     dm = alice.recv_type("room")["room"]
     carol.send({"type": "members", "room": dm})

@@ -306,5 +306,8 @@ export function requestMembers(room) {
 
 export function setMembers(room, members) {
   room.members = new Map(members.map((person) => [person.id, person.name]));
-  for (const person of members) learnName(person.id, person.name);
+  for (const person of members) {
+    learnName(person.id, person.name);
+    learnAvatar(person.id, person.avatar_url); // Pictures for the lists, before they post.
+  }
 }
