@@ -349,3 +349,33 @@ def test_history_and_hello_carry_the_picture_as_it_is_now(app, client, ws_connec
     with app.app_context():
         (data,) = describe(db.session.scalars(select(Message)).all())
         assert data["avatar_url"] == url
+
+
+# ---- On S3 -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def on_s3(app_config, s3_server, s3_bucket):
+    """The app's file store on a bucket of moto's S3 server; the boto3 client and bucket."""
+    client, bucket = s3_bucket
+    app_config.update(CHAT_S3_BUCKET=bucket, CHAT_S3_ENDPOINT_URL=s3_server, CHAT_S3_PREFIX="t/")
+    return client, bucket
+
+
+def bucket_keys(s3):
+    client, bucket = s3
+    return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def test_on_s3_a_picture_is_kept_served_and_replaced_there(on_s3, app, client, alice):
+    token = signed_in(client)
+    first = uploaded(client, png(color=GREEN), token)
+    assert bucket_keys(on_s3) == [f"t/{first.removeprefix('/')}"]
+    assert not (Path(app.config["CHAT_UPLOAD_DIR"]) / "avatars").exists()  # Not in the folder.
+    picture, response, _ = served(client, first)
+    assert picture.size == (256, 256)
+    assert "immutable" in response.headers["Cache-Control"]
+    second = uploaded(client, png(color=RED), token)
+    assert bucket_keys(on_s3) == [f"t/{second.removeprefix('/')}"]  # The old one left the bucket.
+    client.post("/profile/avatar/delete", data={"csrf_token": token})
+    assert bucket_keys(on_s3) == []
