@@ -57,7 +57,22 @@ def find(secret: str) -> Invitation | None:
     if not secret or len(secret) > 100:
         return None
     query = select(Invitation).where(Invitation.token_hash == _hash(secret), *_usable())
-    return db.session.scalar(query)
+    invitation = db.session.scalar(query)
+    if invitation is not None and not invitation.makes_accounts and not _maker_inside(invitation):
+        return None
+    return invitation
+
+
+def _maker_inside(invitation: Invitation) -> bool:
+    """A member's room link lives as long as its maker is active and still in the room: being
+    removed (or leaving) must not be undone with a link one kept."""
+    maker = db.session.get(User, invitation.created_by) if invitation.created_by else None
+    if maker is None or not maker.is_active:
+        return False
+    keys = invitation.room_keys.split()
+    inside = select(Membership.room_id).where(Membership.user_id == maker.id)
+    found = select(Room.id).where(Room.key.in_(keys), Room.id.in_(inside))
+    return db.session.scalar(found.limit(1)) is not None
 
 
 def use(invitation: Invitation, user: User) -> list[Room] | None:

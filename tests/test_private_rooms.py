@@ -429,3 +429,17 @@ def test_a_room_link_spends_nothing_on_members_and_opens_no_archived_or_deleted_
     entry = until(carol, "room")
     assert entry["room"] == key
     assert "invited_by" not in entry  # They opened the link themselves.
+
+
+def test_a_removed_member_cannot_walk_back_in_with_their_own_link(app, team, client):
+    alice, carol = team["alice"], team["carol"]
+    key = private_room(alice)["room"]
+    answer(alice, {"type": "invite", "room": key, "user_id": carol.id})
+    until(carol, "room")
+    url = room_link(carol, key)["url"]
+    answer(alice, {"type": "remove_member", "room": key, "user_id": carol.id})
+    login(client, "carol@example.com")
+    assert client.get(url).status_code == 404  # Her link left with her.
+    room = room_of(app, key)
+    with app.app_context():
+        assert db.session.get(Membership, (room.id, carol.id)) is None
