@@ -87,21 +87,10 @@ def use(invitation: Invitation, user: User) -> list[Room] | None:
     )
     if counted.rowcount != 1:  # type: ignore[attr-defined]
         return None
-    keys = [key for key in invitation.room_keys.split() if key != GENERAL]
-    if not keys:
-        return []
-    mine = select(Membership.room_id).where(Membership.user_id == user.id)
-    rooms = db.session.scalars(
-        select(Room).where(
-            Room.key.in_(keys),
-            Room.kind != DIRECT,
-            Room.archived_at.is_(None),  # An archived room takes nobody, by link or not.
-            Room.id.not_in(mine),
-        )
-    ).all()
+    rooms = rooms_to_enter(invitation, user)
     db.session.add_all(Membership(room_id=room.id, user_id=user.id) for room in rooms)
     db.session.flush()
-    return list(rooms)
+    return rooms
 
 
 @dataclass(frozen=True)
@@ -126,18 +115,17 @@ def room_link(room: Room, created_by: int, days: int | None, uses: int | None) -
 
 
 def rooms_to_enter(invitation: Invitation, user: User) -> list[Room]:
-    """The rooms of a room link that ``user`` is not in yet and may enter (not archived)."""
+    """The rooms of an invitation that ``user`` is not in yet and may enter: not direct, not
+    archived (an archived room takes nobody, by link or not), not ``general`` (everyone's)."""
+    keys = [key for key in invitation.room_keys.split() if key != GENERAL]
     mine = select(Membership.room_id).where(Membership.user_id == user.id)
-    return list(
-        db.session.scalars(
-            select(Room).where(
-                Room.key.in_(invitation.room_keys.split()),
-                Room.kind != DIRECT,
-                Room.archived_at.is_(None),
-                Room.id.not_in(mine),
-            )
-        )
+    query = select(Room).where(
+        Room.key.in_(keys),
+        Room.kind != DIRECT,
+        Room.archived_at.is_(None),
+        Room.id.not_in(mine),
     )
+    return list(db.session.scalars(query))
 
 
 def state(invitation: Invitation) -> str:

@@ -164,8 +164,8 @@ def _room_of_member(hub: Hub, conn: Connection, key: str, client_id: str | None)
 def _managed_room(hub: Hub, conn: Connection, key: str) -> Room:
     """Room ``key`` as someone who may manage it sees it: an administrator also manages public
     rooms they are not in; a private or direct room is hidden from every outsider."""
-    if hub.room_id(conn.user_id, key) is not None:
-        return db.session.get_one(Room, hub.room_id(conn.user_id, key))
+    if (room_id := hub.room_id(conn.user_id, key)) is not None:
+        return db.session.get_one(Room, room_id)
     room = rooms.find_room(key)
     if room is None or room.kind != PUBLIC:
         raise rooms.hidden(key)

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from extensions import db
 from helpers import Http, csrf_token, login, submit_form
 from models import Message, User, describe
+from test_uploads import bucket_keys
 
 MARKERS = (b"EXIF-MARKER-2048", b"COMMENT-MARKER-2048", b"XMP-MARKER-2048")
 RED, BLUE, GREEN = (220, 20, 20), (20, 40, 220), (20, 200, 40)
@@ -360,11 +361,6 @@ def on_s3(app_config, s3_server, s3_bucket):
     client, bucket = s3_bucket
     app_config.update(CHAT_S3_BUCKET=bucket, CHAT_S3_ENDPOINT_URL=s3_server, CHAT_S3_PREFIX="t/")
     return client, bucket
-
-
-def bucket_keys(s3):
-    client, bucket = s3
-    return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", []))
 
 
 def test_on_s3_a_picture_is_kept_served_and_replaced_there(on_s3, app, client, alice):
