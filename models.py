@@ -26,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     bindparam,
     event,
+    false,
     func,
     insert,
     select,
@@ -90,6 +91,31 @@ class AttachmentData(TypedDict):
     thumbnail: bool  # Whether it has a thumbnail (every image).
 
 
+class PreviewData(TypedDict):
+    """The preview of a message's first link: what its page's OpenGraph tags said."""
+
+    url: str
+    title: str
+    description: str
+    site_name: str
+    image_url: str | None  # Our re-encoded copy of its image (never the page's own address).
+    image_width: int | None
+    image_height: int | None
+
+
+def preview_data(preview: "LinkPreview") -> PreviewData:
+    """A stored preview as plain data."""
+    return {
+        "url": preview.url,
+        "title": preview.title,
+        "description": preview.description,
+        "site_name": preview.site_name,
+        "image_url": f"/previews/{preview.id}/image" if preview.image_key else None,
+        "image_width": preview.image_width,
+        "image_height": preview.image_height,
+    }
+
+
 class MessageData(TypedDict):
     """A stored message as it is now, as plain data (``describe``): what the socket stack sends."""
 
@@ -98,6 +124,7 @@ class MessageData(TypedDict):
     user_id: int
     user: str  # The author's display name.
     avatar_url: str | None  # The author's uploaded picture now (when sent); None: the initials.
+    bot: bool  # Whether the author is a bot.
     text: str  # "" once deleted.
     created_at: datetime  # Aware, in UTC.
     client_id: str | None
@@ -107,6 +134,7 @@ class MessageData(TypedDict):
     reactions: list[ReactionData]  # In order of first use.
     mentions: dict[int, str]  # The people it mentions (who were in the room): id -> name now.
     attachments: list[AttachmentData]  # In the order they were sent; none once deleted.
+    preview: PreviewData | None  # Of its first link, once fetched; None once deleted.
 
 
 class MessageRow(NamedTuple):
@@ -122,6 +150,7 @@ class MessageRow(NamedTuple):
     reply_to: int | None = None  # A message of the same room (the caller checked).
     attachments: tuple[int, ...] = ()  # The author's own uploads, not yet posted (checked too).
     avatar_url: str | None = None  # The author's picture (the socket knows it, as the name).
+    bot: bool = False  # Whether the author is a bot (given with ``author``).
 
 
 def utcnow() -> datetime:
@@ -156,6 +185,12 @@ class User(UserMixin, Model):
     deactivated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The uploaded avatar's key in the file store ("avatars/<id>/<hash>.webp"); None: initials.
     avatar: Mapped[str | None] = mapped_column(String(96))
+    # A bot (``Bot``): an account no one logs in to, shown as a bot everywhere.
+    is_bot: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Whether missed mentions and direct messages are mailed (the digest); its unsubscribe link
+    # clears it. ``last_digest_at``: when the last digest went out (None: never).
+    digest: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    last_digest_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     @property
     def avatar_url(self) -> str | None:
@@ -235,6 +270,81 @@ class Invitation(Model):
     # A server link (an administrator's) makes accounts; a room link only lets an existing
     # account in (it makes one only while registration is open).
     makes_accounts: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+
+
+READ = "read"  # An API token's scope: reading only.
+WRITE = "write"  # Reading and writing (posting, editing, deleting, reacting, uploading).
+SCOPES = (READ, WRITE)
+
+
+class ApiToken(Model):
+    """A personal API token: named, scoped, shown once (only its hash is kept), revocable."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 of the secret.
+    scope: Mapped[str] = mapped_column(String(8))  # READ or WRITE
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PushSubscription(Model):
+    """A browser subscribed to Web Push for its user: where to push, and the keys to encrypt."""
+
+    __tablename__ = "push_subscriptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    endpoint: Mapped[str] = mapped_column(String(2048), unique=True)
+    p256dh: Mapped[str] = mapped_column(String(128))  # The browser's public key (base64url).
+    auth: Mapped[str] = mapped_column(String(64))  # Its authentication secret (base64url).
+    user_agent: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_push_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Bot(Model):
+    """A bot's account (``User.is_bot``), its incoming webhook into one room, and optionally an
+    outgoing webhook called when it is mentioned."""
+
+    __tablename__ = "bots"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Where the incoming webhook posts (None once the room is deleted: the hook then refuses).
+    room_id: Mapped[int | None] = mapped_column(ForeignKey("rooms.id", ondelete="SET NULL"))
+    hook_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 of its secret.
+    outgoing_url: Mapped[str | None] = mapped_column(String(2048))
+    # The HMAC key that signs outgoing calls: kept in clear, since signing needs it.
+    outgoing_secret: Mapped[str | None] = mapped_column(String(64))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The last failure of the outgoing webhook, as administrators see it ("" : none).
+    last_error: Mapped[str] = mapped_column(Text, default="", server_default="")
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LinkPreview(Model):
+    """What a page's OpenGraph tags said, fetched once per URL and shared by its messages."""
+
+    __tablename__ = "link_previews"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048), unique=True)
+    ok: Mapped[bool] = mapped_column(Boolean, default=False)  # False: fetched, nothing to show.
+    title: Mapped[str] = mapped_column(String(300), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    site_name: Mapped[str] = mapped_column(String(100), default="")
+    # The image re-encoded through the thumbnail path, in the file store (None: no image).
+    image_key: Mapped[str | None] = mapped_column(String(80))
+    image_width: Mapped[int | None] = mapped_column(Integer)
+    image_height: Mapped[int | None] = mapped_column(Integer)
+    fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Setting(Model):
@@ -330,6 +440,10 @@ class Message(Model):
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # The names of its files as words, for the search index alone (None: no file).
     attachment_names: Mapped[str | None] = mapped_column(Text)
+    # The ``LinkPreview`` of its first link (None: none, not yet, or removed by its author). No
+    # foreign key, as ``Room.created_by``: SQLite cannot add one without copying the table (and
+    # its search triggers); previews are never deleted while a message names them.
+    preview_id: Mapped[int | None] = mapped_column(Integer)
 
     author: Mapped[User] = relationship(lazy="joined")
     room: Mapped[Room] = relationship(lazy="joined")
@@ -482,6 +596,7 @@ def save_message(
     reply_to: int | None = None,
     attachments: tuple[int, ...] = (),
     avatar_url: str | None = None,
+    bot: bool = False,
 ) -> tuple[MessageData, bool]:
     """Persist a message; return ``(data, created)``. A repeated ``client_id`` gets the original.
 
@@ -489,7 +604,7 @@ def save_message(
     when given, spare two queries.
     """
     row = MessageRow(
-        user_id, room_id, text, client_id, room_key, author, reply_to, attachments, avatar_url
+        user_id, room_id, text, client_id, room_key, author, reply_to, attachments, avatar_url, bot
     )
     try:
         (data,) = save_messages([row])
@@ -552,7 +667,7 @@ def save_messages(rows: Sequence[tuple[object, ...]]) -> list[MessageData]:
     # client_id) finds its row.
     names = _names({user for users in mentions.values() for user in users})
     parents = _quotes({post.reply_to for post in posts if post.reply_to is not None})
-    authors = [_author(post) for post in posts]
+    authors = [_author(post) for post in posts]  # (name, picture, bot)
     return [
         {
             "id": message_id,
@@ -560,6 +675,7 @@ def save_messages(rows: Sequence[tuple[object, ...]]) -> list[MessageData]:
             "user_id": post.user_id,
             "user": author,
             "avatar_url": avatar_url,
+            "bot": bot,
             "text": post.text,
             "created_at": created_at,
             "client_id": post.client_id,
@@ -569,17 +685,18 @@ def save_messages(rows: Sequence[tuple[object, ...]]) -> list[MessageData]:
             "reactions": [],
             "mentions": {user: names[user] for user in mentions.get(message_id, ())},
             "attachments": [files[attachment] for attachment in post.attachments],
+            "preview": None,  # Fetched afterwards, and announced as a change.
         }
-        for message_id, post, (author, avatar_url) in zip(ids, posts, authors, strict=True)
+        for message_id, post, (author, avatar_url, bot) in zip(ids, posts, authors, strict=True)
     ]
 
 
-def _author(post: MessageRow) -> tuple[str, str | None]:
-    """The post's author's name and picture: as given, else looked up (one query)."""
+def _author(post: MessageRow) -> tuple[str, str | None, bool]:
+    """The post's author's name and picture and whether a bot: as given, else looked up."""
     if post.author is not None:
-        return post.author, post.avatar_url
+        return post.author, post.avatar_url, post.bot
     user = db.session.get_one(User, post.user_id)
-    return user.name, user.avatar_url
+    return user.name, user.avatar_url, user.is_bot
 
 
 def searchable_names(names: Iterable[str]) -> str | None:
@@ -666,8 +783,10 @@ def _names(user_ids: Iterable[int]) -> dict[int, str]:
 
 
 def describe(messages: Sequence[Message]) -> list[MessageData]:
-    """Each message as it is now, with its reply, reactions and mentions (four queries in all)."""
+    """Each message as it is now, with its reply, reactions, mentions, files and link preview
+    (a query for each that any of them has)."""
     ids = [message.id for message in messages]
+    previews = _previews({m.preview_id for m in messages if m.preview_id and not m.deleted_at})
     reactions = _reactions(ids)
     mentions = _mentions(ids)
     files = attachments_of([m.id for m in messages if m.attachment_names is not None])
@@ -679,6 +798,7 @@ def describe(messages: Sequence[Message]) -> list[MessageData]:
             "user_id": message.user_id,
             "user": message.author.name,
             "avatar_url": message.author.avatar_url,
+            "bot": message.author.is_bot,
             "text": message.text,
             "created_at": as_utc(message.created_at),
             "client_id": message.client_id,
@@ -688,9 +808,20 @@ def describe(messages: Sequence[Message]) -> list[MessageData]:
             "reactions": reactions.get(message.id, []),
             "mentions": mentions.get(message.id, {}),
             "attachments": files.get(message.id, []),
+            "preview": previews.get(message.preview_id) if message.preview_id else None,
         }
         for message in messages
     ]
+
+
+def _previews(preview_ids: set[int]) -> dict[int, PreviewData]:
+    """``{preview id: its data}`` of those worth showing (``ok``)."""
+    if not preview_ids:
+        return {}
+    rows = db.session.scalars(
+        select(LinkPreview).where(LinkPreview.id.in_(preview_ids), LinkPreview.ok.is_(True))
+    )
+    return {row.id: preview_data(row) for row in rows}
 
 
 def attachments_of(message_ids: Sequence[int]) -> dict[int, list[AttachmentData]]:

@@ -132,6 +132,7 @@ def message_object(message: Mapping[str, Any]) -> dict[str, Any]:
         "user_id": message["user_id"],
         # The author's uploaded picture (an immutable address), or None: draw their initials.
         "avatar_url": message.get("avatar_url"),
+        "bot": message.get("bot", False),  # The author is a bot (``models.Bot``).
         "text": message["text"],
         "html": render(message["text"], mentions) if message["text"] else None,
         "ts": format_ts(message["created_at"]),
@@ -142,6 +143,7 @@ def message_object(message: Mapping[str, Any]) -> dict[str, Any]:
         "reactions": message["reactions"],
         "mentions": list(mentions),
         "attachments": [attachment_object(a) for a in message.get("attachments", ())],
+        "preview": message.get("preview"),  # ``models.PreviewData`` of its first link, or None.
     }
 
 

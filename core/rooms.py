@@ -538,6 +538,20 @@ def rooms_of_member(keys: list[str], user_id: int) -> list[Room]:
     return list(db.session.scalars(select(Room).where(Room.key.in_(keys), Room.id.in_(mine))))
 
 
+def member_room_id(user_id: int, key: str) -> int | None:
+    """The id of the room ``key`` if ``user_id`` is in it, else None (one query)."""
+    return db.session.scalar(
+        select(Room.id)
+        .join(Membership, Membership.room_id == Room.id)
+        .where(Room.key == key, Membership.user_id == user_id)
+    )
+
+
+def member_room_ids(user_id: int) -> set[int]:
+    """The ids of every room ``user_id`` is in."""
+    return set(db.session.scalars(select(Membership.room_id).where(Membership.user_id == user_id)))
+
+
 def archived_ids() -> set[int]:
     """Ids of the archived rooms (read-only: no message, edit, reaction or join)."""
     return set(db.session.scalars(select(Room.id).where(Room.archived_at.is_not(None))))

@@ -20,6 +20,10 @@ room_updated = _signals.signal("room-updated")
 room_deleted = _signals.signal("room-deleted")
 #: ``room_id``, ``user_ids``, ``by``: people were added to a room (an invitation link's use).
 members_added = _signals.signal("members-added")
+#: ``messages`` (``models.MessageData``, in id order): new messages were stored and published
+#: by this worker's committer, from its thread. Listeners (Web Push, bots, link previews) only
+#: queue their work: the committer stores the next batch once they return.
+messages_published = _signals.signal("messages-published")
 
 
 def _app() -> Flask:

@@ -19,12 +19,14 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Collection
+from typing import NamedTuple
 
 from flask import Flask
 from flask_babel import force_locale
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from core import messages, rooms
+from core import messages, rooms, signals
 from extensions import db
 from files import uploads
 from models import MessageRow, save_message, save_messages
@@ -46,17 +48,31 @@ RETRY_PUBLISH = 1.0  # Seconds between attempts to publish messages stored but n
 Unpublished = list[tuple[int, list[tuple[int, str]]]]
 
 
+class Author(NamedTuple):
+    """Who posts without a socket (the REST API, a webhook, a bot): what a socket would know."""
+
+    user_id: int
+    name: str
+    avatar_url: str | None
+    bot: bool = False
+
+
 class Post:
-    """A message waiting for the committer, and what became of it."""
+    """A message waiting for the committer, and what became of it.
+
+    From a socket (``conn``), or from outside one (``author``: the REST API, a webhook): then
+    membership is read from the database, under the same lock, and nothing is sent back; the
+    caller waits on ``done`` and reads ``result`` or ``error``.
+    """
 
     __slots__ = (
-        "attachments", "client_id", "conn", "done", "error", "key", "locale", "reply_to",
-        "result", "room_id", "text",
+        "attachments", "author", "client_id", "conn", "done", "error", "key", "locale",
+        "reply_to", "result", "room_id", "text", "user_id",
     )  # fmt: skip
 
     def __init__(
         self,
-        conn: Connection,
+        conn: Connection | Author,
         key: str | None,
         text: str,
         client_id: str | None,
@@ -65,7 +81,10 @@ class Post:
         attachments: tuple[int, ...] = (),
     ) -> None:
         # ``key`` None: the socket has no current room (it is refused as ``forbidden``).
-        self.conn, self.key, self.text, self.client_id = conn, key, text, client_id
+        self.conn: Connection | None = None if isinstance(conn, Author) else conn
+        self.author: Author | None = conn if isinstance(conn, Author) else None
+        self.user_id = conn.user_id
+        self.key, self.text, self.client_id = key, text, client_id
         self.reply_to = reply_to  # A live message of the same room, as the committer checks.
         self.attachments = attachments  # The sender's unposted uploads, as the committer checks.
         self.locale = locale  # The sender's language, for an error told from another thread.
@@ -180,6 +199,19 @@ class GroupCommit:
         if batch:
             stored = sum(1 for post in batch if post.result is not None and post.result[1])
             stats.messages_stored.send(self._hub, posts=len(batch), stored=stored, seconds=seconds)
+            _tell_published(self._app, batch)
+
+
+def _tell_published(app: Flask, batch: list[Post]) -> None:
+    """Announce the new messages of a batch (``core.signals.messages_published``); a listener's
+    bug is logged, never a reason to refuse the batch (it is stored)."""
+    new = [post.result[0] for post in batch if post.result is not None and post.result[1]]
+    if not new or not signals.messages_published.receivers:
+        return
+    try:
+        signals.messages_published.send(app, messages=new)
+    except Exception:
+        log.exception("a listener of messages_published failed")
 
 
 def _answer_safely(hub: Hub, post: Post) -> None:
@@ -189,16 +221,19 @@ def _answer_safely(hub: Hub, post: Post) -> None:
             _answer(hub, post)
     except Exception:
         log.exception(
-            "could not answer a message of user %s",
-            post.conn.user_id,
-            extra={"user_id": post.conn.user_id},
+            "could not answer a message of user %s", post.user_id, extra={"user_id": post.user_id}
         )
     finally:
         post.done.set()
 
 
 def _answer(hub: Hub, post: Post) -> None:
-    """Tell the sender what it needs to hear: an error, or the original of a retried message."""
+    """Tell the sender what it needs to hear: an error, or the original of a retried message.
+
+    A post from outside a socket is answered by its caller, from ``result`` and ``error``.
+    """
+    if post.conn is None:
+        return
     error, result = post.error, post.result
     if error is None and result is not None:
         stored, created = result
@@ -225,7 +260,7 @@ def _store_and_publish(hub: Hub, batch: list[Post], unpublished: Unpublished) ->
     archived = rooms.archived_ids()  # One query a batch; archiving takes the same lock.
     for post in batch:
         # Checked under the lock that membership changes take: no post lands after a leave.
-        post.room_id = hub.room_id(post.conn.user_id, post.key)
+        post.room_id = _room_id(hub, post)
         if post.room_id is None:
             message = protocol.ERROR_MESSAGES["forbidden"]
             post.error = protocol.FrameError("forbidden", message, post.client_id)
@@ -256,6 +291,21 @@ def _store_and_publish(hub: Hub, batch: list[Post], unpublished: Unpublished) ->
     _publish(hub, unpublished)
 
 
+def _room_id(hub: Hub, post: Post) -> int | None:
+    """The id of the post's room if its author is a member, else None: the hub knows a
+    socket's rooms; for a post from outside a socket, the database says (under the same lock)."""
+    if post.conn is not None:
+        return hub.room_id(post.user_id, post.key)
+    return rooms.member_room_id(post.user_id, post.key) if post.key else None
+
+
+def _room_ids(hub: Hub, post: Post) -> Collection[int]:
+    """The ids of the rooms of the post's author (as ``_room_id`` finds them)."""
+    if post.conn is not None:
+        return hub.room_ids(post.user_id)
+    return rooms.member_room_ids(post.user_id)
+
+
 def _refused(hub: Hub, post: Post, room_id: int, taken: set[int]) -> protocol.FrameError | None:
     """Why a post to a room the sender is in cannot be stored, or None."""
     if post.reply_to is not None and (error := _reply_refused(hub, post, room_id, post.reply_to)):
@@ -272,7 +322,7 @@ def _reply_refused(hub: Hub, post: Post, room_id: int, reply_to: int) -> protoco
     on the database; under the lock, a parent cannot be deleted between the check and the post.
     """
     try:
-        messages.reply_target(reply_to, room_id, hub.room_ids(post.conn.user_id))
+        messages.reply_target(reply_to, room_id, _room_ids(hub, post))
     except messages.MessageError as error:
         return protocol.FrameError(error.code, error.message, post.client_id)
     return None
@@ -284,7 +334,7 @@ def _attachments_refused(post: Post, taken: set[int]) -> protocol.FrameError | N
     Under the lock, as for replies: two posts (on any worker) cannot both take one upload.
     """
     try:
-        uploads.check_postable(post.conn.user_id, post.client_id, post.attachments, taken)
+        uploads.check_postable(post.user_id, post.client_id, post.attachments, taken)
     except uploads.NotPostable as error:
         return protocol.FrameError(error.code, error.message, post.client_id)
     return None
@@ -325,14 +375,17 @@ def _row(post: Post) -> MessageRow:
     """The row to insert for an accepted post (one whose room was found)."""
     if post.room_id is None:
         raise ValueError("a post is stored only once its room is known")
+    # Like the name, the socket knows the picture: no query per message.
+    sender = post.conn if post.conn is not None else post.author
     return MessageRow(
-        post.conn.user_id,
+        post.user_id,
         post.room_id,
         post.text,
         post.client_id,
         post.key,
-        post.conn.name,
+        sender.name if sender is not None else None,
         post.reply_to,
         post.attachments,
-        post.conn.avatar_url,  # Like the name: the socket knows it, no query per message.
+        sender.avatar_url if sender is not None else None,
+        post.author.bot if post.author is not None else False,
     )

@@ -12,8 +12,8 @@ from core import messages, rooms
 from core.formatting import format_ts
 from core.throttle import message_wait
 from extensions import db
-from models import GENERAL, PUBLIC, Room, describe, messages_after, messages_before, quote
-from realtime import commits, protocol, room_events
+from models import GENERAL, PUBLIC, Room, messages_after, messages_before
+from realtime import commits, outside, protocol, room_events
 from realtime.backplane import BackplaneError
 from realtime.hub import Hub
 from realtime.protocol import StoredMessage
@@ -293,16 +293,9 @@ def _react(hub: Hub, conn: Connection, command: protocol.React) -> None:
 def _announce(hub: Hub, conn: Connection, changed: messages.Changed, client_id: str | None) -> None:
     """Publish a change to the message's room, in the order of changes (we hold the lock); a
     change that changed nothing goes to the sender alone, as its confirmation."""
-    message = changed.message
-    (data,) = describe([message])
-    quoted = quote(message, data["mentions"])
-    frame = protocol.change_frame(
-        changed.change, changed.kind, conn.user_id, data, quoted, client_id
-    )
+    frame = outside.publish_change(hub, changed, conn.user_id, client_id)
     if changed.change is None:
         hub.send(conn, protocol.encode(frame))
-    else:
-        hub.broadcast_change(message.room_id, changed.change, protocol.encode(frame))
 
 
 def _members(hub: Hub, conn: Connection, command: protocol.Members) -> None:

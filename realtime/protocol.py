@@ -620,6 +620,7 @@ class MessageFrame(TypedDict):
     user: str
     user_id: int
     avatar_url: str | None  # The author's uploaded picture (immutable address); None: initials.
+    bot: bool  # The author is a bot.
     text: str  # As typed; "" once deleted.
     html: str | None  # ``text``'s Markdown as sanitized HTML; None: nothing to format.
     ts: str
@@ -630,6 +631,7 @@ class MessageFrame(TypedDict):
     reactions: list[Reactions]
     mentions: list[int]
     attachments: list[AttachmentObject]
+    preview: dict[str, object] | None  # ``models.PreviewData`` of its first link, once fetched.
 
 
 class ChangeFrame(TypedDict):

@@ -118,6 +118,8 @@ def test_message_frame_has_utc_timestamp_and_client_id():
         "reactions": [],
         "mentions": [],
         "attachments": [],
+        "bot": False,
+        "preview": None,
     }
 
 
