@@ -124,6 +124,10 @@ class Config:
     # with mail requires it).
     CHAT_PUBLIC_URL = ""
     CHAT_FORGOT_MAX_AGE = 3600  # seconds a "forgot password" link sent by mail is valid
+    # What the server fetches for people (link previews, outgoing webhooks) never goes to a
+    # loopback, private, link-local or metadata address (``net.guard``). Tests alone turn this on
+    # to reach their servers on 127.0.0.1; production refuses to start with it.
+    CHAT_FETCH_ALLOW_LOOPBACK = False
     # "Forgot password?" requests, per client address and per email: each may send a mail.
     CHAT_FORGOT_LIMIT_PER_IP = "20 per hour"
     CHAT_FORGOT_LIMIT_PER_EMAIL = "5 per hour"
@@ -251,6 +255,8 @@ def finalize(config: MutableMapping[str, Any], instance_path: str) -> None:
     _check_mail(config, production)
     if not config["CHAT_S3_BUCKET"] and not config["CHAT_UPLOAD_DIR"]:
         config["CHAT_UPLOAD_DIR"] = str(Path(instance_path) / "uploads")
+    if production and config["CHAT_FETCH_ALLOW_LOOPBACK"]:
+        raise RuntimeError("CHAT_FETCH_ALLOW_LOOPBACK is for tests: production never sets it")
     if production:
         _require_real_secret(config.get("SECRET_KEY"))
     elif not config.get("SECRET_KEY"):

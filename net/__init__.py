@@ -1,0 +1,1 @@
+"""Outbound HTTP: what the server fetches or calls on others' behalf (``guard``)."""
