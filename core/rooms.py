@@ -219,8 +219,14 @@ def leave_room(room: Room, user_id: int) -> None:
 
 
 def _actor(actor_id: int | None) -> User | None:
-    """The person acting, or None for the shell."""
-    return db.session.get(User, actor_id) if actor_id is not None else None
+    """The person acting, or None for the shell; an id no account has is refused (it must
+    never pass for the shell and its full rights)."""
+    if actor_id is None:
+        return None
+    actor = db.session.get(User, actor_id)
+    if actor is None:
+        raise RoomError("forbidden", NOT_MANAGER)
+    return actor
 
 
 def may_manage(room: Room, actor: User | None) -> bool:

@@ -67,12 +67,6 @@ def _send(hub: Hub, conn: Connection, frame: Mapping[str, object]) -> None:
     hub.send(conn, protocol.encode(frame))
 
 
-def _entry(hub: Hub, room: Room, user_id: int) -> dict[str, object]:
-    """The ``room`` frame describing ``room`` to ``user_id``."""
-    summary = rooms.summary(room, user_id)
-    return {"type": "room", **protocol.room_entry(summary, hub.online(room.id))}
-
-
 def _post(hub: Hub, conn: Connection, command: protocol.ChatMessage) -> None:
     """Queue a message for the group committer (``commits.py``), which stores and publishes it."""
     key = command.room or conn.current
@@ -127,7 +121,9 @@ def _create_room(hub: Hub, conn: Connection, command: protocol.CreateRoom) -> No
     with hub.ordered():
         room = rooms.create_room(command.name, conn.user_id, command.private)
         hub.subscribe(conn.user_id, room.id, room.key)
-        hub.send_to_user(conn.user_id, protocol.encode(_entry(hub, room, conn.user_id)))
+        hub.send_to_user(
+            conn.user_id, protocol.encode(room_events.entry_frame(hub, room, conn.user_id))
+        )
         if room.kind == PUBLIC:
             created = {"type": "room_created", "room": room.key, "title": room.title}
             hub.send_to_all(protocol.encode(created))
@@ -138,10 +134,12 @@ def _join_room(hub: Hub, conn: Connection, command: protocol.JoinRoom) -> None:
     with hub.ordered():
         room, joined = rooms.join_public(command.room, conn.user_id)
         if not joined:
-            _send(hub, conn, _entry(hub, room, conn.user_id))
+            _send(hub, conn, room_events.entry_frame(hub, room, conn.user_id))
             return
         hub.subscribe(conn.user_id, room.id, room.key)
-        hub.send_to_user(conn.user_id, protocol.encode(_entry(hub, room, conn.user_id)))
+        hub.send_to_user(
+            conn.user_id, protocol.encode(room_events.entry_frame(hub, room, conn.user_id))
+        )
         hub.presence.note(room.id, room.key, conn.user_id, conn.name)
 
 
@@ -257,12 +255,12 @@ def _open_direct(hub: Hub, conn: Connection, command: protocol.OpenDirect) -> No
             raise protocol.FrameError("not_found", message, command.client_id)
         room, created = rooms.open_direct(conn.user_id, command.user_id)
         if not created:
-            _send(hub, conn, _entry(hub, room, conn.user_id))
+            _send(hub, conn, room_events.entry_frame(hub, room, conn.user_id))
             return
         for user_id in (conn.user_id, command.user_id):
             hub.subscribe(user_id, room.id, room.key)
         for user_id in (conn.user_id, command.user_id):
-            hub.send_to_user(user_id, protocol.encode(_entry(hub, room, user_id)))
+            hub.send_to_user(user_id, protocol.encode(room_events.entry_frame(hub, room, user_id)))
 
 
 def _change(hub: Hub, conn: Connection, command: protocol.Edit | protocol.Delete) -> None:

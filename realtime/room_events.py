@@ -49,11 +49,16 @@ def tell_updated(hub: Hub, room: Room, by: int | None, client_id: str | None = N
         hub.broadcast(room.id, payload)
 
 
+def entry_frame(hub: Hub, room: Room, user_id: int) -> dict[str, object]:
+    """The ``room`` frame describing ``room`` to ``user_id``, with who is online in it."""
+    summary = rooms.summary(room, user_id)
+    return {"type": "room", **protocol.room_entry(summary, hub.online(room.id))}
+
+
 def tell_added(hub: Hub, room: Room, user_id: int, invited_by: int | None) -> None:
     """``user_id``'s sockets get ``room`` at once; its members see them arrive (presence)."""
     hub.subscribe(user_id, room.id, room.key)
-    summary = rooms.summary(room, user_id)
-    entry = {"type": "room", **protocol.room_entry(summary, hub.online(room.id))}
+    entry = entry_frame(hub, room, user_id)
     if invited_by is not None:
         entry["invited_by"] = invited_by
     hub.send_to_user(user_id, protocol.encode(entry))

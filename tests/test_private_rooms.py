@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from admin import actions
+from core import rooms
 from extensions import db
 from helpers import PASSWORD, Http, csrf_token, login, submit_form
 from models import ADMIN, AuditEntry, Membership, Message, Room, User, utcnow
@@ -443,3 +444,23 @@ def test_a_removed_member_cannot_walk_back_in_with_their_own_link(app, team, cli
     room = room_of(app, key)
     with app.app_context():
         assert db.session.get(Membership, (room.id, carol.id)) is None
+
+
+def test_an_actor_id_no_account_has_is_refused_not_taken_for_the_shell(app, team):
+    alice, bob = team["alice"], team["bob"]
+    key = private_room(alice)["room"]
+    answer(alice, {"type": "invite", "room": key, "user_id": bob.id})
+    until(bob, "room")
+    with app.app_context():
+        room = db.session.scalar(select(Room).where(Room.key == key))
+        for change in (
+            lambda: rooms.remove_member(room, bob.id, actor_id=10**9),
+            lambda: rooms.set_archived(room, True, actor_id=10**9),
+            lambda: rooms.update_room(room, rooms.Update("taken", None), actor_id=10**9),
+        ):
+            with pytest.raises(rooms.RoomError) as refused:
+                change()
+            assert refused.value.code == "forbidden"
+        assert rooms.is_member(room.id, bob.id)
+        assert room.archived_at is None
+        assert room.title == "secret"
