@@ -8,6 +8,7 @@ from flask import Flask, Response
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import accounts
+import accounts.digest_views
 import admin
 import api
 import archive
@@ -58,6 +59,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     limiter.init_app(app)
     throttle.init_app(app)
     accounts.init_app(app)
+    accounts.digest_views.init_app(app)
     api.init_app(app)
     files.init_app(app)
     archive.init_app(app)

@@ -131,6 +131,11 @@ class Config:
     # "Forgot password?" requests, per client address and per email: each may send a mail.
     CHAT_FORGOT_LIMIT_PER_IP = "20 per hour"
     CHAT_FORGOT_LIMIT_PER_EMAIL = "5 per hour"
+    # The digest mailed by ``flask send-digests`` (accounts/digest.py): the missed mentions and
+    # direct messages at least this many seconds old, of people quiet that long; at most this many
+    # listed (then "and N more").
+    CHAT_DIGEST_QUIET = 3600
+    CHAT_DIGEST_MAX = 20
 
 
 SMTP_URL_FORMS = "smtp://[user:password@]host[:port] or smtps://[user:password@]host[:port]"
@@ -253,6 +258,8 @@ def finalize(config: MutableMapping[str, Any], instance_path: str) -> None:
         # One late heartbeat must not bury a live worker and announce all its users as gone.
         raise RuntimeError("CHAT_PRESENCE_TTL must be at least twice CHAT_PRESENCE_HEARTBEAT")
     _check_mail(config, production)
+    if config["CHAT_DIGEST_QUIET"] < 0 or config["CHAT_DIGEST_MAX"] < 1:
+        raise RuntimeError("CHAT_DIGEST_QUIET must be at least 0 and CHAT_DIGEST_MAX at least 1")
     if not config["CHAT_S3_BUCKET"] and not config["CHAT_UPLOAD_DIR"]:
         config["CHAT_UPLOAD_DIR"] = str(Path(instance_path) / "uploads")
     if production and config["CHAT_FETCH_ALLOW_LOOPBACK"]:
