@@ -41,6 +41,7 @@ from models import (
     MessageData,
     Room,
     User,
+    as_utc,
     describe,
     utcnow,
 )
@@ -61,6 +62,7 @@ class Item:
 
     sender: str
     time: str  # Formatted in the reader's language (UTC).
+    iso_time: str  # The same, for the HTML part's <time datetime>.
     text: str  # An excerpt, mentions as "@name".
 
 
@@ -205,7 +207,8 @@ def _item(data: MessageData) -> Item:
     text = excerpt(data["text"], data["mentions"])
     if not text and data["attachments"]:
         text = _("Files: %(names)s", names=", ".join(a["name"] for a in data["attachments"]))
-    return Item(sender=data["user"], time=format_datetime(data["created_at"], "short"), text=text)
+    moment = data["created_at"]
+    return Item(data["user"], format_datetime(moment, "short"), as_utc(moment).isoformat(), text)
 
 
 def compose_digest(
