@@ -6,7 +6,8 @@ in one of the person's rooms, not theirs, not deleted, after their read marker t
 than ``CHAT_DIGEST_QUIET`` and newer than the period the last digest covered (and than their
 joining), that mentions them or is in a direct room, in a room they did not set to "nothing".
 A person is left alone while they are around: their read marker names, or they posted, a
-message of the quiet period (the database knows nothing else of what they do).
+message of the quiet period (the database knows nothing else of what they do); and they get at
+most one digest per quiet period, however often the command runs.
 
 ``User.last_digest_at`` holds the end of the period the last digest covered (its run's time
 minus the quiet period), set once the SMTP server took the mail: the next run starts there,
@@ -247,10 +248,11 @@ def send_digests(now: datetime | None = None) -> Run:
         raise NotConfigured("CHAT_SMTP_URL and CHAT_PUBLIC_URL must both be set")
     config = current_app.config
     settings = smtp_settings(config["CHAT_SMTP_URL"])
-    cutoff = (now or utcnow()) - timedelta(seconds=config["CHAT_DIGEST_QUIET"])
+    quiet = timedelta(seconds=config["CHAT_DIGEST_QUIET"])
+    cutoff = (now or utcnow()) - quiet
     run = Run()
     for user_id in _recipients():
-        message = _digest_for(user_id, cutoff)
+        message = _digest_for(user_id, cutoff, cutoff - quiet)
         db.session.rollback()  # Ends the read transaction before the network.
         if message is None:
             continue
@@ -262,10 +264,14 @@ def send_digests(now: datetime | None = None) -> Run:
     return run
 
 
-def _digest_for(user_id: int, cutoff: datetime) -> EmailMessage | None:
-    """The person's digest up to ``cutoff``, or None when they missed nothing or were around."""
+def _digest_for(user_id: int, cutoff: datetime, spacing: datetime) -> EmailMessage | None:
+    """The person's digest up to ``cutoff``, or None when they missed nothing, were around, or
+    had one less than a quiet period ago (its period ended after ``spacing``): the timer may
+    run often, a person gets at most one digest per quiet period, and nothing is lost."""
     user = db.session.get(User, user_id)
     if user is None or not user.digest or _was_around(user_id, cutoff):
+        return None
+    if user.last_digest_at is not None and as_utc(user.last_digest_at) > spacing:
         return None
     messages, total = missed_messages(user, cutoff, current_app.config["CHAT_DIGEST_MAX"])
     if not messages:
