@@ -20,12 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
+from typing import Any
 
 from flask import current_app
 from flask_babel import force_locale, format_datetime, ngettext
 from flask_babel import gettext as _
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import Select, and_, exists, func, or_, select, update
+from sqlalchemy import Select, exists, func, or_, select, update
 
 from accounts import mail
 from config import SmtpSettings, smtp_settings
@@ -121,27 +122,30 @@ def user_of_unsubscribe(token: str) -> User | None:
 # ---- Who missed what ---------------------------------------------------------------------------
 
 
-def _missed(user: User, cutoff: datetime) -> Select[Message]:
-    """The messages ``user`` missed up to ``cutoff`` (see the module's docstring)."""
-    mentioned = exists().where(Mention.message_id == Message.id, Mention.user_id == user.id)
-    member = and_(Membership.room_id == Message.room_id, Membership.user_id == user.id)
-    query = (
-        select(Message)
-        .join(Membership, member)
+def _missed(cutoff: datetime, *columns: Any) -> Select[Any]:
+    """``columns`` of the messages missed up to ``cutoff``, with their readers (``User``) among
+    the accounts that take digests (see the module's docstring)."""
+    mentioned = exists().where(Mention.message_id == Message.id, Mention.user_id == User.id)
+    return (
+        select(*columns)
+        .select_from(Message)
+        .join(Membership, Membership.room_id == Message.room_id)
+        .join(User, User.id == Membership.user_id)
         .join(Room, Room.id == Message.room_id)
         .where(
-            Message.user_id != user.id,
+            User.deactivated_at.is_(None),
+            User.is_bot.is_(False),
+            User.digest.is_(True),
+            Message.user_id != User.id,
             Message.deleted_at.is_(None),
             Message.id > Membership.last_read_id,
             Message.created_at <= cutoff,
             Message.created_at > Membership.joined_at,
+            or_(User.last_digest_at.is_(None), Message.created_at > User.last_digest_at),
             or_(Membership.notify.is_(None), Membership.notify != NOTIFY_NOTHING),
             or_(Room.kind == DIRECT, mentioned),
         )
     )
-    if user.last_digest_at is not None:
-        query = query.where(Message.created_at > user.last_digest_at)
-    return query
 
 
 def _was_around(user_id: int, cutoff: datetime) -> bool:
@@ -155,25 +159,27 @@ def _was_around(user_id: int, cutoff: datetime) -> bool:
     return bool(db.session.scalar(select(or_(exists(read), exists(posted)))))
 
 
-def _recipients() -> list[int]:
-    """Ids of the accounts that take digests: active people (no bots) with it on."""
-    return list(
-        db.session.scalars(
-            select(User.id)
-            .where(User.deactivated_at.is_(None), User.is_bot.is_(False), User.digest.is_(True))
-            .order_by(User.id)
-        )
-    )
+def _recipients(cutoff: datetime) -> list[int]:
+    """Ids of the accounts that take digests and missed something up to ``cutoff`` (one query,
+    not one per account)."""
+    query = _missed(cutoff, User.id).distinct().order_by(User.id)
+    return list(db.session.scalars(query))
 
 
 def missed_messages(user: User, cutoff: datetime, limit: int) -> tuple[list[MessageData], int]:
     """The newest ``limit`` messages ``user`` missed up to ``cutoff``, oldest first, and how
     many they missed in all."""
-    query = _missed(user, cutoff)
-    newest = list(db.session.scalars(query.order_by(Message.id.desc()).limit(limit)))
+    newest = list(
+        db.session.scalars(
+            _missed(cutoff, Message)
+            .where(User.id == user.id)
+            .order_by(Message.id.desc())
+            .limit(limit)
+        )
+    )
     total = len(newest)
     if total == limit:
-        counted = query.with_only_columns(func.count(Message.id)).order_by(None)
+        counted = _missed(cutoff, func.count(Message.id)).where(User.id == user.id)
         total = db.session.scalar(counted) or 0
     return describe(newest[::-1]), total
 
@@ -251,7 +257,7 @@ def send_digests(now: datetime | None = None) -> Run:
     quiet = timedelta(seconds=config["CHAT_DIGEST_QUIET"])
     cutoff = (now or utcnow()) - quiet
     run = Run()
-    for user_id in _recipients():
+    for user_id in _recipients(cutoff):
         message = _digest_for(user_id, cutoff, cutoff - quiet)
         db.session.rollback()  # Ends the read transaction before the network.
         if message is None:
