@@ -131,6 +131,11 @@ class Config:
     # "Forgot password?" requests, per client address and per email: each may send a mail.
     CHAT_FORGOT_LIMIT_PER_IP = "20 per hour"
     CHAT_FORGOT_LIMIT_PER_EMAIL = "5 per hour"
+    # Link previews: the first link of a message gets a card from its page's OpenGraph tags,
+    # fetched by the server (at most this many bytes of HTML, within this many seconds).
+    CHAT_PREVIEWS = True
+    CHAT_PREVIEW_MAX_BYTES = 1024 * 1024
+    CHAT_PREVIEW_TIMEOUT = 5.0
 
 
 SMTP_URL_FORMS = "smtp://[user:password@]host[:port] or smtps://[user:password@]host[:port]"
