@@ -6,6 +6,7 @@ autolink or a ``[text](url)`` link, never anything inside a code span or block, 
 ``mailto:``.
 """
 
+import re
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
@@ -13,6 +14,8 @@ from core.formatting import render
 from previews.opengraph import MAX_URL_CHARS
 
 SCHEMES = ("http", "https")
+# A scheme, or a dot before a letter (a domain's): what every link the renderer makes contains.
+_MAYBE_LINK = re.compile(r"://|\.[^\W\d_]")
 
 
 class _FirstLink(HTMLParser):
@@ -32,7 +35,7 @@ class _FirstLink(HTMLParser):
 
 def may_have_link(text: str) -> bool:
     """A cheap first test, on the committer's thread: could ``text`` hold a link at all?"""
-    return "." in text or "://" in text  # A linkified domain has a dot; a URL has its scheme.
+    return _MAYBE_LINK.search(text) is not None
 
 
 def first_link(text: str) -> str | None:

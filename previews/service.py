@@ -55,7 +55,7 @@ HTML_TYPES = ("text/html", "application/xhtml+xml")
 IMAGE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
 HEADERS = {
     "Accept": "text/html,application/xhtml+xml;q=0.9",
-    "User-Agent": "flask-chat link preview (+https://github.com/)",
+    "User-Agent": "flask-chat-link-preview/1.0",
 }
 # The store's key of each re-encoded image kind, and how the route serves it.
 EXTENSIONS = {"image/webp": ".webp", "image/gif": ".gif", "image/png": ".png", "image/jpeg": ".jpg"}

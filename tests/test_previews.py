@@ -5,12 +5,9 @@ it, so that a test can act while a fetch is under way. Waits are on frames, on t
 been asked, or on the row the worker stores, never on a fixed sleep.
 """
 
-import collections
-import contextlib
 import io
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from PIL import Image
@@ -20,90 +17,17 @@ from websockets.sync.client import connect
 from extensions import db
 from helpers import token_issued_at, wait_until
 from models import PREVIEW, UNPREVIEW, LinkPreview, Message, MessageChange
-from previews.links import first_link
+from previews.links import first_link, may_have_link
 from previews.opengraph import parse
+from websites import og_page, serving
 
 TIMEOUT = 2.0  # CHAT_PREVIEW_TIMEOUT here: a gated page that is not let go times out.
 
 
-class Site:
-    """An HTTP server on 127.0.0.1 serving ``pages`` (path -> status, headers, body), counting
-    requests; a path in ``gates`` answers once its event is set."""
-
-    def __init__(self):
-        self.pages = {}
-        self.hits = collections.Counter()
-        self.gates = {}
-        self.asked = collections.defaultdict(threading.Event)
-        self.lock = threading.Lock()
-        site = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                path = self.path
-                with site.lock:
-                    site.hits[path] += 1
-                site.asked[path].set()
-                if path in site.gates:
-                    site.gates[path].wait(15)
-                status, headers, body = site.pages.get(path, (404, {}, b"no"))
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                with contextlib.suppress(OSError):  # The guard hung up (too large, too slow).
-                    self.wfile.write(body)
-
-            def log_message(self, *_args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.01,))
-
-    def url(self, path):
-        return f"http://127.0.0.1:{self.server.server_port}{path}"
-
-    def html(self, path, head, status=200, content_type="text/html; charset=utf-8"):
-        self.pages[path] = (status, {"Content-Type": content_type}, head.encode())
-
-
-def og_page(title="Léa's page", description="All about it", image="/image.jpg", site_name="Lea"):
-    """An HTML page with OpenGraph tags."""
-    return (
-        "<!doctype html><html><head>"
-        f'<meta property="og:title" content="{title}">'
-        f'<meta property="og:description" content="{description}">'
-        f'<meta property="og:site_name" content="{site_name}">'
-        f'<meta property="og:image" content="{image}">'
-        "<title>Fallback</title></head><body><p>Hello</p></body></html>"
-    )
-
-
-def jpeg_with_exif():
-    """A JPEG whose EXIF names a camera and a place: what must never be served."""
-    image = Image.new("RGB", (600, 400), (200, 40, 90))
-    exif = Image.Exif()
-    exif[0x010F] = "SecretCamMaker"  # Make
-    exif[0x0131] = "SecretSoftware"  # Software
-    out = io.BytesIO()
-    image.save(out, "JPEG", exif=exif.tobytes(), quality=95)
-    return out.getvalue()
-
-
 @pytest.fixture
 def site():
-    site = Site()
-    site.thread.start()
-    site.html("/page", og_page())
-    site.pages["/image.jpg"] = (200, {"Content-Type": "image/jpeg"}, jpeg_with_exif())
-    yield site
-    for gate in site.gates.values():
-        gate.set()
-    site.server.shutdown()
-    site.server.server_close()
-    site.thread.join(5)
+    with serving() as site:
+        yield site
 
 
 @pytest.fixture
@@ -165,6 +89,9 @@ def test_the_first_link_is_the_one_the_renderer_links_never_one_in_code():
         "https://c.test/?a=1&b=2"
     )
     assert first_link("no link here") is None
+    assert may_have_link("a.test")
+    assert may_have_link("http://localhost:5000/")
+    assert not may_have_link("Done. Thanks, 3.14 times")  # Not even parsed.
 
 
 # ---- Over sockets -----------------------------------------------------------------------------
