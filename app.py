@@ -16,6 +16,7 @@ import files
 import i18n
 import models
 import ops
+import previews
 import realtime
 from config import Config, finalize, load_environment
 from core import throttle
@@ -66,6 +67,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     admin.init_app(app)
     pages.init_app(app)
     realtime.init_app(app)
+    previews.init_app(app)
     errors.init_app(app)
     ops.init_app(app)
     # Presigned file addresses send the page's images to the store: allow its origin.

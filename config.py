@@ -136,6 +136,11 @@ class Config:
     # listed (then "and N more").
     CHAT_DIGEST_QUIET = 3600
     CHAT_DIGEST_MAX = 20
+    # Link previews: the first link of a message gets a card from its page's OpenGraph tags,
+    # fetched by the server (at most this many bytes of HTML, within this many seconds).
+    CHAT_PREVIEWS = True
+    CHAT_PREVIEW_MAX_BYTES = 1024 * 1024
+    CHAT_PREVIEW_TIMEOUT = 5.0
 
 
 SMTP_URL_FORMS = "smtp://[user:password@]host[:port] or smtps://[user:password@]host[:port]"

@@ -59,6 +59,8 @@ EDIT = "edit"
 DELETE = "delete"
 REACT = "react"
 UNREACT = "unreact"
+PREVIEW = "preview"  # Its first link's preview arrived (``previews/``),
+UNPREVIEW = "unpreview"  # or its author removed it.
 
 
 class QuoteData(TypedDict):

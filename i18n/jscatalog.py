@@ -79,6 +79,8 @@ STRINGS: dict[str, LazyString] = {
     "react": _l("React"),
     "edit": _l("Edit"),
     "delete": _l("Delete"),
+    # On one's own message with a link preview: takes the preview off (for everyone).
+    "remove_preview": _l("Remove preview"),
     "cancel": _l("Cancel"),
     "delete_question": _l("Delete this message? Everyone will see that it was deleted."),
     # The reaction picker.

@@ -13,6 +13,7 @@ from core.formatting import format_ts
 from core.throttle import message_wait
 from extensions import db
 from models import GENERAL, PUBLIC, Room, messages_after, messages_before
+from previews import changes as previews
 from realtime import commits, outside, protocol, room_events
 from realtime.backplane import BackplaneError
 from realtime.hub import Hub
@@ -288,6 +289,14 @@ def _react(hub: Hub, conn: Connection, command: protocol.React) -> None:
         )
 
 
+def _unpreview(hub: Hub, conn: Connection, command: protocol.Unpreview) -> None:
+    """Its author takes the link preview off a message; the room sees it go."""
+    with hub.ordered():
+        message = messages.find(command.id, hub.room_ids(conn.user_id))
+        changed = previews.remove(message, conn.user_id, command.client_id)
+        _announce(hub, conn, changed, command.client_id)
+
+
 def _announce(hub: Hub, conn: Connection, changed: messages.Changed, client_id: str | None) -> None:
     """Publish a change to the message's room, in the order of changes (we hold the lock); a
     change that changed nothing goes to the sender alone, as its confirmation."""
@@ -378,6 +387,7 @@ _HANDLERS: dict[type, _Handler] = dict(
         _filed(protocol.Edit, _change),
         _filed(protocol.Delete, _change),
         _filed(protocol.React, _react),
+        _filed(protocol.Unpreview, _unpreview),
         _filed(protocol.Members, _members),
     ]
 )

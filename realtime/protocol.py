@@ -100,6 +100,14 @@ class React:
 
 
 @dataclass(frozen=True)
+class Unpreview:
+    """Take the link preview off one's own message (``previews.changes``)."""
+
+    id: int
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Members:
     """Who is in a room (for ``@`` completion)."""
 
@@ -254,6 +262,7 @@ Command = (
     | Edit
     | Delete
     | React
+    | Unpreview
     | Members
 )
 
@@ -469,6 +478,7 @@ _PARSERS: dict[str, Callable[[_Fields, int], Command]] = {
     "delete": lambda fields, _: Delete(fields.integer("id"), fields.client_id),
     "react": _parse_reaction(add=True),
     "unreact": _parse_reaction(add=False),
+    "unpreview": lambda fields, _: Unpreview(fields.integer("id"), fields.client_id),
     "members": lambda fields, _: Members(fields.room(), fields.client_id),
 }
 

@@ -112,6 +112,8 @@ def app_config(database_url, tmp_path):
         "CHAT_FRAME_BURST": 10_000,
         # Presence batches every 50 ms instead of 250: tests wait for them often.
         "CHAT_PRESENCE_BATCH": 0.05,
+        # Links in test messages are never fetched (the internet); test_previews turns it on.
+        "CHAT_PREVIEWS": False,
     }
 
 

@@ -1,6 +1,6 @@
-// What the user does to a message: reply, react (picker.js), edit, delete, toggle a reaction,
-// open an image full size, and follow a reply's quote to its parent, loading older pages until
-// it is there.
+// What the user does to a message: reply, react (picker.js), edit, delete, remove its link
+// preview, toggle a reaction, open an image full size, and follow a reply's quote to its parent,
+// loading older pages until it is there.
 
 import { openLightbox } from "./attachments.js";
 import { root, ui } from "./dom.js";
@@ -44,6 +44,7 @@ function act(action, room, message, button) {
   else if (action === "react") togglePicker(button, message.id);
   else if (action === "edit") startEdit(room, message);
   else if (action === "delete") confirmDelete(message.id, button);
+  else if (action === "unpreview") queueChange({ type: ClientFrame.UNPREVIEW, id: message.id });
 }
 
 function toggleReaction(message, button) {

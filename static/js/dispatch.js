@@ -383,7 +383,10 @@ function onMessageChanged(frame) {
   if (frame.change === null) return;
   const room = state.rooms.get(frame.room);
   if (!room) return;
+  // A link preview makes a message taller: a reader at the end stays at the end.
+  const follow = frame.kind === "preview" && room.key === state.current && isNearEnd();
   applyChange(room, frame);
+  if (follow) scrollToEnd();
   if (frame.message.deleted) onMessageGone(frame.message.id);
 }
 

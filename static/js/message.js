@@ -27,6 +27,7 @@ export function messageElement(frame, own) {
   // A message of files alone has no text: its caption is optional.
   if (frame.deleted || frame.text || !files.length) item.append(textBlock(frame));
   if (files.length) item.append(attachmentList(files));
+  if (frame.preview && !frame.deleted) item.append(previewCard(frame.preview));
   if (frame.reactions?.length) item.append(reactionBar(frame));
   if (frame.id && !frame.deleted) item.append(actionBar(frame, own));
   return item;
@@ -174,6 +175,69 @@ export function reactedBy(reaction) {
   return t("reacted_by", { names: formats.list.format(parts) });
 }
 
+// ---- Link previews ------------------------------------------------------------------------
+
+// The card of the message's first link, as the server fetched it: its title links to the page,
+// the image is our copy (never the page's), every word goes in as textContent.
+function previewCard(preview) {
+  const card = document.createElement("div");
+  card.className = "preview";
+  if (preview.image_url) card.append(previewImage(preview));
+  const body = document.createElement("div");
+  body.className = "preview-body";
+  if (preview.site_name) {
+    const site = document.createElement("span");
+    site.className = "preview-site";
+    site.textContent = preview.site_name;
+    body.append(site);
+  }
+  body.append(previewTitle(preview));
+  if (preview.description) {
+    const description = document.createElement("p");
+    description.className = "preview-description";
+    description.dir = "auto";
+    description.textContent = preview.description;
+    body.append(description);
+  }
+  card.append(body);
+  return card;
+}
+
+function previewTitle(preview) {
+  const title = document.createElement(isWebAddress(preview.url) ? "a" : "span");
+  title.className = "preview-title";
+  title.dir = "auto";
+  title.textContent = preview.title || preview.url;
+  if (title.tagName === "A") {
+    title.href = preview.url;
+    title.target = "_blank";
+    title.rel = "noopener noreferrer nofollow";
+  }
+  return title;
+}
+
+function isWebAddress(url) {
+  try {
+    return ["http:", "https:"].includes(new URL(url).protocol);
+  } catch {
+    return false;
+  }
+}
+
+// Decorative: the title beside it says what the page is.
+function previewImage(preview) {
+  const image = document.createElement("img");
+  image.className = "preview-image";
+  image.src = preview.image_url;
+  image.alt = "";
+  image.loading = "lazy";
+  if (preview.image_width && preview.image_height) {
+    image.width = preview.image_width;
+    image.height = preview.image_height;
+  }
+  return image;
+}
+
 // ---- Actions ------------------------------------------------------------------------------
 
 // Shown on hover and when focus is inside; every control a real button, reachable by Tab.
@@ -184,6 +248,7 @@ function actionBar(frame, own) {
   bar.setAttribute("aria-label", t("actions_label", { name: frame.user }));
   bar.append(actionButton("reply", t("reply")), actionButton("react", t("react")));
   if (own) bar.append(actionButton("edit", t("edit")));
+  if (own && frame.preview) bar.append(actionButton("unpreview", t("remove_preview")));
   // Administrators delete anyone's message (moderation); nobody edits someone else's.
   if (own || state.me.admin) bar.append(actionButton("delete", t("delete")));
   return bar;

@@ -18,6 +18,7 @@ export const ClientFrame = Object.freeze({
   DELETE: "delete",
   REACT: "react",
   UNREACT: "unreact",
+  UNPREVIEW: "unpreview", // Take the link preview off one's own message.
   MEMBERS: "members",
   INVITE: "invite",
   INVITE_LINK: "invite_link",
