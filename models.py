@@ -190,7 +190,8 @@ class User(UserMixin, Model):
     # A bot (``Bot``): an account no one logs in to, shown as a bot everywhere.
     is_bot: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Whether missed mentions and direct messages are mailed (the digest); its unsubscribe link
-    # clears it. ``last_digest_at``: when the last digest went out (None: never).
+    # clears it. ``last_digest_at``: the end of the period the last digest covered (its run's
+    # time minus the quiet period; None: never), where the next one starts.
     digest: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     last_digest_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -425,6 +426,8 @@ class Message(Model):
     __table_args__ = (
         UniqueConstraint("user_id", "client_id"),
         Index("ix_messages_room_id_id", "room_id", "id"),
+        # Who may see a preview's image: the messages that show it (``previews.views``).
+        Index("ix_messages_preview_id", "preview_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

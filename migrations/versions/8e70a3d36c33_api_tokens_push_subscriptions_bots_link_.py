@@ -101,6 +101,7 @@ def upgrade():
 
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.add_column(sa.Column("preview_id", sa.Integer(), nullable=True))
+        batch_op.create_index("ix_messages_preview_id", ["preview_id"], unique=False)
 
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.add_column(
@@ -122,6 +123,7 @@ def downgrade():
         batch_op.drop_column("is_bot")
 
     with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_index("ix_messages_preview_id")
         batch_op.drop_column("preview_id")
 
     with op.batch_alter_table("push_subscriptions", schema=None) as batch_op:
