@@ -6,6 +6,7 @@ small pool of sender threads, so that a push service that hangs holds one sender
 A subscription the push service calls gone (404 or 410) is deleted.
 """
 
+import contextlib
 import logging
 import os
 import queue
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 GONE = {404, 410}  # The push service forgot the subscription: so do we.
 SENDS_PER_THREAD = 8  # Pushes waiting for a sender thread, per thread, before the worker waits.
+IDLE_EXIT = 60.0  # Seconds without a batch after which the worker and its senders end.
 
 
 class Sender:
@@ -63,7 +65,6 @@ class Sender:
 
     def on_published(self, _app: Flask, messages: Sequence[MessageData], **_extra: Any) -> None:
         """``messages_published``: queue the batch, or drop it (logged) when the queue is full."""
-        self._start()
         with self._busy:
             self._pending += 1
             self._newest = max(self._newest, *(message["id"] for message in messages))
@@ -72,6 +73,7 @@ class Sender:
         except queue.Full:
             self._done()
             log.warning("the push queue is full: %d messages not pushed", len(messages))
+        self._start()  # After the put: a worker that is retiring sees the batch, or is replaced.
 
     # ---- Life cycle ----------------------------------------------------------------------------
 
@@ -87,19 +89,26 @@ class Sender:
             worker.start()
             self._pid = os.getpid()
 
+    @property
+    def running(self) -> bool:
+        """Whether this process has a worker now (it ends when idle, and starts on a batch)."""
+        return self._pid == os.getpid()
+
     def stop(self) -> None:
         """Stop the worker and drop what is queued (tests; a worker's exit)."""
-        if self._pid != os.getpid():
-            return
-        while True:  # Make room for the sentinel: what is queued is dropped anyway.
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-        self._queue.put(None)
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-        self._pid = None
+        with self._start_lock:
+            if self._pid != os.getpid():
+                return
+            while True:  # Make room for the sentinel: what is queued is dropped anyway.
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(None)
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pid = None
 
     def wait_idle(self, timeout: float, message_id: int = 0) -> bool:
         """Wait until message ``message_id`` (0: none) was queued, then until every queued batch
@@ -119,7 +128,7 @@ class Sender:
     def _work(self) -> None:
         """Plan each batch, hand its pushes to the senders; a failure loses that batch only."""
         pool = self._pool
-        while (batch := self._queue.get()) is not None and pool is not None:
+        while (batch := self._next()) is not None and pool is not None:
             try:
                 with self._app.app_context():
                     pushes = audience.plan(batch, self._visible)
@@ -136,6 +145,20 @@ class Sender:
                     self._slots.release()
                     self._done()
             self._done()
+
+    def _next(self) -> Sequence[MessageData] | None:
+        """The next batch; None to stop: told to, or idle for ``IDLE_EXIT`` seconds (the next
+        batch starts another worker: an app that stops posting keeps no thread)."""
+        while True:
+            try:
+                return self._queue.get(timeout=IDLE_EXIT)
+            except queue.Empty:
+                with self._start_lock:
+                    if self._queue.empty():
+                        self._pid = None
+                        if self._pool is not None:
+                            self._pool.shutdown(wait=False)  # Sends under way finish.
+                        return None
 
     def _visible(self, user_ids: set[int]) -> set[int]:
         """Those with a visible tab; if the backplane cannot tell, nobody (better a push more)."""

@@ -2,9 +2,11 @@
 service on 127.0.0.1 (tests/pushservice.py) that checks the VAPID JWT and decrypts each payload
 with the keys this test's "browser" made, as a browser would."""
 
+import json
 import os
 import threading
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,12 +18,16 @@ import push
 from extensions import db
 from helpers import PASSWORD, ChatClient, csrf_token, login, token_issued_at, wait_until
 from models import Membership, PushSubscription, User, ensure_general, utcnow
+from push import audience
+from push import sender as sender_module
 from push.endpoints import endpoint_problem
 from push.keys import load_keys
-from push.views import KEYS_KEY
+from push.views import KEYS_KEY, MAX_SUBSCRIPTIONS
 from pushservice import PushService
 from realtime import protocol
 from realtime.runtime import runtime_of
+
+pytestmark = pytest.mark.database  # See conftest.py: run on PostgreSQL too.
 
 IDLE = 10  # seconds for the sender to plan and answer every push: only reached on failure
 
@@ -277,12 +283,16 @@ def test_subscriptions_refuse_bad_input(app, service, alice, bob):
             response = client.post("/push/subscriptions", json=body, headers=headers)
         assert (response.status_code, response.json["error"]) == (status, code), body
         assert response.json["message"]
-    no_csrf = client.post("/push/subscriptions", json=good, headers={"Accept": "application/json"})
+    no_csrf = client.post("/push/subscriptions", json=good)
     assert (no_csrf.status_code, no_csrf.json["error"]) == (400, "csrf_failed")
     with app.app_context():
         assert db.session.scalar(select(db.func.count(PushSubscription.id))) == 1  # The first.
-    anonymous = app.test_client().post("/push/subscriptions", json=good)
-    assert anonymous.status_code in {400, 401}
+    anonymous = app.test_client()
+    token = csrf_token(anonymous.get("/login"))
+    refused = anonymous.post("/push/subscriptions", json=good, headers={"X-CSRFToken": token})
+    assert (refused.status_code, refused.json["error"]) == (401, "unauthenticated")
+    wrong_method = client.put("/push/subscriptions", json=good, headers=headers)
+    assert (wrong_method.status_code, wrong_method.json["error"]) == (405, "method_not_allowed")
 
 
 def test_an_endpoint_moves_and_only_its_owner_removes_it(app, service, alice, bob):
@@ -380,3 +390,57 @@ def test_a_visible_tab_on_another_worker_suppresses_the_push(
         assert runtime_of(app).hub.visible_users({bob}) == set()
         message = posted(alices, f"hidden elsewhere <@{bob}>")
         assert service.wait_for(browser)[0]["message_id"] == message["id"]
+
+
+def test_a_payload_stays_small_whatever_the_message(app):
+    member = audience.Member(1, "all", "fr", "public", "r" * 64)
+    message = {
+        "id": 2**53,
+        "room": "p:" + "x" * 78,
+        "user_id": 2,
+        "user": "😀" * 40,
+        "text": "🎉" * 2000 + " <@1>",
+        "mentions": {1: "é" * 40},
+        "attachments": [],
+    }
+    with app.app_context():
+        payload = audience._payload(message, member)
+    assert len(payload.encode()) < 3 * 1024
+    assert json.loads(payload)["body"].endswith("…")
+
+
+def test_a_person_keeps_at_most_twenty_browsers(app, service, alice):
+    with app.app_context():
+        for number in range(MAX_SUBSCRIPTIONS):
+            db.session.add(
+                PushSubscription(
+                    user_id=alice,
+                    endpoint=f"https://push.example.com/{number}",
+                    p256dh="B" + "A" * 86,
+                    auth="A" * 22,
+                    created_at=datetime(2020, 1, 1 + number, tzinfo=UTC),
+                )
+            )
+        db.session.commit()
+    newest = service.browser()
+    subscribe(app, "alice@example.com", newest)
+    with app.app_context():
+        endpoints = set(db.session.scalars(select(PushSubscription.endpoint)))
+    assert len(endpoints) == MAX_SUBSCRIPTIONS
+    assert newest.endpoint in endpoints
+    assert "https://push.example.com/0" not in endpoints  # The oldest went.
+
+
+def test_an_idle_worker_ends_and_the_next_message_starts_another(
+    app, service, ws_connect, alice, bob, monkeypatch
+):
+    monkeypatch.setattr(sender_module, "IDLE_EXIT", 0.2)
+    alices, _bobs = ws_connect(alice), ws_connect(bob)
+    browser = service.browser()
+    subscribe(app, "bob@example.com", browser)
+    posted(alices, f"<@{bob}> one")
+    service.wait_for(browser)
+    sender = push.sender_of(app)
+    wait_until(lambda: not sender.running, "the idle worker to end", timeout=10)
+    posted(alices, f"<@{bob}> two")
+    assert [p["body"] for p in service.wait_for(browser, 2)] == ["@bob one", "@bob two"]
