@@ -145,14 +145,14 @@ class Config:
     # means mailto:CHAT_MAIL_FROM, else mailto:admin@localhost), the VAPID private key's file
     # ("" means instance/vapid_private.pem, made once: every host must share it), seconds a push
     # service has to answer, seconds it keeps a push for an offline browser, sender threads per
-    # worker, batches of messages waiting to be pushed, and (tests only) loopback endpoints.
+    # worker, and batches of messages waiting to be pushed (tests reach their push service on
+    # 127.0.0.1 with CHAT_FETCH_ALLOW_LOOPBACK).
     CHAT_VAPID_SUBJECT = ""
     CHAT_VAPID_KEY_FILE = ""
     CHAT_PUSH_TIMEOUT = 5.0
     CHAT_PUSH_TTL = 3600
     CHAT_PUSH_SENDERS = 4
     CHAT_PUSH_QUEUE_SIZE = 1000
-    CHAT_PUSH_ALLOW_LOOPBACK = False
 
 
 SMTP_URL_FORMS = "smtp://[user:password@]host[:port] or smtps://[user:password@]host[:port]"

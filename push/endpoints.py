@@ -1,12 +1,11 @@
-"""What a push endpoint may be: an https URL of a public host. The browser names it, so the
-server checks it before storing it and, after resolving it, before each push (never a private,
-loopback, link-local or metadata address; tests allow loopback, over http too)."""
+"""What a push subscription may be: an https endpoint of a public host (the browser names it:
+checked before it is stored, and by ``net.guard`` after resolving it, at each push; tests allow
+loopback, over http too, with ``CHAT_FETCH_ALLOW_LOOPBACK``), and keys of the right kinds."""
 
 import base64
 import binascii
 import ipaddress
 import re
-import socket
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -41,18 +40,6 @@ def endpoint_problem(url: str, allow_loopback: bool) -> str | None:
     if not _allowed(address, allow_loopback):
         return "The endpoint must be a public address."
     return None
-
-
-def resolves_public(url: str, allow_loopback: bool) -> bool:
-    """Whether every address ``url``'s host resolves to may be pushed to (a blocking lookup)."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError):
-        return False
-    addresses = {ipaddress.ip_address(info[4][0]) for info in infos}
-    return bool(addresses) and all(_allowed(address, allow_loopback) for address in addresses)
 
 
 def key_bytes(value: object, length: int) -> bytes | None:

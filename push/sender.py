@@ -3,7 +3,8 @@ worker thread per process decides who to push (``audience.plan``) and hands each
 small pool of sender threads, so that a push service that hangs holds one sender for at most
 ``CHAT_PUSH_TIMEOUT`` seconds, never the others, and never the committer.
 
-A subscription the push service calls gone (404 or 410) is deleted.
+A subscription the push service calls gone (404 or 410) is deleted. The endpoint is the
+browser's choice: ``net.guard`` sends, never to a private, loopback or metadata address.
 """
 
 import contextlib
@@ -15,17 +16,17 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
-import requests
 from flask import Flask
-from pywebpush import WebPushException, webpush
+from pywebpush import WebPusher
 from sqlalchemy import delete, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from extensions import db
 from models import MessageData, PushSubscription, utcnow
+from net import guard
 from push import audience
-from push.endpoints import resolves_public
 from push.keys import VapidKeys
 from realtime.backplane import BackplaneError
 from realtime.runtime import runtime_of
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 
 GONE = {404, 410}  # The push service forgot the subscription: so do we.
 SENDS_PER_THREAD = 8  # Pushes waiting for a sender thread, per thread, before the worker waits.
+ANSWER_BYTES = 4096  # Of a push service's answer: read, then dropped.
+VAPID_LIFETIME = 12 * 3600  # Seconds a signed claim is valid (RFC 8292: at most 24 hours).
 IDLE_EXIT = 60.0  # Seconds without a batch after which the worker and its senders end.
 
 
@@ -47,7 +50,6 @@ class Sender:
         self._subject = config["CHAT_VAPID_SUBJECT"]
         self._timeout = float(config["CHAT_PUSH_TIMEOUT"])
         self._ttl = int(config["CHAT_PUSH_TTL"])
-        self._loopback = bool(config["CHAT_PUSH_ALLOW_LOOPBACK"])
         self._threads = max(1, int(config["CHAT_PUSH_SENDERS"]))
         self._queue: queue.Queue[Sequence[MessageData] | None] = queue.Queue(
             config["CHAT_PUSH_QUEUE_SIZE"]
@@ -173,9 +175,8 @@ class Sender:
     def _send(self, push: audience.Push) -> None:
         """Encrypt and send one push; forget the subscription if the service says it is gone."""
         try:
-            status = self._post(push)
             with self._app.app_context():
-                self._record(push, status)
+                self._record(push, self._post(push))
         except SQLAlchemyError:
             log.exception("could not record a push to subscription %s", push.subscription_id)
         except Exception:  # A bug: logged here, since the pool would keep it in a future.
@@ -185,41 +186,46 @@ class Sender:
             self._done()
 
     def _post(self, push: audience.Push) -> int | None:
-        """The push service's status for ``push``; None if it could not be reached in time."""
-        if not resolves_public(push.endpoint, self._loopback):
-            log.warning("subscription %s names a private address: not pushed", push.subscription_id)
-            return None
+        """The push service's status for ``push``; None if it could not be reached in time.
+
+        pywebpush encrypts (RFC 8291) and py-vapid signs (RFC 8292); ``net.guard`` sends, as it
+        sends everything the server fetches for people: the endpoint is the browser's choice.
+        """
         subscription = {
             "endpoint": push.endpoint,
             "keys": {"p256dh": push.p256dh, "auth": push.auth},
         }
-        started = time.monotonic()
+        body = WebPusher(subscription).encode(push.payload.encode(), "aes128gcm")["body"]
+        parts = urlsplit(push.endpoint)
+        claims = {
+            "sub": self._subject,
+            "aud": f"{parts.scheme}://{parts.netloc}",
+            "exp": int(time.time()) + VAPID_LIFETIME,
+        }
+        headers = {
+            **self._keys.signer.sign(claims),
+            "Content-Encoding": "aes128gcm",
+            "Content-Type": "application/octet-stream",
+            "TTL": str(self._ttl),
+            "Urgency": "high",  # A mention or a direct message: worth waking a phone for.
+        }
         try:
-            with requests.Session() as session:
-                session.max_redirects = 0  # A push service answers; it never redirects.
-                response = webpush(
-                    subscription,
-                    push.payload,
-                    vapid_private_key=self._keys.signer,
-                    vapid_claims={"sub": self._subject},
-                    timeout=self._timeout,
-                    ttl=self._ttl,
-                    requests_session=session,
-                )
-        except WebPushException as error:
-            status = error.response.status_code if error.response is not None else None
-            log.info("push to subscription %s refused: %s", push.subscription_id, status)
-            return status
-        except requests.RequestException as error:
-            seconds = time.monotonic() - started
-            log.warning(
-                "push to subscription %s failed after %.1fs: %s",
-                push.subscription_id,
-                seconds,
-                type(error).__name__,
+            answer = guard.fetch(
+                "POST",
+                push.endpoint,
+                body=body,
+                headers=headers,
+                timeout=self._timeout,
+                max_bytes=ANSWER_BYTES,
+                max_redirects=0,  # A push service answers; it never redirects.
+                truncate=True,
             )
+        except guard.FetchError as error:
+            log.warning("push to subscription %s failed: %s", push.subscription_id, error.reason)
             return None
-        return response.status_code if isinstance(response, requests.Response) else None
+        if answer.status >= 300:
+            log.info("push to subscription %s refused: %s", push.subscription_id, answer.status)
+        return answer.status
 
     def _record(self, push: audience.Push, status: int | None) -> None:
         """Delete a subscription that is gone; note when one was last pushed to."""

@@ -113,7 +113,7 @@ def _parse_subscription(body: Any) -> Browser | tuple[Response, int]:
     if not isinstance(endpoint, str) or not isinstance(keys, dict):
         message = _("The subscription needs an 'endpoint' and its 'keys'.")
         return json_error(400, "bad_request", message)
-    problem = endpoint_problem(endpoint, current_app.config["CHAT_PUSH_ALLOW_LOOPBACK"])
+    problem = endpoint_problem(endpoint, bool(current_app.config["CHAT_FETCH_ALLOW_LOOPBACK"]))
     if problem is not None:
         return json_error(400, "bad_endpoint", problem)
     p256dh, auth = keys.get("p256dh"), keys.get("auth")

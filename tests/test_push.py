@@ -36,7 +36,7 @@ IDLE = 10  # seconds for the sender to plan and answer every push: only reached 
 def app_config(app_config, tmp_path):
     return {
         **app_config,
-        "CHAT_PUSH_ALLOW_LOOPBACK": True,
+        "CHAT_FETCH_ALLOW_LOOPBACK": True,
         "CHAT_PUSH_TIMEOUT": 30,  # Longer than any test: a hanging service hangs throughout.
         "CHAT_VAPID_KEY_FILE": str(tmp_path / "vapid.pem"),
     }
@@ -444,3 +444,28 @@ def test_an_idle_worker_ends_and_the_next_message_starts_another(
     wait_until(lambda: not sender.running, "the idle worker to end", timeout=10)
     posted(alices, f"<@{bob}> two")
     assert [p["body"] for p in service.wait_for(browser, 2)] == ["@bob one", "@bob two"]
+
+
+def test_an_endpoint_at_a_private_address_is_never_reached(app, service, ws_connect, alice, bob):
+    alices, _bobs = ws_connect(alice), ws_connect(bob)
+    kept = service.browser()
+    subscribe(app, "bob@example.com", kept)
+    with app.app_context():  # Stored before the rules, say: net.guard refuses it at each push.
+        db.session.add(
+            PushSubscription(
+                user_id=bob,
+                endpoint="https://10.0.0.7/push",
+                p256dh=kept.subscription()["keys"]["p256dh"],
+                auth="A" * 22,
+            )
+        )
+        db.session.commit()
+    message = posted(alices, f"<@{bob}> private")
+    service.wait_for(kept)
+    idle(app, message)
+    with app.app_context():
+        assert db.session.scalar(select(db.func.count(PushSubscription.id))) == 2  # Not "gone".
+        private = db.session.scalar(
+            select(PushSubscription).where(PushSubscription.endpoint == "https://10.0.0.7/push")
+        )
+        assert private.last_push_at is None
