@@ -17,6 +17,7 @@ import i18n
 import models
 import ops
 import previews
+import push
 import realtime
 from config import Config, finalize, load_environment
 from core import throttle
@@ -68,6 +69,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     pages.init_app(app)
     realtime.init_app(app)
     previews.init_app(app)
+    push.init_app(app)
     errors.init_app(app)
     ops.init_app(app)
     # Presigned file addresses send the page's images to the store: allow its origin.

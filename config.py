@@ -141,6 +141,18 @@ class Config:
     CHAT_PREVIEWS = True
     CHAT_PREVIEW_MAX_BYTES = 1024 * 1024
     CHAT_PREVIEW_TIMEOUT = 5.0
+    # Web Push (README "Web Push"): who the push services may contact (mailto: or https://; ""
+    # means mailto:CHAT_MAIL_FROM, else mailto:admin@localhost), the VAPID private key's file
+    # ("" means instance/vapid_private.pem, made once: every host must share it), seconds a push
+    # service has to answer, seconds it keeps a push for an offline browser, sender threads per
+    # worker, and batches of messages waiting to be pushed (tests reach their push service on
+    # 127.0.0.1 with CHAT_FETCH_ALLOW_LOOPBACK).
+    CHAT_VAPID_SUBJECT = ""
+    CHAT_VAPID_KEY_FILE = ""
+    CHAT_PUSH_TIMEOUT = 5.0
+    CHAT_PUSH_TTL = 3600
+    CHAT_PUSH_SENDERS = 4
+    CHAT_PUSH_QUEUE_SIZE = 1000
 
 
 SMTP_URL_FORMS = "smtp://[user:password@]host[:port] or smtps://[user:password@]host[:port]"

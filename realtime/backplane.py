@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import ClassVar, Literal, Protocol, TypedDict, cast
+from typing import ClassVar, Literal, NotRequired, Protocol, TypedDict, cast
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -54,6 +54,7 @@ class PresenceEntry(TypedDict):
     name: str
     rooms: dict[str, str]  # room id -> room key
     sockets: int
+    visible: NotRequired[int]  # Of those sockets, how many pages are visible (Web Push).
 
 
 class OnlineUser(TypedDict):
@@ -295,6 +296,25 @@ class RedisBackplane:
                 person["rooms"].update(rooms)
                 person["sockets"] += entry["sockets"]
         return people
+
+    def visible_users(self, user_ids: set[int]) -> set[int]:
+        """Those of ``user_ids`` with a visible page on a live worker: one HMGET per worker, of
+        their fields only, in one pipeline."""
+        fields = sorted(user_ids)
+        try:
+            workers = self._live_workers()
+            pipe = self._redis.pipeline(transaction=False)
+            for worker in workers:
+                pipe.hmget(self._key("presence", worker), fields)
+            rows = pipe.execute()
+        except redis.RedisError as error:
+            raise BackplaneError(f"presence read failed: {error}") from error
+        return {
+            user_id
+            for row in rows
+            for user_id, raw in zip(fields, row, strict=True)
+            if raw is not None and json.loads(raw).get("visible", 0) > 0
+        }
 
     def _live_workers(self) -> list[str]:
         """Workers that beat within the last ``ttl`` seconds (this one always counts)."""

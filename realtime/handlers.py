@@ -357,6 +357,11 @@ def _read(hub: Hub, conn: Connection, command: protocol.Read) -> None:
     )
 
 
+def _visibility(hub: Hub, conn: Connection, command: protocol.Visibility) -> None:
+    """The page became visible or hidden: Web Push asks the hub (no answer: like typing)."""
+    hub.set_visible(conn, command.visible)
+
+
 _C = TypeVar("_C", bound=protocol.Command)
 # A handler takes the command type it is filed under (``_filed`` checks it): Any stands for it.
 _Handler = Callable[[Hub, Connection, Any], None]
@@ -389,5 +394,6 @@ _HANDLERS: dict[type, _Handler] = dict(
         _filed(protocol.React, _react),
         _filed(protocol.Unpreview, _unpreview),
         _filed(protocol.Members, _members),
+        _filed(protocol.Visibility, _visibility),
     ]
 )

@@ -379,8 +379,14 @@ class Hub:
     def _entry(self, user_id: int) -> PresenceEntry:
         """One user's presence entry; the caller holds the lock."""
         rooms = {str(room_id): key for room_id, key in self._rooms[user_id].items()}
-        sockets = len(self._sockets[user_id])
-        return {"name": self._names[user_id], "rooms": rooms, "sockets": sockets}
+        conns = self._sockets[user_id]
+        visible = sum(conn.visible for conn in conns)
+        return {
+            "name": self._names[user_id],
+            "rooms": rooms,
+            "sockets": len(conns),
+            "visible": visible,
+        }
 
     def _publish_presence(self, user_id: int) -> None:
         """Tell the backplane where a user is online now (a no-op in one process)."""
@@ -390,6 +396,28 @@ class Hub:
             with self._lock:
                 entry = self._entry(user_id) if user_id in self._sockets else None
             self._backplane.set_presence(user_id, entry)
+
+    # ---- Visibility (Web Push skips a user with a visible tab) ---------------------------------
+
+    def set_visible(self, conn: Connection, visible: bool) -> None:
+        """Record whether ``conn``'s page is visible; other workers see it in the presence entry."""
+        with self._lock:
+            changed = conn.visible != visible and conn in self._sockets.get(conn.user_id, ())
+            conn.visible = visible
+        if changed:
+            self._publish_presence(conn.user_id)
+
+    def visible_users(self, user_ids: Iterable[int]) -> set[int]:
+        """Those of ``user_ids`` with a visible tab on any worker (one Redis round trip)."""
+        wanted = set(user_ids)
+        if not wanted:
+            return set()
+        if self._backplane.shared:
+            return self._backplane.visible_users(wanted)
+        with self._lock:
+            return {
+                uid for uid in wanted if any(conn.visible for conn in self._sockets.get(uid, ()))
+            }
 
     def _online_elsewhere(self, user_id: int) -> bool:
         """True if another worker has a socket of this user."""

@@ -242,6 +242,15 @@ class Read:
     client_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Visibility:
+    """Whether the page is visible now (``document.visibilityState``): Web Push skips a user
+    with a visible tab. A socket that never says counts as not visible."""
+
+    visible: bool
+    client_id: str | None = None
+
+
 # What a client frame asks for (``parse_frame``); ``handlers.handle`` runs it.
 Command = (
     ChatMessage
@@ -264,6 +273,7 @@ Command = (
     | React
     | Unpreview
     | Members
+    | Visibility
 )
 
 
@@ -454,6 +464,12 @@ def _parse_read(fields: _Fields, _max_chars: int) -> Read:
     return Read(fields.room(), fields.integer("id"), fields.client_id)
 
 
+def _parse_visibility(fields: _Fields, _max_chars: int) -> Visibility:
+    if "visible" not in fields.frame:
+        fields.fail(_l("The 'visible' field must be true or false."))
+    return Visibility(fields.flag("visible"), fields.client_id)
+
+
 _PARSERS: dict[str, Callable[[_Fields, int], Command]] = {
     "message": _parse_message,
     "switch": lambda fields, _: Switch(fields.room(), fields.client_id),
@@ -480,6 +496,7 @@ _PARSERS: dict[str, Callable[[_Fields, int], Command]] = {
     "unreact": _parse_reaction(add=False),
     "unpreview": lambda fields, _: Unpreview(fields.integer("id"), fields.client_id),
     "members": lambda fields, _: Members(fields.room(), fields.client_id),
+    "visibility": _parse_visibility,
 }
 
 

@@ -15,6 +15,7 @@
 //   search                the search box, its results, and opening one in its room
 //   roommenu              the room's menu: topic, rename, invite, links, members, archive
 //   attachments, uploads  a message's files and the lightbox; the tray of files to send
+//   push, visibility      Web Push: the service worker, and telling the server this tab is seen
 
 import { onLightboxClick, onLightboxClose } from "./js/attachments.js";
 import { startConnection } from "./js/connection.js";
@@ -56,6 +57,7 @@ import {
   setUpDialogs,
 } from "./js/roommenu.js";
 import { state } from "./js/state.js";
+import { openAnchoredMessage, sendVisibility, setUpPush } from "./js/visibility.js";
 import {
   onAttachClick,
   onDragLeave,
@@ -155,10 +157,15 @@ function onFrame(frame) {
   }
   dispatch(frame);
   if (frame.type === ServerFrame.MESSAGE_CHANGED) confirmChanged(frame);
+  if (frame.type === ServerFrame.HELLO) {
+    sendVisibility(); // Every socket starts as not visible to the server.
+    openAnchoredMessage(); // A notification's address: /?room=<key>#m<id>.
+  }
 }
 
 // Logging out from this page discards what it had not sent (see forgetOutbox).
 document.querySelector("form.logout")?.addEventListener("submit", () => forgetOutbox());
 window.addEventListener("storage", onStorage);
 restoreOutbox();
+setUpPush();
 startConnection(onFrame);

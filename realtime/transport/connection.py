@@ -70,6 +70,8 @@ class Connection:
         # were in what it was sent when it joined.
         self.change_floor = 0
         self.last_post: object | None = None  # The newest message it queued for the committer.
+        # The page said it is visible (a ``visibility`` frame); changed under the hub's lock.
+        self.visible = False
         # Bytes written so far, and whether it was cut off for falling behind (for the metrics;
         # each write adds under the mutex, or in the one writer thread while it is writing).
         self.bytes_sent = 0

@@ -26,6 +26,7 @@ export const ClientFrame = Object.freeze({
   ARCHIVE_ROOM: "archive_room",
   REMOVE_MEMBER: "remove_member",
   NOTIFY: "notify",
+  VISIBILITY: "visibility", // Whether this tab is visible (Web Push skips people who look).
 });
 
 // Frames the server sends.
