@@ -19,7 +19,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask
-from pywebpush import WebPusher
 from sqlalchemy import delete, update
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -191,6 +190,10 @@ class Sender:
         pywebpush encrypts (RFC 8291) and py-vapid signs (RFC 8292); ``net.guard`` sends, as it
         sends everything the server fetches for people: the endpoint is the browser's choice.
         """
+        # Imported on the first push: pywebpush brings requests and aiohttp (about 20 MB per
+        # process) that a server whose people never enable push should not carry.
+        from pywebpush import WebPusher
+
         subscription = {
             "endpoint": push.endpoint,
             "keys": {"p256dh": push.p256dh, "auth": push.auth},
