@@ -19,6 +19,7 @@ from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 from wtforms import RadioField, StringField, SubmitField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import ValidationError
 
 from accounts.forms import ProfileForm
@@ -135,7 +136,7 @@ class TokenForm(FlaskForm):
     )
     scope = RadioField(
         _l("Access"),
-        choices=[(READ, _l("Read only")), (WRITE, _l("Read and write"))],
+        choices=[SelectChoice(READ, _l("Read only")), SelectChoice(WRITE, _l("Read and write"))],
         default=READ,
     )
     submit = SubmitField(_l("Create token"))

@@ -99,6 +99,7 @@ def _authenticate() -> tuple[ApiToken, User]:
     return token, user
 
 
+@bp.before_request
 def _check_request() -> Answer | None:
     """Every request: a live token of an active account, and ``write`` scope for a change."""
     try:
@@ -356,7 +357,6 @@ def upload() -> Answer:
 
 def init_app(app: Flask) -> None:
     """Register the API: tokens, not cookies, so no CSRF; every answer ``no-store``."""
-    bp.before_request(_check_request)
     app.register_blueprint(bp)
     csrf.exempt(bp)
     app.after_request(_no_store)
