@@ -107,7 +107,9 @@ def _check_request() -> Answer | None:
     except Refused as refused:
         return _refusal(refused)
     if request.method not in READ_METHODS and token.scope != WRITE:
-        return json_error(403, "insufficient_scope", str(INSUFFICIENT_SCOPE))
+        response, status = json_error(403, "insufficient_scope", str(INSUFFICIENT_SCOPE))
+        response.headers["WWW-Authenticate"] = 'Bearer realm="api", error="insufficient_scope"'
+        return response, status
     return None
 
 
