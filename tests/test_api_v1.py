@@ -4,6 +4,7 @@ the API is on the socket's path (in order with socket messages, found once by a 
 
 import io
 import json
+import re
 import uuid
 from contextlib import ExitStack
 from datetime import timedelta
@@ -18,7 +19,7 @@ from accounts import api_tokens
 from accounts.tokens import issue_token
 from core import rooms
 from extensions import db
-from helpers import ChatClient, Http, csrf_token, login, token_issued_at
+from helpers import ROOT, ChatClient, Http, csrf_token, login, token_issued_at
 from models import READ, WRITE, ApiToken, Message, User, utcnow
 
 pytestmark = pytest.mark.database  # Tokens, memberships, paging and idempotency: see conftest.
@@ -633,3 +634,34 @@ def test_the_socket_token_endpoint_still_answers_its_own_way(app, client, member
     response = client.get("/api/search?q=x", headers=auth(token))
     assert response.status_code == 200
     assert response.json == {"results": [], "has_more": False}
+
+
+# ---- The documentation ------------------------------------------------------------------------
+
+
+def documented_routes(app):
+    """``{(METHOD, path with {name} parameters)}`` of every /api/v1/ route."""
+    routes = set()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith("api_v1."):
+            path = re.sub(r"<(?:\w+:)?(\w+)>", lambda m: "{" + m.group(1) + "}", rule.rule)
+            path = path.replace("{message_id}", "{id}")
+            routes |= {(method, path) for method in rule.methods - {"HEAD", "OPTIONS"}}
+    return routes
+
+
+def test_every_endpoint_is_in_docs_api_md_and_the_openapi_file(app):
+    routes = documented_routes(app)
+    assert len(routes) == 10
+    guide = (ROOT / "docs" / "api.md").read_text()
+    headed = set(re.findall(r"^### `(\w+) (/api/v1/[^`?]+)", guide, re.MULTILINE))
+    assert {(method, path.replace("<", "{").replace(">", "}")) for method, path in headed} == routes
+    spec, path = set(), None
+    for line in (ROOT / "docs" / "openapi.yaml").read_text().splitlines():
+        if match := re.fullmatch(r"  (/api/v1/\S+):", line):
+            path = match.group(1)
+        elif (match := re.fullmatch(r"    (get|post|patch|delete):", line)) and path:
+            spec.add((match.group(1).upper(), path))
+        elif not line.startswith("  "):
+            path = None
+    assert spec == routes
