@@ -52,6 +52,7 @@ STATUS = {
     "unavailable": 503,
 }
 READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+MAX_BODY_BYTES = 64 * 1024  # A JSON body, at most (a 413 past it, before it is read).
 UNAUTHENTICATED = _l("Send a personal API token as 'Authorization: Bearer chat_…'.")
 INVALID_TOKEN = _l("This API token is unknown or was revoked.")
 DEACTIVATED = _l("This account is deactivated.")
@@ -149,6 +150,8 @@ def _no_store(response: Response) -> Response:
 
 def _body() -> dict[str, Any]:
     """The JSON object of the body, or ``Refused`` (not JSON, or not an object)."""
+    # Read at most this much: a message's 2000 characters fit many times over.
+    request.max_content_length = MAX_BODY_BYTES
     data = request.get_json(force=True, silent=True)
     if not isinstance(data, dict):
         raise Refused(400, "bad_request", NOT_AN_OBJECT)

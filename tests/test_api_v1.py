@@ -405,6 +405,17 @@ def test_bad_posts_are_refused_precisely(app, client, members, writer, kwargs, s
         assert db.session.scalar(select(Message.id)) is None
 
 
+def test_a_body_too_large_is_413_before_it_is_read(app, client, members, writer):
+    body = json.dumps({"text": "x" * (70 * 1024)})
+    response = call(
+        client, "POST", "/api/v1/rooms/general/messages", writer, data=body,
+        content_type="application/json",
+    )  # fmt: skip
+    refused(response, 413, "request_entity_too_large")
+    with app.app_context():
+        assert db.session.scalar(select(Message.id)) is None
+
+
 def test_outsiders_cannot_post_anywhere_they_are_not(app, client, members, writer):
     key = private_room(app, members[1])
     for room in [key, "p:nothere", "nosuchroom", rooms.direct_key(members[1], 77), "y" * 100]:
