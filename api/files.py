@@ -80,12 +80,21 @@ def human_size(size: int) -> str:
 
 
 @bp.post("/api/uploads")
-@limiter.limit(lambda: current_app.config["CHAT_UPLOAD_LIMIT"], key_func=_uploader_key)
+# Shared with ``POST /api/v1/uploads`` (api/v1.py): one budget per person.
+@limiter.shared_limit(
+    lambda: current_app.config["CHAT_UPLOAD_LIMIT"], "uploads", key_func=_uploader_key
+)
 def upload() -> tuple[Response, int]:
     """Store the file of the part ``file``; answer its description (201)."""
     user, by_session = _requester()
     if user is None:
         return json_error(401, "unauthenticated", _("Log in, or send a token as Bearer."))
+    return receive(user, by_session)
+
+
+def receive(user: User, by_session: bool) -> tuple[Response, int]:
+    """Take the upload of ``user`` in this request (checked for CSRF if ``by_session``); its
+    description (201), or why not. ``POST /api/v1/uploads`` comes here too."""
     config = current_app.config
     limit, quota = config["CHAT_MAX_UPLOAD_BYTES"], config["CHAT_UPLOAD_QUOTA_BYTES"]
     announced = request.content_length

@@ -87,6 +87,11 @@ def search_messages() -> Response | tuple[Response, int]:
     user = api_user()
     if user is None:
         return json_error(401, "unauthenticated", "Log in, or send a token as Bearer.")
+    return search_for(user)
+
+
+def search_for(user: User) -> Response | tuple[Response, int]:
+    """The answer to this request's search, for ``user`` (``GET /api/v1/search`` too)."""
     before = request.args.get("before")
     if before is not None and not (before.isdecimal() and 0 < int(before) <= MAX_ID):
         return json_error(400, "bad_request", "'before' must be a message id.")
