@@ -303,6 +303,10 @@ def test_each_refusal_is_a_precise_json_answer_and_stores_nothing(
         assert body["error"] == (code or "bad_request")
     assert message_count(app) == 0
     chat.assert_nothing_sent()
+    # Programs get JSON for any other mistake too.
+    answer = app.test_client().get(f"/hooks/{secret}")
+    assert answer.status_code == 405
+    assert answer.json["error"] == "method_not_allowed"
 
 
 def test_the_room_archived_deleted_or_left_refuses_the_hook(app, live_server, alice):
@@ -669,3 +673,17 @@ def test_a_failure_is_shown_on_the_admin_page(app, live_server, ws_connect, alic
     failed = last_error(app, bot_id)
     page = admin_client(app, alice).get("/admin/")
     assert failed.last_error in page.text.replace("&#34;", '"')
+
+
+def test_no_secret_reaches_the_logs(app, live_server, ws_connect, alice, general, target, caplog):
+    caplog.set_level("INFO")
+    odd = target("garbage", b"nope")
+    bot_id, secret, signing = make_bot(app, "Odd", general, odd.url)
+    assert hook(live_server, secret, {"text": "hello"})[0] == 200
+    chat = ws_connect(alice)
+    chat.send({"type": "message", "text": f"<@{bot_id}> private words"})
+    last_error(app, bot_id)
+    wait_until(lambda: "/hooks/[redacted]" in caplog.text, "the hook's request line")
+    assert "not JSON" in caplog.text  # The failure is logged…
+    for kept in (secret, signing, "key=abc", "private words"):
+        assert kept not in caplog.text  # …without the secrets, the target's query, the text.
