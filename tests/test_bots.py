@@ -199,6 +199,7 @@ def png():
 # ---- Accounts --------------------------------------------------------------------------------
 
 
+@pytest.mark.database
 def test_a_bot_is_an_account_no_one_logs_in_to(app, live_server, general, alice):
     bot_id, _, _ = make_bot(app, "Deploy bot", general)
     with app.app_context():
@@ -258,6 +259,7 @@ def test_incoming_json_and_slack_payloads_reach_the_room_in_order(
     assert bot_id in [person["id"] for person in members]
 
 
+@pytest.mark.database
 def test_a_retried_client_id_is_stored_and_sent_once(app, live_server, ws_connect, alice, general):
     _, secret, _ = make_bot(app, "CI", general)
     chat = ws_connect(alice)
@@ -309,6 +311,7 @@ def test_each_refusal_is_a_precise_json_answer_and_stores_nothing(
     assert answer.json["error"] == "method_not_allowed"
 
 
+@pytest.mark.database
 def test_the_room_archived_deleted_or_left_refuses_the_hook(app, live_server, alice):
     room_id = private_room(app, alice)
     bot_id, secret, _ = make_bot(app, "CI", room_id)
@@ -552,6 +555,7 @@ def test_the_create_form_refuses_bad_input_and_makes_nothing(app, alice, general
         assert db.session.scalar(select(func.count()).where(User.is_bot)) == 0
 
 
+@pytest.mark.database
 def test_an_administrator_renames_moves_and_routes_a_bot_in_one_save(app, alice, general):
     admin = admin_client(app, alice)
     ops = private_room(app, alice)
@@ -597,6 +601,7 @@ def test_rotating_the_secret_kills_the_old_url(app, live_server, alice, general)
     assert bot_row(app, bot_id).outgoing_secret == signing_secret(page)
 
 
+@pytest.mark.database
 def test_deleting_a_bot_keeps_its_messages_under_its_name(
     app, live_server, ws_connect, alice, general
 ):
