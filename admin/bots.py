@@ -66,7 +66,7 @@ def _back(message: str, category: str = "success") -> Response:
 
 def _keep_secrets(bot: Bot, made: manage.Secrets) -> None:
     """Show what was made once, on the next page: the incoming URL, the signing secret."""
-    shown: dict[str, Any] = {"bot": bot.user_id}
+    shown: dict[str, Any] = {"bot": bot.user_id, "name": manage.user_of(bot).name}
     if made.hook:
         shown["hook_url"] = url_for("hooks.receive", secret=made.hook, _external=True)
     if made.outgoing:

@@ -213,10 +213,11 @@ def test_a_bot_is_an_account_no_one_logs_in_to(app, live_server, general, alice)
         assert rooms.is_member(general, bot_id)
         email = user.email
     client = app.test_client()
-    for password in (PASSWORD, "!bot", ""):
-        page = client.post("/login", data={"email": email, "password": password})
-        assert page.status_code in (400, 401)  # As a wrong password: nothing says it exists.
-        assert "deactivated" not in page.text
+    for password in (PASSWORD, "!bot", "x"):
+        page = login(client, email, password)
+        assert page.status_code == 401  # As a wrong password: nothing says it exists.
+        assert "Invalid email or password." in page.text
+    assert client.get("/api/token").status_code == 401  # No session came of it.
     answer = client.post("/api/token", json={"email": email, "password": "!bot"})
     assert answer.status_code == 401
     assert answer.json["error"] == "invalid_credentials"
