@@ -12,6 +12,7 @@ import accounts.digest_views
 import admin
 import api
 import archive
+import bots
 import files
 import i18n
 import models
@@ -66,6 +67,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     files.init_app(app)
     archive.init_app(app)
     admin.init_app(app)
+    bots.init_app(app)
     pages.init_app(app)
     realtime.init_app(app)
     previews.init_app(app)

@@ -153,6 +153,11 @@ class Config:
     CHAT_PUSH_TTL = 3600
     CHAT_PUSH_SENDERS = 4
     CHAT_PUSH_QUEUE_SIZE = 1000
+    # Bots' outgoing webhooks (README "Bots"): seconds a call may take in all, the threads that
+    # make calls, and the calls (and batches of messages) that may wait before more are dropped.
+    CHAT_WEBHOOK_TIMEOUT = 7.0
+    CHAT_WEBHOOK_WORKERS = 4
+    CHAT_WEBHOOK_QUEUE = 1000
 
 
 SMTP_URL_FORMS = "smtp://[user:password@]host[:port] or smtps://[user:password@]host[:port]"

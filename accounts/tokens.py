@@ -103,6 +103,7 @@ def verify_token(token: str) -> User:
         raise TokenError("invalid_token")
     user = db.session.get(User, user_id)
     # A deleted user or a bumped version (logout everywhere, password change) revokes the token.
-    if user is None or user.token_version != version or not user.is_active:
+    # A bot never has a token (it never logs in); one forged for it opens nothing either.
+    if user is None or user.token_version != version or not user.is_active or user.is_bot:
         raise TokenError("invalid_token")
     return user

@@ -70,7 +70,7 @@ def _dummy_hash(method: str) -> str:
 def authenticate(email: str | None, password: str) -> User | None:
     """Return the user with these credentials, or None."""
     user = User.by_email(email) if isinstance(email, str) else None
-    if user is None:
+    if user is None or user.is_bot:  # A bot has no password: refused as a wrong one.
         check_password_hash(_dummy_hash(current_app.config["CHAT_PASSWORD_HASH"]), password)
         return None
     return user if user.check_password(password) else None
@@ -123,7 +123,7 @@ def load_user(session_id: str) -> User | None:
     if login is None or login.user_id != int(user_id):
         return None
     user = db.session.get(User, int(user_id))
-    if user is None or user.session_version != int(version) or not user.is_active:
+    if user is None or user.session_version != int(version) or not user.is_active or user.is_bot:
         return None
     g.chat_user_id = user.id  # For the request's log lines (ops/logs.py).
     return user
@@ -360,7 +360,7 @@ def _forgot_mail(email: str, locale: str, base_url: str) -> EmailMessage | None:
     """The mail with a reset link for the active account of ``email``, in its language (else
     the request's); None when there is no such account. Run by the outbox's thread."""
     user = User.by_email(email)
-    if user is None or not user.is_active:
+    if user is None or not user.is_active or user.is_bot:  # A bot's address is never mailed.
         return None
     token = reset_token(user, mailed=True)
     link = mail.external_url(base_url, "accounts.reset_password", token=token)

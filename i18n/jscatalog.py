@@ -58,6 +58,8 @@ STRINGS: dict[str, LazyString] = {
     "mentions_other": _l("{count} unread mentions"),
     # A message: edited (the tooltip has when), deleted, and a reply's quote of its parent.
     "edited": _l("edited"),
+    # Next to the name of a bot (an automated account) on its messages.
+    "bot_badge": _l("bot"),
     "mentions_you": _l("mentions you"),
     "edited_at": _l("Edited {time}"),
     "message_deleted": _l("Message deleted"),

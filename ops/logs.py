@@ -36,6 +36,7 @@ TEXT_FORMAT = "[%(asctime)s] %(levelname)s in %(module)s: %(message)s"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]+")
 _PASSWORD_IN_URL = re.compile(r"(://[^/\s:@]*:)[^/\s@]+@")
+_HOOK_IN_URL = re.compile(r"(/hooks/)[^/?\s\"]+")  # A bot's webhook: its path is its secret.
 
 
 class RedactTokens(logging.Filter):
@@ -55,8 +56,9 @@ class RedactTokens(logging.Filter):
 
 
 def _redact(text: str) -> str:
-    """``text`` with socket tokens and URL passwords replaced by ``[redacted]``."""
-    return _PASSWORD_IN_URL.sub(r"\1[redacted]@", _TOKEN_IN_URL.sub(r"\1[redacted]", text))
+    """``text`` with socket tokens, webhook secrets and URL passwords replaced by ``[redacted]``."""
+    text = _HOOK_IN_URL.sub(r"\1[redacted]", _TOKEN_IN_URL.sub(r"\1[redacted]", text))
+    return _PASSWORD_IN_URL.sub(r"\1[redacted]@", text)
 
 
 class RequestContext(logging.Filter):

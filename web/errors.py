@@ -5,7 +5,7 @@ from flask_babel import lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-JSON_PREFIXES = ("/api/", "/ws", "/push/")
+JSON_PREFIXES = ("/api/", "/ws", "/push/", "/hooks/")
 CSRF_HELP = _l("This form expired or did not come from this site. Reload the page and try again.")
 # What people read on an error page, in their language (programs get Werkzeug's JSON text).
 PAGE_MESSAGES = {

@@ -46,6 +46,7 @@ function metaLine(frame) {
   author.className = "author";
   author.textContent = frame.user;
   meta.append(author);
+  if (frame.bot) meta.append(" ", botBadge());
   if (frame.ts) meta.append(" ", timeElement(frame.ts));
   if (frame.edited_at && !frame.deleted) meta.append(" ", editedElement(frame.edited_at));
   if (frame.mentions?.includes(state.me.id)) meta.append(" ", mentionMark());
@@ -84,6 +85,14 @@ function editedElement(editedAt) {
   time.textContent = t("edited");
   time.title = t("edited_at", { time: formats.full.format(new Date(editedAt)) });
   return time;
+}
+
+// The author is a bot (an administrator made it; its webhooks post as it).
+function botBadge() {
+  const badge = document.createElement("span");
+  badge.className = "badge bot-badge";
+  badge.textContent = t("bot_badge");
+  return badge;
 }
 
 // The highlight is not the only sign: the words say it too.
