@@ -151,5 +151,8 @@ def deliver_push(person, origin, payload):
 
 
 def wait_for_notifications(page):
-    page.wait_for_function(f"({NOTIFICATIONS})().then((all) => all.length > 0)")
-    return page.evaluate(NOTIFICATIONS)
+    # ``evaluate`` awaits the promise (``wait_for_function`` would take the promise itself as
+    # truthy and return before the worker showed anything).
+    shown = []
+    pump_until(page, lambda: shown.extend(page.evaluate(NOTIFICATIONS)) or shown, "a notification")
+    return shown
