@@ -5,8 +5,8 @@ on them).
 Each row line is ``{"table": name, "row": {column: value}}``, every column the models define,
 with its own ids, so that every reference (a reply, a reaction, a read marker, a change number)
 survives the trip. Times are ISO 8601 in UTC. Sessions (``logins``) are left out: nobody stays
-signed in across a move. Password hashes are left out unless asked for; without them every
-account needs a new password (``flask create-user`` sets one).
+signed in across a move. Password hashes and API tokens are left out unless asked for;
+without them every account needs a new password (``flask create-user`` sets one) and new tokens.
 """
 
 import json
@@ -18,13 +18,17 @@ from sqlalchemy import DateTime, Table, func, insert, select, text
 from sqlalchemy.engine import Connection
 
 from models import (
+    ApiToken,
     Attachment,
     AuditEntry,
+    Bot,
     Invitation,
+    LinkPreview,
     Membership,
     Mention,
     Message,
     MessageChange,
+    PushSubscription,
     Reaction,
     Room,
     Setting,
@@ -39,6 +43,7 @@ MODELS = (
     User,
     Room,
     Membership,
+    LinkPreview,
     Message,
     Attachment,
     Reaction,
@@ -47,7 +52,13 @@ MODELS = (
     Invitation,
     AuditEntry,
     Setting,
+    Bot,
+    ApiToken,
+    PushSubscription,
 )
+# Credentials, like password hashes: API tokens are exported only with them (a token hash opens
+# the API as surely as a password).
+CREDENTIAL_TABLES = {"api_tokens"}
 NO_PASSWORD = "!"  # noqa: S105 - not a hash of anything: no password ever matches it
 
 
@@ -89,6 +100,8 @@ def export(connection: Connection, out: IO[str], with_password_hashes: bool = Fa
         result = connection.execution_options(yield_per=BATCH).execute(
             select(table).order_by(*primary)
         )
+        if table.name in CREDENTIAL_TABLES and not with_password_hashes:
+            continue
         for row in result.mappings():
             values = {name: _plain(value) for name, value in row.items()}
             if table.name == "users" and not with_password_hashes:

@@ -9,13 +9,25 @@ import uuid
 import pytest
 from flask_migrate import upgrade
 from PIL import Image
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, update
 
+from accounts import api_tokens
 from archive.dump import tables
+from bots import manage as bots
 from core import search
 from extensions import db
 from helpers import PASSWORD, Http
-from models import MIGRATIONS, Message, User, as_utc, save_message
+from models import (
+    MIGRATIONS,
+    WRITE,
+    LinkPreview,
+    Message,
+    PushSubscription,
+    Room,
+    User,
+    as_utc,
+    save_message,
+)
 
 
 def post(chat, text, **fields):
@@ -75,7 +87,32 @@ def busy_chat(app, make_user, ws_connect, live_server):
     upload = Http(app, live_server, alice_id).uploaded(picture.getvalue(), "plan.png")
     post(alice, "the plan", attachments=[upload["id"]])
     alice.sync()
+    _reach(app, alice_id)
     return alice_id, bob_id
+
+
+def _reach(app, alice_id):
+    """What issue 21 added: a bot, an API token, a browser subscribed to push, a link preview."""
+    with app.app_context():
+        general = db.session.scalar(select(Room.id).where(Room.key == "general"))
+        bots.create("Helper", general, "https://example.com/hook", actor_id=alice_id)
+        api_tokens.create(db.session.get_one(User, alice_id), "script", WRITE)
+        db.session.add(
+            PushSubscription(
+                user_id=alice_id,
+                endpoint="https://push.example.com/send/abc",
+                p256dh="B" + "A" * 86,
+                auth="A" * 22,
+                user_agent="Firefox",
+            )
+        )
+        preview = LinkPreview(url="https://example.com/", ok=True, title="Example")
+        db.session.add(preview)
+        db.session.flush()
+        db.session.execute(
+            update(Message).where(Message.text == "the plan").values(preview_id=preview.id)
+        )
+        db.session.commit()
 
 
 def contents(app):
@@ -107,7 +144,8 @@ def test_sqlite_to_postgresql_loses_nothing(app, busy_chat, runner, tmp_path, po
     before = contents(app)
     assert result.output.strip() == f"Exported {sum(len(r) for r in before.values())} rows."
     kinds = ("users", "messages", "reactions", "mentions", "message_changes", "attachments",
-             "invitations")  # fmt: skip
+             "invitations", "bots", "api_tokens", "push_subscriptions",
+             "link_previews")  # fmt: skip
     rooms = {row["title"]: row for row in before["rooms"]}
     assert (rooms["UX"]["topic"], rooms["Board"]["kind"]) == ("pixels", "private")
     assert rooms["UX"]["archived_at"] is not None
@@ -142,6 +180,8 @@ def test_without_hashes_nobody_keeps_a_password(app, busy_chat, runner, tmp_path
         "chat-export", 1, False,
     )  # fmt: skip
     assert not any('"password_hash": "scrypt' in line for line in lines)
+    assert not any('"table": "api_tokens"' in line for line in lines)  # Credentials too.
+    assert any('"table": "bots"' in line for line in lines)
     target = make_app({**app_config, "DATABASE_URL": f"sqlite:///{tmp_path / 'copy.db'}"})
     with target.app_context():
         upgrade(directory=str(MIGRATIONS))
