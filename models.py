@@ -203,7 +203,7 @@ class User(UserMixin, Model):
     @property
     def is_admin(self) -> bool:
         """Whether this account runs the server (and is active)."""
-        return self.role == ADMIN and self.deactivated_at is None
+        return self.role == ADMIN and self.deactivated_at is None and not self.is_bot
 
     @property
     def is_active(self) -> bool:

@@ -30,7 +30,9 @@ class AdminError(Exception):
 def _active_admins() -> int:
     return (
         db.session.scalar(
-            select(func.count(User.id)).where(User.role == ADMIN, User.deactivated_at.is_(None))
+            select(func.count(User.id)).where(
+                User.role == ADMIN, User.deactivated_at.is_(None), User.is_bot.is_(False)
+            )
         )
         or 0
     )
@@ -48,6 +50,9 @@ def set_role(user: User, role: str, actor_id: int | None) -> bool:
     """Give ``user`` the ``role`` (``admin`` or ``member``); whether it changed."""
     if role not in ROLES:
         raise AdminError("bad_request", _l("A role is admin or member."))
+    if user.is_bot:
+        # A bot is not a person: it never runs the server (nor counts as its last admin).
+        raise AdminError("bad_request", _l("A bot cannot be an administrator."))
     if user.role == role:
         return False
     if role != ADMIN:

@@ -461,3 +461,21 @@ def test_the_admin_page_deactivates_resets_and_invites(app, alice, bob):
         "create_invitation",
         "set_registration",
     ]
+
+
+def test_a_bot_is_never_an_administrator_nor_counted_as_one(app, alice):
+    from bots import manage as bots
+    from models import ensure_general
+
+    with app.app_context():
+        bot, _secrets = bots.create("Helper", ensure_general(), "", actor_id=alice)
+        robot = db.session.get_one(User, bot.user_id)
+        with pytest.raises(actions.AdminError) as refused:
+            actions.set_role(robot, ADMIN, actor_id=None)
+        assert refused.value.code == "bad_request"
+        robot.role = ADMIN  # Even if a row said so (an old import, a hand edit):
+        db.session.commit()
+        assert not robot.is_admin
+        actions.set_role(db.session.get_one(User, alice), ADMIN, actor_id=None)
+        with pytest.raises(actions.AdminError):  # alice is still the last administrator.
+            actions.set_role(db.session.get_one(User, alice), MEMBER, actor_id=alice)

@@ -99,18 +99,17 @@ def upgrade():
             batch_op.f("ix_push_subscriptions_user_id"), ["user_id"], unique=False
         )
 
-    with op.batch_alter_table("messages", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("preview_id", sa.Integer(), nullable=True))
-        batch_op.create_index("ix_messages_preview_id", ["preview_id"], unique=False)
-
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("is_bot", sa.Boolean(), server_default=sa.false(), nullable=False)
-        )
-        batch_op.add_column(
-            sa.Column("digest", sa.Boolean(), server_default=sa.true(), nullable=False)
-        )
-        batch_op.add_column(sa.Column("last_digest_at", sa.DateTime(timezone=True), nullable=True))
+    # Plain ADD COLUMN, not a batch: on SQLite a batch may copy the table (users is referenced
+    # by everything, messages carries the search triggers), and these need no copy.
+    op.add_column("messages", sa.Column("preview_id", sa.Integer(), nullable=True))
+    op.create_index("ix_messages_preview_id", "messages", ["preview_id"], unique=False)
+    op.add_column(
+        "users", sa.Column("is_bot", sa.Boolean(), server_default=sa.false(), nullable=False)
+    )
+    op.add_column(
+        "users", sa.Column("digest", sa.Boolean(), server_default=sa.true(), nullable=False)
+    )
+    op.add_column("users", sa.Column("last_digest_at", sa.DateTime(timezone=True), nullable=True))
 
     # ### end Alembic commands ###
 
