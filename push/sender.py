@@ -57,6 +57,7 @@ class Sender:
         self._start_lock = threading.Lock()
         self._pid: int | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._worker: threading.Thread | None = None
         # Batches queued and pushes handed out, not yet done (``wait_idle``).
         self._busy = threading.Condition()
         self._pending = 0
@@ -88,6 +89,7 @@ class Sender:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="chat-push-send")
             worker = threading.Thread(target=self._work, name="chat-push", daemon=True)
             worker.start()
+            self._worker = worker
             self._pid = os.getpid()
 
     @property
@@ -95,8 +97,10 @@ class Sender:
         """Whether this process has a worker now (it ends when idle, and starts on a batch)."""
         return self._pid == os.getpid()
 
-    def stop(self) -> None:
-        """Stop the worker and drop what is queued (tests; a worker's exit)."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the worker and drop what is queued (tests; a worker's exit); pushes under way
+        finish first (each within ``CHAT_PUSH_TIMEOUT``), so no thread is left holding a
+        database connection."""
         with self._start_lock:
             if self._pid != os.getpid():
                 return
@@ -108,7 +112,9 @@ class Sender:
             with contextlib.suppress(queue.Full):
                 self._queue.put_nowait(None)
             if self._pool is not None:
-                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool.shutdown(wait=True, cancel_futures=True)
+            if self._worker is not None:
+                self._worker.join(timeout)
             self._pid = None
 
     def wait_idle(self, timeout: float, message_id: int = 0) -> bool:

@@ -19,7 +19,9 @@ from playwright.sync_api import sync_playwright
 from websockets.sync.client import connect
 from werkzeug.serving import make_server
 
+import push
 from app import create_app
+from bots import outgoing
 from extensions import db
 from helpers import (
     CHROMIUM,
@@ -129,6 +131,9 @@ def make_app():
     yield make
     for made in apps:
         runtime_of(made).stop()  # Every thread of its socket stack (the backplane's too).
+        # And of what listens to new messages: none may hold a connection past the dispose.
+        push.sender_of(made).stop()
+        outgoing.dispatcher_of(made).stop()
         with made.app_context():
             db.engine.dispose()
 
