@@ -115,7 +115,7 @@ def _unchanged(kind: str, message: Message) -> Changed:
     return Changed(None, message, kind)
 
 
-def _record(kind: str, message: Message, user_id: int, client_id: str | None) -> Changed:
+def record(kind: str, message: Message, user_id: int, client_id: str | None) -> Changed:
     """Add the change's row and commit it with the change itself."""
     change = MessageChange(
         room_id=message.room_id,
@@ -159,7 +159,7 @@ def edit(
     message.text = text
     message.edited_at = utcnow()
     _mention(message, mentioned_ids(text))
-    return _record(EDIT, message, user_id, client_id)
+    return record(EDIT, message, user_id, client_id)
 
 
 def _mention(message: Message, user_ids: list[int]) -> None:
@@ -195,7 +195,7 @@ def remove(message: Message, user_id: int, client_id: str | None) -> Changed:
     db.session.execute(delete(Mention).where(Mention.message_id == message.id))
     db.session.execute(delete(Reaction).where(Reaction.message_id == message.id))
     stored = uploads.detach(message)
-    changed = _record(DELETE, message, user_id, client_id)
+    changed = record(DELETE, message, user_id, client_id)
     uploads.discard(stored)  # Once the rows are gone for good: never a row without its file.
     return changed
 
@@ -216,7 +216,7 @@ def react(message: Message, user_id: int, symbol: str, client_id: str | None) ->
         message_text = _l("A message can have at most %(n)s different emoji.", n=MAX_REACTIONS)
         raise MessageError("too_many_reactions", message_text)
     db.session.add(Reaction(message_id=message.id, user_id=user_id, emoji=symbol))
-    return _record(REACT, message, user_id, client_id)
+    return record(REACT, message, user_id, client_id)
 
 
 def unreact(message: Message, user_id: int, symbol: str, client_id: str | None) -> Changed:
@@ -234,4 +234,4 @@ def unreact(message: Message, user_id: int, symbol: str, client_id: str | None) 
     if not removed.rowcount:  # type: ignore[attr-defined]  # a CursorResult for a DELETE
         db.session.rollback()
         return _unchanged(UNREACT, message)
-    return _record(UNREACT, message, user_id, client_id)
+    return record(UNREACT, message, user_id, client_id)

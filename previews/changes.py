@@ -8,7 +8,7 @@ so that a resuming client replays it. The caller holds the hub's order lock and 
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import select
 
-from core.messages import Changed, MessageError
+from core.messages import Changed, MessageError, record
 from extensions import db
 from models import PREVIEW, UNPREVIEW, Message, MessageChange
 
@@ -27,7 +27,7 @@ def attach(message: Message, preview_id: int) -> Changed | None:
         return None  # Its author wants none: not even a later one.
     message.preview_id = preview_id
     # By its author: the server fetched it on their behalf, and the frame names the author.
-    return _record(PREVIEW, message, message.user_id, None)
+    return record(PREVIEW, message, message.user_id, None)
 
 
 def remove(message: Message, user_id: int, client_id: str | None) -> Changed:
@@ -48,18 +48,4 @@ def remove(message: Message, user_id: int, client_id: str | None) -> Changed:
     if message.preview_id is None:
         return Changed(None, message, UNPREVIEW)
     message.preview_id = None
-    return _record(UNPREVIEW, message, user_id, client_id)
-
-
-def _record(kind: str, message: Message, user_id: int, client_id: str | None) -> Changed:
-    """Add the change's row and commit it with the change itself."""
-    change = MessageChange(
-        room_id=message.room_id,
-        message_id=message.id,
-        user_id=user_id,
-        kind=kind,
-        client_id=client_id,
-    )
-    db.session.add(change)
-    db.session.commit()
-    return Changed(change.id, message, kind)
+    return record(UNPREVIEW, message, user_id, client_id)
