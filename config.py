@@ -63,6 +63,10 @@ class Config:
     # Seconds between presence batches: arrivals and departures within one go out as one frame
     # per room, so a storm of connections costs frames in proportion to its length, not n².
     CHAT_PRESENCE_BATCH = 0.25
+    # People listed online per room in ``hello`` and ``room`` frames (the first by name; the
+    # count says how many in all, ``who`` asks for everyone): a greeting's size must not grow
+    # with the number of people online, or a storm of n greetings costs n².
+    CHAT_ONLINE_LISTED = 100
     CHAT_MIN_PASSWORD_LENGTH = 8
     # Werkzeug method string; scrypt at OWASP's recommended cost (N=2^17, r=8, p=1: 128 MiB).
     CHAT_PASSWORD_HASH = "scrypt:131072:8:1"  # noqa: S105 - a hashing method, not a password

@@ -938,21 +938,30 @@ def messages_before(room_id: int, before: int | None = None, limit: int = 50) ->
     return describe(list(reversed(newest)))
 
 
-def messages_after(room_id: int, after: int, limit: int) -> list[MessageData]:
-    """Up to ``limit`` messages of a room newer than id ``after``, oldest first."""
+def messages_after(
+    room_id: int, after: int, limit: int, up_to: int | None = None
+) -> list[MessageData]:
+    """Up to ``limit`` messages of a room newer than id ``after`` (and at most ``up_to``),
+    oldest first."""
     query = select(Message).where(Message.room_id == room_id, Message.id > after)
+    if up_to is not None:
+        query = query.where(Message.id <= up_to)
     return describe(db.session.scalars(query.order_by(Message.id).limit(limit)).all())
 
 
-def changed_since(room_id: int, after_change: int, up_to_message: int, limit: int) -> list[int]:
+def changed_since(
+    room_id: int, after_change: int, up_to_message: int, limit: int, up_to_change: int
+) -> list[int]:
     """Ids of up to ``limit`` messages of a room, of id at most ``up_to_message``, changed after
-    change ``after_change``, in the order of their latest change: what a resume replays."""
+    change ``after_change`` and at or before ``up_to_change``, in the order of their latest such
+    change: what a resume replays (later changes reach the socket live)."""
     latest = func.max(MessageChange.id)
     rows = db.session.execute(
         select(MessageChange.message_id, latest)
         .where(
             MessageChange.room_id == room_id,
             MessageChange.id > after_change,
+            MessageChange.id <= up_to_change,
             MessageChange.message_id <= up_to_message,
         )
         .group_by(MessageChange.message_id)
@@ -962,13 +971,16 @@ def changed_since(room_id: int, after_change: int, up_to_message: int, limit: in
     return [message_id for message_id, _ in rows]
 
 
-def latest_changes(message_ids: Sequence[int]) -> dict[int, MessageChange]:
-    """``{message id: its latest change}``."""
+def latest_changes(
+    message_ids: Sequence[int], up_to: int | None = None
+) -> dict[int, MessageChange]:
+    """``{message id: its latest change}`` (the latest numbered at most ``up_to``)."""
     if not message_ids:
         return {}
+    bound = [] if up_to is None else [MessageChange.id <= up_to]
     newest = (
         select(func.max(MessageChange.id))
-        .where(MessageChange.message_id.in_(message_ids))
+        .where(MessageChange.message_id.in_(message_ids), *bound)
         .group_by(MessageChange.message_id)
     )
     rows = db.session.scalars(select(MessageChange).where(MessageChange.id.in_(newest)))

@@ -129,6 +129,10 @@ def is_member(room_id: int, user_id: int) -> bool:
 
 def join_general(user_id: int) -> int:
     """Make sure the user is in ``general``; return its id."""
+    # Every greeting asks: one query answers for everyone but a first-time user.
+    room_id = member_room_id(user_id, GENERAL)
+    if room_id is not None:
+        return room_id
     room_id = ensure_general()
     _add_member(room_id, user_id)
     return room_id
@@ -434,8 +438,11 @@ def set_notify(room: Room, user_id: int, level: str) -> str:
     return level
 
 
-def summaries(user_id: int) -> list[RoomSummary]:
-    """The user's rooms as the page lists them: title, kind, unread count and last message id."""
+def summaries(user_id: int, up_to: int | None = None) -> list[RoomSummary]:
+    """The user's rooms as the page lists them: title, kind, unread count and last message id.
+
+    With ``up_to``, as of message ``up_to``: a greeting's, whose later messages arrive live.
+    """
     rows = db.session.execute(
         select(Room, Membership.last_read_id, Membership.notify)
         .join(Membership, Membership.room_id == Room.id)
@@ -443,12 +450,13 @@ def summaries(user_id: int) -> list[RoomSummary]:
         .order_by(Room.kind.desc(), Room.key)
     ).all()
     room_ids = [room.id for room, _, _ in rows]
-    unread = _unread_counts(user_id)
-    mentions = _unread_counts(user_id, mentioning=True)
+    unread = _unread_counts(user_id, up_to=up_to)
+    mentions = _unread_counts(user_id, mentioning=True, up_to=up_to)
+    bound = [] if up_to is None else [Message.id <= up_to]
     last_ids = dict(
         db.session.execute(
             select(Message.room_id, func.max(Message.id))
-            .where(Message.room_id.in_(room_ids))
+            .where(Message.room_id.in_(room_ids), *bound)
             .group_by(Message.room_id)
         ).all()
     )
@@ -477,13 +485,17 @@ def summary(room: Room, user_id: int) -> RoomSummary:
     return next(item for item in summaries(user_id) if item["id"] == room.id)
 
 
-def _unread_counts(user_id: int, mentioning: bool = False) -> dict[int, int]:
-    """Messages by others after the user's read marker, per room; with ``mentioning``, only
-    those that mention the user (a deleted message has lost its mentions)."""
+def _unread_counts(
+    user_id: int, mentioning: bool = False, up_to: int | None = None
+) -> dict[int, int]:
+    """Messages by others after the user's read marker (up to message ``up_to``), per room;
+    with ``mentioning``, only those that mention the user (a deleted message has lost its
+    mentions)."""
     newer = and_(
         Message.room_id == Membership.room_id,
         Message.id > Membership.last_read_id,
         Message.user_id != user_id,
+        *([] if up_to is None else [Message.id <= up_to]),
     )
     query = (
         select(Membership.room_id, func.count(Message.id))
@@ -551,6 +563,16 @@ def member_room_id(user_id: int, key: str) -> int | None:
         .join(Membership, Membership.room_id == Room.id)
         .where(Room.key == key, Membership.user_id == user_id)
     )
+
+
+def member_rooms(user_id: int) -> dict[int, str]:
+    """``{id: key}`` of every room ``user_id`` is in (one query)."""
+    rows = db.session.execute(
+        select(Room.id, Room.key)
+        .join(Membership, Membership.room_id == Room.id)
+        .where(Membership.user_id == user_id)
+    )
+    return {room_id: key for room_id, key in rows}
 
 
 def member_room_ids(user_id: int) -> set[int]:

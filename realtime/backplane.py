@@ -297,6 +297,18 @@ class RedisBackplane:
                 person["sockets"] += entry["sockets"]
         return people
 
+    def online_elsewhere(self, user_id: int) -> bool:
+        """True if another live worker has a socket of ``user_id``: one HEXISTS per worker, in
+        one pipeline (reading everyone's presence would cost each greeting O(people))."""
+        try:
+            workers = [worker for worker in self._live_workers() if worker != self.worker]
+            pipe = self._redis.pipeline(transaction=False)
+            for worker in workers:
+                pipe.hexists(self._key("presence", worker), str(user_id))
+            return any(pipe.execute())
+        except redis.RedisError as error:
+            raise BackplaneError(f"presence read failed: {error}") from error
+
     def visible_users(self, user_ids: set[int]) -> set[int]:
         """Those of ``user_ids`` with a visible page on a live worker: one HMGET per worker, of
         their fields only, in one pipeline."""

@@ -25,6 +25,7 @@ from models import (
 from realtime import handlers, protocol
 from realtime.backplane import BackplaneError
 from realtime.hub import Hub
+from realtime.transport import frames
 from realtime.transport.connection import Connection
 
 
@@ -52,72 +53,88 @@ def read_resume(hub: Hub, conn: Connection) -> protocol.Resume:
 def greet(hub: Hub, conn: Connection, resume: protocol.Resume) -> bool:
     """Send ``hello``, replay what the client missed, and announce it; False if that failed."""
     try:
+        rooms.join_general(conn.user_id)
         with hub.ordered():
-            _greet_in_order(hub, conn, resume)
+            first, where = _register(hub, conn)
+        _send_hello(hub, conn, resume)
     except (SQLAlchemyError, BackplaneError):
         current_app.logger.exception(
             "could not greet user %s", conn.user_id, extra={"user_id": conn.user_id}
         )
+        conn.release_held([], keep=False)  # Live frames without their hello: dropped.
         send_error(
             hub, conn, "unavailable", gettext("The chat is unavailable; please reconnect later.")
         )
         return False
     finally:
         db.session.remove()
+    if first:
+        for room_id, key in where.items():
+            hub.presence.note(room_id, key, conn.user_id, conn.name)
     return True
 
 
-def _greet_in_order(hub: Hub, conn: Connection, resume: protocol.Resume) -> None:
-    """The body of ``_greet``, under ``hub.ordered()``.
+def _register(hub: Hub, conn: Connection) -> tuple[bool, dict[int, str]]:
+    """Under ``hub.ordered()``: the socket's floors, then its registration, holding its frames;
+    whether its user was online nowhere, and its rooms ({id: key}).
 
-    Every message is stored and published under that lock, so reading what to send, hello and
-    registration form one step: nothing falls between the history and the live stream. Messages
-    published before it but still in flight from the backplane are at most ``conn.floor``, and
-    the hub skips them for this socket: nothing lands in both either. Changes to messages are
-    made under the lock too, and ``conn.change_floor`` does the same for them.
+    Every message is stored and published under that lock, so everything up to
+    ``conn.floor`` is in the database now and everything after reaches the socket live: the
+    hello, read once the lock is free, is bounded by the floor, and the live frames wait for
+    it (``Connection.hold``). Messages published before but still in flight from the
+    backplane are at most the floor, and the hub skips them for this socket: nothing lands
+    twice. Changes to messages are made under the lock too; ``conn.change_floor`` bounds
+    them the same way. Only these reads are serialized, so a storm of greetings costs the
+    lock a few queries each, and everything else runs in parallel.
     """
     generation = hub.generation()
     if not hub.ready():
         raise BackplaneError("the backplane was lost")
-    rooms.join_general(conn.user_id)
-    # Read here, under the hub's order: a picture changed from now on reaches this socket too.
-    conn.avatar_url = db.session.get_one(User, conn.user_id).avatar_url
-    mine = rooms.summaries(conn.user_id)
-    public = rooms.public_rooms()
-    general = next(room for room in mine if room["room"] == GENERAL)
-    resumed = GENERAL in resume.rooms
-    history, has_more = ([], False) if resumed else handlers.page(general["id"], None)
     conn.floor = latest_message_id()
     conn.change_floor = latest_change_id()
-    replay = _catch_up(mine, resume, conn.change_floor)
-    db.session.remove()
     conn.current = GENERAL
-    first = hub.attach(conn, {room["id"]: room["room"] for room in mine})
+    where = rooms.member_rooms(conn.user_id)
+    conn.hold()
+    first = hub.attach(conn, where)
     if hub.generation() != generation:
         # The backplane was lost while we read: its "close everyone" may have missed this socket.
         raise BackplaneError("the backplane was lost during the greeting")
-    online = hub.online_in([room["id"] for room in mine])
-    entries = [protocol.room_entry(room, online[room["id"]]) for room in mine]
+    return first, where
+
+
+def _send_hello(hub: Hub, conn: Connection, resume: protocol.Resume) -> None:
+    """Read and send ``hello`` and the catch-up as of the socket's floors, then what it held."""
+    # Read after the registration: a picture changed from then on reaches this socket too.
+    conn.avatar_url = db.session.get_one(User, conn.user_id).avatar_url
+    mine = rooms.summaries(conn.user_id, up_to=conn.floor)
+    public = rooms.public_rooms()
+    general = next(room for room in mine if room["room"] == GENERAL)
+    resumed = GENERAL in resume.rooms
+    before = conn.floor + 1
+    history, has_more = ([], False) if resumed else handlers.page(general["id"], before)
+    replay = _catch_up(mine, resume, conn.floor, conn.change_floor)
+    db.session.remove()
+    # Read after the registration too: presence frames the socket did not get are in it.
+    limit = current_app.config["CHAT_ONLINE_LISTED"]
+    online = hub.online_page([room["id"] for room in mine], limit)
+    entries = [protocol.room_entry(room, *online.get(room["id"], ([], 0))) for room in mine]
     # ``avatar_url`` is not in protocol.Person yet (realtime/protocol.py is another change's).
     me = cast(
         protocol.Person, {"id": conn.user_id, "name": conn.name, "avatar_url": conn.avatar_url}
     )
     hello = protocol.hello_frame(me, GENERAL, entries, public, history, has_more, conn.change_floor)
-    hub.send(conn, protocol.encode(hello))
-    for frame in replay:
-        hub.send(conn, protocol.encode(frame))
-    if first:
-        for room in mine:
-            hub.presence.note(room["id"], room["room"], conn.user_id, conn.name)
+    opening = [frames.message(protocol.encode(frame)) for frame in (hello, *replay)]
+    conn.release_held(opening)
 
 
 Replayed = protocol.MessageFrame | protocol.HistoryFrame | protocol.ChangeFrame | dict[str, object]
 
 
 def _catch_up(
-    mine: Sequence[protocol.RoomSummary], resume: protocol.Resume, latest_change: int
+    mine: Sequence[protocol.RoomSummary], resume: protocol.Resume, floor: int, latest_change: int
 ) -> list[Replayed]:
-    """Frames that bring a resuming client from where it stands to now, room by room, in order.
+    """Frames that bring a resuming client from where it stands to message ``floor`` and change
+    ``latest_change`` (what follows comes live), room by room, in order.
 
     For each room: the messages it missed, as they are now, then each message it had that
     changed since (``resume.changes``), as it is now, in the order of their latest change. At
@@ -126,35 +143,37 @@ def _catch_up(
     socket's queue. ``resumed`` ends it when the client gave where its changes stand.
     """
     budget = current_app.config["CHAT_RESUME_LIMIT"]
-    frames: list[Replayed] = []
+    replay: list[Replayed] = []
     for room in mine:
         last_id = resume.rooms.get(room["room"])
         if last_id is None:
             continue
-        missed = messages_after(room["id"], last_id, budget + 1)
+        missed = messages_after(room["id"], last_id, budget + 1, up_to=floor)
         changed: list[int] = []
         if resume.changes is not None and len(missed) <= budget:
-            changed = changed_since(room["id"], resume.changes, last_id, budget + 1 - len(missed))
+            left = budget + 1 - len(missed)
+            changed = changed_since(room["id"], resume.changes, last_id, left, latest_change)
         if len(missed) + len(changed) <= budget:
             budget -= len(missed) + len(changed)
-            frames.extend(protocol.message_frame(message) for message in missed)
-            frames.extend(_changed_frames(changed))
+            replay.extend(protocol.message_frame(message) for message in missed)
+            replay.extend(_changed_frames(changed, latest_change))
         else:
-            messages, has_more = handlers.page(room["id"], None)
-            frames.append(protocol.history_frame(room["room"], messages, has_more, reset=True))
+            messages, has_more = handlers.page(room["id"], floor + 1)
+            replay.append(protocol.history_frame(room["room"], messages, has_more, reset=True))
     if resume.changes is not None:
-        frames.append({"type": "resumed", "changes": latest_change})
-    return frames
+        replay.append({"type": "resumed", "changes": latest_change})
+    return replay
 
 
-def _changed_frames(message_ids: Sequence[int]) -> list[protocol.ChangeFrame]:
-    """A ``message_changed`` frame per message, as it is now, under its latest change."""
+def _changed_frames(message_ids: Sequence[int], up_to: int) -> list[protocol.ChangeFrame]:
+    """A ``message_changed`` frame per message, as it is now, under its latest change up to
+    ``up_to`` (a later one reaches the socket live)."""
     if not message_ids:
         return []
     found = db.session.scalars(select(Message).where(Message.id.in_(message_ids))).all()
     by_id = {message.id: message for message in found}
     data = {item["id"]: item for item in describe(found)}
-    latest = latest_changes(message_ids)
+    latest = latest_changes(message_ids, up_to)
     frames = []
     for message_id in message_ids:
         change, message = latest[message_id], by_id[message_id]

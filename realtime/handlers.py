@@ -315,6 +315,12 @@ def _members(hub: Hub, conn: Connection, command: protocol.Members) -> None:
     _send(hub, conn, protocol.members_frame(command.room, people))
 
 
+def _who(hub: Hub, conn: Connection, command: protocol.Who) -> None:
+    """Everyone online in a room, for a member of it (a room entry lists the first only)."""
+    room_id = _member_room(hub, conn, command.room, command.client_id)
+    _send(hub, conn, protocol.online_frame(command.room, hub.online(room_id)))
+
+
 def _history(hub: Hub, conn: Connection, command: protocol.History) -> None:
     """A page of messages, for a member of the room only: older ones, newer ones, or a window
     around one message (which replaces what the client shows of the room)."""
@@ -394,6 +400,7 @@ _HANDLERS: dict[type, _Handler] = dict(
         _filed(protocol.React, _react),
         _filed(protocol.Unpreview, _unpreview),
         _filed(protocol.Members, _members),
+        _filed(protocol.Who, _who),
         _filed(protocol.Visibility, _visibility),
     ]
 )

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # A room's members online here, sorted by name: [(casefolded name, user id)].
 Roster = list[tuple[str, int]]
+# A room's first people online, by name, and how many are online there in all.
+OnlinePage = tuple[list[Person], int]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +45,42 @@ class SocketTotals:
     cut_off: int  # Sockets cut off for falling too far behind, over the worker's life.
     backlog: int  # Frames waiting in the sockets' backlogs now, in all.
     longest_backlog: int  # Frames waiting in the longest one.
+
+
+def _rosters_of(everyone: Mapping[int, OnlineUser]) -> dict[int, list[Person]]:
+    """``{room id: [{"id", "name"}] sorted by name}`` from every worker's presence."""
+    rosters: dict[int, list[Person]] = {}
+    for uid, person in everyone.items():
+        entry: Person = {"id": uid, "name": person["name"]}
+        for room_id in person["rooms"]:
+            rosters.setdefault(room_id, []).append(entry)
+    for people in rosters.values():
+        people.sort(key=lambda person: (person["name"].casefold(), person["id"]))
+    return rosters
+
+
+class SharedRosters:
+    """Every worker's rosters, read from the backplane once for all the greetings waiting.
+
+    Reading everyone's presence costs O(people); a storm greets thousands at once. A caller
+    asks for rosters read after a moment (its ``attach``); whoever reads them shares them
+    with every caller that came before the read began, and the rest wait for the next read.
+    """
+
+    def __init__(self, read: Callable[[], Mapping[int, OnlineUser]]) -> None:
+        self._read = read
+        self._lock = threading.Lock()  # One read at a time: those waiting get its result.
+        self._read_at = float("-inf")
+        self._rosters: dict[int, list[Person]] = {}
+
+    def since(self, moment: float) -> dict[int, list[Person]]:
+        """Rosters read after ``moment`` (``time.monotonic()``); raises ``BackplaneError``."""
+        with self._lock:
+            if self._read_at <= moment:
+                started = time.monotonic()
+                self._rosters = _rosters_of(self._read())
+                self._read_at = started
+            return self._rosters
 
 
 def _unlist(roster: Roster, name: str, user_id: int) -> None:
@@ -73,6 +111,7 @@ class Hub:
         self._backplane.bind(self)
         # Arrivals and departures, announced in batches (``presence.py``).
         self.presence = PresenceBatcher(self, presence_interval)
+        self._shared_rosters = SharedRosters(self.everyone)
         # Guards the registry only; nothing under it does I/O.
         self._lock = threading.Lock()
         # Makes "persist, then publish" one step, so every client receives messages in id order
@@ -423,7 +462,7 @@ class Hub:
         """True if another worker has a socket of this user."""
         if not self._backplane.shared:
             return False
-        return user_id in self._backplane.everyone(exclude_self=True)
+        return self._backplane.online_elsewhere(user_id)
 
     def everyone(self) -> dict[int, OnlineUser]:
         """``{user id: {"name", "rooms": {room id: key}, "sockets"}}`` for every worker."""
@@ -435,32 +474,33 @@ class Hub:
                 for uid, s in self._sockets.items()
             }
 
-    def online_in(self, room_ids: Iterable[int]) -> dict[int, list[Person]]:
-        """``{room id: [{"id", "name"}]}``: who is online in each room, sorted by name.
+    def online_page(self, room_ids: Iterable[int], limit: int) -> dict[int, OnlinePage]:
+        """``{room id: (the first ``limit`` online there by name, how many in all)}``.
 
-        The dicts may be shared with other callers: read them, do not change them.
+        What a greeting lists: a room's first page and its count, so that greeting n people
+        costs n pages, not n². Read after ``attach``, it reflects every presence change whose
+        frame the socket did not get. The lists may be shared: read them, do not change them.
         """
-        if not self._backplane.shared:
-            # The rooms' sorted rosters directly: a greeting must not copy everyone's presence,
-            # nor build and sort a dict per person (a storm of 5,000 greets each against
-            # thousands).
-            with self._lock:
-                return {
-                    room_id: [self._people[uid] for _, uid in self._rosters.get(room_id, ())]
-                    for room_id in room_ids
-                }
-        wanted: dict[int, list[Person]] = {room_id: [] for room_id in room_ids}
-        for uid, person in self.everyone().items():
-            for room_id in person["rooms"]:
-                if room_id in wanted:
-                    wanted[room_id].append({"id": uid, "name": person["name"]})
-        for people in wanted.values():
-            people.sort(key=lambda person: (person["name"].casefold(), person["id"]))
-        return wanted
+        if self._backplane.shared:
+            rosters = self._shared_rosters.since(time.monotonic())
+            return {
+                room_id: (people[:limit], len(people))
+                for room_id, people in ((room_id, rosters.get(room_id, [])) for room_id in room_ids)
+            }
+        # The rooms' sorted rosters directly: no copy of everyone's presence, no sort.
+        with self._lock:
+            pages: dict[int, OnlinePage] = {}
+            for room_id in room_ids:
+                roster = self._rosters.get(room_id, ())
+                pages[room_id] = ([self._people[uid] for _, uid in roster[:limit]], len(roster))
+            return pages
 
     def online(self, room_id: int) -> list[Person]:
         """``[{"id", "name"}]`` of the users online in one room, sorted by name."""
-        return self.online_in([room_id])[room_id]
+        if self._backplane.shared:
+            return list(_rosters_of(self.everyone()).get(room_id, []))
+        with self._lock:
+            return [self._people[uid] for _, uid in self._rosters.get(room_id, ())]
 
     def share_a_room(self, user_id: int, other_id: int) -> bool:
         """True if both users are online and in at least one common room."""

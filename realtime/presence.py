@@ -8,6 +8,7 @@ so a user who leaves and comes back within one interval is simply still online, 
 applies the frames (idempotently) agrees with the hub after the next flush whatever it missed.
 """
 
+import collections
 import logging
 import threading
 from contextlib import AbstractContextManager
@@ -94,6 +95,7 @@ class PresenceBatcher:
     def _send(self, pending: Pending) -> None:
         """Broadcast one frame per room in ``pending``, with each user's state as of now."""
         everyone = self._hub.everyone()
+        counts = collections.Counter(room for each in everyone.values() for room in each["rooms"])
         for (room_id, key), changes in pending.items():
             online: list[protocol.PresenceUser] = []
             offline: list[protocol.PresenceUser] = []
@@ -104,7 +106,7 @@ class PresenceBatcher:
                     online.append({"user_id": user_id, "user": name})
                 else:
                     offline.append({"user_id": user_id, "user": name})
-            frame = protocol.presence_frame(key, online, offline)
+            frame = protocol.presence_frame(key, online, offline, counts[room_id])
             (only, (_, echo)), *others = changes.items()
             exclude = None if others or echo else only
             self._hub.broadcast(room_id, protocol.encode(frame), exclude_user=exclude)

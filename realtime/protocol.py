@@ -116,6 +116,14 @@ class Members:
 
 
 @dataclass(frozen=True)
+class Who:
+    """Everyone online in a room (a room entry lists only the first of them)."""
+
+    room: str
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Switch:
     """Make ``room`` the target of plain-text frames."""
 
@@ -273,6 +281,7 @@ Command = (
     | React
     | Unpreview
     | Members
+    | Who
     | Visibility
 )
 
@@ -496,6 +505,7 @@ _PARSERS: dict[str, Callable[[_Fields, int], Command]] = {
     "unreact": _parse_reaction(add=False),
     "unpreview": lambda fields, _: Unpreview(fields.integer("id"), fields.client_id),
     "members": lambda fields, _: Members(fields.room(), fields.client_id),
+    "who": lambda fields, _: Who(fields.room(), fields.client_id),
     "visibility": _parse_visibility,
 }
 
@@ -689,6 +699,7 @@ class RoomEntry(TypedDict):
     last_read_id: int
     mentions: int
     online: list[Person]
+    online_count: int
 
 
 class HelloFrame(TypedDict):
@@ -723,6 +734,7 @@ class PresenceFrame(TypedDict):
     room: str
     online: list[PresenceUser]
     offline: list[PresenceUser]
+    count: int
 
 
 class TypingFrame(TypedDict):
@@ -784,8 +796,14 @@ def members_frame(room: str, members: list[Person]) -> dict[str, object]:
     return {"type": "members", "room": room, "members": members}
 
 
-def room_entry(summary: RoomSummary, online: list[Person]) -> RoomEntry:
-    """A room as the page lists it (see ``rooms.summaries``), with who is online in it."""
+def online_frame(room: str, online: list[Person]) -> dict[str, object]:
+    """Everyone online in a room, sorted by name (the answer to ``who``)."""
+    return {"type": "online", "room": room, "online": online, "count": len(online)}
+
+
+def room_entry(summary: RoomSummary, online: list[Person], count: int) -> RoomEntry:
+    """A room as the page lists it (see ``rooms.summaries``), with the first people online in
+    it by name (``online``) and how many are (``count``)."""
     return {
         "room": summary["room"],
         "title": summary["title"],
@@ -799,6 +817,7 @@ def room_entry(summary: RoomSummary, online: list[Person]) -> RoomEntry:
         "last_read_id": summary["last_read_id"],
         "mentions": summary["mentions"],
         "online": online,
+        "online_count": count,
     }
 
 
@@ -846,14 +865,15 @@ def history_frame(
 
 
 def presence_frame(
-    room: str, online: list[PresenceUser], offline: list[PresenceUser]
+    room: str, online: list[PresenceUser], offline: list[PresenceUser], count: int
 ) -> PresenceFrame:
-    """Who came online in a room and who went offline (or joined and left it), in one frame.
+    """Who came online in a room and who went offline (or joined and left it), in one frame,
+    and how many are online there now.
 
     ``online`` and ``offline`` are lists of ``{"user_id", "user"}``; a user already shown as
     online with another name has been renamed.
     """
-    return {"type": "presence", "room": room, "online": online, "offline": offline}
+    return {"type": "presence", "room": room, "online": online, "offline": offline, "count": count}
 
 
 def typing_frame(room: str, user_id: int, name: str, expires_in: float) -> TypingFrame:

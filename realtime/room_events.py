@@ -9,7 +9,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from flask import Flask
+from flask import Flask, current_app
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import rooms
@@ -52,7 +52,9 @@ def tell_updated(hub: Hub, room: Room, by: int | None, client_id: str | None = N
 def entry_frame(hub: Hub, room: Room, user_id: int) -> dict[str, object]:
     """The ``room`` frame describing ``room`` to ``user_id``, with who is online in it."""
     summary = rooms.summary(room, user_id)
-    return {"type": "room", **protocol.room_entry(summary, hub.online(room.id))}
+    limit = current_app.config["CHAT_ONLINE_LISTED"]
+    online, count = hub.online_page([room.id], limit)[room.id]
+    return {"type": "room", **protocol.room_entry(summary, online, count)}
 
 
 def tell_added(hub: Hub, room: Room, user_id: int, invited_by: int | None) -> None:

@@ -159,6 +159,7 @@ def test_a_storm_of_arrivals_is_one_presence_frame_per_room():
             "room": "general",
             "online": [{"user_id": uid, "user": f"user{uid}"} for uid in range(3, 102)],
             "offline": [{"user_id": 2, "user": "user2"}],
+            "count": 100,
         }
     ]
     assert all(conn.frames == watcher.frames for conn in arrivals[1:])

@@ -273,6 +273,7 @@ def test_presence_per_room_counts_tabs_as_one_person(app, ws_connect, people):
         "room": "general",
         "online": [{"user_id": people["carol"], "user": "carol"}],
         "offline": [],
+        "count": 3,
     }
     tabs[2].close()
     leaves = [last(alice, "presence"), last(alice, "presence")]  # One frame per room.

@@ -81,13 +81,15 @@ def test_history_on_connect_is_the_latest_messages_oldest_first(app, ws_connect,
     assert all(frame["type"] == "message" and frame["user"] == "alice" for frame in history)
 
 
-def presence(online=(), offline=()):
-    """The ``presence`` frame of general listing ``online`` and ``offline`` ((id, name) pairs)."""
+def presence(online=(), offline=(), count=0):
+    """The ``presence`` frame of general listing ``online`` and ``offline`` ((id, name) pairs),
+    with ``count`` people online there now."""
     return {
         "type": "presence",
         "room": "general",
         "online": [{"user_id": uid, "user": name} for uid, name in online],
         "offline": [{"user_id": uid, "user": name} for uid, name in offline],
+        "count": count,
     }
 
 
@@ -104,18 +106,13 @@ def test_join_and_leave_follow_a_users_first_and_last_socket(
     # Markers: an arrival noted after each step is in the next batch, or a later one, than
     # anything the step noted. The next frame names carol alone: a second tab is not a join.
     ws_connect(carol)
-    assert a.recv() == presence(online=[(carol, "carol")])
+    assert a.recv() == presence(online=[(carol, "carol")], count=3)
     b1.close()
     wait_for_sockets(app, bob, 1)
     ws_connect(dave)
-    assert a.recv() == presence(online=[(dave, "dave")])  # Bob is still here in his other tab.
+    assert a.recv() == presence(online=[(dave, "dave")], count=4)  # Bob is still in a tab.
     b2.close()
-    assert a.recv() == {
-        "type": "presence",
-        "room": "general",
-        "online": [],
-        "offline": [{"user_id": bob, "user": "bob"}],
-    }
+    assert a.recv() == presence(offline=[(bob, "bob")], count=3)
 
 
 @pytest.mark.database
@@ -314,6 +311,7 @@ def test_a_client_that_never_reads_is_cut_off_without_delaying_others(
             "room": "general",
             "online": [],
             "offline": [{"user_id": carol, "user": "carol"}],
+            "count": 2,
         }
     ]
     stuck.settimeout(5)

@@ -89,6 +89,8 @@ class Connection:
         self._closed = False  # close() ran: no writer may start any more.
         self._wake = threading.Event()
         self._writer: threading.Thread | None = None
+        # Frames sent while its greeting is read, kept to go after the hello (None: not held).
+        self._held: list[Outgoing] | None = None
         self.ended = threading.Event()  # The reader is done: the closing handshake is over.
         self.reader = FrameReader(sock, self, max_message_bytes, ping_interval)
 
@@ -142,10 +144,53 @@ class Connection:
         with self._mutex:
             if self._aborted or self._closing:
                 return False
+            if self._held is not None:
+                return self._hold_locked(frame)
             if self._writing or self._backlog:
                 return self._enqueue(frame)
             self._write_locked([frame])
             return not self._aborted
+
+    def hold(self) -> None:
+        """Keep every frame sent from now on until ``release_held``.
+
+        A greeting registers the socket first, then reads its hello outside the hub's lock:
+        live frames that arrive meanwhile must wait behind it.
+        """
+        with self._mutex:
+            self._held = []
+
+    def release_held(self, first: list[Outgoing], keep: bool = True) -> bool:
+        """Write ``first`` (the hello and its catch-up), then the frames held since ``hold``
+        (dropped unless ``keep``), as ``send`` would; False if the connection refused them."""
+        with self._mutex:
+            held, self._held = self._held or [], None
+            if self._aborted or self._closing:
+                return False
+            batch = first + held if keep else first
+            if not batch:
+                return True
+            if self._writing or self._backlog:
+                return all(self._enqueue(frame) for frame in batch)
+            self._write_locked(batch)
+            return not self._aborted
+
+    def _hold_locked(self, frame: Outgoing) -> bool:
+        """Keep ``frame`` for after the greeting, or cut the client off past the backlog's limit
+        (we hold the mutex)."""
+        assert self._held is not None
+        if len(self._held) >= self._limit:
+            log.warning(
+                "cutting off a client of user %s while greeting it",
+                self.user_id,
+                extra={"user_id": self.user_id},
+            )
+            self.cut_off = True
+            self._held = None
+            self._abort_locked()
+            return False
+        self._held.append(frame)
+        return True
 
     def queue(self, frame: Outgoing) -> bool:
         """Queue ``frame`` without writing (the caller holds a shared lock); True if the caller
@@ -157,6 +202,9 @@ class Connection:
         with self._mutex:
             if self._aborted or self._closing:
                 return False
+            if self._held is not None:
+                self._hold_locked(frame)
+                return False  # Its greeting writes it.
             mine = not self._backlog and not self._writing
             return self._enqueue(frame, wake=False) and mine
 
