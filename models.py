@@ -919,14 +919,28 @@ def _insert_returning_ids() -> ReturningInsert[int]:
     return insert(table).returning(table.c.id, sort_by_parameter_order=True)
 
 
+# Built once: every greeting reads both, under the hub's lock (see core/rooms.py on why).
+_LATEST_MESSAGE = select(func.max(Message.id))
+_LATEST_CHANGE = select(func.max(MessageChange.id))
+
+
+_AVATAR = select(User.avatar).where(User.id == bindparam("user_id"))
+
+
+def avatar_url_of(user_id: int) -> str | None:
+    """``User.avatar_url`` of one user, read without loading the user (a greeting's)."""
+    avatar = db.session.connection().execute(_AVATAR, {"user_id": user_id}).scalar()
+    return f"/{avatar}" if avatar else None
+
+
 def latest_message_id() -> int:
     """The id of the newest message in any room (0 when there is none)."""
-    return db.session.scalar(select(func.max(Message.id))) or 0
+    return db.session.connection().execute(_LATEST_MESSAGE).scalar() or 0
 
 
 def latest_change_id() -> int:
     """The number of the latest change to any message (0 when there is none)."""
-    return db.session.scalar(select(func.max(MessageChange.id))) or 0
+    return db.session.connection().execute(_LATEST_CHANGE).scalar() or 0
 
 
 def messages_before(room_id: int, before: int | None = None, limit: int = 50) -> list[MessageData]:

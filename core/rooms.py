@@ -9,7 +9,7 @@ from typing import TypedDict
 
 from flask_babel import LazyString
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import and_, func, select
+from sqlalchemy import BindParameter, Integer, ScalarSelect, and_, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
 from core.audit import audit
@@ -438,75 +438,99 @@ def set_notify(room: Room, user_id: int, level: str) -> str:
     return level
 
 
+# Prebuilt statements for what every greeting reads (``summaries``, ``member_rooms``): built
+# and keyed for SQLAlchemy's statement cache once, run on the session's connection without ORM
+# objects. A storm greets thousands at once, and that Python is what each greeting costs.
+_USER: BindParameter[int] = bindparam("user_id", type_=Integer)
+_UP_TO: BindParameter[int] = bindparam("up_to", type_=Integer)
+_ANY_ID = 2**62  # ``up_to`` when the caller wants every message.
+
+
+def _unread_since_marker(mentioning: bool) -> ScalarSelect[int]:
+    """Messages by others after the member's read marker, up to ``up_to``, in the room of the
+    enclosing membership; with ``mentioning``, only those that mention the user."""
+    query = select(func.count(Message.id)).where(
+        Message.room_id == Membership.room_id,
+        Message.id > Membership.last_read_id,
+        Message.id <= _UP_TO,
+        Message.user_id != _USER,
+    )
+    if mentioning:  # A deleted message has lost its mentions.
+        query = query.join(
+            Mention, and_(Mention.message_id == Message.id, Mention.user_id == _USER)
+        )
+    return query.correlate(Membership).scalar_subquery()
+
+
+_SUMMARIES = (
+    select(
+        Room.id,
+        Room.key,
+        Room.title,
+        Room.kind,
+        Room.topic,
+        Room.archived_at,
+        Room.created_by,
+        Membership.notify,
+        Membership.last_read_id,
+        _unread_since_marker(mentioning=False),
+        _unread_since_marker(mentioning=True),
+        select(func.max(Message.id))
+        .where(Message.room_id == Room.id, Message.id <= _UP_TO)
+        .correlate(Room)
+        .scalar_subquery(),
+    )
+    .join(Membership, Membership.room_id == Room.id)
+    .where(Membership.user_id == _USER)
+    .order_by(Room.kind.desc(), Room.key)
+)
+
+
 def summaries(user_id: int, up_to: int | None = None) -> list[RoomSummary]:
-    """The user's rooms as the page lists them: title, kind, unread count and last message id.
+    """The user's rooms as the page lists them: title, kind, unread count and last message id
+    (one query, and one more for the names of the other people of direct rooms).
 
     With ``up_to``, as of message ``up_to``: a greeting's, whose later messages arrive live.
     """
-    rows = db.session.execute(
-        select(Room, Membership.last_read_id, Membership.notify)
-        .join(Membership, Membership.room_id == Room.id)
-        .where(Membership.user_id == user_id)
-        .order_by(Room.kind.desc(), Room.key)
-    ).all()
-    room_ids = [room.id for room, _, _ in rows]
-    unread = _unread_counts(user_id, up_to=up_to)
-    mentions = _unread_counts(user_id, mentioning=True, up_to=up_to)
-    bound = [] if up_to is None else [Message.id <= up_to]
-    last_ids = dict(
-        db.session.execute(
-            select(Message.room_id, func.max(Message.id))
-            .where(Message.room_id.in_(room_ids), *bound)
-            .group_by(Message.room_id)
-        ).all()
-    )
-    partners = direct_partners(user_id)
+    params = {"user_id": user_id, "up_to": _ANY_ID if up_to is None else up_to}
+    rows = db.session.connection().execute(_SUMMARIES, params).all()
+    direct = any(row.kind == DIRECT for row in rows)
+    partners = direct_partners(user_id) if direct else {}
     return [
         {
-            "id": room.id,
-            "room": room.key,
-            "title": partners.get(room.id, room.title),
-            "kind": room.kind,
-            "topic": room.topic,
-            "archived": room.archived_at is not None,
-            "created_by": room.created_by,
-            "notify": notify_level(room.kind, chosen),
-            "unread": unread.get(room.id, 0),
-            "mentions": mentions.get(room.id, 0),
-            "last_id": last_ids.get(room.id, 0),
+            "id": room_id,
+            "room": key,
+            "title": partners.get(room_id, title),
+            "kind": kind,
+            "topic": topic,
+            "archived": archived_at is not None,
+            "created_by": created_by,
+            "notify": notify_level(kind, chosen),
+            "unread": unread,
+            "mentions": mentions,
+            "last_id": last_id or 0,
             "last_read_id": last_read,
         }
-        for room, last_read, chosen in rows
+        for (
+            room_id,
+            key,
+            title,
+            kind,
+            topic,
+            archived_at,
+            created_by,
+            chosen,
+            last_read,
+            unread,
+            mentions,
+            last_id,
+        ) in rows
     ]
 
 
 def summary(room: Room, user_id: int) -> RoomSummary:
     """One room's summary for ``user_id``."""
     return next(item for item in summaries(user_id) if item["id"] == room.id)
-
-
-def _unread_counts(
-    user_id: int, mentioning: bool = False, up_to: int | None = None
-) -> dict[int, int]:
-    """Messages by others after the user's read marker (up to message ``up_to``), per room;
-    with ``mentioning``, only those that mention the user (a deleted message has lost its
-    mentions)."""
-    newer = and_(
-        Message.room_id == Membership.room_id,
-        Message.id > Membership.last_read_id,
-        Message.user_id != user_id,
-        *([] if up_to is None else [Message.id <= up_to]),
-    )
-    query = (
-        select(Membership.room_id, func.count(Message.id))
-        .join(Message, newer)
-        .where(Membership.user_id == user_id)
-        .group_by(Membership.room_id)
-    )
-    if mentioning:
-        mine = and_(Mention.message_id == Message.id, Mention.user_id == user_id)
-        query = query.join(Mention, mine)
-    return dict(db.session.execute(query).all())
 
 
 def members(room_id: int, limit: int) -> list[tuple[int, str, str | None]]:
@@ -537,16 +561,19 @@ def direct_partners(user_id: int) -> dict[int, str]:
     return {room_id: user.name for room_id, user in rows}
 
 
+_PUBLIC_ROOMS = (
+    select(Room.key, Room.title, func.count(Membership.user_id))
+    .outerjoin(Membership, Membership.room_id == Room.id)
+    .where(Room.kind == PUBLIC, Room.archived_at.is_(None))  # Archived ones take nobody.
+    .group_by(Room.id)
+    .order_by(Room.key)
+)
+
+
 def public_rooms() -> list[PublicRoom]:
     """Every public room that is not archived, with its number of members, for people to
     discover and join."""
-    rows = db.session.execute(
-        select(Room.key, Room.title, func.count(Membership.user_id))
-        .outerjoin(Membership, Membership.room_id == Room.id)
-        .where(Room.kind == PUBLIC, Room.archived_at.is_(None))  # Archived ones take nobody.
-        .group_by(Room.id)
-        .order_by(Room.key)
-    )
+    rows = db.session.connection().execute(_PUBLIC_ROOMS)
     return [{"room": key, "title": title, "members": count} for key, title, count in rows]
 
 
@@ -556,22 +583,30 @@ def rooms_of_member(keys: list[str], user_id: int) -> list[Room]:
     return list(db.session.scalars(select(Room).where(Room.key.in_(keys), Room.id.in_(mine))))
 
 
+_MEMBER_ROOM_ID = (
+    select(Room.id)
+    .join(Membership, Membership.room_id == Room.id)
+    .where(Room.key == bindparam("key"), Membership.user_id == _USER)
+)
+
+
 def member_room_id(user_id: int, key: str) -> int | None:
     """The id of the room ``key`` if ``user_id`` is in it, else None (one query)."""
-    return db.session.scalar(
-        select(Room.id)
-        .join(Membership, Membership.room_id == Room.id)
-        .where(Room.key == key, Membership.user_id == user_id)
-    )
+    params = {"user_id": user_id, "key": key}
+    room_id: int | None = db.session.connection().execute(_MEMBER_ROOM_ID, params).scalar()
+    return room_id
+
+
+_MEMBER_ROOMS = (
+    select(Room.id, Room.key)
+    .join(Membership, Membership.room_id == Room.id)
+    .where(Membership.user_id == _USER)
+)
 
 
 def member_rooms(user_id: int) -> dict[int, str]:
     """``{id: key}`` of every room ``user_id`` is in (one query)."""
-    rows = db.session.execute(
-        select(Room.id, Room.key)
-        .join(Membership, Membership.room_id == Room.id)
-        .where(Membership.user_id == user_id)
-    )
+    rows = db.session.connection().execute(_MEMBER_ROOMS, {"user_id": user_id})
     return {room_id: key for room_id, key in rows}
 
 

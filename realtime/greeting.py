@@ -13,7 +13,7 @@ from extensions import db
 from models import (
     GENERAL,
     Message,
-    User,
+    avatar_url_of,
     changed_since,
     describe,
     latest_change_id,
@@ -105,7 +105,7 @@ def _register(hub: Hub, conn: Connection) -> tuple[bool, dict[int, str]]:
 def _send_hello(hub: Hub, conn: Connection, resume: protocol.Resume) -> None:
     """Read and send ``hello`` and the catch-up as of the socket's floors, then what it held."""
     # Read after the registration: a picture changed from then on reaches this socket too.
-    conn.avatar_url = db.session.get_one(User, conn.user_id).avatar_url
+    conn.avatar_url = avatar_url_of(conn.user_id)
     mine = rooms.summaries(conn.user_id, up_to=conn.floor)
     public = rooms.public_rooms()
     general = next(room for room in mine if room["room"] == GENERAL)
