@@ -166,6 +166,9 @@ STRINGS: dict[str, LazyString] = {
     "removed_you": _l("{name} removed you from {room}"),
     "removed_you_generic": _l("You were removed from {room}"),
     "room_deleted": _l("{room} was deleted."),
+    # Under the first people listed online in a big room: a button that lists everyone.
+    "online_more_one": _l("Show {count} more person"),
+    "online_more_other": _l("Show {count} more people"),
 }
 
 

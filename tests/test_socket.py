@@ -41,6 +41,34 @@ def test_hello_names_the_user_and_who_is_online(ws_connect, alice, bob):
     assert second.hello["online"] == ["alice", "bob"]
 
 
+def test_a_big_room_lists_its_first_people_online_a_count_and_everyone_on_request(
+    app, ws_connect, alice, bob, make_user
+):
+    app.config["CHAT_ONLINE_LISTED"] = 2  # As if general were a room of thousands.
+    carol, dave = make_user("carol@example.com")[0], make_user("dave@example.com")[0]
+    for user in (bob, carol, dave):
+        ws_connect(user)
+    a = ws_connect(alice)
+    general = next(room for room in a.hello["rooms"] if room["room"] == "general")
+    assert [person["name"] for person in general["online"]] == ["alice", "bob"]
+    assert general["online_count"] == 4
+    assert a.hello["online"] == ["alice", "bob"]  # The same first page, as names.
+    a.send({"type": "who", "room": "general", "client_id": "w1"})
+    everyone = a.recv_type("online")
+    assert everyone == {
+        "type": "online",
+        "room": "general",
+        "online": [
+            {"id": uid, "name": name}
+            for uid, name in ((alice, "alice"), (bob, "bob"), (carol, "carol"), (dave, "dave"))
+        ],
+        "count": 4,
+    }
+    a.send({"type": "who", "room": "p:000000000000", "client_id": "w2"})
+    error = a.recv_type("error")
+    assert (error["code"], error["client_id"]) == ("forbidden", "w2")
+
+
 def test_message_reaches_everyone_exactly_once_with_client_id(app, ws_connect, alice, bob):
     a, b = ws_connect(alice), ws_connect(bob)
     a.await_presence(online=[bob])

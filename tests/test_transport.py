@@ -231,6 +231,37 @@ def test_queue_writes_nothing_until_flush_which_keeps_the_order(make_pair):
     assert peer.next() == ("text", "two")
 
 
+def test_frames_sent_while_held_go_after_the_greeting_in_order(make_pair):
+    """What a greeting does: registered and held, it reads its hello while live frames come."""
+    conn, peer = make_pair()
+    conn.hold()
+    assert conn.send(frames.message("live 1"))
+    assert conn.queue(frames.message("live 2")) is False  # Held: nobody's to flush.
+    conn.flush()
+    assert not peer.ready()
+    assert conn.release_held([frames.message("hello"), frames.message("replay")])
+    assert [peer.next() for _ in range(4)] == [
+        ("text", "hello"),
+        ("text", "replay"),
+        ("text", "live 1"),
+        ("text", "live 2"),
+    ]
+    assert conn.send(frames.message("after"))  # Not held any more: written at once.
+    assert peer.next() == ("text", "after")
+
+
+def test_a_greeting_that_failed_drops_what_it_held_and_a_held_flood_is_cut_off(make_pair):
+    conn, peer = make_pair(queue_size=2)
+    conn.hold()
+    conn.send(frames.message("live"))
+    assert conn.release_held([], keep=False)
+    assert conn.send(frames.message("error"))
+    assert peer.next() == ("text", "error")
+    conn.hold()
+    assert [conn.send(frames.message(f"m{n}")) for n in range(3)] == [True, True, False]
+    assert conn.aborted and conn.cut_off
+
+
 def test_a_flush_that_outgrows_the_buffer_stays_ahead_of_later_sends(make_pair):
     """What a flush leaves unwritten goes before anything sent afterwards."""
     conn, peer = make_pair()

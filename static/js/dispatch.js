@@ -95,6 +95,9 @@ export function dispatch(frame) {
     case ServerFrame.MEMBERS:
       onMembers(frame);
       break;
+    case ServerFrame.ONLINE:
+      onOnline(frame);
+      break;
     case ServerFrame.RESUMED:
       noteResumed(frame.changes);
       break;
@@ -338,6 +341,7 @@ function onPresence(frame) {
     learnAvatar(person.user_id, person.avatar_url); // A new picture may come with the same name.
     if (room.online.get(person.user_id) !== person.user) onOnlineOrRenamed(room, person);
   }
+  if (typeof frame.count === "number") room.onlineCount = frame.count;
   if (room.key === state.current) renderOnline();
   room.membersStale = true; // Joined or left, perhaps: asked for again when next needed.
   onMembersChanged(room);
@@ -388,6 +392,16 @@ function onMessageChanged(frame) {
   applyChange(room, frame);
   if (follow) scrollToEnd();
   if (frame.message.deleted) onMessageGone(frame.message.id);
+}
+
+// Everyone online in a room, as asked for by the list's "Show more" button.
+function onOnline(frame) {
+  const room = state.rooms.get(frame.room);
+  if (!room) return;
+  room.online = new Map(frame.online.map((person) => [person.id, person.name]));
+  for (const person of frame.online) learnName(person.id, person.name);
+  room.onlineCount = frame.count;
+  if (room.key === state.current) renderOnline();
 }
 
 function onMembers(frame) {

@@ -132,6 +132,12 @@ export function onJoinClick(event) {
 }
 
 export function onDirectClick(event) {
+  const more = event.target.closest(".online-more");
+  if (more) {
+    // Everyone online in the room: the answer ("online") redraws the list.
+    if (sendFrame({ type: ClientFrame.WHO, room: more.dataset.room })) more.disabled = true;
+    return;
+  }
   const button = event.target.closest(".dm-button");
   if (!button) return;
   openDirect(Number(button.dataset.userId));

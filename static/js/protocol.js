@@ -20,6 +20,7 @@ export const ClientFrame = Object.freeze({
   UNREACT: "unreact",
   UNPREVIEW: "unpreview", // Take the link preview off one's own message.
   MEMBERS: "members",
+  WHO: "who", // Everyone online in a room (a room entry lists the first of them).
   INVITE: "invite",
   INVITE_LINK: "invite_link",
   UPDATE_ROOM: "update_room",
@@ -44,6 +45,7 @@ export const ServerFrame = Object.freeze({
   SWITCHED: "switched",
   MESSAGE_CHANGED: "message_changed",
   MEMBERS: "members",
+  ONLINE: "online", // The answer to "who".
   RESUMED: "resumed",
   ROOM_UPDATED: "room_updated",
   ROOM_DELETED: "room_deleted",

@@ -313,8 +313,24 @@ onAvatarChange(() => {
 export function renderOnline() {
   const room = state.rooms.get(state.current);
   const people = room ? [...room.online].sort((a, b) => a[1].localeCompare(b[1])) : [];
-  ui.online.replaceChildren(...people.map(([id, name]) => personItem(id, name)));
-  ui.onlineCount.textContent = `(${people.length})`;
+  const items = people.map(([id, name]) => personItem(id, name));
+  const count = Math.max(room?.onlineCount ?? 0, people.length);
+  if (count > people.length) items.push(moreOnlineItem(room, count - people.length));
+  ui.online.replaceChildren(...items);
+  ui.onlineCount.textContent = `(${count})`;
+}
+
+// The rest of a big room's people, asked for (input.js sends "who") when someone wants them.
+function moreOnlineItem(room, more) {
+  const item = document.createElement("li");
+  item.className = "more";
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "online-more";
+  button.dataset.room = room.key;
+  button.textContent = tCount("online_more", more);
+  item.append(button);
+  return item;
 }
 
 function personItem(id, name) {

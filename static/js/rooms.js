@@ -76,6 +76,8 @@ export function upsertRoom(entry) {
   room.membersStale = true; // A new socket, or a room joined again: ask afresh when needed.
   room.lastReadId = Math.max(room.lastReadId, entry.last_read_id);
   room.online = new Map(entry.online.map((person) => [person.id, person.name]));
+  // A big room's entry lists the first people only; the count says how many are online.
+  room.onlineCount = entry.online_count ?? entry.online.length;
   for (const person of entry.online) {
     learnName(person.id, person.name);
     learnAvatar(person.id, person.avatar_url);
