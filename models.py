@@ -165,6 +165,12 @@ def as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def display_name(chosen: str | None, email: str) -> str:
+    """The name people see: the one chosen on the profile page, else the email before ``@``
+    (``User.name``, for a caller that read the two columns without loading the user)."""
+    return chosen or email.split("@", 1)[0]
+
+
 class User(UserMixin, Model):
     """An account: a unique lower-case email and a password hash."""
 
@@ -218,7 +224,7 @@ class User(UserMixin, Model):
     @property
     def name(self) -> str:
         """Display name: the one chosen on the profile page, else ``default_name``."""
-        return self.display_name or self.default_name
+        return display_name(self.display_name, self.email)
 
     def set_password(self, password: str) -> None:
         """Store a salted hash of ``password``, at the configured cost."""

@@ -53,7 +53,6 @@ def read_resume(hub: Hub, conn: Connection) -> protocol.Resume:
 def greet(hub: Hub, conn: Connection, resume: protocol.Resume) -> bool:
     """Send ``hello``, replay what the client missed, and announce it; False if that failed."""
     try:
-        rooms.join_general(conn.user_id)
         with hub.ordered():
             first, where = _register(hub, conn)
         _send_hello(hub, conn, resume)
@@ -94,6 +93,9 @@ def _register(hub: Hub, conn: Connection) -> tuple[bool, dict[int, str]]:
     conn.change_floor = latest_change_id()
     conn.current = GENERAL
     where = rooms.member_rooms(conn.user_id)
+    if GENERAL not in where.values():  # A first visit (or a restored account): join general.
+        general = rooms.join_general(conn.user_id)
+        where[general] = GENERAL
     conn.hold()
     first = hub.attach(conn, where)
     if hub.generation() != generation:

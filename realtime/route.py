@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, g, request
 from flask.typing import ResponseReturnValue
 from flask_babel import get_locale
 
-from accounts.tokens import TokenError, verify_token
+from accounts.tokens import TokenError, verify_holder
 from extensions import db, sock
 from realtime import protocol, stats
 from realtime.backplane import BackplaneError
@@ -48,7 +48,7 @@ def authenticate_socket() -> ResponseReturnValue | None:
     if token is None:
         return json_error(401, "missing_token", "Pass a token as ?token= or a Bearer header.")
     try:
-        user = verify_token(token)
+        user = verify_holder(token)
     except TokenError as error:
         return json_error(401, error.code, "Get a new token from /api/token.")
     g.chat_user_id = user.id  # For the request's log lines (ops/logs.py).

@@ -259,7 +259,8 @@ def test_a_greeting_that_failed_drops_what_it_held_and_a_held_flood_is_cut_off(m
     assert peer.next() == ("text", "error")
     conn.hold()
     assert [conn.send(frames.message(f"m{n}")) for n in range(3)] == [True, True, False]
-    assert conn.aborted and conn.cut_off
+    assert conn.aborted
+    assert conn.cut_off
 
 
 def test_a_flush_that_outgrows_the_buffer_stays_ahead_of_later_sends(make_pair):
