@@ -273,6 +273,8 @@ def finalize(config: MutableMapping[str, Any], instance_path: str) -> None:
     if config["CHAT_SEND_QUEUE_SIZE"] <= config["CHAT_RESUME_LIMIT"] + 200:
         # A resume queues up to CHAT_RESUME_LIMIT messages plus a frame per room (200 at most).
         raise RuntimeError("CHAT_SEND_QUEUE_SIZE must exceed CHAT_RESUME_LIMIT + 200")
+    if config["CHAT_ONLINE_LISTED"] < 1:
+        raise RuntimeError("CHAT_ONLINE_LISTED must be 1 or more")
     if (
         min(config["CHAT_MESSAGE_RATE"], config["CHAT_FRAME_RATE"], config["CHAT_PRESENCE_BATCH"])
         <= 0
