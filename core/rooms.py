@@ -4,6 +4,7 @@ counts, and what members, creators and administrators may do to a room."""
 import re
 import secrets
 import unicodedata
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -443,7 +444,9 @@ def set_notify(room: Room, user_id: int, level: str) -> str:
 # objects. A storm greets thousands at once, and that Python is what each greeting costs.
 _USER: BindParameter[int] = bindparam("user_id", type_=Integer)
 _UP_TO: BindParameter[int] = bindparam("up_to", type_=Integer)
-_ANY_ID = 2**62  # ``up_to`` when the caller wants every message.
+# ``up_to`` when the caller wants every message: the largest id an INTEGER column holds on
+# every engine (PostgreSQL refuses a bigger parameter for one: "integer out of range").
+_ANY_ID = 2**31 - 1
 
 
 def _unread_since_marker(mentioning: bool) -> ScalarSelect[int]:
@@ -608,6 +611,26 @@ def member_rooms(user_id: int) -> dict[int, str]:
     """``{id: key}`` of every room ``user_id`` is in (one query)."""
     rows = db.session.connection().execute(_MEMBER_ROOMS, {"user_id": user_id})
     return {room_id: key for room_id, key in rows}
+
+
+_MEMBERS_ROOMS = (
+    select(Membership.user_id, Room.id, Room.key)
+    .join(Membership, Membership.room_id == Room.id)
+    .where(Membership.user_id.in_(bindparam("user_ids", expanding=True)))
+)
+_MEMBERS_AT_ONCE = 500  # Ids bound per query: far below any engine's limit on parameters.
+
+
+def members_rooms(user_ids: Collection[int]) -> dict[int, dict[int, str]]:
+    """``member_rooms`` of several users at once: ``{user id: {id: key}}``, every one listed."""
+    found: dict[int, dict[int, str]] = {user_id: {} for user_id in user_ids}
+    wanted = sorted(found)
+    connection = db.session.connection()
+    for start in range(0, len(wanted), _MEMBERS_AT_ONCE):
+        params = {"user_ids": wanted[start : start + _MEMBERS_AT_ONCE]}
+        for user_id, room_id, key in connection.execute(_MEMBERS_ROOMS, params):
+            found[user_id][room_id] = key
+    return found
 
 
 def member_room_ids(user_id: int) -> set[int]:

@@ -21,7 +21,7 @@ import random
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import ClassVar, Literal, NotRequired, Protocol, TypedDict, cast
@@ -261,15 +261,21 @@ class RedisBackplane:
 
     # ---- Presence ------------------------------------------------------------------------------
 
-    def set_presence(self, user_id: int, entry: PresenceEntry | None) -> None:
-        """Record (or with ``entry=None`` forget) one of this worker's users."""
+    def set_presences(self, entries: Mapping[int, PresenceEntry | None]) -> None:
+        """Record (or, for ``None``, forget) some of this worker's users, in one round trip."""
         key = self._key("presence", self._me())
+        table: dict[FieldT, EncodableT] = {
+            str(uid): json.dumps(entry) for uid, entry in entries.items() if entry is not None
+        }
+        gone = [str(uid) for uid, entry in entries.items() if entry is None]
+        pipe = self._redis.pipeline(transaction=False)
+        if gone:
+            pipe.hdel(key, *gone)
+        if table:
+            pipe.hset(key, mapping=table)
+            pipe.expire(key, self._ttl * 4)  # Outlives any janitor; then goes.
         try:
-            if entry is None:
-                self._redis.hdel(key, user_id)
-            else:
-                self._redis.hset(key, user_id, json.dumps(entry))
-                self._redis.expire(key, self._ttl * 4)  # Outlives any janitor; then goes.
+            pipe.execute()
         except redis.RedisError as error:
             raise BackplaneError(f"presence update failed: {error}") from error
 
@@ -297,17 +303,27 @@ class RedisBackplane:
                 person["sockets"] += entry["sockets"]
         return people
 
-    def online_elsewhere(self, user_id: int) -> bool:
-        """True if another live worker has a socket of ``user_id``: one HEXISTS per worker, in
-        one pipeline (reading everyone's presence would cost each greeting O(people))."""
+    def online_elsewhere(self, user_ids: Collection[int]) -> set[int]:
+        """Those of ``user_ids`` with a socket on another live worker: one HMGET per worker, of
+        their fields only, in one pipeline (reading everyone's presence would cost each
+        greeting O(people))."""
+        fields = [str(uid) for uid in user_ids]
+        if not fields:
+            return set()
         try:
             workers = [worker for worker in self._live_workers() if worker != self.worker]
             pipe = self._redis.pipeline(transaction=False)
             for worker in workers:
-                pipe.hexists(self._key("presence", worker), str(user_id))
-            return any(pipe.execute())
+                pipe.hmget(self._key("presence", worker), fields)
+            rows = pipe.execute()
         except redis.RedisError as error:
             raise BackplaneError(f"presence read failed: {error}") from error
+        return {
+            int(field)
+            for row in rows
+            for field, raw in zip(fields, row, strict=True)
+            if raw is not None
+        }
 
     def visible_users(self, user_ids: set[int]) -> set[int]:
         """Those of ``user_ids`` with a visible page on a live worker: one HMGET per worker, of

@@ -16,13 +16,12 @@ from models import (
     avatar_url_of,
     changed_since,
     describe,
-    latest_change_id,
     latest_changes,
-    latest_message_id,
     messages_after,
     quote,
 )
 from realtime import handlers, protocol
+from realtime.arrivals import Arrivals
 from realtime.backplane import BackplaneError
 from realtime.hub import Hub
 from realtime.transport import frames
@@ -50,11 +49,10 @@ def read_resume(hub: Hub, conn: Connection) -> protocol.Resume:
         return protocol.Resume({})
 
 
-def greet(hub: Hub, conn: Connection, resume: protocol.Resume) -> bool:
+def greet(hub: Hub, arrivals: Arrivals, conn: Connection, resume: protocol.Resume) -> bool:
     """Send ``hello``, replay what the client missed, and announce it; False if that failed."""
     try:
-        with hub.ordered():
-            first, where = _register(hub, conn)
+        arrival = arrivals.register(conn)
         _send_hello(hub, conn, resume)
     except (SQLAlchemyError, BackplaneError):
         current_app.logger.exception(
@@ -67,41 +65,10 @@ def greet(hub: Hub, conn: Connection, resume: protocol.Resume) -> bool:
         return False
     finally:
         db.session.remove()
-    if first:
-        for room_id, key in where.items():
+    if arrival.first:
+        for room_id, key in arrival.rooms.items():
             hub.presence.note(room_id, key, conn.user_id, conn.name)
     return True
-
-
-def _register(hub: Hub, conn: Connection) -> tuple[bool, dict[int, str]]:
-    """Under ``hub.ordered()``: the socket's floors, then its registration, holding its frames;
-    whether its user was online nowhere, and its rooms ({id: key}).
-
-    Every message is stored and published under that lock, so everything up to
-    ``conn.floor`` is in the database now and everything after reaches the socket live: the
-    hello, read once the lock is free, is bounded by the floor, and the live frames wait for
-    it (``Connection.hold``). Messages published before but still in flight from the
-    backplane are at most the floor, and the hub skips them for this socket: nothing lands
-    twice. Changes to messages are made under the lock too; ``conn.change_floor`` bounds
-    them the same way. Only these reads are serialized, so a storm of greetings costs the
-    lock a few queries each, and everything else runs in parallel.
-    """
-    generation = hub.generation()
-    if not hub.ready():
-        raise BackplaneError("the backplane was lost")
-    conn.floor = latest_message_id()
-    conn.change_floor = latest_change_id()
-    conn.current = GENERAL
-    where = rooms.member_rooms(conn.user_id)
-    if GENERAL not in where.values():  # A first visit (or a restored account): join general.
-        general = rooms.join_general(conn.user_id)
-        where[general] = GENERAL
-    conn.hold()
-    first = hub.attach(conn, where)
-    if hub.generation() != generation:
-        # The backplane was lost while we read: its "close everyone" may have missed this socket.
-        raise BackplaneError("the backplane was lost during the greeting")
-    return first, where
 
 
 def _send_hello(hub: Hub, conn: Connection, resume: protocol.Resume) -> None:

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from realtime import events
@@ -204,21 +204,34 @@ class Hub:
 
     def attach(self, conn: Connection, rooms: Mapping[int, str]) -> bool:
         """Register ``conn`` in ``rooms`` ({id: key}); True if its user was online nowhere."""
-        user_id = conn.user_id
+        return self.attach_all([(conn, rooms)])[0]
+
+    def attach_all(self, arrivals: Sequence[tuple[Connection, Mapping[int, str]]]) -> list[bool]:
+        """Register sockets in their rooms ({id: key}) at once, as ``attach`` does each: one
+        registry lock, one presence write and one read of the other workers for all of them.
+        For each, whether its user was online nowhere (the first of a user's sockets only)."""
+        firsts = []
         with self._lock:
-            sockets = self._sockets.setdefault(user_id, set())
-            first = not sockets
-            sockets.add(conn)
-            self._set_name(user_id, conn.name)
-            # Merged, not replaced: a room this greeting did not read (a join or leave still on
-            # its way from another worker) stays listed until its own event, so that the user's
-            # rooms, the members and the rosters always agree.
-            self._rooms.setdefault(user_id, {}).update(rooms)
-            for room_id in rooms:
-                self._add_member(room_id, user_id)
-                self._refresh(room_id)
-        self._publish_presence(user_id)
-        return first and not self._online_elsewhere(user_id)
+            for conn, rooms in arrivals:
+                user_id = conn.user_id
+                sockets = self._sockets.setdefault(user_id, set())
+                firsts.append(not sockets)
+                sockets.add(conn)
+                self._set_name(user_id, conn.name)
+                # Merged, not replaced: a room this greeting did not read (a join or leave still
+                # on its way from another worker) stays listed until its own event, so that the
+                # user's rooms, the members and the rosters always agree.
+                self._rooms.setdefault(user_id, {}).update(rooms)
+                for room_id in rooms:
+                    self._add_member(room_id, user_id)
+                    self._refresh(room_id)
+        users = {conn.user_id for conn, _rooms in arrivals}
+        self._publish_presence(*users)
+        elsewhere = self._online_elsewhere(users)
+        return [
+            first and conn.user_id not in elsewhere
+            for first, (conn, _rooms) in zip(firsts, arrivals, strict=True)
+        ]
 
     def detach(self, conn: Connection) -> tuple[bool, dict[int, str]]:
         """Unregister ``conn``; return ``(last, rooms)``: its user's last socket anywhere? rooms?"""
@@ -226,7 +239,7 @@ class Hub:
         if not known:
             return False, {}
         self._publish_presence(conn.user_id)
-        return last_here and not self._online_elsewhere(conn.user_id), rooms
+        return last_here and conn.user_id not in self._online_elsewhere({conn.user_id}), rooms
 
     def forget(self, conn: Connection) -> dict[int, str]:
         """Unregister ``conn`` while the backplane may be down; the rooms it left if it was its
@@ -427,14 +440,16 @@ class Hub:
             "visible": visible,
         }
 
-    def _publish_presence(self, user_id: int) -> None:
-        """Tell the backplane where a user is online now (a no-op in one process)."""
+    def _publish_presence(self, *user_ids: int) -> None:
+        """Tell the backplane where users are online now (a no-op in one process)."""
         if not self._backplane.shared:
             return
         with self.presence_lock:
             with self._lock:
-                entry = self._entry(user_id) if user_id in self._sockets else None
-            self._backplane.set_presence(user_id, entry)
+                entries = {
+                    uid: self._entry(uid) if uid in self._sockets else None for uid in user_ids
+                }
+            self._backplane.set_presences(entries)
 
     # ---- Visibility (Web Push skips a user with a visible tab) ---------------------------------
 
@@ -458,11 +473,11 @@ class Hub:
                 uid for uid in wanted if any(conn.visible for conn in self._sockets.get(uid, ()))
             }
 
-    def _online_elsewhere(self, user_id: int) -> bool:
-        """True if another worker has a socket of this user."""
+    def _online_elsewhere(self, user_ids: Collection[int]) -> set[int]:
+        """Those of ``user_ids`` with a socket on another worker."""
         if not self._backplane.shared:
-            return False
-        return self._backplane.online_elsewhere(user_id)
+            return set()
+        return self._backplane.online_elsewhere(user_ids)
 
     def everyone(self) -> dict[int, OnlineUser]:
         """``{user id: {"name", "rooms": {room id: key}, "sockets"}}`` for every worker."""

@@ -104,7 +104,7 @@ def chat_socket(_ws: object) -> None:
     stats.greeting_started.send(runtime.hub)
     try:
         resume = read_resume(runtime.hub, conn) if g.chat_resuming else protocol.Resume({})
-        greeted = greet(runtime.hub, conn, resume)
+        greeted = greet(runtime.hub, runtime.arrivals, conn, resume)
     finally:
         seconds = time.monotonic() - started
         stats.greeting_ended.send(runtime.hub, seconds=seconds, greeted=greeted)

@@ -19,6 +19,7 @@ from accounts.signals import (
     user_signed_out,
 )
 from extensions import db
+from realtime.arrivals import Arrivals
 from realtime.backplane import BackplaneError, RedisBackplane
 from realtime.commits import GroupCommit
 from realtime.hub import Hub
@@ -38,6 +39,7 @@ class Runtime:
         backplane = _backplane(config, self._bury)
         self.hub = Hub(backplane, config["CHAT_PRESENCE_BATCH"])
         self.commits = GroupCommit(app, self.hub)
+        self.arrivals = Arrivals(self.hub)
         self.poller = Poller(config["CHAT_SERVE_THREADS"], app.app_context)
         self._app = app
         self._closing = False

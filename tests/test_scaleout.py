@@ -444,7 +444,7 @@ def test_with_redis_no_message_lands_in_a_room_just_left(redis_backplane, ws_con
 @pytest.mark.parametrize(
     ("part", "method", "error"),
     [
-        ("backplane", "set_presence", BackplaneError("Redis said no")),
+        ("backplane", "set_presences", BackplaneError("Redis said no")),
         ("hub", "deliver", IndexError("a bug")),
     ],
     ids=["a failed presence write", "a bug in a delivery"],

@@ -4,6 +4,7 @@ import json
 import logging
 import threading
 import time
+from contextlib import ExitStack
 
 import pytest
 from sqlalchemy import func, select, text
@@ -399,6 +400,72 @@ def test_a_greeting_that_fails_says_unavailable_and_closes_with_1013(app, live_s
     finally:
         with app.app_context():
             Membership.__table__.create(db.engine)
+
+
+def _storm_behind_the_order_lock(app, live_server, users, opened):
+    """Open a socket per user while the order lock is held: the first greeting takes itself as
+    a batch and waits for the lock; the rest queue behind it. The sockets, once all queued."""
+    arrivals = runtime_of(app).arrivals
+    sockets = []
+    for user_id in users:
+        url = f"ws://{live_server}/ws?token={token_issued_at(app, user_id)}"
+        sockets.append(opened.enter_context(connect(url, open_timeout=5)))
+    wait_until(lambda: len(arrivals._waiting) == len(users) - 1, "the greetings to queue")
+    return sockets
+
+
+def test_a_storm_of_greetings_is_registered_in_batches_and_everyone_is_greeted(
+    app, live_server, make_user, monkeypatch
+):
+    from realtime import arrivals as module
+
+    users = [make_user(f"storm{n}@example.com")[0] for n in range(12)]
+    batches = []
+    register_all = module._register_all
+    monkeypatch.setattr(
+        module,
+        "_register_all",
+        lambda hub, batch: (batches.append(len(batch)), register_all(hub, batch)),
+    )
+    with ExitStack() as opened:
+        hub = runtime_of(app).hub
+        with hub.ordered():
+            sockets = _storm_behind_the_order_lock(app, live_server, users, opened)
+        hellos = [json.loads(ws.recv(timeout=5)) for ws in sockets]
+        assert [hello["type"] for hello in hellos] == ["hello"] * len(users)
+        assert batches == [1, len(users) - 1]  # Two passes under the lock, not twelve.
+        general = next(room for room in hellos[-1]["rooms"] if room["room"] == "general")
+        assert general["online_count"] == len(users)  # Every one registered before its hello.
+        assert sorted(hub.everyone()) == sorted(users)
+
+
+def test_a_batch_that_fails_tells_each_of_its_greetings_unavailable(
+    app, live_server, make_user, monkeypatch
+):
+    from realtime import arrivals as module
+
+    users = [make_user(f"storm{n}@example.com")[0] for n in range(4)]
+
+    def fail(hub, batch):
+        raise BackplaneError("Redis said no")
+
+    with ExitStack() as opened:
+        hub = runtime_of(app).hub
+        with hub.ordered():
+            sockets = _storm_behind_the_order_lock(app, live_server, users, opened)
+            monkeypatch.setattr(module, "_register_all", fail)
+        for ws in sockets:
+            error = json.loads(ws.recv(timeout=5))
+            assert (error["type"], error["code"]) == ("error", "unavailable")
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=5)
+            assert closed.value.rcvd.code == 1013
+        monkeypatch.undo()
+        wait_until(lambda: not hub.everyone(), "the refused sockets to be forgotten")
+        assert len(runtime_of(app).arrivals._waiting) == 0
+        url = f"ws://{live_server}/ws?token={token_issued_at(app, users[0])}"
+        with connect(url, open_timeout=5) as ws:  # The next greeting leads a batch of its own.
+            assert json.loads(ws.recv(timeout=5))["type"] == "hello"
 
 
 @pytest.mark.database
