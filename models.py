@@ -2,7 +2,7 @@
 and attached files."""
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -930,13 +930,14 @@ _LATEST_MESSAGE = select(func.max(Message.id))
 _LATEST_CHANGE = select(func.max(MessageChange.id))
 
 
-_AVATAR = select(User.avatar).where(User.id == bindparam("user_id"))
+_AVATARS = select(User.id, User.avatar).where(User.id.in_(bindparam("user_ids", expanding=True)))
 
 
-def avatar_url_of(user_id: int) -> str | None:
-    """``User.avatar_url`` of one user, read without loading the user (a greeting's)."""
-    avatar = db.session.connection().execute(_AVATAR, {"user_id": user_id}).scalar()
-    return f"/{avatar}" if avatar else None
+def avatar_urls_of(user_ids: Collection[int]) -> dict[int, str | None]:
+    """``{user id: User.avatar_url}`` of several users in one query (a batch of greetings', at
+    most ``realtime.arrivals.MAX_ARRIVALS`` ids)."""
+    rows = db.session.connection().execute(_AVATARS, {"user_ids": sorted(user_ids)})
+    return {user_id: f"/{avatar}" if avatar else None for user_id, avatar in rows}
 
 
 def latest_message_id() -> int:

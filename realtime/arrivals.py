@@ -4,7 +4,8 @@ import threading
 from collections.abc import Sequence
 
 from core import rooms
-from models import GENERAL, latest_change_id, latest_message_id
+from core.rooms import PublicRoom
+from models import GENERAL, avatar_urls_of, latest_change_id, latest_message_id
 from realtime.backplane import BackplaneError
 from realtime.hub import Hub
 from realtime.transport.connection import Connection
@@ -15,12 +16,13 @@ MAX_ARRIVALS = 500  # Per batch: the first greeted need not wait for the whole s
 class Arrival:
     """A socket waiting to be registered, and what became of it."""
 
-    __slots__ = ("conn", "done", "error", "first", "rooms", "woken")
+    __slots__ = ("conn", "done", "error", "first", "public_rooms", "rooms", "woken")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.first = False  # Its user was online nowhere before.
         self.rooms: dict[int, str] = {}  # {id: key}
+        self.public_rooms: list[PublicRoom] = []  # Shared by the batch: read, do not change.
         self.error: BaseException | None = None
         self.done = False
         self.woken = threading.Event()  # Registered (or refused), or it is its turn to lead.
@@ -97,14 +99,20 @@ def _register_all(hub: Hub, batch: Sequence[Arrival]) -> None:
     if not hub.ready():
         raise BackplaneError("the backplane was lost")
     floor, change_floor = latest_message_id(), latest_change_id()
-    where = rooms.members_rooms({arrival.conn.user_id for arrival in batch})
+    users = {arrival.conn.user_id for arrival in batch}
+    where = rooms.members_rooms(users)
+    # Read under the lock: a picture changed from then on reaches these sockets (set_avatar).
+    avatars = avatar_urls_of(users)
     for user_id, mine in where.items():
         if GENERAL not in mine.values():  # A first visit (or a restored account): join general.
             mine[rooms.join_general(user_id)] = GENERAL
+    public = rooms.public_rooms()  # After the joins; the same for all: read once per batch.
     for arrival in batch:
         conn = arrival.conn
         conn.floor, conn.change_floor, conn.current = floor, change_floor, GENERAL
         arrival.rooms = where[conn.user_id]
+        arrival.public_rooms = public
+        conn.avatar_url = avatars.get(conn.user_id)
         conn.hold()
     firsts = hub.attach_all([(arrival.conn, arrival.rooms) for arrival in batch])
     for arrival, first in zip(batch, firsts, strict=True):

@@ -13,7 +13,6 @@ from extensions import db
 from models import (
     GENERAL,
     Message,
-    avatar_url_of,
     changed_since,
     describe,
     latest_changes,
@@ -53,7 +52,7 @@ def greet(hub: Hub, arrivals: Arrivals, conn: Connection, resume: protocol.Resum
     """Send ``hello``, replay what the client missed, and announce it; False if that failed."""
     try:
         arrival = arrivals.register(conn)
-        _send_hello(hub, conn, resume)
+        _send_hello(hub, conn, resume, arrival.public_rooms)
     except (SQLAlchemyError, BackplaneError):
         current_app.logger.exception(
             "could not greet user %s", conn.user_id, extra={"user_id": conn.user_id}
@@ -71,12 +70,12 @@ def greet(hub: Hub, arrivals: Arrivals, conn: Connection, resume: protocol.Resum
     return True
 
 
-def _send_hello(hub: Hub, conn: Connection, resume: protocol.Resume) -> None:
-    """Read and send ``hello`` and the catch-up as of the socket's floors, then what it held."""
-    # Read after the registration: a picture changed from then on reaches this socket too.
-    conn.avatar_url = avatar_url_of(conn.user_id)
+def _send_hello(
+    hub: Hub, conn: Connection, resume: protocol.Resume, public: list[rooms.PublicRoom]
+) -> None:
+    """Read and send ``hello`` and the catch-up as of the socket's floors, then what it held;
+    ``public`` and the socket's picture were read with its registration (``arrivals.py``)."""
     mine = rooms.summaries(conn.user_id, up_to=conn.floor)
-    public = rooms.public_rooms()
     general = next(room for room in mine if room["room"] == GENERAL)
     resumed = GENERAL in resume.rooms
     before = conn.floor + 1
