@@ -14,12 +14,14 @@ with --plot). Numbers are from this machine; compare ratios, not absolutes.
 import argparse
 import asyncio
 import collections
+import contextlib
 import functools
 import json
 import multiprocessing
 import os
 import queue
 import resource
+import signal
 import socket
 import statistics
 import subprocess
@@ -28,7 +30,6 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.request import Request, urlopen
 
@@ -136,8 +137,10 @@ def proc_stats(pids):
             stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except FileNotFoundError:
             continue
-        vm_rss = next(line for line in status.splitlines() if line.startswith("VmRSS"))
-        rss += int(vm_rss.split()[1]) * 1024
+        vm_rss = [line for line in status.splitlines() if line.startswith("VmRSS")]
+        if not vm_rss:
+            continue  # A zombie: gunicorn has yet to reap a worker that exited.
+        rss += int(vm_rss[0].split()[1]) * 1024
         cpu += (int(stat[11]) + int(stat[12])) / tick
     return rss, cpu
 
@@ -184,12 +187,15 @@ def start(command, port, cpus, **popen):
 
 
 def stop(process):
-    """Terminate a server (gunicorn closes its sockets gracefully), killing it if it lingers."""
+    """Terminate a server (gunicorn closes its sockets gracefully), killing it and its workers
+    if it lingers: an orphaned worker would hold the port, and the sockets, past a restart."""
     process.terminate()
     try:
         process.wait(15)
     except subprocess.TimeoutExpired:
-        process.kill()
+        for pid in reversed(children(process.pid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         process.wait(5)
 
 
@@ -237,7 +243,8 @@ class ChatServer:
         self.database = database
 
     def _start(self):
-        command = [sys.executable, "-m", "gunicorn", "app:create_app()"]
+        # No control socket: gunicorn's default path is one per user, shared by every run.
+        command = [sys.executable, "-m", "gunicorn", "--no-control-socket", "app:create_app()"]
         return start(command, self.port, self.cpus, cwd=ROOT, env=self.env)
 
     def restart(self):
@@ -395,7 +402,10 @@ class SocketIOServer(ReferenceServer):
 
     def _start(self):
         worker = ["--threads", str(self.slots)] if self.mode == "threading" else ["-k", "gevent"]
-        command = [sys.executable, "-m", "gunicorn", "-w", "1", *worker,
+        # A worker waits for its sockets' handlers to return before it exits, and a WebSocket's
+        # returns only when its client leaves: a restart would wait out the 30 s default.
+        worker += ["--graceful-timeout", "3"]
+        command = [sys.executable, "-m", "gunicorn", "--no-control-socket", "-w", "1", *worker,
                    "--worker-connections", str(self.slots), "-b", f"127.0.0.1:{self.port}",
                    "bench.socketio_server:create_app()"]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_SOCKETIO_MODE": self.mode}
@@ -608,7 +618,7 @@ def _round(value):
     return None if value is None else round(value, 2)
 
 
-@contextmanager
+@contextlib.contextmanager
 def running(server_class, users, **options):
     server = server_class(users, **options)
     try:
@@ -745,6 +755,8 @@ def markdown(results, settings):
             lines.append(f"| {name} | {server} | " + " | ".join(map(str, cells)) + " |")
         for other, ratios in chat_ratios(by_server, load_ratios):
             lines.append(f"| {name} | chat ÷ {other} | {ratios} |" + " |" * 12)
+    if len(lines) == 4:  # No load scenario ran: the storms' table alone.
+        lines = lines[:1]
     return "\n".join(lines) + "\n" + storm_markdown(results)
 
 
