@@ -5,10 +5,25 @@
     python -m bench --only burst    # one scenario
     python -m bench --no-reference  # the chat alone
     python -m bench --only burst --repeat 5   # five rounds each, medians reported
+    python -m bench --servers chat,reference,socketio_threading,socketio_gevent
+    python -m bench --only storm_5000 --pin 0:1   # server on CPU 0, clients on CPU 1
 
-Both servers run side by side in one invocation, on 127.0.0.1 only, each scenario bounded in
-clients, messages and seconds. Results go to bench/results/latest.json and latest.md (and a plot
-with --plot). Numbers are from this machine; compare ratios, not absolutes.
+``--servers`` picks among chat, reference (bench/reference_server.py) and Flask-SocketIO
+(bench/socketio_server.py) in its threading mode (gunicorn gthread, a thread per socket) and its
+gevent one; the load generator speaks Socket.IO to those (bench/engineio.py). ``--pin
+SERVER:CLIENT`` takes two CPU lists (``0:1``, ``0,1:1``): the server processes (gunicorn's
+workers too) and the client processes are held to them; the default pins nothing.
+
+Connection scenarios: ``storm_1000``, ``storm_5000`` and ``storm_5000_2_workers`` (two workers
+and Redis) restart the server under connected clients, which all reconnect at once as the page
+does, with a fresh token and ``resume=1`` with their marks (the references cannot resume: their
+clients just reconnect); ``storm_5000_plain`` opens 5,000 sockets at once on a fresh server;
+``admit_2000`` opens 2,000, 50 at a time.
+
+The servers run one after the other in one invocation, on 127.0.0.1 only, each scenario bounded
+in clients, messages and seconds. Results go to bench/results/latest.json and latest.md (and a
+plot with --plot), with the servers and the pinning in their header. Numbers are from this
+machine; compare ratios, not absolutes.
 """
 
 import argparse
