@@ -596,7 +596,9 @@ def run_restart_storm(server, clients_n, procs, cpus=None):
         barrier.wait(timeout=120)  # Go.
         outcomes = [results.get(timeout=300) for _ in workers]
     except (threading.BrokenBarrierError, queue.Empty, OSError, WSError) as error:
-        raise TimeoutError(f"the restart storm did not finish: {type(error).__name__}") from None
+        raise TimeoutError(
+            f"the restart storm did not finish: {type(error).__name__}: {error}"
+        ) from None
     finally:
         _reap(workers)
     _, cpu_after = proc_stats(server.pids())
