@@ -596,9 +596,7 @@ def run_restart_storm(server, clients_n, procs, cpus=None):
         barrier.wait(timeout=120)  # Go.
         outcomes = [results.get(timeout=300) for _ in workers]
     except (threading.BrokenBarrierError, queue.Empty, OSError, WSError) as error:
-        raise TimeoutError(
-            f"the restart storm did not finish: {type(error).__name__}: {error}"
-        ) from None
+        raise TimeoutError(f"the restart storm did not finish: {_why(error, results)}") from None
     finally:
         _reap(workers)
     _, cpu_after = proc_stats(server.pids())
@@ -616,6 +614,16 @@ def run_restart_storm(server, clients_n, procs, cpus=None):
         "server_cpu_s": round(cpu_after - cpu_before, 2),
         "p99_ms": None,
     }
+
+
+def _why(error, results):
+    """What broke a storm: a client process's own error if one sent it (it broke the barrier),
+    else ``error``."""
+    try:
+        reported = results.get(timeout=5)
+    except queue.Empty:
+        reported = None
+    return reported if isinstance(reported, str) else f"{type(error).__name__}: {error}"
 
 
 def _reap(workers):
