@@ -3,7 +3,8 @@
 It does what the chat does minus the real work (no auth, no database, no rate limits): every
 text frame is re-broadcast to every connected client, encoded once, as a frame of the chat's
 shape and size (``protocol.message_frame``), so that the clients, which share the machine with
-the server, spend the same time reading either server's frames.
+the server, spend the same time reading either server's frames (bench/socketio_server.py sends
+the same fields).
 ``python -m bench.reference_server PORT``.
 """
 
@@ -26,14 +27,15 @@ async def handler(ws):
         await ws.send(json.dumps({"type": "hello"}))
         async for data in ws:
             frame = json.loads(data)
-            broadcast(CLIENTS, _message(frame["text"], frame.get("client_id")))
+            fields = message_fields(frame["text"], frame.get("client_id"))
+            broadcast(CLIENTS, json.dumps(fields, ensure_ascii=False, separators=(",", ":")))
     finally:
         CLIENTS.discard(ws)
 
 
-def _message(text, client_id):
+def message_fields(text, client_id):
     """A frame like the chat's ``message`` frame, fields and all."""
-    frame = {
+    return {
         "type": "message",
         "id": next(IDS),
         "room": "general",
@@ -43,7 +45,6 @@ def _message(text, client_id):
         "ts": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")[:-6] + "Z",
         "client_id": client_id,
     }
-    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
 
 
 async def main(port):
