@@ -303,6 +303,26 @@ class RedisBackplane:
                 person["sockets"] += entry["sockets"]
         return people
 
+    def presence_of(self, user_id: int) -> OnlineUser | None:
+        """One user's presence over every live worker (as in ``everyone``), or None when they
+        are offline: one HGET per worker, in one pipeline. Each socket asks this before its
+        upgrade, so it must not cost O(people) as ``everyone`` does."""
+        try:
+            workers = self._live_workers()
+            pipe = self._redis.pipeline(transaction=False)
+            for worker in workers:
+                pipe.hget(self._key("presence", worker), str(user_id))
+            entries = [json.loads(raw) for raw in pipe.execute() if raw is not None]
+        except redis.RedisError as error:
+            raise BackplaneError(f"presence read failed: {error}") from error
+        if not entries:
+            return None
+        person: OnlineUser = {"name": entries[0]["name"], "rooms": {}, "sockets": 0}
+        for entry in entries:
+            person["rooms"].update({int(room_id): key for room_id, key in entry["rooms"].items()})
+            person["sockets"] += entry["sockets"]
+        return person
+
     def online_elsewhere(self, user_ids: Collection[int]) -> set[int]:
         """Those of ``user_ids`` with a socket on another live worker: one HMGET per worker, of
         their fields only, in one pipeline (reading everyone's presence would cost each

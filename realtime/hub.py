@@ -340,8 +340,11 @@ class Hub:
 
     def rooms_of(self, user_id: int) -> dict[int, str]:
         """``{room id: key}`` of an online user's rooms (empty when they are offline)."""
-        person = self.everyone().get(user_id)
-        return dict(person["rooms"]) if person is not None else {}
+        if self._backplane.shared:
+            person = self._backplane.presence_of(user_id)
+            return dict(person["rooms"]) if person is not None else {}
+        with self._lock:
+            return dict(self._rooms.get(user_id, {}))
 
     def _refresh(self, room_id: int) -> None:
         """A room's sockets changed: drop its fan-out tuple; the caller holds the lock."""
@@ -527,7 +530,8 @@ class Hub:
     def sockets_of(self, user_id: int) -> int:
         """How many sockets a user has open, on every worker."""
         if self._backplane.shared:
-            return self._backplane.everyone().get(user_id, {"sockets": 0})["sockets"]
+            person = self._backplane.presence_of(user_id)
+            return person["sockets"] if person is not None else 0
         with self._lock:
             return len(self._sockets.get(user_id, ()))
 
