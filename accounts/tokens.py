@@ -138,7 +138,9 @@ def verify_holder(token: str) -> Holder:
     """Who ``token`` was issued to, as ``verify_token`` would tell; or ``TokenError``."""
     user_id, version = _payload(token)
     params = {"user_id": user_id, "version": version}
-    row = db.session.connection().execute(_HOLDER, params).first()
+    # The engine's connection, not the session's: no Session is built and closed for one read.
+    with db.engine.connect() as connection:
+        row = connection.execute(_HOLDER, params).first()
     if row is None:
         raise TokenError("invalid_token")
     return Holder(row.id, display_name(row.display_name, row.email), row.locale)
