@@ -258,9 +258,16 @@ def storm_process(job, results):
 
 def restart_process(job, barrier, results):
     """One client process of a restart storm (``_restart``)."""
+    _run_job(_restart, job, barrier, results)
+
+
+def _run_job(main, job, barrier, results):
+    """Pin this process to the job's CPUs (its last item), then put what ``main(*job, barrier)``
+    returns, or its failure as a line of text, in ``results``; a failure breaks the barrier, so
+    that the other processes stop waiting for this one."""
     pin(job[-1])
     try:
-        results.put(asyncio.run(_restart(*job[:-1], barrier)))
+        results.put(asyncio.run(main(*job[:-1], barrier)))
     except (TimeoutError, OSError, WSError, threading.BrokenBarrierError) as error:
         barrier.abort()
         results.put(f"{type(error).__name__}: {error}")
@@ -343,12 +350,7 @@ async def send_prior(url, codec_name, count):
 
 def client_process(job, barrier, results):
     """One client process: its share of the clients, and of the senders among them."""
-    pin(job[-1])
-    try:
-        results.put(asyncio.run(_clients(*job[:-1], barrier)))
-    except (TimeoutError, OSError, WSError, threading.BrokenBarrierError) as error:
-        barrier.abort()
-        results.put(f"{type(error).__name__}: {error}")
+    _run_job(_clients, job, barrier, results)
 
 
 async def _clients(urls, codec_name, sender_indexes, rate, seconds, slow_url, barrier):

@@ -439,7 +439,7 @@ def set_notify(room: Room, user_id: int, level: str) -> str:
     return level
 
 
-# Prebuilt statements for what every greeting reads (``summaries``, ``member_rooms``): built
+# Prebuilt statements for what every greeting reads (``summaries``, ``members_rooms``): built
 # and keyed for SQLAlchemy's statement cache once, run on the session's connection without ORM
 # objects. A storm greets thousands at once, and that Python is what each greeting costs.
 _USER: BindParameter[int] = bindparam("user_id", type_=Integer)
@@ -600,19 +600,6 @@ def member_room_id(user_id: int, key: str) -> int | None:
     return room_id
 
 
-_MEMBER_ROOMS = (
-    select(Room.id, Room.key)
-    .join(Membership, Membership.room_id == Room.id)
-    .where(Membership.user_id == _USER)
-)
-
-
-def member_rooms(user_id: int) -> dict[int, str]:
-    """``{id: key}`` of every room ``user_id`` is in (one query)."""
-    rows = db.session.connection().execute(_MEMBER_ROOMS, {"user_id": user_id})
-    return {room_id: key for room_id, key in rows}
-
-
 _MEMBERS_ROOMS = (
     select(Membership.user_id, Room.id, Room.key)
     .join(Membership, Membership.room_id == Room.id)
@@ -622,7 +609,8 @@ _MEMBERS_AT_ONCE = 500  # Ids bound per query: far below any engine's limit on p
 
 
 def members_rooms(user_ids: Collection[int]) -> dict[int, dict[int, str]]:
-    """``member_rooms`` of several users at once: ``{user id: {id: key}}``, every one listed."""
+    """``{user id: {id: key}}`` of every room each of ``user_ids`` is in, every one listed (a
+    batch of greetings': one query per 500 users)."""
     found: dict[int, dict[int, str]] = {user_id: {} for user_id in user_ids}
     wanted = sorted(found)
     connection = db.session.connection()

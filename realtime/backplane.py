@@ -89,6 +89,16 @@ class Receiver(Protocol):
         """The context in which ordered events are published."""
 
 
+def _count_in(people: dict[int, OnlineUser], user_id: int, raw: str) -> None:
+    """Add one worker's presence entry (its JSON) for ``user_id`` to ``people``: the rooms
+    merged, the sockets summed over the workers."""
+    entry = json.loads(raw)
+    rooms = {int(room_id): key for room_id, key in entry["rooms"].items()}
+    person = people.setdefault(user_id, {"name": entry["name"], "rooms": {}, "sockets": 0})
+    person["rooms"].update(rooms)
+    person["sockets"] += entry["sockets"]
+
+
 class MemoryBackplane:
     """One process: events are delivered at once, presence is the hub's own registry."""
 
@@ -294,13 +304,7 @@ class RedisBackplane:
         people: dict[int, OnlineUser] = {}
         for table in tables:
             for user_id, raw in table.items():
-                entry = json.loads(raw)
-                rooms = {int(room_id): key for room_id, key in entry["rooms"].items()}
-                person = people.setdefault(
-                    int(user_id), {"name": entry["name"], "rooms": {}, "sockets": 0}
-                )
-                person["rooms"].update(rooms)
-                person["sockets"] += entry["sockets"]
+                _count_in(people, int(user_id), raw)
         return people
 
     def presence_of(self, user_id: int) -> OnlineUser | None:
@@ -312,16 +316,14 @@ class RedisBackplane:
             pipe = self._redis.pipeline(transaction=False)
             for worker in workers:
                 pipe.hget(self._key("presence", worker), str(user_id))
-            entries = [json.loads(raw) for raw in pipe.execute() if raw is not None]
+            entries = pipe.execute()
         except redis.RedisError as error:
             raise BackplaneError(f"presence read failed: {error}") from error
-        if not entries:
-            return None
-        person: OnlineUser = {"name": entries[0]["name"], "rooms": {}, "sockets": 0}
-        for entry in entries:
-            person["rooms"].update({int(room_id): key for room_id, key in entry["rooms"].items()})
-            person["sockets"] += entry["sockets"]
-        return person
+        people: dict[int, OnlineUser] = {}
+        for raw in entries:
+            if raw is not None:
+                _count_in(people, user_id, raw)
+        return people.get(user_id)
 
     def online_elsewhere(self, user_ids: Collection[int]) -> set[int]:
         """Those of ``user_ids`` with a socket on another live worker: one HMGET per worker, of
